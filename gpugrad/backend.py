@@ -1,0 +1,216 @@
+"""The array-module switch: which array library holds a tensor's data.
+
+Everything device-specific is asked here, in one place (Chainer's
+``get_array_module``): op code calls :func:`xp_for` and writes the same NumPy
+API against whichever module comes back.  Nothing outside this module and
+``gpugrad/cuda/`` imports CuPy.
+"""
+
+import os
+
+import numpy
+
+_cupy = None          # the cupy module once probed and usable, else False
+_cupyx = None
+
+
+def _probe_cupy():
+    global _cupy, _cupyx
+    if _cupy is None:
+        try:
+            import cupy
+            import cupyx
+            usable = bool(cupy.is_available())
+        except Exception:  # not installed, no driver, broken CUDA install
+            usable = False
+        if usable:
+            _cupy, _cupyx = cupy, cupyx
+        else:
+            _cupy = False
+    return _cupy
+
+
+def cuda_available():
+    """True when CuPy is installed and sees at least one usable GPU."""
+    return bool(_probe_cupy())
+
+
+def cupy_module():
+    """The cupy module; raises a clear error where CUDA is not usable."""
+    cp = _probe_cupy()
+    if not cp:
+        raise RuntimeError(
+            "CUDA is not available: gpugrad needs CuPy and a GPU for cuda tensors "
+            "(pip install 'gpugrad[cuda13]' or 'gpugrad[cuda12]'); "
+            "use device='cpu' or leave the device unset")
+    return cp
+
+
+class device:
+    """A device, torch-style: ``device('cpu')``, ``device('cuda')``, ``device('cuda:1')``,
+    ``device('cuda', 1)``."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, type, index=None):
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        elif isinstance(type, int) and not isinstance(type, bool):
+            type, index = "cuda", type
+        elif isinstance(type, str):
+            if ":" in type:
+                if index is not None:
+                    raise ValueError(f"device string {type!r} already names an index")
+                type, _, idx = type.partition(":")
+                if not idx.isdigit():
+                    raise ValueError(f"invalid device index in {type}:{idx!r}")
+                index = int(idx)
+        else:
+            raise TypeError(f"device() expects a string, an int or a device, got {type!r}")
+        if type not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device type {type!r}: expected 'cpu' or 'cuda' (e.g. 'cuda:0')")
+        if type == "cpu" and index not in (None, 0):
+            raise ValueError(f"cpu device has no index {index}")
+        if index is not None and index < 0:
+            raise ValueError(f"device index must be >= 0, got {index}")
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "index", None if type == "cpu" else index)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("device is immutable")
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            other = device(other)
+        return isinstance(other, device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+    def __repr__(self):
+        if self.index is None:
+            return f"device(type={self.type!r})"
+        return f"device(type={self.type!r}, index={self.index})"
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+CPU = device("cpu")
+_default_device = None
+
+
+def as_device(dev):
+    """Parse ``dev`` (str, int, device or None) into a concrete device;
+    'cuda' alone means the current CUDA device."""
+    if dev is None:
+        return get_default_device()
+    dev = dev if isinstance(dev, device) else device(dev)
+    if dev.type == "cuda":
+        cp = cupy_module()
+        index = cp.cuda.runtime.getDevice() if dev.index is None else dev.index
+        count = cp.cuda.runtime.getDeviceCount()
+        if index >= count:
+            raise RuntimeError(f"CUDA device {index} does not exist: {count} device(s) visible")
+        if dev.index is None:
+            dev = device("cuda", index)
+    return dev
+
+
+def get_default_device():
+    """The device factories use when none is given: 'cpu', unless the
+    environment variable GPUGRAD_DEVICE or :func:`set_default_device` says
+    otherwise (``GPUGRAD_DEVICE=cuda`` puts new tensors on the GPU)."""
+    global _default_device
+    if _default_device is None:
+        _default_device = as_device(os.environ.get("GPUGRAD_DEVICE", "cpu") or "cpu")
+    return _default_device
+
+
+def set_default_device(dev):
+    global _default_device
+    _default_device = None if dev is None else as_device(dev)
+
+
+def is_cupy_array(array):
+    cp = _cupy
+    return bool(cp) and isinstance(array, cp.ndarray)
+
+
+def xp_for(obj):
+    """The array module (numpy or cupy) that holds ``obj``: an ndarray, a
+    Tensor, or a device."""
+    if type(obj) is numpy.ndarray:
+        return numpy
+    if isinstance(obj, device):
+        return numpy if obj.type == "cpu" else cupy_module()
+    data = getattr(obj, "data", obj)
+    if is_cupy_array(data):
+        return _cupy
+    return numpy
+
+
+def device_of(array):
+    """The device an ndarray lives on."""
+    if is_cupy_array(array):
+        return device("cuda", array.device.id)
+    return CPU
+
+
+def to_device(array, dev):
+    """``array`` on device ``dev`` (a no-op, not a copy, when it is there already)."""
+    if dev.type == "cpu":
+        return _cupy.asnumpy(array) if is_cupy_array(array) else numpy.asarray(array)
+    cp = cupy_module()
+    if is_cupy_array(array) and array.device.id == dev.index:
+        return array
+    with cp.cuda.Device(dev.index):
+        return cp.asarray(array)
+
+
+def device_guard(dev):
+    """A context manager making ``dev`` the current CUDA device (a no-op for the CPU)."""
+    if dev.type == "cuda":
+        return _cupy.cuda.Device(dev.index)
+    return _NULL_CONTEXT
+
+
+class _NullContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NULL_CONTEXT = _NullContext()
+
+
+# ---------------------------------------------------------------------------
+# The few functions NumPy and CuPy spell differently.
+
+def scatter_add(array, key, values):
+    """``array[key] += values`` with repeated indices accumulated (NumPy's
+    ``add.at``, CuPy's ``scatter_add``); in place."""
+    if is_cupy_array(array):
+        _cupyx.scatter_add(array, key, values)
+    else:
+        numpy.add.at(array, key, values)
+
+
+def erf(array):
+    """The error function, elementwise (scipy.special / cupyx.scipy.special)."""
+    if is_cupy_array(array):
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(array)
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:  # scipy is optional: exact but slow fallback
+        import math
+        return numpy.vectorize(math.erf, otypes=[array.dtype])(array)
+    return scipy_erf(array).astype(array.dtype, copy=False)
+
+
+def may_share_memory(a, b):
+    xp = xp_for(a)
+    return bool(xp.may_share_memory(a, b))

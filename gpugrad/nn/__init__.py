@@ -1,0 +1,1 @@
+from gpugrad.nn import functional

@@ -1,0 +1,94 @@
+"""Shared fixtures: devices (cuda auto-skipped without a GPU), fresh random
+inputs each run (the seed is printed on failure; GPUGRAD_TEST_SEED replays
+it) and comparison with torch."""
+
+import os
+import zlib
+
+import numpy
+import pytest
+
+import gpugrad
+
+torch = pytest.importorskip("torch")
+
+CUDA = gpugrad.cuda.is_available() and torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+FLOAT_TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+
+
+def pytest_collection_modifyitems(config, items):
+    if CUDA:
+        return
+    skip = pytest.mark.skip(reason="no usable CUDA GPU (needs cupy, a GPU and torch with CUDA)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+_SEED = int(os.environ.get("GPUGRAD_TEST_SEED", int.from_bytes(os.urandom(4), "little")))
+
+
+def pytest_report_header(config):
+    return f"gpugrad test seed: {_SEED} (replay with GPUGRAD_TEST_SEED={_SEED}); cuda: {CUDA}"
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded afresh for each test (the seed is in the header)."""
+    seed = (_SEED + zlib.crc32(request.node.nodeid.encode())) % 2**32
+    gpugrad.manual_seed(seed)
+    return numpy.random.default_rng(seed)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def to_torch(t, device=None, requires_grad=None):
+    """A torch copy of a gpugrad tensor (or an array) on the matching device."""
+    data = t.detach().to("cpu").data if isinstance(t, gpugrad.Tensor) else numpy.asarray(t)
+    out = torch.from_numpy(numpy.array(data, copy=True))
+    if device is None and isinstance(t, gpugrad.Tensor):
+        device = t.device.type
+    if device == "cuda":
+        out = out.cuda()
+    if requires_grad:
+        out.requires_grad_(True)
+    return out
+
+
+def to_numpy(value):
+    if isinstance(value, gpugrad.Tensor):
+        return value.detach().to("cpu").data.astype(numpy.float64)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    return numpy.asarray(value, dtype=numpy.float64)
+
+
+def relative_error(actual, expected):
+    """||actual - expected|| / ||expected|| over finite entries; inf and nan
+    must sit in the same places."""
+    a, e = to_numpy(actual), to_numpy(expected)
+    assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
+    same_nonfinite = (numpy.isnan(a) == numpy.isnan(e)).all() and (
+        a[numpy.isinf(a)] == e[numpy.isinf(a)]).all() and (numpy.isinf(a) == numpy.isinf(e)).all()
+    assert same_nonfinite, f"non-finite values differ:\n{a}\n{e}"
+    finite = numpy.isfinite(e)
+    denom = numpy.linalg.norm(e[finite])
+    diff = numpy.linalg.norm(a[finite] - e[finite])
+    return diff / denom if denom > 0 else diff
+
+
+def assert_close(actual, expected, tol):
+    err = relative_error(actual, expected)
+    assert err <= tol, f"relative error {err:.3e} > {tol:.1e}"
+
+
+def make_pair(rng, shape, dtype="float64", device="cpu", low=-2.0, high=2.0, requires_grad=True):
+    """The same random values as a gpugrad tensor and a torch tensor, both leaves."""
+    values = rng.uniform(low, high, size=shape).astype(dtype)
+    ours = gpugrad.tensor(values, device=device, requires_grad=requires_grad)
+    theirs = to_torch(ours, requires_grad=requires_grad)
+    return ours, theirs

@@ -1,0 +1,194 @@
+"""gpugrad/ops/elementwise.py against torch: values, gradients (float64 and
+float32, broadcast shapes) and second derivatives."""
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gpugrad
+from gpugrad.autograd import gradcheck, gradgradcheck
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+
+# name, gpugrad fn, torch fn, input range (kept away from kinks and poles)
+UNARY = [
+    ("neg", lambda x: -x, lambda x: -x, -2, 2),
+    ("abs", gpugrad.abs, torch.abs, -2, 2),
+    ("exp", gpugrad.exp, torch.exp, -3, 3),
+    ("log", gpugrad.log, torch.log, 0.1, 4),
+    ("log1p", gpugrad.log1p, torch.log1p, -0.9, 4),
+    ("expm1", gpugrad.expm1, torch.expm1, -3, 3),
+    ("sqrt", gpugrad.sqrt, torch.sqrt, 0.1, 4),
+    ("rsqrt", gpugrad.rsqrt, torch.rsqrt, 0.1, 4),
+    ("sin", gpugrad.sin, torch.sin, -4, 4),
+    ("cos", gpugrad.cos, torch.cos, -4, 4),
+    ("tan", gpugrad.tan, torch.tan, -1.2, 1.2),
+    ("tanh", gpugrad.tanh, torch.tanh, -3, 3),
+    ("sigmoid", gpugrad.sigmoid, torch.sigmoid, -6, 6),
+    ("relu", gpugrad.relu, torch.relu, -2, 2),
+    ("erf", gpugrad.erf, torch.erf, -2, 2),
+    ("gelu", gpugrad.gelu, F.gelu, -3, 3),
+    ("gelu_tanh", lambda x: gpugrad.gelu(x, approximate="tanh"),
+     lambda x: F.gelu(x, approximate="tanh"), -3, 3),
+    ("softplus", gpugrad.nn.functional.softplus, F.softplus, -30, 30),
+    ("softplus_beta", lambda x: gpugrad.nn.functional.softplus(x, beta=2, threshold=3),
+     lambda x: F.softplus(x, beta=2, threshold=3), -4, 4),
+    ("clamp", lambda x: x.clamp(-0.5, 0.7), lambda x: x.clamp(-0.5, 0.7), -2, 2),
+    ("clamp_min", lambda x: x.clamp(min=0.1), lambda x: x.clamp(min=0.1), -2, 2),
+    ("pow3", lambda x: x ** 3, lambda x: x ** 3, -2, 2),
+    ("pow_frac", lambda x: x ** 2.5, lambda x: x ** 2.5, 0.1, 3),
+    ("pow_neg", lambda x: x ** -1.5, lambda x: x ** -1.5, 0.2, 3),
+    ("rpow", lambda x: 2.5 ** x, lambda x: 2.5 ** x, -2, 2),
+    ("radd", lambda x: 1.5 + x, lambda x: 1.5 + x, -2, 2),
+    ("rsub", lambda x: 1.5 - x, lambda x: 1.5 - x, -2, 2),
+    ("rmul", lambda x: 3 * x, lambda x: 3 * x, -2, 2),
+    ("rdiv", lambda x: 2 / x, lambda x: 2 / x, 0.3, 3),
+    ("sign", gpugrad.sign, torch.sign, -2, 2),
+    ("masked_fill", lambda x: x.masked_fill(x > 0.5, -1.0), lambda x: x.masked_fill(x > 0.5, -1.0), -2, 2),
+]
+
+BINARY = [
+    ("add", gpugrad.add, torch.add, (-2, 2), (-2, 2)),
+    ("add_alpha", lambda a, b: a.add(b, alpha=0.5), lambda a, b: a.add(b, alpha=0.5), (-2, 2), (-2, 2)),
+    ("sub", gpugrad.sub, torch.sub, (-2, 2), (-2, 2)),
+    ("sub_alpha", lambda a, b: a.sub(b, alpha=3), lambda a, b: a.sub(b, alpha=3), (-2, 2), (-2, 2)),
+    ("mul", gpugrad.mul, torch.mul, (-2, 2), (-2, 2)),
+    ("div", gpugrad.div, torch.div, (-2, 2), (0.5, 2)),
+    ("pow", gpugrad.pow, torch.pow, (0.2, 2), (-2, 2)),
+    ("maximum", gpugrad.maximum, torch.maximum, (-2, 2), (-2, 2)),
+    ("minimum", gpugrad.minimum, torch.minimum, (-2, 2), (-2, 2)),
+    ("where", lambda a, b: gpugrad.where(a > b, a, b * 2), lambda a, b: torch.where(a > b, a, b * 2),
+     (-2, 2), (-2, 2)),
+    ("clamp_tensor", lambda a, b: a.clamp(min=b), lambda a, b: a.clamp(min=b), (-2, 2), (-2, 2)),
+]
+
+SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((5,), ()), ((), (2, 3))]
+
+
+def _check_forward_backward(rng, ours, theirs, inputs, dtype, device):
+    out, tout = ours(*[x for x, _ in inputs]), theirs(*[t for _, t in inputs])
+    tol = FLOAT_TOLERANCE[dtype]
+    assert out.dtype == getattr(gpugrad, dtype)
+    assert_close(out, tout, tol)
+    upstream = rng.standard_normal(out.shape).astype(dtype)
+    out.backward(gpugrad.tensor(upstream, device=device))
+    tout.backward(to_torch(upstream, device=device))
+    for x, t in inputs:
+        assert x.grad is not None and x.grad.shape == x.shape and x.grad.dtype == x.dtype
+        assert_close(x.grad, t.grad, tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,ours,theirs,low,high", UNARY, ids=[u[0] for u in UNARY])
+def test_unary_matches_torch(rng, device, dtype, name, ours, theirs, low, high):
+    x = make_pair(rng, (4, 5), dtype, device, low, high)
+    _check_forward_backward(rng, ours, theirs, [x], dtype, device)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shapes", SHAPES, ids=str)
+@pytest.mark.parametrize("name,ours,theirs,range_a,range_b", BINARY, ids=[b[0] for b in BINARY])
+def test_binary_broadcast_matches_torch(rng, device, dtype, shapes, name, ours, theirs, range_a, range_b):
+    a = make_pair(rng, shapes[0], dtype, device, *range_a)
+    b = make_pair(rng, shapes[1], dtype, device, *range_b)
+    _check_forward_backward(rng, ours, theirs, [a, b], dtype, device)
+
+
+@pytest.mark.parametrize("name,ours,theirs,low,high", UNARY, ids=[u[0] for u in UNARY])
+def test_unary_second_derivatives(rng, device, name, ours, theirs, low, high):
+    x, _ = make_pair(rng, (2, 3), "float64", device, low, high)
+    assert gradcheck(ours, (x,))
+    assert gradgradcheck(ours, (x,))
+
+
+@pytest.mark.parametrize("name,ours,theirs,range_a,range_b", BINARY, ids=[b[0] for b in BINARY])
+def test_binary_second_derivatives(rng, device, name, ours, theirs, range_a, range_b):
+    a, _ = make_pair(rng, (2, 3), "float64", device, *range_a)
+    b, _ = make_pair(rng, (3,), "float64", device, *range_b)
+    assert gradcheck(ours, (a, b))
+    assert gradgradcheck(ours, (a, b))
+
+
+def test_ties_share_gradient_like_torch(device):
+    a = gpugrad.tensor([1.0, 2.0, 3.0], dtype=gpugrad.float64, device=device, requires_grad=True)
+    b = gpugrad.tensor([1.0, 5.0, 3.0], dtype=gpugrad.float64, device=device, requires_grad=True)
+    ta, tb = to_torch(a, requires_grad=True), to_torch(b, requires_grad=True)
+    gpugrad.maximum(a, b).sum().backward()
+    torch.maximum(ta, tb).sum().backward()
+    assert_close(a.grad, ta.grad, 0)
+    assert_close(b.grad, tb.grad, 0)
+    x = gpugrad.tensor([-1.0, 0.0, 2.0], dtype=gpugrad.float64, device=device, requires_grad=True)
+    tx = to_torch(x, requires_grad=True)
+    (x.relu() + x.abs() + x.clamp(0, 2)).sum().backward()
+    (tx.relu() + tx.abs() + tx.clamp(0, 2)).sum().backward()
+    assert_close(x.grad, tx.grad, 0)
+
+
+def test_extreme_values_match_torch(device):
+    values = [-1e4, -50.0, -1e-8, 0.0, 1e-8, 50.0, 1e4]
+    x = gpugrad.tensor(values, dtype=gpugrad.float64, device=device)
+    tx = to_torch(x)
+    for ours, theirs in [(gpugrad.sigmoid, torch.sigmoid), (gpugrad.tanh, torch.tanh),
+                         (gpugrad.nn.functional.softplus, F.softplus), (gpugrad.exp, torch.exp),
+                         (gpugrad.gelu, F.gelu)]:
+        assert_close(ours(x), theirs(tx), 1e-12)
+
+
+# -- dtype promotion (torch's rules) -------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_python_scalars_do_not_upcast(dtype):
+    x = gpugrad.ones(3, dtype=getattr(gpugrad, dtype))
+    for result in (x * 2.5, 2.5 * x, x + 1, x / 3, x ** 2.0, 1 - x):
+        assert result.dtype == getattr(gpugrad, dtype)
+
+
+@pytest.mark.parametrize("a,b", [("int64", "float32"), ("int32", "float64"), ("float16", "float32"),
+                                 ("int32", "int64"), ("bool", "int32"), ("bool", "float16")])
+def test_tensor_promotion_matches_torch(a, b):
+    x = gpugrad.ones(2, dtype=getattr(gpugrad, a))
+    y = gpugrad.ones(2, dtype=getattr(gpugrad, b))
+    tx = torch.ones(2, dtype=getattr(torch, a))
+    ty = torch.ones(2, dtype=getattr(torch, b))
+    assert str((x + y).dtype) == str(tx.add(ty).dtype).replace("torch.", "")
+    assert str((x * 2.5).dtype) == str((tx * 2.5).dtype).replace("torch.", "")
+
+
+def test_zero_dim_tensor_does_not_widen():
+    x = gpugrad.ones(3, dtype=gpugrad.float32)
+    s = gpugrad.tensor(2.0, dtype=gpugrad.float64)
+    assert (x * s).dtype == gpugrad.float32
+    assert (gpugrad.ones(3, dtype=gpugrad.int32) * s).dtype == gpugrad.float64
+
+
+def test_integer_division_is_true_division():
+    x = gpugrad.tensor([1, 2, 3])
+    assert (x / 2).dtype == gpugrad.float32
+    assert (x / 2).tolist() == [0.5, 1.0, 1.5]
+    assert (x // 2).tolist() == [0, 1, 1]
+
+
+def test_mixed_precision_gradient_keeps_each_input_dtype(rng):
+    a = gpugrad.tensor(rng.standard_normal(4), dtype=gpugrad.float16, requires_grad=True)
+    b = gpugrad.tensor(rng.standard_normal(4), dtype=gpugrad.float32, requires_grad=True)
+    (a * b).sum().backward()
+    assert a.grad.dtype == gpugrad.float16 and b.grad.dtype == gpugrad.float32
+    numpy.testing.assert_allclose(b.grad.numpy(), a.detach().numpy().astype(numpy.float32))
+
+
+def test_comparisons_have_no_gradient(rng, device):
+    x = gpugrad.tensor(rng.standard_normal(5), device=device, requires_grad=True)
+    for mask in (x > 0, x >= 0, x < 0, x <= 0, x == x, x != 0):
+        assert mask.dtype == gpugrad.bool and not mask.requires_grad
+    tx = to_torch(x)
+    assert (x > 0).tolist() == (tx > 0).tolist()
+    assert ((x > 0) & (x < 1)).tolist() == ((tx > 0) & (tx < 1)).tolist()
+    assert (~(x > 0)).tolist() == (~(tx > 0)).tolist()
+
+
+@pytest.mark.cuda
+def test_mixing_devices_raises_naming_both_devices():
+    a = gpugrad.ones(3)
+    b = gpugrad.ones(3, device="cuda")
+    with pytest.raises(RuntimeError, match="cpu.*cuda:0|cuda:0.*cpu"):
+        a + b
