@@ -157,6 +157,17 @@ def device_of(array):
     return CPU
 
 
+def device_key(array):
+    """-1 for a NumPy array, the CUDA ordinal for a CuPy array (cheap to compare)."""
+    if type(array) is numpy.ndarray or not is_cupy_array(array):
+        return -1
+    return array.device.id
+
+
+def device_from_key(key):
+    return CPU if key == -1 else device("cuda", key)
+
+
 def to_device(array, dev):
     """``array`` on device ``dev`` (a no-op, not a copy, when it is there already)."""
     if dev.type == "cpu":

@@ -29,7 +29,6 @@ def _root_edge(tensor, index):
 
 
 def _make_root_grads(tensors, grad_tensors, create_graph):
-    from gpugrad.tensor import Tensor
     grads = []
     for i, (t, g) in enumerate(zip(tensors, grad_tensors)):
         if g is None:
@@ -53,19 +52,19 @@ def _make_root_grads(tensors, grad_tensors, create_graph):
 
 
 def _validate(grad, meta, node, index):
-    shape, dtype, device = meta
-    if grad.device != device:
+    shape, dtype = meta
+    if backend.device_key(grad.data) != node._device:
         raise RuntimeError(
             f"Function {node.name()} returned an invalid gradient at index {index} - expected "
-            f"device {device} but got {grad.device}")
-    if grad.shape != shape:
+            f"device {backend.device_from_key(node._device)} but got {grad.device}")
+    if grad.data.shape != shape:
         try:
             grad = grad.sum_to_size(shape)
         except (RuntimeError, ValueError):
             raise RuntimeError(
                 f"Function {node.name()} returned an invalid gradient at index {index} - got "
                 f"{list(grad.shape)} but expected shape compatible with {list(shape)}") from None
-    if grad.dtype != dtype:
+    if grad.data.dtype != dtype:
         grad = grad.to(dtype)
     return grad
 
@@ -119,7 +118,6 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     (``Tensor.backward``); otherwise the gradients of ``inputs`` are returned
     and no ``.grad`` is touched (``autograd.grad``).
     """
-    from gpugrad.tensor import Tensor
     if retain_graph is None:
         retain_graph = create_graph
     roots = [_root_edge(t, i) for i, t in enumerate(tensors)]
@@ -216,7 +214,6 @@ def _run_pre_hooks(node, grads):
 
 
 def _call_backward(node, grads):
-    from gpugrad.tensor import Tensor
     if all(g is None for g in grads):
         return ()
     if node.materialize_grads and any(g is None for g in grads):
@@ -265,3 +262,6 @@ def _check_device_errors(tensors):
     if tensors and tensors[0].device.type == "cuda":
         from gpugrad.cuda import errors
         errors.check()
+
+
+from gpugrad.tensor import Tensor  # noqa: E402  (tensor.py imports this module)

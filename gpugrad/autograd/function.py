@@ -52,7 +52,6 @@ class SavedTensor:
         self.version = version_counter[0] if version_counter is not None else 0
 
     def unpack(self, node):
-        from gpugrad.tensor import Tensor
         if self.version_counter is not None and self.version_counter[0] != self.version:
             value = self.value
             shape = list(value.shape)
@@ -96,20 +95,23 @@ class Function:
     is_view = False                # output shares memory (and version) with input 0
     _backward_suffix = "Backward"
 
+    # Defaults live on the class: a node sets only what differs (apply is hot).
+    next_functions = ()
+    needs_input_grad = ()
+    materialize_grads = True
+    xp = None
+    _to_save = ()
+    _saved = None
+    _had_saved = False
+    _input_meta = ()
+    _device = None
+    _num_outputs = 1
+    _output_meta = ()
+    _pre_hooks = None
+    _retained = None
+    _non_differentiable = ()
+
     def __init__(self):
-        self.next_functions = ()
-        self.needs_input_grad = ()
-        self.materialize_grads = True
-        self.xp = None
-        self._to_save = ()
-        self._saved = None
-        self._had_saved = False
-        self._input_meta = ()
-        self._num_outputs = 1
-        self._output_meta = ()
-        self._pre_hooks = None
-        self._retained = None
-        self._non_differentiable = ()
         self._sequence_nr = next(_sequence)
 
     # -- what ops call on ctx ------------------------------------------------
@@ -161,28 +163,33 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        from gpugrad.tensor import Tensor
         ctx = cls()
         needs = []
-        device = None
+        device_key = None          # -1 for the CPU, the CUDA ordinal otherwise
+        record = False
         for a in args:
             if isinstance(a, Tensor):
-                needs.append(a.requires_grad)
-                d = a.device
-                if device is None:
-                    device = d
-                elif d != device:
+                requires = a._requires_grad or a.grad_fn is not None
+                needs.append(requires)
+                record = record or requires
+                data = a.data
+                key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
+                if device_key is None:
+                    device_key = key
+                elif key != device_key:
                     raise RuntimeError(
-                        f"Expected all tensors to be on the same device, but found at least "
-                        f"two devices, {device} and {d}! (in {cls.__name__})")
+                        "Expected all tensors to be on the same device, but found at least two "
+                        f"devices, {backend.device_from_key(device_key)} and "
+                        f"{backend.device_from_key(key)}! (in {cls.__name__})")
             else:
                 needs.append(False)
         ctx.needs_input_grad = needs = tuple(needs)
-        record = is_grad_enabled() and any(needs)
+        record = record and is_grad_enabled()
+        xp = numpy if device_key is None or device_key == -1 else backend.cupy_module()
+        ctx.xp = xp
 
         if cls.forward_takes_arrays:
             arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-            xp = ctx.xp = backend.xp_for(arrays[0]) if device is None else backend.xp_for(device)
             if xp is numpy:
                 with numpy.errstate(all="ignore"):    # inf and nan as in torch, without warnings
                     raw = cls.forward(ctx, *arrays)
@@ -192,7 +199,6 @@ class Function:
             outputs = tuple(Tensor._make(numpy.asarray(o) if isinstance(o, numpy.generic) else o)
                             for o in ((raw,) if single else raw))
         else:
-            ctx.xp = backend.xp_for(device) if device is not None else None
             with no_grad():
                 raw = cls.forward(ctx, *args)
             single = not isinstance(raw, tuple)
@@ -207,21 +213,24 @@ class Function:
 
         if record:
             ctx.next_functions = tuple(
-                a._edge() if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+                a._edge() if need else None for a, need in zip(args, needs))
             ctx._input_meta = tuple(
-                (a.shape, a.dtype, device) if isinstance(a, Tensor) else None for a in args)
+                (a.data.shape, a.data.dtype) if need else None for a, need in zip(args, needs))
+            ctx._device = device_key
             ctx._num_outputs = len(outputs)
             if len(outputs) > 1:
                 ctx._output_meta = tuple((o.shape, o.dtype) for o in outputs)
             raw_outputs = (raw,) if single else raw
             non_diff = ctx._non_differentiable
             for nr, (out, raw_out) in enumerate(zip(outputs, raw_outputs)):
-                if isinstance(out, Tensor) and out.dtype.kind == "f" and id(raw_out) not in non_diff:
+                if isinstance(out, Tensor) and out.data.dtype.kind == "f" and id(raw_out) not in non_diff:
                     out.grad_fn = ctx
                     out._output_nr = nr
-            ctx._saved = _resolve_saved(ctx._to_save, args, outputs, raw_outputs)
-            ctx._had_saved = bool(ctx._saved)
-        ctx._to_save = ()
+            if ctx._to_save:
+                ctx._saved = _resolve_saved(ctx._to_save, args, outputs, raw_outputs)
+                ctx._had_saved = True
+        if ctx._to_save:
+            ctx._to_save = ()
         return outputs[0] if single else outputs
 
 
@@ -233,7 +242,6 @@ class InternalFunction(Function):
 
 def _own_output(out, args):
     """A user forward's output: fresh tensors are adopted, a returned input is aliased."""
-    from gpugrad.tensor import Tensor
     if not isinstance(out, Tensor):
         return out
     if any(out is a for a in args):
@@ -244,7 +252,6 @@ def _own_output(out, args):
 
 
 def _resolve_saved(values, args, outputs, raw_outputs):
-    from gpugrad.tensor import Tensor
     saved = []
     for value in values:
         if value is None:
@@ -301,3 +308,6 @@ class _RemovableHandle:
     def remove(self):
         if self._hook in self._hooks:
             self._hooks.remove(self._hook)
+
+
+from gpugrad.tensor import Tensor  # noqa: E402  (tensor.py imports this module)

@@ -27,6 +27,19 @@ def as_operand(value, like):
 
 def promote(*operands, floating=False):
     """Cast operands to their torch result dtype; returns (operands, dtype)."""
+    if len(operands) == 2:       # fast paths: same-dtype tensors, float tensor with a number
+        a, b = operands
+        if type(a) is Tensor:
+            dtype = a.data.dtype
+            if dtype.kind == "f" or not floating:
+                if type(b) is Tensor and b.data.dtype == dtype:
+                    return operands, dtype
+                if type(b) in (float, int) and dtype.kind == "f":
+                    return (a, dtype.type(b)), dtype
+        elif type(b) is Tensor and type(a) in (float, int):
+            dtype = b.data.dtype
+            if dtype.kind == "f":
+                return (dtype.type(a), b), dtype
     like = next(o for o in operands if isinstance(o, Tensor))
     operands = [as_operand(o, like) for o in operands]
     dtype = dtypes.result_type(*operands)

@@ -76,22 +76,23 @@ class Prod(InternalFunction):
     def forward(ctx, x, dims, keepdim):
         xp = ctx.xp
         ctx.shape, ctx.dims = x.shape, dims
-        out = x.prod(axis=dims, keepdims=True, dtype=accumulate_dtype(x.dtype)).astype(x.dtype)
+        out = x.prod(axis=dims, keepdims=keepdim, dtype=accumulate_dtype(x.dtype)).astype(x.dtype)
         if ctx.needs_input_grad[0]:
             if bool((x == 0).any()):
                 # prod of the others cannot come from out / x: exclusive products instead
                 ctx.save_for_backward(None, None, _product_of_others(xp, x, dims))
             else:
                 ctx.save_for_backward(x, out, None)
-        return out if keepdim else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         x, out, others = ctx.saved_tensors
-        grad = grad.reshape(keepdim_shape(ctx.shape, ctx.dims))
+        shape = keepdim_shape(ctx.shape, ctx.dims)
+        grad = grad.reshape(shape)
         if others is not None:
             return grad * others, None, None
-        return grad * out / x, None, None
+        return grad * out.reshape(shape) / x, None, None
 
 
 def _product_of_others(xp, x, dims):
@@ -249,10 +250,10 @@ class Norm2(InternalFunction):
     def forward(ctx, x, dims, keepdim):
         xp = ctx.xp
         acc = x.astype(accumulate_dtype(x.dtype), copy=False)
-        out = xp.sqrt((acc * acc).sum(axis=dims, keepdims=True)).astype(x.dtype)
+        out = xp.sqrt((acc * acc).sum(axis=dims, keepdims=keepdim)).astype(x.dtype)
         ctx.save_for_backward(x, out)
         ctx.shape, ctx.dims = x.shape, dims
-        return out if keepdim else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -295,68 +296,73 @@ def _from_rows(xp, rows, moved_shape, dim, ndim):
     return out if dim == ndim - 1 else xp.moveaxis(out, -1, dim)
 
 
-def logsumexp_array(xp, x, dims):
-    """log(sum(exp(x))) over ``dims``, keepdims, in the accumulation dtype.
+def logsumexp_parts(xp, x, dims):
+    """(m, ls) with log-sum-exp = m + ls over ``dims``, keepdims, in the
+    accumulation dtype: m is the max (0 where it is +-inf, torch's rule, so
+    all -inf gives -inf) and ls = log(sum(exp(x - m))).
 
-    Shifted by the max so nothing overflows; an all -inf group gives -inf and
-    +-inf maxima are not shifted (torch's rule), so the result is exact for
-    any finite or -inf input.
+    The backward needs exp(x - lse).  Computed as exp((x - m) - ls) it stays
+    accurate when |lse| is large: for float32 logits near 1e4, x - m is exact,
+    while x - lse would lose three digits to the rounding of lse.
     """
     if _fused_applies(x, dims):
         from gpugrad.cuda import fused
         rows, moved = _to_rows(xp, x, dims[0])
-        lse = fused.logsumexp_forward(rows)
-        return _from_rows(xp, lse.reshape(-1, 1), moved[:-1] + (1,), dims[0], x.ndim)
+        shape = moved[:-1] + (1,)
+        return tuple(_from_rows(xp, part.reshape(-1, 1), shape, dims[0], x.ndim)
+                     for part in fused.logsumexp_forward(rows))
     acc = x.astype(accumulate_dtype(x.dtype), copy=False)
     m = acc.max(axis=dims, keepdims=True)
     m = xp.where(xp.isinf(m), 0, m).astype(acc.dtype, copy=False)
-    return xp.log(xp.exp(acc - m).sum(axis=dims, keepdims=True)) + m
+    return m, xp.log(xp.exp(acc - m).sum(axis=dims, keepdims=True))
 
 
 class LogSumExp(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
-        lse = logsumexp_array(ctx.xp, x, dims)          # keepdim shape, accumulation dtype
-        out = lse.astype(x.dtype, copy=False)
+        m, ls = logsumexp_parts(ctx.xp, x, dims)
+        out = (m + ls).astype(x.dtype, copy=False)
         if not keepdim:
             out = out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
-        ctx.save_for_backward(x, out, lse)
+        ctx.save_for_backward(x, out, m, ls)
         ctx.shape, ctx.dims = x.shape, dims
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, out, lse = ctx.saved_tensors
+        x, out, m, ls = ctx.saved_tensors
         shape = keepdim_shape(ctx.shape, ctx.dims)
-        if is_grad_enabled():      # create_graph: lse must stay linked to x
-            lse = out.reshape(shape)
-        return LogSumExpBackward.apply(x, lse, grad.reshape(shape), ctx.dims), None, None
+        if is_grad_enabled():      # create_graph: the shift must stay linked to x
+            m, ls = out.reshape(shape), 0.0
+        return LogSumExpBackward.apply(x, m, ls, grad.reshape(shape), ctx.dims), None, None
 
 
 class LogSumExpBackward(InternalFunction):
-    """grad_x = g * exp(x - lse): one pass over x; differentiable again."""
+    """grad_x = g * exp((x - m) - ls): one pass over x; differentiable again."""
 
     @staticmethod
-    def forward(ctx, x, lse, grad, dims):
-        ctx.save_for_backward(x, lse, grad)
+    def forward(ctx, x, m, ls, grad, dims):
+        ctx.save_for_backward(x, m, ls, grad)
         ctx.dims = dims
         xp = ctx.xp
-        if _fused_applies(x, dims) and lse.dtype == accumulate_dtype(x.dtype):
+        acc = accumulate_dtype(x.dtype)
+        if _fused_applies(x, dims) and getattr(ls, "dtype", None) == acc and m.dtype == acc:
             from gpugrad.cuda import fused
             rows, moved = _to_rows(xp, x, dims[0])
-            g = xp.broadcast_to(grad, lse.shape).astype(lse.dtype).reshape(-1)
-            out = fused.logsumexp_backward(rows, lse.reshape(-1), g)
+            g = xp.broadcast_to(grad, m.shape).astype(acc).reshape(-1)
+            out = fused.logsumexp_backward(rows, m.reshape(-1), ls.reshape(-1), g)
             return _from_rows(xp, out, moved, dims[0], x.ndim)
-        acc = accumulate_dtype(x.dtype)
-        return (grad.astype(acc) * xp.exp(x.astype(acc) - lse)).astype(x.dtype, copy=False)
+        p = xp.exp((x.astype(acc, copy=False) - m) - ls)
+        return (grad.astype(acc, copy=False) * p).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad_grad):
-        x, lse, grad = ctx.saved_tensors
-        p = (x - lse).exp()
+        x, m, ls, grad = ctx.saved_tensors
+        p = ((x - m) - ls).exp()
         weighted = grad_grad * p
         grad_x = weighted * grad
-        return grad_x, -grad_x.sum(ctx.dims, keepdim=True), weighted.sum(ctx.dims, keepdim=True), None
+        grad_shift = -grad_x.sum(ctx.dims, keepdim=True)
+        return grad_x, grad_shift, grad_shift, weighted.sum(ctx.dims, keepdim=True), None
 
 
 def _softmax_array(xp, x, dim, log):
@@ -364,8 +370,8 @@ def _softmax_array(xp, x, dim, log):
         from gpugrad.cuda import fused
         rows, moved = _to_rows(xp, x, dim)
         return _from_rows(xp, fused.softmax_forward(rows, log), moved, dim, x.ndim)
-    lse = logsumexp_array(xp, x, (dim,))
-    shifted = x.astype(lse.dtype, copy=False) - lse
+    m, ls = logsumexp_parts(xp, x, (dim,))
+    shifted = (x.astype(m.dtype, copy=False) - m) - ls
     return (shifted if log else xp.exp(shifted)).astype(x.dtype, copy=False)
 
 

@@ -1,0 +1,44 @@
+# gpugrad: `make demo` trains the example, `make test` runs the test suite.
+# Both create .venv and install what they need on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The GPU machines have torch, cupy and pytest in their system python and no network.
+GPU_PYTHON ?= python3
+
+.PHONY: demo test test-gpu bench bench-quick kernels-check clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.demo: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[example]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test,example,kernel-check]'
+	touch $@
+
+demo: $(VENV)/.demo
+	$(PY) examples/train_digits.py
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+# On a GPU machine: the CUDA half of the suite against torch CUDA, from the tree.
+test-gpu:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q -m cuda -p no:cacheprovider
+
+bench: $(VENV)/.test
+	$(PY) -m benchmarks
+
+bench-quick: $(VENV)/.test
+	$(PY) -m benchmarks --quick
+
+kernels-check: $(VENV)/.test
+	$(PY) -m pytest -q tests/test_kernels_compile.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,55 @@
+"""gpugrad/ops/linalg.py against torch: 1-D, 2-D and batched (broadcast) products."""
+
+import pytest
+import torch
+
+import gpugrad
+from gpugrad.autograd import gradcheck, gradgradcheck
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+
+CASES = [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((5, 2, 3), (3, 4)),
+         ((2, 3), (5, 3, 4)), ((5, 2, 3), (5, 3, 4)), ((2, 1, 2, 3), (4, 3, 2)), ((3,), (6, 3, 2))]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shapes", CASES, ids=str)
+def test_matmul_matches_torch(rng, device, dtype, shapes):
+    a, ta = make_pair(rng, shapes[0], dtype, device)
+    b, tb = make_pair(rng, shapes[1], dtype, device)
+    out, tout = a @ b, ta @ tb
+    assert out.shape == tuple(tout.shape)
+    tol = FLOAT_TOLERANCE[dtype]
+    assert_close(out, tout, tol)
+    upstream = rng.standard_normal(out.shape).astype(dtype)
+    out.backward(gpugrad.tensor(upstream, device=device))
+    tout.backward(to_torch(upstream, device=device))
+    assert_close(a.grad, ta.grad, tol)
+    assert_close(b.grad, tb.grad, tol)
+
+
+@pytest.mark.parametrize("shapes", CASES[:6], ids=str)
+def test_matmul_second_derivatives(rng, device, shapes):
+    a, _ = make_pair(rng, shapes[0], "float64", device)
+    b, _ = make_pair(rng, shapes[1], "float64", device)
+    assert gradcheck(gpugrad.matmul, (a, b))
+    assert gradgradcheck(lambda x, y: (x @ y) ** 2, (a, b))
+
+
+def test_mm_bmm_dot_outer(rng, device):
+    a, ta = make_pair(rng, (2, 3), "float64", device)
+    b, tb = make_pair(rng, (3, 4), "float64", device)
+    assert_close(a.mm(b), ta.mm(tb), 1e-12)
+    c, tc = make_pair(rng, (2, 2, 3), "float64", device)
+    d, td = make_pair(rng, (2, 3, 2), "float64", device)
+    assert_close(c.bmm(d), tc.bmm(td), 1e-12)
+    u, tu = make_pair(rng, (3,), "float64", device)
+    v, tv = make_pair(rng, (3,), "float64", device)
+    assert_close(u.dot(v), tu.dot(tv), 1e-12)
+    assert_close(u.outer(v), tu.outer(tv), 1e-12)
+
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(RuntimeError, match=r"\[2, 3\] and \[4, 5\]"):
+        gpugrad.zeros(2, 3) @ gpugrad.zeros(4, 5)
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        gpugrad.zeros(2, 3).mm(gpugrad.zeros(4, 5))

@@ -1,0 +1,115 @@
+"""gpugrad/ops/shape.py against torch: views, copies, indexing, and their gradients."""
+
+import numpy
+import pytest
+import torch
+
+import gpugrad
+from gpugrad.autograd import gradcheck, gradgradcheck
+from conftest import assert_close, make_pair, to_torch
+
+SHAPE_OPS = [
+    ("reshape", lambda x: x.reshape(4, -1), lambda x: x.reshape(4, -1)),
+    ("view", lambda x: x.view(2, 12), lambda x: x.view(2, 12)),
+    ("flatten", lambda x: x.flatten(1), lambda x: x.flatten(1)),
+    ("unflatten", lambda x: x.unflatten(2, (2, 2)), lambda x: x.unflatten(2, (2, 2))),
+    ("transpose", lambda x: x.transpose(0, 2), lambda x: x.transpose(0, 2)),
+    ("T", lambda x: x.T, lambda x: x.permute(2, 1, 0)),
+    ("mT", lambda x: x.mT, lambda x: x.mT),
+    ("permute", lambda x: x.permute(1, 2, 0), lambda x: x.permute(1, 2, 0)),
+    ("squeeze_unsqueeze", lambda x: x.unsqueeze(1).unsqueeze(-1).squeeze(1),
+     lambda x: x.unsqueeze(1).unsqueeze(-1).squeeze(1)),
+    ("expand", lambda x: x[:, :1].expand(5, -1, 3, -1), lambda x: x[:, :1].expand(5, -1, 3, -1)),
+    ("basic_index", lambda x: x[1, ::2, 1:], lambda x: x[1, ::2, 1:]),
+    ("negative_step_free", lambda x: x[..., None, -1], lambda x: x[..., None, -1]),
+    ("int_index_repeats", lambda x: x[:, [0, 2, 0, 0]], lambda x: x[:, [0, 2, 0, 0]]),
+    ("tensor_index", lambda x: x[gpugrad.tensor([1, 0, 1], device=x.device)],
+     lambda x: x[torch.tensor([1, 0, 1], device=x.device)]),
+    ("mixed_index", lambda x: x[gpugrad.tensor([0, 1, 1], device=x.device), :, gpugrad.tensor([3, 0, 3], device=x.device)],
+     lambda x: x[torch.tensor([0, 1, 1], device=x.device), :, torch.tensor([3, 0, 3], device=x.device)]),
+    ("bool_mask", lambda x: x[x > 0], lambda x: x[x > 0]),
+    ("gather", lambda x: x.gather(2, gpugrad.tensor([[[0, 3], [1, 1], [2, 0]]] * 2, device=x.device)),
+     lambda x: x.gather(2, torch.tensor([[[0, 3], [1, 1], [2, 0]]] * 2, device=x.device))),
+    ("split", lambda x: gpugrad.cat([p * i for i, p in enumerate(x.split(2, dim=2), 1)], 2),
+     lambda x: torch.cat([p * i for i, p in enumerate(x.split(2, dim=2), 1)], 2)),
+    ("split_sizes", lambda x: x.split([1, 2], dim=1)[1], lambda x: x.split([1, 2], dim=1)[1]),
+    ("chunk", lambda x: x.chunk(3, 1)[2], lambda x: x.chunk(3, 1)[2]),
+    ("unbind", lambda x: x.unbind(1)[1] * 3, lambda x: x.unbind(1)[1] * 3),
+    ("cat", lambda x: gpugrad.cat([x, x * 2, x[:, :1]], 1), lambda x: torch.cat([x, x * 2, x[:, :1]], 1)),
+    ("stack", lambda x: gpugrad.stack([x, x.exp()], -1), lambda x: torch.stack([x, x.exp()], -1)),
+    ("contiguous", lambda x: x.transpose(0, 1).contiguous(), lambda x: x.transpose(0, 1).contiguous()),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,ours,theirs", SHAPE_OPS, ids=[s[0] for s in SHAPE_OPS])
+def test_shape_op_matches_torch(rng, device, dtype, name, ours, theirs):
+    x, tx = make_pair(rng, (2, 3, 4), dtype, device)
+    out, tout = ours(x), theirs(tx)
+    assert out.shape == tuple(tout.shape)
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    assert_close(out, tout, tol)
+    upstream = rng.standard_normal(out.shape).astype(dtype)
+    out.backward(gpugrad.tensor(upstream, device=device))
+    tout.backward(to_torch(upstream, device=device))
+    assert_close(x.grad, tx.grad, tol)
+
+
+@pytest.mark.parametrize("name,ours,theirs", SHAPE_OPS, ids=[s[0] for s in SHAPE_OPS])
+def test_shape_op_second_derivatives(rng, device, name, ours, theirs):
+    x, _ = make_pair(rng, (2, 3, 4), "float64", device)
+    assert gradgradcheck(lambda t: ours(t) ** 2, (x,))
+
+
+def test_views_share_memory_and_version(device):
+    x = gpugrad.zeros(2, 3, device=device)
+    v = x.view(3, 2)
+    t = x.transpose(0, 1)
+    s = x[1]
+    x.add_(1)
+    assert v._version == t._version == s._version == x._version == 1
+    assert v.sum().item() == t.sum().item() == 6 and s.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_view_of_non_contiguous_raises_like_torch():
+    x = gpugrad.zeros(3, 4).transpose(0, 1)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        x.view(12)
+    assert x.reshape(12).shape == (12,)
+
+
+def test_setitem_is_differentiable(rng, device):
+    x, tx = make_pair(rng, (4, 3), "float64", device)
+    v, tv = make_pair(rng, (3,), "float64", device)
+    y, ty = x * 2, tx * 2
+    y[1] = v * 3
+    ty[1] = tv * 3
+    y[gpugrad.tensor([0, 3], device=device), 0] = 7.0
+    ty[torch.tensor([0, 3], device=ty.device), 0] = 7.0
+    assert_close(y, ty, 0)
+    (y ** 2).sum().backward()
+    (ty ** 2).sum().backward()
+    assert_close(x.grad, tx.grad, 1e-12)
+    assert_close(v.grad, tv.grad, 1e-12)
+
+
+def test_shape_errors_name_the_shapes():
+    x = gpugrad.zeros(2, 3)
+    with pytest.raises(RuntimeError, match=r"shape '\[4, 2\]' is invalid for input of size 6"):
+        x.reshape(4, 2)
+    with pytest.raises(RuntimeError, match="expanded size of the tensor"):
+        x.expand(2, 4)
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        gpugrad.cat([x, gpugrad.zeros(3, 3)], dim=1)
+    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
+        gpugrad.stack([x, gpugrad.zeros(3, 2)])
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        x.sum(2)
+    with pytest.raises(RuntimeError, match="split_sizes to sum exactly"):
+        x.split([1, 1], dim=1)
+
+
+def test_gather_out_of_range_raises_on_cpu():
+    x = gpugrad.zeros(2, 3)
+    with pytest.raises(IndexError):
+        x.gather(1, gpugrad.tensor([[0], [3]]))
