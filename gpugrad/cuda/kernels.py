@@ -1,0 +1,72 @@
+"""The kernel loader: each kernels/*.cu is compiled once per device by NVRTC
+(``cupy.RawModule``) and its template instantiations are looked up by name.
+
+``INSTANTIATIONS`` is the one list of what each file instantiates; the
+compile check (tests/test_kernels_compile.py) reads the same list, so what is
+checked without a GPU is exactly what runs on one.
+"""
+
+import functools
+import itertools
+import pathlib
+
+COMPILE_OPTIONS = ("--std=c++17",)
+
+# Template arguments by dtype name.
+FLOAT_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
+INDEX_TYPES = {"int32": "int", "int64": "long long"}
+
+
+def _expand(template, **choices):
+    keys = list(choices)
+    names = []
+    for values in itertools.product(*(choices[k] for k in keys)):
+        names.append(template.format(**dict(zip(keys, values))))
+    return names
+
+
+INSTANTIATIONS = {
+    "logsumexp.cu": _expand("logsumexp_forward<{t}>", t=FLOAT_TYPES.values())
+                    + _expand("logsumexp_backward<{t}>", t=FLOAT_TYPES.values()),
+    "softmax.cu": _expand("softmax_forward<{t}, {log}>", t=FLOAT_TYPES.values(), log=("false", "true"))
+                  + _expand("softmax_backward<{t}, {log}>", t=FLOAT_TYPES.values(), log=("false", "true")),
+    "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=FLOAT_TYPES.values(), i=INDEX_TYPES.values())
+                        + _expand("cross_entropy_backward<{t}, {i}>", t=FLOAT_TYPES.values(),
+                                  i=INDEX_TYPES.values())
+                        + _expand("check_targets<{i}>", i=INDEX_TYPES.values()),
+}
+
+
+def kernel_dir():
+    """kernels/ beside the package in a source tree, else the installed copy."""
+    tree = pathlib.Path(__file__).resolve().parents[2] / "kernels"
+    if (tree / "common.cuh").is_file():
+        return tree
+    from importlib import resources
+    return pathlib.Path(str(resources.files("gpugrad.kernels")))
+
+
+def source(filename):
+    return (kernel_dir() / filename).read_text()
+
+
+def options():
+    return COMPILE_OPTIONS + (f"-I{kernel_dir()}",)
+
+
+@functools.lru_cache(maxsize=None)
+def _module(filename, device_id):
+    from gpugrad.backend import cupy_module
+    cp = cupy_module()
+    with cp.cuda.Device(device_id):
+        module = cp.RawModule(code=source(filename), options=options(),
+                              name_expressions=INSTANTIATIONS[filename])
+        module.compile()
+    return module
+
+
+def get_function(filename, name, device_id):
+    """The compiled kernel ``name`` (a name expression of INSTANTIATIONS) on a device."""
+    if name not in INSTANTIATIONS[filename]:
+        raise KeyError(f"{name} is not instantiated by {filename}")
+    return _module(filename, device_id).get_function(name)
