@@ -1,1 +1,6 @@
-from gpugrad.nn import functional
+"""Neural-network building blocks with torch.nn's names."""
+
+from gpugrad.nn import functional, init
+from gpugrad.nn.modules import *  # noqa: F401,F403
+
+from gpugrad.nn import utils
