@@ -75,7 +75,7 @@ def _cross_entropy_grad_terms(xp, target, weight, ignore_index, smoothing, class
     spread = xp.ones(classes, dtype=acc) if weight is None else weight.astype(acc)
     dist = (smoothing / classes) * spread[None, :] * valid[:, None].astype(acc)
     dist[xp.arange(target.shape[0]), safe] += (1 - smoothing) * w_t
-    return scale, dist
+    return scale, dist, valid
 
 
 class CrossEntropy(InternalFunction):
@@ -121,19 +121,21 @@ class CrossEntropyBackward(InternalFunction):
         if backend.is_cupy_array(x) and getattr(ls, "dtype", None) == acc:
             from gpugrad.cuda import fused
             return fused.cross_entropy_backward(x, target, weight, ignore_index, smoothing, m, ls, per_row)
-        scale, dist = _cross_entropy_grad_terms(xp, target, weight, ignore_index, smoothing, x.shape[1], acc)
+        scale, dist, valid = _cross_entropy_grad_terms(xp, target, weight, ignore_index, smoothing,
+                                                       x.shape[1], acc)
         m = m.reshape(-1, 1) if getattr(m, "ndim", 0) else m
         ls = ls.reshape(-1, 1) if getattr(ls, "ndim", 0) else ls
         g = per_row.reshape(-1, 1) if getattr(per_row, "ndim", 0) else per_row
         p = xp.exp((x.astype(acc, copy=False) - m) - ls)
-        return (g * (p * scale[:, None] - dist)).astype(x.dtype, copy=False)
+        grad = xp.where(valid[:, None], g * (p * scale[:, None] - dist), 0)   # ignored rows: exactly 0
+        return grad.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad_grad):
         x, m, ls, per_row, target, weight = ctx.saved_tensors
         ignore_index, smoothing = ctx.options
         acc = accumulate_dtype(x.dtype)
-        scale, dist = _cross_entropy_grad_terms(x.xp, target.data, None if weight is None else weight.data,
+        scale, dist, _ = _cross_entropy_grad_terms(x.xp, target.data, None if weight is None else weight.data,
                                                 ignore_index, smoothing, x.shape[1], acc)
         scale, dist = Tensor._make(scale[:, None]), Tensor._make(dist)
         column = (lambda t: t.reshape(-1, 1) if isinstance(t, Tensor) and t.ndim else t)

@@ -1,0 +1,298 @@
+"""gpugrad/nn/functional.py against torch.nn.functional: the fused
+cross-entropy (every option), nll_loss, the other losses and layers."""
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import gpugrad
+import gpugrad.nn.functional as F
+from gpugrad.autograd import gradcheck, gradgradcheck
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+
+CE_OPTIONS = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"weight": True},
+    {"ignore_index": 1},
+    {"label_smoothing": 0.15},
+    {"weight": True, "ignore_index": 2, "label_smoothing": 0.3},
+    {"weight": True, "reduction": "none", "label_smoothing": 0.05},
+    {"weight": True, "reduction": "sum", "ignore_index": 0},
+]
+SHAPES = [((7,), ()), ((6, 5), (6,)), ((4, 9, 3), (4, 3)), ((2, 5, 3, 2), (2, 3, 2))]
+
+
+def _ce_args(rng, options, classes, dtype, device):
+    kwargs = dict(options)
+    theirs = dict(options)
+    if kwargs.get("weight"):
+        w = rng.uniform(0.2, 2.0, classes).astype(dtype)
+        kwargs["weight"] = gpugrad.tensor(w, device=device)
+        theirs["weight"] = to_torch(w, device=device)
+    return kwargs, theirs
+
+
+def _targets(rng, classes, shape, ignore_index=None, dtype="int64"):
+    t = rng.integers(0, classes, size=shape)
+    if ignore_index is not None and t.size > 1:
+        t.reshape(-1)[0] = ignore_index
+    return t.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shapes", SHAPES, ids=str)
+@pytest.mark.parametrize("options", CE_OPTIONS, ids=str)
+def test_cross_entropy_matches_torch(rng, device, dtype, shapes, options):
+    input_shape, target_shape = shapes
+    classes = input_shape[1] if len(input_shape) > 1 else input_shape[0]
+    x, tx = make_pair(rng, input_shape, dtype, device, -4, 4)
+    kwargs, tkwargs = _ce_args(rng, options, classes, dtype, device)
+    t = _targets(rng, classes, target_shape, kwargs.get("ignore_index"))
+    loss = F.cross_entropy(x, gpugrad.tensor(t, device=device), **kwargs)
+    tloss = TF.cross_entropy(tx, to_torch(t, device=device), **tkwargs)
+    tol = FLOAT_TOLERANCE[dtype]
+    assert loss.shape == tuple(tloss.shape) and loss.dtype == x.dtype
+    assert_close(loss, tloss, tol)
+    upstream = rng.standard_normal(loss.shape).astype(dtype)
+    loss.backward(gpugrad.tensor(upstream, device=device))
+    tloss.backward(to_torch(upstream, device=device))
+    assert_close(x.grad, tx.grad, tol)
+
+
+@pytest.mark.parametrize("options", CE_OPTIONS[:7], ids=str)
+def test_cross_entropy_second_derivatives(rng, device, options):
+    x, _ = make_pair(rng, (4, 5), "float64", device)
+    kwargs, _ = _ce_args(rng, options, 5, "float64", device)
+    t = gpugrad.tensor(_targets(rng, 5, (4,), kwargs.get("ignore_index")), device=device)
+    assert gradcheck(lambda a: F.cross_entropy(a, t, **kwargs), (x,))
+    assert gradgradcheck(lambda a: F.cross_entropy(a, t, **kwargs), (x,))
+
+
+def test_cross_entropy_hessian_matches_torch(rng, device):
+    x, tx = make_pair(rng, (3, 4), "float64", device)
+    t = _targets(rng, 4, (3,))
+    w = rng.uniform(0.5, 1.5, 4)
+    ours = gpugrad.autograd.functional.hessian(
+        lambda a: F.cross_entropy(a, gpugrad.tensor(t, device=device), weight=gpugrad.tensor(w, device=device),
+                                  label_smoothing=0.1), x)
+    theirs = torch.autograd.functional.hessian(
+        lambda a: TF.cross_entropy(a, to_torch(t, device=tx.device.type), weight=to_torch(w, device=tx.device.type),
+                                   label_smoothing=0.1), tx.detach())
+    assert_close(ours, theirs, 1e-10)
+
+
+def test_logsumexp_hessian_matches_torch(rng, device):
+    x, tx = make_pair(rng, (2, 3), "float64", device)
+    ours = gpugrad.autograd.functional.hessian(lambda a: gpugrad.logsumexp(a, 1).sum(), x)
+    theirs = torch.autograd.functional.hessian(lambda a: torch.logsumexp(a, 1).sum(), tx.detach())
+    assert_close(ours, theirs, 1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2}, {"weight": True, "reduction": "sum"},
+                                     {"reduction": "none", "weight": True, "label_smoothing": 0.1}], ids=str)
+def test_cross_entropy_probability_targets(rng, device, dtype, options):
+    x, tx = make_pair(rng, (5, 6, 2), dtype, device, -3, 3)
+    kwargs, tkwargs = _ce_args(rng, options, 6, dtype, device)
+    p = rng.dirichlet(numpy.ones(6), size=(5, 2)).transpose(0, 2, 1).astype(dtype)
+    loss = F.cross_entropy(x, gpugrad.tensor(p, device=device), **kwargs)
+    tloss = TF.cross_entropy(tx, to_torch(p, device=device), **tkwargs)
+    assert_close(loss, tloss, FLOAT_TOLERANCE[dtype])
+    loss.sum().backward()
+    tloss.sum().backward()
+    assert_close(x.grad, tx.grad, FLOAT_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "weight": True}, {"reduction": "none"}], ids=str)
+def test_cross_entropy_at_extreme_logits(rng, device, dtype, options):
+    """+-1e4 logits and -inf (masked) classes, against torch in float64."""
+    x = rng.uniform(-1e4, 1e4, size=(6, 11))
+    x[0] = 1e4
+    x[1, 3:] = -1e4
+    x[2, 5:9] = -numpy.inf
+    x[3] = x[3] * 0 + 1e4 + rng.uniform(-3, 3, 11)
+    kwargs, tkwargs = _ce_args(rng, options, 11, "float64", device)
+    t = _targets(rng, 11, (6,))
+    t[2] = 1                                           # target not masked
+    ours = gpugrad.tensor(x.astype(dtype), device=device, requires_grad=True)
+    theirs = to_torch(x.astype(dtype).astype("float64"), device=device, requires_grad=True)  # same inputs
+    if "weight" in kwargs:
+        kwargs["weight"] = kwargs["weight"].to(getattr(gpugrad, dtype))
+    loss = F.cross_entropy(ours, gpugrad.tensor(t, device=device), **kwargs)
+    tloss = TF.cross_entropy(theirs, to_torch(t, device=device), **tkwargs)
+    tol = FLOAT_TOLERANCE[dtype]
+    assert_close(loss, tloss, tol)
+    loss.sum().backward()
+    tloss.sum().backward()
+    assert_close(ours.grad, theirs.grad, tol)
+
+
+def test_all_rows_ignored(device):
+    x = gpugrad.randn(3, 4, dtype=gpugrad.float64, device=device, requires_grad=True)
+    t = gpugrad.full((3,), -100, device=device)
+    mean = F.cross_entropy(x, t)
+    assert numpy.isnan(mean.item())                      # 0 / 0, as in torch
+    assert F.cross_entropy(x, t, reduction="sum").item() == 0
+    F.cross_entropy(x, t, reduction="sum").backward()
+    assert x.grad.abs().sum().item() == 0
+    tx = to_torch(x, requires_grad=True)
+    assert numpy.isnan(TF.cross_entropy(tx, to_torch(t)).item())
+
+
+def test_int32_targets_and_non_contiguous_input(rng, device):
+    x, tx = make_pair(rng, (8, 12), "float64", device)
+    t = _targets(rng, 6, (6,), dtype="int32")
+    view, tview = x[1:7, ::2], tx[1:7, ::2]
+    assert not view.is_contiguous()
+    loss = F.cross_entropy(view, gpugrad.tensor(t, device=device), label_smoothing=0.1)
+    tloss = TF.cross_entropy(tview, to_torch(t.astype("int64"), device=device), label_smoothing=0.1)
+    assert_close(loss, tloss, 1e-10)
+    loss.backward()
+    tloss.backward()
+    assert_close(x.grad, tx.grad, 1e-10)
+
+
+@pytest.mark.parametrize("options", [{}, {"weight": True, "ignore_index": 2}, {"reduction": "none"},
+                                     {"reduction": "sum", "weight": True}], ids=str)
+def test_nll_loss_matches_torch_and_cross_entropy(rng, device, options):
+    x, tx = make_pair(rng, (6, 5, 2), "float64", device)
+    kwargs, tkwargs = _ce_args(rng, options, 5, "float64", device)
+    t = _targets(rng, 5, (6, 2), kwargs.get("ignore_index"))
+    gt = gpugrad.tensor(t, device=device)
+    loss = F.nll_loss(F.log_softmax(x, 1), gt, **kwargs)
+    tloss = TF.nll_loss(TF.log_softmax(tx, 1), to_torch(t, device=device), **tkwargs)
+    assert_close(loss, tloss, 1e-10)
+    assert_close(loss, F.cross_entropy(x, gt, **kwargs), 1e-12)
+    loss.sum().backward()
+    tloss.sum().backward()
+    assert_close(x.grad, tx.grad, 1e-10)
+
+
+@pytest.mark.parametrize("loss_fn", [F.cross_entropy, F.nll_loss])
+def test_out_of_range_target_raises_naming_the_value(device, loss_fn):
+    x = gpugrad.randn(4, 5, device=device, requires_grad=True)
+    with pytest.raises(IndexError, match="Target 7 is out of bounds"):
+        loss_fn(x, gpugrad.tensor([0, 7, 1, 2], device=device)).backward()
+    with pytest.raises(IndexError, match="Target -3 is out of bounds"):
+        loss_fn(x, gpugrad.tensor([0, 1, -3, 2], device=device)).item()
+    # nothing is left behind: the next call works
+    assert numpy.isfinite(loss_fn(x, gpugrad.tensor([0, 4, 1, 2], device=device)).item())
+
+
+def test_bad_arguments_raise_before_any_work():
+    x = gpugrad.randn(4, 5)
+    with pytest.raises(ValueError, match=r"Expected input batch_size \(4\) to match target batch_size \(3\)"):
+        F.cross_entropy(x, gpugrad.tensor([0, 1, 2]))
+    with pytest.raises(RuntimeError, match="int64 or int32"):
+        F.cross_entropy(x, gpugrad.tensor([0.0, 1.0, 2.0, 1.0]).bool())
+    with pytest.raises(RuntimeError, match="weight tensor should be defined either for all 5 classes"):
+        F.cross_entropy(x, gpugrad.tensor([0, 1, 2, 3]), weight=gpugrad.ones(4))
+    with pytest.raises(ValueError, match="not a valid value for reduction"):
+        F.cross_entropy(x, gpugrad.tensor([0, 1, 2, 3]), reduction="avg")
+    with pytest.raises(RuntimeError, match="label_smoothing must be between 0.0 and 1.0"):
+        F.cross_entropy(x, gpugrad.tensor([0, 1, 2, 3]), label_smoothing=1.5)
+    with pytest.raises(RuntimeError, match="floating-point input"):
+        F.cross_entropy(gpugrad.tensor([[1, 2]]), gpugrad.tensor([0]))
+    with pytest.raises(RuntimeError, match="expected target size"):
+        F.cross_entropy(gpugrad.randn(2, 3, 4), gpugrad.tensor([[0, 1, 2], [0, 1, 2]]))
+
+
+@pytest.mark.cuda
+def test_target_on_another_device_is_named():
+    x = gpugrad.randn(4, 5, device="cuda")
+    with pytest.raises(RuntimeError, match="target on cuda:0 like the input, but it is on cpu"):
+        F.cross_entropy(x, gpugrad.tensor([0, 1, 2, 3]))
+
+
+# -- other losses and layers -------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_regression_and_binary_losses(rng, device, reduction):
+    x, tx = make_pair(rng, (4, 3), "float64", device, -3, 3)
+    y, ty = make_pair(rng, (4, 3), "float64", device, 0, 1, requires_grad=False)
+    p, tp = make_pair(rng, (4, 3), "float64", device, 0.05, 0.95)
+    w = rng.uniform(0.5, 2, (4, 3))
+    pw = rng.uniform(0.5, 3, (3,))
+    cases = [
+        (F.mse_loss(x, y, reduction=reduction), TF.mse_loss(tx, ty, reduction=reduction)),
+        (F.l1_loss(x, y, reduction=reduction), TF.l1_loss(tx, ty, reduction=reduction)),
+        (F.binary_cross_entropy(p, y, weight=gpugrad.tensor(w, device=device), reduction=reduction),
+         TF.binary_cross_entropy(tp, ty, weight=to_torch(w, device=device), reduction=reduction)),
+        (F.binary_cross_entropy_with_logits(x, y, reduction=reduction, pos_weight=gpugrad.tensor(pw, device=device)),
+         TF.binary_cross_entropy_with_logits(tx, ty, reduction=reduction, pos_weight=to_torch(pw, device=device))),
+        (F.binary_cross_entropy_with_logits(x * 100, y, reduction=reduction),
+         TF.binary_cross_entropy_with_logits(tx * 100, ty, reduction=reduction)),
+    ]
+    total, ttotal = 0, 0
+    for ours, theirs in cases:
+        assert_close(ours, theirs, 1e-10)
+        total = total + ours.sum()
+        ttotal = ttotal + theirs.sum()
+    total.backward()
+    ttotal.backward()
+    assert_close(x.grad, tx.grad, 1e-10)
+    assert_close(p.grad, tp.grad, 1e-10)
+
+
+def test_bce_with_logits_is_stable_and_twice_differentiable(rng, device):
+    x = gpugrad.tensor([-1e4, -50.0, 0.0, 50.0, 1e4], dtype=gpugrad.float64, device=device, requires_grad=True)
+    y = gpugrad.tensor([0.0, 1.0, 0.5, 0.0, 1.0], dtype=gpugrad.float64, device=device)
+    tx, ty = to_torch(x, requires_grad=True), to_torch(y)
+    loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    assert_close(loss, TF.binary_cross_entropy_with_logits(tx, ty, reduction="none"), 1e-12)
+    small, _ = make_pair(rng, (5,), "float64", device)
+    assert gradgradcheck(lambda a: F.binary_cross_entropy_with_logits(a, y), (small,))
+
+
+def test_layers_match_torch(rng, device):
+    x, tx = make_pair(rng, (3, 4, 6), "float64", device)
+    w, tw = make_pair(rng, (5, 6), "float64", device)
+    b, tb = make_pair(rng, (5,), "float64", device)
+    g, tg = make_pair(rng, (4, 6), "float64", device)
+    h, th = make_pair(rng, (4, 6), "float64", device)
+    out = F.linear(x, w, b).sum() + (F.layer_norm(x, (4, 6), g, h) ** 2).sum()
+    tout = TF.linear(tx, tw, tb).sum() + (TF.layer_norm(tx, (4, 6), tg, th) ** 2).sum()
+    assert_close(out, tout, 1e-10)
+    out.backward()
+    tout.backward()
+    for ours, theirs in [(x, tx), (w, tw), (b, tb), (g, tg), (h, th)]:
+        assert_close(ours.grad, theirs.grad, 1e-10)
+    assert gradgradcheck(lambda a: F.layer_norm(a, (6,)), (gpugrad.tensor(rng.standard_normal((2, 6)),
+                                                                           device=device, requires_grad=True),))
+
+
+def test_embedding_with_padding_matches_torch(rng, device):
+    weight, tweight = make_pair(rng, (6, 3), "float64", device)
+    idx = numpy.array([[0, 2, 5], [2, 2, 1]])
+    out = F.embedding(gpugrad.tensor(idx, device=device), weight, padding_idx=2)
+    tout = TF.embedding(to_torch(idx, device=device), tweight, padding_idx=2)
+    assert_close(out, tout, 0)
+    (out * out).sum().backward()
+    (tout * tout).sum().backward()
+    assert_close(weight.grad, tweight.grad, 1e-12)
+
+
+def test_dropout_scales_and_respects_eval(device):
+    gpugrad.manual_seed(0)
+    x = gpugrad.ones(200_000, device=device, requires_grad=True)
+    y = F.dropout(x, 0.3, training=True)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.7) < 0.01
+    values = numpy.unique(y.detach().cpu().numpy())
+    assert len(values) == 2 and values[0] == 0 and values[1] == pytest.approx(1 / 0.7)
+    y.sum().backward()
+    assert_close(x.grad, y.detach(), 0)
+    assert F.dropout(x, 0.3, training=False) is x
+
+
+def test_one_hot_and_activations(rng, device):
+    t = gpugrad.tensor([2, 0, 1], device=device)
+    assert F.one_hot(t, 4).tolist() == TF.one_hot(to_torch(t), 4).tolist()
+    x, tx = make_pair(rng, (10,), "float64", device, -3, 3)
+    for ours, theirs in [(F.silu, TF.silu), (lambda a: F.leaky_relu(a, 0.2), lambda a: TF.leaky_relu(a, 0.2)),
+                         (F.normalize, lambda a: TF.normalize(a, dim=0))]:
+        assert_close(ours(x) if ours is not F.normalize else F.normalize(x, dim=0), theirs(tx), 1e-12)
