@@ -1,0 +1,70 @@
+"""python -m benchmarks [--quick] [--only GROUP ...] [--device cpu|cuda] [--out DIR]
+
+Runs every case that applies to the machine (the GPU when gpugrad and torch
+both see one, else the CPU), gpugrad against torch in one interleaved run, and
+writes a JSON record, a markdown table (also printed) and plots to --out.
+"""
+
+import argparse
+import datetime
+import sys
+import time
+
+import gpugrad
+from benchmarks import bench_losses, bench_ops, report
+from benchmarks.suite import run_case
+from benchmarks.timing import Machine, describe
+
+GROUPS = {"losses": bench_losses.cases, **bench_ops.GROUPS}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--quick", action="store_true", help="a few small cases (CI: checks the suite runs)")
+    parser.add_argument("--only", nargs="+", choices=sorted(GROUPS), help="run these groups only")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--out", default="benchmarks/results", help="directory for JSON, markdown and plots")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per implementation")
+    compile_group = parser.add_mutually_exclusive_group()
+    compile_group.add_argument("--compile", dest="compile_torch", action="store_true", default=None,
+                               help="include torch.compile (default on the GPU)")
+    compile_group.add_argument("--no-compile", dest="compile_torch", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    import torch
+    device = args.device or ("cuda" if gpugrad.cuda.is_available() and torch.cuda.is_available() else "cpu")
+    machine = Machine(device)
+    compile_torch = args.compile_torch if args.compile_torch is not None else (device == "cuda" and not args.quick)
+    repeats = args.repeats or (3 if args.quick else (50 if device == "cuda" else 7))
+    warmup = 1 if args.quick else (5 if device == "cuda" else 2)
+    started = time.time()
+    print(f"gpugrad benchmarks on {device}; torch.compile {'on' if compile_torch else 'off'}; "
+          f"{repeats} timed repetitions after {warmup} warm-up", flush=True)
+    ceilings = {"copy_bytes_per_s": machine.copy_bandwidth(1 << 24 if args.quick else 1 << 30),
+                "matmul_flops_per_s": machine.matmul_rate()}
+    print(f"copy bandwidth {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s, float32 matmul "
+          f"{ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s", flush=True)
+    results = []
+    for group in args.only or list(GROUPS):
+        for case in GROUPS[group](machine, args.quick, compile_torch):
+            rows = run_case(machine, case, repeats, warmup, ceilings)
+            results.extend(rows)
+            summary = ", ".join(f"{r['impl']} {r['seconds'] * 1e3:.3f} ms" for r in rows)
+            print(f"  {case.group:11s} {case.name:34s} {case.size:22s} {case.dtype:8s} {summary}", flush=True)
+    record = {"machine": describe(machine), "ceilings": ceilings, "results": results,
+              "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+              "seconds": round(time.time() - started, 1), "quick": args.quick, "compile": compile_torch,
+              "repeats": repeats}
+    stem = f"{datetime.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{device}" + ("-quick" if args.quick else "")
+    path, plots = report.write(record, args.out, stem)
+    print()
+    print(report.markdown(record))
+    print(f"\nwritten: {path}" + "".join(f", {p}" for p in plots))
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""softmax / log_softmax, an elementwise chain, a matmul-bound layer, a full
+MLP training step (small and large), and the per-op dispatch overhead, each
+gpugrad against torch eager (and torch.compile where it applies).
+
+Cases are generated lazily: each one's closures refer to the tensors of the
+current iteration, and the runner times a case before the next is made.
+"""
+
+import gpugrad
+from benchmarks.suite import Case
+
+
+def _pair(machine, shape, dtype, scale=1.0):
+    torch = machine.torch
+    tx = (torch.randn(*shape, device=machine.device) * scale).to(getattr(torch, dtype)).requires_grad_(True)
+    gx = gpugrad.from_dlpack(tx.detach()).requires_grad_(True)
+    return gx, tx
+
+
+def _family(machine):
+    return "gpugrad" if machine.cuda else "cpu"
+
+
+def softmax_cases(machine, quick, compile_torch):
+    torch = machine.torch
+    sizes = [(64, 1000)] if quick else ([(8192, 4096), (4096, 32000)] if machine.cuda else [(1024, 1024)])
+    dtypes = ["float32"] if quick or not machine.cuda else ["float32", "float16"]
+    for rows, cols in sizes:
+        for dtype in dtypes:
+            gx, tx = _pair(machine, (rows, cols), dtype, 3.0)
+            gg, tg = _pair(machine, (rows, cols), dtype)
+            gg, tg = gg.detach(), tg.detach()
+            for name, ours, theirs in (("softmax", gpugrad.softmax, torch.softmax),
+                                       ("log_softmax", gpugrad.log_softmax, torch.log_softmax)):
+                impls = {
+                    "gpugrad": (lambda o=ours: gpugrad.autograd.grad(o(gx, 1), gx, gg), _family(machine)),
+                    "torch": (lambda t=theirs: torch.autograd.grad(t(tx, 1), tx, tg), "torch"),
+                }
+                if compile_torch:
+                    compiled = torch.compile(lambda a, t=theirs: t(a, 1))
+                    impls["torch.compile"] = (lambda c=compiled: torch.autograd.grad(c(tx), tx, tg), "torch")
+                # forward reads x, writes y; backward reads y and g, writes the gradient
+                yield Case("softmax", f"{name} fwd+bwd", f"{rows}x{cols}", dtype, impls,
+                           bytes=5 * rows * cols * tx.element_size(), memory=impls, x=rows * cols)
+
+
+def elementwise_cases(machine, quick, compile_torch):
+    torch = machine.torch
+    sizes = [(256, 256)] if quick else ([(4096, 4096), (8192, 8192)] if machine.cuda else [(1024, 1024)])
+    for shape in sizes:
+        gx, tx = _pair(machine, shape, "float32")
+        gw, tw = _pair(machine, shape[-1:], "float32")
+
+        def ours():
+            y = ((gx * gw + 1.0).tanh() * gx).sigmoid().sum()
+            return gpugrad.autograd.grad(y, [gx, gw])
+
+        def theirs(x=tx, w=tw):
+            y = ((x * w + 1.0).tanh() * x).sigmoid().sum()
+            return torch.autograd.grad(y, [x, w])
+
+        impls = {"gpugrad": (ours, _family(machine)), "torch": (theirs, "torch")}
+        if compile_torch:
+            compiled = torch.compile(lambda x, w: ((x * w + 1.0).tanh() * x).sigmoid().sum())
+            impls["torch.compile"] = (lambda: torch.autograd.grad(compiled(tx, tw), [tx, tw]), "torch")
+        n = shape[0] * shape[1]
+        # a fused forward+backward must read x (twice: forward and backward) and write its gradient
+        yield Case("elementwise", "tanh/sigmoid chain fwd+bwd", f"{shape[0]}x{shape[1]}", "float32", impls,
+                   bytes=3 * n * 4, memory=impls, x=n)
+
+
+def matmul_cases(machine, quick, compile_torch):
+    torch = machine.torch
+    sizes = [(64, 64, 64)] if quick else ([(4096, 4096, 4096), (8192, 2048, 8192)] if machine.cuda
+                                          else [(512, 512, 512)])
+    if machine.cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False       # plain float32 on both sides
+    for batch, features_in, features_out in sizes:
+        gx, tx = _pair(machine, (batch, features_in), "float32")
+        gw, tw = _pair(machine, (features_out, features_in), "float32")
+        gb, tb = _pair(machine, (features_out,), "float32")
+
+        def ours():
+            y = gpugrad.nn.functional.linear(gx, gw, gb).relu().sum()
+            return gpugrad.autograd.grad(y, [gx, gw, gb])
+
+        def theirs():
+            y = torch.nn.functional.linear(tx, tw, tb).relu().sum()
+            return torch.autograd.grad(y, [tx, tw, tb])
+
+        impls = {"gpugrad": (ours, _family(machine)), "torch": (theirs, "torch")}
+        yield Case("matmul", "linear+relu fwd+bwd", f"{batch}x{features_in}->{features_out}", "float32", impls,
+                   flops=3 * 2 * batch * features_in * features_out, memory=impls,
+                   x=batch * features_in * features_out)
+
+
+def _mlp_pair(machine, width, depth, classes):
+    torch = machine.torch
+    torch.manual_seed(0)
+    layers, ours = [], []
+    features = width
+    for i in range(depth):
+        layers += [torch.nn.Linear(features, width), torch.nn.GELU()]
+        ours += [gpugrad.nn.Linear(features, width), gpugrad.nn.GELU()]
+    layers.append(torch.nn.Linear(width, classes))
+    ours.append(gpugrad.nn.Linear(width, classes))
+    theirs = torch.nn.Sequential(*layers).to(machine.device)
+    mine = gpugrad.nn.Sequential(*ours).to(machine.device)
+    mine.load_state_dict({k: gpugrad.from_dlpack(v.detach().contiguous()) for k, v in theirs.state_dict().items()})
+    return mine, theirs
+
+
+def mlp_cases(machine, quick, compile_torch):
+    torch = machine.torch
+    if quick:
+        configs = [("small", 64, 32)]
+    elif machine.cuda:
+        configs = [("small", 256, 64), ("large", 4096, 4096)]
+    else:
+        configs = [("small", 256, 64), ("large", 1024, 256)]
+    depth, classes = 3, 10
+    for label, width, batch in configs:
+        mine, theirs = _mlp_pair(machine, width, depth, classes)
+        opt_mine = gpugrad.optim.AdamW(mine.parameters(), lr=1e-3)
+        opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-3, foreach=False)
+        gx, tx = _pair(machine, (batch, width), "float32")
+        gx, tx = gx.detach(), tx.detach()
+        tt = torch.randint(0, classes, (batch,), device=machine.device)
+        gt = gpugrad.from_dlpack(tt)
+
+        def ours():
+            loss = gpugrad.nn.functional.cross_entropy(mine(gx), gt)
+            opt_mine.zero_grad()
+            loss.backward()
+            opt_mine.step()
+
+        def torch_step():
+            loss = torch.nn.functional.cross_entropy(theirs(tx), tt)
+            opt_theirs.zero_grad()
+            loss.backward()
+            opt_theirs.step()
+
+        impls = {"gpugrad": (ours, _family(machine)), "torch": (torch_step, "torch")}
+        weights = width * width * depth + width * classes
+        yield Case("mlp", f"training step ({label})", f"width {width}, batch {batch}", "float32", impls,
+                   flops=6 * batch * weights, memory=impls, x=batch * weights,
+                   wall_calls=50 if label == "small" else 0)
+
+
+def overhead_cases(machine, quick, compile_torch):
+    """Host wall time of a tiny op forward+backward: the dispatch cost."""
+    torch = machine.torch
+    for device in (["cpu", "cuda"] if machine.cuda else ["cpu"]):
+        tx = torch.ones(1, device=device, requires_grad=True)
+        gx = gpugrad.from_dlpack(tx.detach()).requires_grad_(True)
+        impls = {
+            "gpugrad": (lambda x=gx: (x * 2.0).sum().backward(), "gpugrad" if device == "cuda" else "cpu"),
+            "torch": (lambda x=tx: (x * 2.0).sum().backward(), "torch"),
+        }
+        yield Case("overhead", "mul+sum fwd+bwd, 1 element", device, "float32", impls,
+                   wall_calls=200 if quick else 2000)
+        impls = {
+            "gpugrad": (lambda x=gx: x * 2.0, "gpugrad" if device == "cuda" else "cpu"),
+            "torch": (lambda x=tx: x * 2.0, "torch"),
+        }
+        yield Case("overhead", "mul forward (graph recorded), 1 element", device, "float32", impls,
+                   wall_calls=500 if quick else 5000)
+
+
+GROUPS = {
+    "softmax": softmax_cases,
+    "elementwise": elementwise_cases,
+    "matmul": matmul_cases,
+    "mlp": mlp_cases,
+    "overhead": overhead_cases,
+}

@@ -1,0 +1,25 @@
+"""The benchmark suite runs end to end (--quick): no timing assertions."""
+
+import json
+
+from benchmarks.__main__ import main
+
+
+def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
+    record = main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    groups = {row["group"] for row in record["results"]}
+    assert groups == {"losses", "softmax", "elementwise", "matmul", "mlp", "overhead"}
+    assert record["ceilings"]["copy_bytes_per_s"] > 0 and record["ceilings"]["matmul_flops_per_s"] > 0
+    assert all(row["seconds"] > 0 for row in record["results"])
+    impls = {row["impl"] for row in record["results"]}
+    assert {"gpugrad", "torch", "array composition"} <= impls
+    losses = [r for r in record["results"] if r["group"] == "losses"]
+    assert all("gb_per_s" in r and "pct_of_copy" in r for r in losses)
+    assert all("gpugrad_speedup" in r for r in losses if r["impl"] != "gpugrad")
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert any(name.endswith(".json") for name in written) and any(name.endswith(".md") for name in written)
+    assert any(name.endswith("-time.png") for name in written)
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert saved["results"] == record["results"]
+    assert "| group | case |" in out
