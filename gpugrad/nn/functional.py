@@ -14,7 +14,7 @@ from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.ops.elementwise import gelu, relu, sigmoid, softplus, tanh, where  # noqa: F401
 from gpugrad.ops.reduction import (accumulate_dtype, log_softmax, logsumexp, logsumexp_parts,  # noqa: F401
-                                   softmax)
+                                   shifted, softmax)
 from gpugrad.tensor import Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -68,14 +68,36 @@ def _cross_entropy_rows(xp, x, target, weight, ignore_index, smoothing):
 
 
 def _cross_entropy_grad_terms(xp, target, weight, ignore_index, smoothing, classes, acc):
-    """S (rows,) and the target distribution T (rows, C): grad = G * (softmax * S - T)."""
+    """S (rows,) and the dense target distribution T (rows, C), grad = G * (softmax * S - T),
+    for the second derivative."""
     valid, safe, w_t = _row_weights_and_mask(xp, target, weight, ignore_index, acc)
     total = classes if weight is None else weight.astype(acc).sum()
     scale = (1 - smoothing) * w_t + (smoothing / classes) * total * valid
     spread = xp.ones(classes, dtype=acc) if weight is None else weight.astype(acc)
     dist = (smoothing / classes) * spread[None, :] * valid[:, None].astype(acc)
     dist[xp.arange(target.shape[0]), safe] += (1 - smoothing) * w_t
-    return scale, dist, valid
+    return scale, dist
+
+
+def _cross_entropy_grad_array(xp, x, m, ls, per_row, target, weight, ignore_index, smoothing):
+    """Array code of the fused backward: G * (softmax * S - T) with T applied
+    in place (its smoothing part as a broadcast row, its target part by index),
+    so no dense target distribution is built; ignored rows are exactly 0."""
+    rows, classes = x.shape
+    acc = accumulate_dtype(x.dtype)
+    valid, safe, w_t = _row_weights_and_mask(xp, target, weight, ignore_index, acc)
+    total = classes if weight is None else weight.astype(acc).sum()
+    g = xp.where(valid, xp.broadcast_to(xp.asarray(per_row, dtype=acc), (rows,)), 0)
+    column = (lambda v: v.reshape(-1, 1) if getattr(v, "ndim", 0) else v)
+    out = shifted(xp, x, column(m), column(ls), exp=True)
+    out *= (g * ((1 - smoothing) * w_t + (smoothing / classes) * total))[:, None]
+    if smoothing:
+        spread = xp.ones(classes, dtype=acc) if weight is None else weight.astype(acc)
+        out -= (g * (smoothing / classes))[:, None] * spread[None, :]
+    out[xp.arange(rows), safe] -= g * (1 - smoothing) * w_t
+    if not bool(valid.all()):
+        out[~valid] = 0          # also where an ignored row's logits are all -inf
+    return out.astype(x.dtype, copy=False)
 
 
 class CrossEntropy(InternalFunction):
@@ -121,21 +143,14 @@ class CrossEntropyBackward(InternalFunction):
         if backend.is_cupy_array(x) and getattr(ls, "dtype", None) == acc:
             from gpugrad.cuda import fused
             return fused.cross_entropy_backward(x, target, weight, ignore_index, smoothing, m, ls, per_row)
-        scale, dist, valid = _cross_entropy_grad_terms(xp, target, weight, ignore_index, smoothing,
-                                                       x.shape[1], acc)
-        m = m.reshape(-1, 1) if getattr(m, "ndim", 0) else m
-        ls = ls.reshape(-1, 1) if getattr(ls, "ndim", 0) else ls
-        g = per_row.reshape(-1, 1) if getattr(per_row, "ndim", 0) else per_row
-        p = xp.exp((x.astype(acc, copy=False) - m) - ls)
-        grad = xp.where(valid[:, None], g * (p * scale[:, None] - dist), 0)   # ignored rows: exactly 0
-        return grad.astype(x.dtype, copy=False)
+        return _cross_entropy_grad_array(xp, x, m, ls, per_row, target, weight, ignore_index, smoothing)
 
     @staticmethod
     def backward(ctx, grad_grad):
         x, m, ls, per_row, target, weight = ctx.saved_tensors
         ignore_index, smoothing = ctx.options
         acc = accumulate_dtype(x.dtype)
-        scale, dist, _ = _cross_entropy_grad_terms(x.xp, target.data, None if weight is None else weight.data,
+        scale, dist = _cross_entropy_grad_terms(x.xp, target.data, None if weight is None else weight.data,
                                                 ignore_index, smoothing, x.shape[1], acc)
         scale, dist = Tensor._make(scale[:, None]), Tensor._make(dist)
         column = (lambda t: t.reshape(-1, 1) if isinstance(t, Tensor) and t.ndim else t)

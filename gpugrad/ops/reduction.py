@@ -314,7 +314,20 @@ def logsumexp_parts(xp, x, dims):
     acc = x.astype(accumulate_dtype(x.dtype), copy=False)
     m = acc.max(axis=dims, keepdims=True)
     m = xp.where(xp.isinf(m), 0, m).astype(acc.dtype, copy=False)
-    return m, xp.log(xp.exp(acc - m).sum(axis=dims, keepdims=True))
+    terms = xp.subtract(acc, m)
+    xp.exp(terms, out=terms)
+    return m, xp.log(terms.sum(axis=dims, keepdims=True))
+
+
+def shifted(xp, x, m, ls, exp):
+    """(x - m) - ls, or its exp, in the accumulation dtype: one new array, the
+    rest in place (the array code of the fused ops' second pass)."""
+    out = x.astype(accumulate_dtype(x.dtype), copy=True)
+    out -= m
+    out -= ls
+    if exp:
+        xp.exp(out, out=out)
+    return out
 
 
 class LogSumExp(InternalFunction):
@@ -352,8 +365,9 @@ class LogSumExpBackward(InternalFunction):
             g = xp.broadcast_to(grad, m.shape).astype(acc).reshape(-1)
             out = fused.logsumexp_backward(rows, m.reshape(-1), ls.reshape(-1), g)
             return _from_rows(xp, out, moved, dims[0], x.ndim)
-        p = xp.exp((x.astype(acc, copy=False) - m) - ls)
-        return (grad.astype(acc, copy=False) * p).astype(x.dtype, copy=False)
+        p = shifted(xp, x, m, ls, exp=True)
+        p *= grad
+        return p.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad_grad):
@@ -371,8 +385,7 @@ def _softmax_array(xp, x, dim, log):
         rows, moved = _to_rows(xp, x, dim)
         return _from_rows(xp, fused.softmax_forward(rows, log), moved, dim, x.ndim)
     m, ls = logsumexp_parts(xp, x, (dim,))
-    shifted = (x.astype(m.dtype, copy=False) - m) - ls
-    return (shifted if log else xp.exp(shifted)).astype(x.dtype, copy=False)
+    return shifted(xp, x, m, ls, exp=not log).astype(x.dtype, copy=False)
 
 
 def _softmax_backward_array(xp, y, grad, dim, log):
@@ -385,9 +398,12 @@ def _softmax_backward_array(xp, y, grad, dim, log):
     acc = accumulate_dtype(dtype)
     y, grad = y.astype(acc, copy=False), grad.astype(acc, copy=False)
     if log:
-        out = grad - xp.exp(y) * grad.sum(axis=dim, keepdims=True)
+        out = xp.exp(y)
+        out *= grad.sum(axis=dim, keepdims=True)
+        xp.subtract(grad, out, out=out)
     else:
-        out = y * (grad - (grad * y).sum(axis=dim, keepdims=True))
+        out = grad - (grad * y).sum(axis=dim, keepdims=True)
+        out *= y
     return out.astype(dtype, copy=False)
 
 
