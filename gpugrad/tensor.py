@@ -678,7 +678,14 @@ class Tensor:
         return _shape.getitem(self, key)
 
     def __setitem__(self, key, value):
-        _inplace(self, _shape.index_put, key, value)
+        if is_grad_enabled() and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+            _inplace(self, _shape.index_put, key, value)
+            return
+        key, _ = _shape.convert_key(self, key)       # no graph: write straight into the array
+        if isinstance(value, Tensor):
+            value = backend.to_device(value.data, self.device)
+        self.data[key] = value
+        self._version_counter[0] += 1
 
     # -- linear algebra (gpugrad/ops/linalg.py) --------------------------------
     def matmul(self, other):

@@ -247,7 +247,7 @@ def _accumulate(leaf, grad, create_graph, root_arrays):
         else:
             # Own the array: the gradient may be a broadcast view or the caller's own array.
             data = grad.data
-            if data.base is not None or id(data) in root_arrays or not data.flags.writeable:
+            if data.base is not None or id(data) in root_arrays or not getattr(data.flags, "writeable", True):
                 data = data.copy()
             leaf._grad = type(grad)._make(data)
     elif create_graph or leaf._grad.grad_fn is not None:
