@@ -273,3 +273,22 @@ def test_create_graph_backward_gives_differentiable_grad():
     assert g.requires_grad and g.tolist() == [12.0]
     g2, = gpugrad.autograd.grad(g.sum(), x)
     assert g2.tolist() == [12.0]
+
+
+def test_leaf_gradients_never_alias(device):
+    """Add hands one array to both inputs; the caller's gradient is its own."""
+    a = gpugrad.ones(3, device=device, requires_grad=True)
+    b = gpugrad.ones(3, device=device, requires_grad=True)
+    ((a + b) * 2).sum().backward()
+    (a * 5).sum().backward()
+    assert a.grad.tolist() == [7.0] * 3 and b.grad.tolist() == [2.0] * 3
+    upstream = gpugrad.ones(3, device=device)
+    c = gpugrad.ones(3, device=device, requires_grad=True)
+    (c + 1).backward(upstream)
+    c.grad.zero_()
+    assert upstream.tolist() == [1.0] * 3
+    h = c * 1
+    h.retain_grad()
+    (h + 0).backward(upstream)
+    c.grad.add_(1)
+    assert h.grad.tolist() == [1.0] * 3

@@ -263,6 +263,9 @@ def test_layers_match_torch(rng, device):
         assert_close(ours.grad, theirs.grad, 1e-10)
     assert gradgradcheck(lambda a: F.layer_norm(a, (6,)), (gpugrad.tensor(rng.standard_normal((2, 6)),
                                                                            device=device, requires_grad=True),))
+    small = [gpugrad.tensor(rng.standard_normal(s), device=device, requires_grad=True)
+             for s in ((2, 3, 4), (5, 4), (5,))]
+    assert gradgradcheck(lambda a, b, c: F.linear(a, b, c) ** 2, small)
 
 
 def test_embedding_with_padding_matches_torch(rng, device):

@@ -13,6 +13,7 @@ one of another dtype is cast to the input's dtype.  Op backward formulas can
 therefore return the gradient of the broadcast result as it is.
 """
 
+import collections
 import heapq
 
 from gpugrad import backend
@@ -122,7 +123,10 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
         retain_graph = create_graph
     roots = [_root_edge(t, i) for i, t in enumerate(tensors)]
     root_grads = _make_root_grads(tensors, grad_tensors, create_graph)
-    root_arrays = {id(g.data) for g in root_grads}
+    # Holders of each gradient array (buffers, the caller, retained .grad): a
+    # leaf keeps an array as its .grad without a copy only when nothing else
+    # holds it (Add's backward hands one array to both of its inputs).
+    holders = collections.Counter(id(g.data) for g in root_grads)
 
     capture = None
     needed = None
@@ -141,8 +145,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
         needed = _needed(roots, [node for node, _ in capture], dependencies)
     buffers = {}
     for (node, nr), g in zip(roots, root_grads):
-        buf = buffers.setdefault(node, [None] * node._num_outputs)
-        buf[nr] = g if buf[nr] is None else buf[nr] + g
+        _route(buffers, holders, node, nr, g)
     ready = []
     for node, _ in roots:
         if dependencies.get(node, 0) == 0 and node in buffers:
@@ -154,15 +157,19 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
             grads = buffers.pop(node, None)
             if grads is None:
                 continue
-            grads = _run_pre_hooks(node, grads)
+            for g in grads:
+                if g is not None:
+                    holders[id(g.data)] -= 1
+            grads = _run_pre_hooks(node, grads, holders)
             if capture is not None:
                 for nr, g in enumerate(grads):
                     for i in capture.get((node, nr), ()):
                         captured[i] = g
+                        holders[id(g.data)] += 1
 
             if isinstance(node, AccumulateGrad):
                 if inputs is None and grads[0] is not None:
-                    _accumulate(node.variable, grads[0], create_graph, root_arrays)
+                    _accumulate(node.variable, grads[0], create_graph, holders)
                 continue
             if needed is not None and node not in needed:
                 continue
@@ -176,9 +183,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 child, nr = edge
                 g = in_grads[index] if index < len(in_grads) else None
                 if g is not None:
-                    g = _validate(g, node._input_meta[index], node, index)
-                    buf = buffers.setdefault(child, [None] * child._num_outputs)
-                    buf[nr] = g if buf[nr] is None else buf[nr] + g
+                    _route(buffers, holders, child, nr, _validate(g, node._input_meta[index], node, index))
                 dependencies[child] -= 1
                 if dependencies[child] == 0:
                     heapq.heappush(ready, (-child._sequence_nr, id(child), child))
@@ -194,7 +199,18 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     return captured
 
 
-def _run_pre_hooks(node, grads):
+def _route(buffers, holders, node, nr, grad):
+    """Add a gradient to the input buffer of ``node`` at output ``nr``."""
+    buf = buffers.setdefault(node, [None] * node._num_outputs)
+    old = buf[nr]
+    if old is not None:
+        holders[id(old.data)] -= 1
+        grad = old + grad
+    buf[nr] = grad
+    holders[id(grad.data)] += 1
+
+
+def _run_pre_hooks(node, grads, holders):
     if node._pre_hooks is None and node._retained is None:
         return grads
     grads = list(grads)
@@ -210,25 +226,30 @@ def _run_pre_hooks(node, grads):
         if tensor is not None and grads[nr] is not None:
             g = grads[nr] if grads[nr].grad_fn is not None else grads[nr].detach()
             tensor._grad = g if tensor._grad is None else tensor._grad + g
+            holders[id(tensor._grad.data)] += 1
     return grads
 
 
 def _call_backward(node, grads):
-    if all(g is None for g in grads):
+    present = missing = False
+    for g in grads:
+        if g is None:
+            missing = True
+        else:
+            present = True
+    if not present:
         return ()
-    if node.materialize_grads and any(g is None for g in grads):
+    if missing and node.materialize_grads:
         meta = node._output_meta
         grads = [Tensor._make(node.xp.zeros(meta[i][0], dtype=meta[i][1])) if g is None else g
                  for i, g in enumerate(grads)]
     result = type(node).backward(node, *grads)
-    if not isinstance(result, tuple):
+    if type(result) is not tuple:
         result = (result,)
     expected = len(node.next_functions)
-    if len(result) < expected:
-        if any(e is not None for e in node.next_functions[len(result):]):
-            raise RuntimeError(
-                f"function {node.name()} returned an incorrect number of gradients "
-                f"(expected {expected}, got {len(result)})")
+    if len(result) < expected and any(e is not None for e in node.next_functions[len(result):]):
+        raise RuntimeError(f"function {node.name()} returned an incorrect number of gradients "
+                           f"(expected {expected}, got {len(result)})")
     for g in result:
         if g is not None and not isinstance(g, Tensor):
             raise TypeError(f"function {node.name()} returned a gradient of type "
@@ -236,7 +257,7 @@ def _call_backward(node, grads):
     return result
 
 
-def _accumulate(leaf, grad, create_graph, root_arrays):
+def _accumulate(leaf, grad, create_graph, holders):
     for hook in list(leaf._hooks or ()):
         result = hook(grad)
         if result is not None:
@@ -245,11 +266,13 @@ def _accumulate(leaf, grad, create_graph, root_arrays):
         if create_graph:
             leaf._grad = grad
         else:
-            # Own the array: the gradient may be a broadcast view or the caller's own array.
+            # Own the array: the gradient may be a (broadcast) view, the caller's
+            # array, or handed to another input as well.
             data = grad.data
-            if data.base is not None or id(data) in root_arrays or not getattr(data.flags, "writeable", True):
+            if data.base is not None or holders[id(data)] > 0 or not getattr(data.flags, "writeable", True):
                 data = data.copy()
             leaf._grad = type(grad)._make(data)
+            holders[id(data)] += 1
     elif create_graph or leaf._grad.grad_fn is not None:
         leaf._grad = leaf._grad + grad
     else:

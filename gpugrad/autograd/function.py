@@ -163,16 +163,19 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
+        # Hot path: plain loops, no generators (this runs for every op).
         ctx = cls()
         needs = []
+        arrays = []
         device_key = None          # -1 for the CPU, the CUDA ordinal otherwise
         record = False
         for a in args:
             if isinstance(a, Tensor):
+                data = a.data
+                arrays.append(data)
                 requires = a._requires_grad or a.grad_fn is not None
                 needs.append(requires)
                 record = record or requires
-                data = a.data
                 key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
                 if device_key is None:
                     device_key = key
@@ -182,27 +185,29 @@ class Function:
                         f"devices, {backend.device_from_key(device_key)} and "
                         f"{backend.device_from_key(key)}! (in {cls.__name__})")
             else:
+                arrays.append(a)
                 needs.append(False)
         ctx.needs_input_grad = needs = tuple(needs)
         record = record and is_grad_enabled()
-        xp = numpy if device_key is None or device_key == -1 else backend.cupy_module()
-        ctx.xp = xp
+        xp = ctx.xp = numpy if device_key is None or device_key == -1 else backend.cupy_module()
 
         if cls.forward_takes_arrays:
-            arrays = [a.data if isinstance(a, Tensor) else a for a in args]
             if xp is numpy:
                 with numpy.errstate(all="ignore"):    # inf and nan as in torch, without warnings
                     raw = cls.forward(ctx, *arrays)
             else:
                 raw = cls.forward(ctx, *arrays)
-            single = not isinstance(raw, tuple)
-            outputs = tuple(Tensor._make(numpy.asarray(o) if isinstance(o, numpy.generic) else o)
-                            for o in ((raw,) if single else raw))
+            single = type(raw) is not tuple
+            if single:
+                outputs = (Tensor._make(numpy.asarray(raw) if isinstance(raw, numpy.generic) else raw),)
+            else:
+                outputs = tuple([Tensor._make(numpy.asarray(o) if isinstance(o, numpy.generic) else o)
+                                 for o in raw])
         else:
             with no_grad():
                 raw = cls.forward(ctx, *args)
             single = not isinstance(raw, tuple)
-            outputs = tuple(_own_output(o, args) for o in ((raw,) if single else raw))
+            outputs = tuple([_own_output(o, args) for o in ((raw,) if single else raw)])
 
         if cls.is_view:
             base = args[0]
@@ -212,18 +217,26 @@ class Function:
                     out._base = base if base._base is None else base._base
 
         if record:
-            ctx.next_functions = tuple(
-                a._edge() if need else None for a, need in zip(args, needs))
-            ctx._input_meta = tuple(
-                (a.data.shape, a.data.dtype) if need else None for a, need in zip(args, needs))
+            edges = []
+            meta = []
+            for a, need in zip(args, needs):
+                if need:
+                    edges.append(a._edge())
+                    meta.append((a.data.shape, a.data.dtype))
+                else:
+                    edges.append(None)
+                    meta.append(None)
+            ctx.next_functions = tuple(edges)
+            ctx._input_meta = meta
             ctx._device = device_key
-            ctx._num_outputs = len(outputs)
-            if len(outputs) > 1:
-                ctx._output_meta = tuple((o.shape, o.dtype) for o in outputs)
             raw_outputs = (raw,) if single else raw
+            if not single:
+                ctx._num_outputs = len(outputs)
+                ctx._output_meta = tuple([(o.shape, o.dtype) for o in outputs])
             non_diff = ctx._non_differentiable
-            for nr, (out, raw_out) in enumerate(zip(outputs, raw_outputs)):
-                if isinstance(out, Tensor) and out.data.dtype.kind == "f" and id(raw_out) not in non_diff:
+            for nr, out in enumerate(outputs):
+                if isinstance(out, Tensor) and out.data.dtype.kind == "f" and \
+                        (not non_diff or id(raw_outputs[nr]) not in non_diff):
                     out.grad_fn = ctx
                     out._output_nr = nr
             if ctx._to_save:
@@ -258,13 +271,14 @@ def _resolve_saved(values, args, outputs, raw_outputs):
             saved.append(None)
             continue
         match = None
-        for nr, (out, raw) in enumerate(zip(outputs, raw_outputs)):
-            if value is raw or value is out:
+        for nr in range(len(outputs)):
+            if value is raw_outputs[nr] or value is outputs[nr]:
+                out = outputs[nr]
                 match = SavedTensor(out.data, "output", out._version_counter, nr)
                 break
         if match is None:
             for a in args:
-                if isinstance(a, Tensor) and (value is a or value is a.data):
+                if isinstance(a, Tensor) and (value is a.data or value is a):
                     match = SavedTensor(a, "input", a._version_counter)
                     break
         if match is None:

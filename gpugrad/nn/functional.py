@@ -165,7 +165,9 @@ class CrossEntropyBackward(InternalFunction):
 
 
 def _class_dim_last(input, target):
-    """(rows, C) logits and (rows,) targets from input (C,), (N, C) or (N, C, d1, ...)."""
+    """(rows, C) logits and (rows,) int32/int64 targets from input (C,), (N, C) or (N, C, d1, ...)."""
+    if target.dtype not in (dtypes.int32, dtypes.int64):
+        target = target.to(dtypes.int64)
     if input.ndim == 1:
         return input.unsqueeze(0), target.reshape(1)
     if input.ndim == 2:
@@ -360,15 +362,39 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 
 # -- layers -------------------------------------------------------------------------------
 
+class Linear(InternalFunction):
+    """x @ W^T + b as one node; the weight and bias gradients come out as new
+    contiguous arrays (no transposed views to copy into .grad)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        needs = ctx.needs_input_grad
+        ctx.save_for_backward(x if needs[1] else None, weight if needs[0] else None)
+        out = ctx.xp.matmul(x, weight.T)
+        if bias is not None:
+            out += bias
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ weight if needs[0] else None
+        grad_weight = rows.mT @ x.reshape(-1, x.shape[-1]) if needs[1] else None
+        grad_bias = rows.sum(0) if needs[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
 def linear(input, weight, bias=None):
     """input @ weight.T + bias; input (..., in_features), weight (out_features, in_features)."""
-    if input.shape[-1] != weight.shape[-1]:
-        raise RuntimeError(f"linear: input has {input.shape[-1]} features (shape {list(input.shape)}) but "
-                           f"the weight expects {weight.shape[-1]} (weight shape {list(weight.shape)})")
-    if input.dtype != weight.dtype:
+    if input.shape[-1:] != weight.shape[-1:] or weight.ndim != 2:
+        raise RuntimeError(f"linear: input has {input.shape[-1] if input.ndim else 0} features (shape "
+                           f"{list(input.shape)}) but the weight expects {weight.shape[-1]} (weight shape "
+                           f"{list(weight.shape)})")
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
         raise RuntimeError(f"linear: input dtype {input.dtype} does not match weight dtype {weight.dtype}")
-    out = input @ weight.mT
-    return out if bias is None else out + bias
+    return Linear.apply(input, weight, bias)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):

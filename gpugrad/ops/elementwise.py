@@ -25,6 +25,9 @@ def as_operand(value, like):
     raise TypeError(f"unsupported operand type for a tensor op: {type(value).__name__}")
 
 
+_NUMBERS = (int, float, numpy.number)     # never widen a float tensor (torch's weak scalars)
+
+
 def promote(*operands, floating=False):
     """Cast operands to their torch result dtype; returns (operands, dtype)."""
     if len(operands) == 2:       # fast paths: same-dtype tensors, float tensor with a number
@@ -34,9 +37,9 @@ def promote(*operands, floating=False):
             if dtype.kind == "f" or not floating:
                 if type(b) is Tensor and b.data.dtype == dtype:
                     return operands, dtype
-                if type(b) in (float, int) and dtype.kind == "f":
+                if isinstance(b, _NUMBERS) and dtype.kind == "f":
                     return (a, dtype.type(b)), dtype
-        elif type(b) is Tensor and type(a) in (float, int):
+        elif type(b) is Tensor and isinstance(a, _NUMBERS):
             dtype = b.data.dtype
             if dtype.kind == "f":
                 return (dtype.type(a), b), dtype
