@@ -22,6 +22,7 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 demo: $(VENV)/.demo
+	$(PY) examples/classics.py
 	$(PY) examples/train_digits.py
 
 test: $(VENV)/.test

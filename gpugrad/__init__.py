@@ -30,7 +30,7 @@ from gpugrad.ops.shape import (cat, chunk, flatten, gather, permute, reshape, sp
                                stack, transpose, unbind, unsqueeze)
 from gpugrad.random import manual_seed, seed
 from gpugrad.tensor import Tensor
-from gpugrad import cuda, nn, optim  # noqa: E402
+from gpugrad import cuda, nn, optim, viz  # noqa: E402
 from gpugrad.serialization import load, save  # noqa: E402
 
 Size = tuple

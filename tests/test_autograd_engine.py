@@ -61,6 +61,7 @@ def test_saved_values_are_freed_as_backward_goes():
     assert ref() is None              # and released once ExpBackward has run
 
 
+@pytest.mark.slow
 def test_chain_of_100000_ops_backprops_without_recursion(device):
     x = gpugrad.tensor([0.5], dtype=gpugrad.float64, device=device, requires_grad=True)
     y = x

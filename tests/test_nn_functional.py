@@ -299,3 +299,13 @@ def test_one_hot_and_activations(rng, device):
     for ours, theirs in [(F.silu, TF.silu), (lambda a: F.leaky_relu(a, 0.2), lambda a: TF.leaky_relu(a, 0.2)),
                          (F.normalize, lambda a: TF.normalize(a, dim=0))]:
         assert_close(ours(x) if ours is not F.normalize else F.normalize(x, dim=0), theirs(tx), 1e-12)
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "logsumexp"])
+def test_fused_forward_keeps_only_per_row_values(rng, device, op):
+    """Besides its input, the fused forward keeps N-sized arrays, never an N x C softmax."""
+    x, _ = make_pair(rng, (64, 300), "float32", device)
+    t = gpugrad.tensor(rng.integers(0, 300, 64), device=device)
+    out = F.cross_entropy(x, t, label_smoothing=0.1) if op == "cross_entropy" else gpugrad.logsumexp(x, 1)
+    kept = [s for s in out.grad_fn._saved if s is not None and s.kind != "input"]
+    assert kept and all(s.value.numel() <= 64 for s in kept if hasattr(s.value, "numel"))

@@ -152,6 +152,7 @@ def _live_nodes():
     return sum(1 for obj in gc.get_objects() if issubclass(type(obj), Function))
 
 
+@pytest.mark.slow
 def test_training_memory_is_flat_over_10000_steps():
     """Live graph nodes after step 100 and after step 10,000 are the same."""
     gpugrad.manual_seed(0)
@@ -174,6 +175,7 @@ def test_training_memory_is_flat_over_10000_steps():
 
 
 @pytest.mark.cuda
+@pytest.mark.slow
 def test_training_memory_is_flat_on_the_gpu():
     """The CuPy pool's used bytes are the same after step 100 and step 10,000."""
     import cupy
