@@ -248,6 +248,20 @@ __device__ __forceinline__ void transform_row(const T* __restrict__ a, const T* 
         out[j] = Store<T>::of(op(j, to_acc(a[j]), b ? to_acc(b[j]) : A(0)));
 }
 
+// log-sum-exp of one row, over the blockDim.x threads of the row, as (m, ls)
+// with lse = m + ls: one online pass (every thread of the block must call it).
+template <typename T>
+__device__ __forceinline__ void row_logsumexp(const T* __restrict__ row, int cols, bool active,
+                                              Acc<T>* scratch_m, Acc<T>* scratch_s, Acc<T>& m, Acc<T>& ls) {
+    using A = Acc<T>;
+    MaxSum<A> state = empty_max_sum<A>();
+    if (active)
+        visit_row(row, cols, threadIdx.x, blockDim.x,
+                  [&](int, const A (&v)[Vec<T>::N], int count) { accumulate(state, v, count); });
+    state = row_merge(state, scratch_m, scratch_s);
+    finish(state, m, ls);
+}
+
 // A bad class index: the first one is kept in error[1..2], error[0] becomes 1.
 // The Python side reads the word lazily and raises; no device assert, so the
 // CUDA context stays usable.

@@ -22,12 +22,12 @@ __global__ void __launch_bounds__(512, 1) logsumexp_forward(const T* __restrict_
          base += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = base + threadIdx.y;
         const bool active = row < rows;
-        MaxSum<A> state = empty_max_sum<A>();
-        if (active)
-            visit_row(x + row * stride, cols, threadIdx.x, blockDim.x,
-                      [&](int, const A (&v)[Vec<T>::N], int count) { accumulate(state, v, count); });
-        state = row_merge(state, scratch_m, scratch_s);
-        if (active && threadIdx.x == 0) finish(state, max_out[row], logsum_out[row]);
+        A m, ls;
+        row_logsumexp(x + row * stride, cols, active, scratch_m, scratch_s, m, ls);
+        if (active && threadIdx.x == 0) {
+            max_out[row] = m;
+            logsum_out[row] = ls;
+        }
     }
 }
 

@@ -20,13 +20,8 @@ __global__ void __launch_bounds__(512, 1) softmax_forward(const T* __restrict__ 
          base += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = base + threadIdx.y;
         const bool active = row < rows;
-        MaxSum<A> state = empty_max_sum<A>();
-        if (active)
-            visit_row(x + row * stride, cols, threadIdx.x, blockDim.x,
-                      [&](int, const A (&v)[Vec<T>::N], int count) { accumulate(state, v, count); });
-        state = row_merge(state, scratch_m, scratch_s);
         A m, ls;
-        finish(state, m, ls);
+        row_logsumexp(x + row * stride, cols, active, scratch_m, scratch_s, m, ls);
         if (active)
             transform_row<T>(x + row * stride, nullptr, y + row * y_stride, cols, threadIdx.x, blockDim.x,
                              [&](int, A v, A) {

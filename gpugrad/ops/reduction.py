@@ -407,28 +407,15 @@ def _softmax_backward_array(xp, y, grad, dim, log):
     return out.astype(dtype, copy=False)
 
 
-class Softmax(InternalFunction):
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = _softmax_array(ctx.xp, x, dim, log=False)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        y, = ctx.saved_tensors
-        return SoftmaxBackward.apply(y, grad, ctx.dim), None
-
-
 class SoftmaxBackward(InternalFunction):
     """grad_x = y * (g - sum(g * y)), from the saved output y; differentiable again."""
+    log = False
 
     @staticmethod
     def forward(ctx, y, grad, dim):
         ctx.save_for_backward(y, grad)
         ctx.dim = dim
-        return _softmax_backward_array(ctx.xp, y, grad, dim, log=False)
+        return _softmax_backward_array(ctx.xp, y, grad, dim, ctx.log)
 
     @staticmethod
     def backward(ctx, grad_grad):
@@ -441,28 +428,9 @@ class SoftmaxBackward(InternalFunction):
         return grad_y, grad_grad_out, None
 
 
-class LogSoftmax(InternalFunction):
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = _softmax_array(ctx.xp, x, dim, log=True)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        y, = ctx.saved_tensors
-        return LogSoftmaxBackward.apply(y, grad, ctx.dim), None
-
-
-class LogSoftmaxBackward(InternalFunction):
+class LogSoftmaxBackward(SoftmaxBackward):
     """grad_x = g - exp(y) * sum(g), from the saved output y; differentiable again."""
-
-    @staticmethod
-    def forward(ctx, y, grad, dim):
-        ctx.save_for_backward(y, grad)
-        ctx.dim = dim
-        return _softmax_backward_array(ctx.xp, y, grad, dim, log=True)
+    log = True
 
     @staticmethod
     def backward(ctx, grad_grad):
@@ -472,6 +440,29 @@ class LogSoftmaxBackward(InternalFunction):
         grad_y = -grad_grad * p * grad.sum(dim, keepdim=True)
         grad_grad_out = grad_grad - (grad_grad * p).sum(dim, keepdim=True)
         return grad_y, grad_grad_out, None
+
+
+class Softmax(InternalFunction):
+    """Keeps only its output y; the backward is a Function of (y, grad)."""
+    log = False
+    backward_function = SoftmaxBackward
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        y = _softmax_array(ctx.xp, x, dim, ctx.log)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, = ctx.saved_tensors
+        return ctx.backward_function.apply(y, grad, ctx.dim), None
+
+
+class LogSoftmax(Softmax):
+    log = True
+    backward_function = LogSoftmaxBackward
 
 
 def _floating_input(x, name, dtype):

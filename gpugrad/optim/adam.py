@@ -1,6 +1,6 @@
 import math
 
-from gpugrad.autograd.grad_mode import enable_grad, no_grad
+from gpugrad.autograd.grad_mode import no_grad
 from gpugrad.optim.optimizer import Optimizer
 
 
@@ -29,10 +29,7 @@ class Adam(Optimizer):
 
     @no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         for group in self.param_groups:
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             weight_decay = group["weight_decay"]

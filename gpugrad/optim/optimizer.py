@@ -54,6 +54,15 @@ class Optimizer:
     def step(self, closure=None):
         raise NotImplementedError
 
+    @staticmethod
+    def _evaluate(closure):
+        """The loss from ``closure`` (which recomputes it with grad enabled), or None."""
+        if closure is None:
+            return None
+        from gpugrad.autograd.grad_mode import enable_grad
+        with enable_grad():
+            return closure()
+
     # -- state -------------------------------------------------------------------------
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
