@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The GPU machines have torch, cupy and pytest in their system python and no network.
 GPU_PYTHON ?= python3
 
-.PHONY: demo test test-gpu bench bench-quick kernels-check clean
+.PHONY: demo test test-gpu bench bench-gpu bench-quick kernels-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-gpu:
 
 bench: $(VENV)/.test
 	$(PY) -m benchmarks
+
+# On a GPU machine whose system python has torch CUDA and cupy (no venv, no network).
+bench-gpu:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m benchmarks
 
 bench-quick: $(VENV)/.test
 	$(PY) -m benchmarks --quick
