@@ -1,4 +1,4 @@
-"""nn.utils: gradient clipping."""
+"""nn.utils: clearing and clipping gradients."""
 
 import math
 
@@ -19,3 +19,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
         for p in params:
             p.grad.mul_(scale.to(p.grad.dtype))
     return total
+
+
+def zero_grad_(parameters, set_to_none=True):
+    """Drop each parameter's gradient (set_to_none) or fill it with zeros in place."""
+    for p in parameters:
+        if p._grad is None:
+            continue
+        if set_to_none:
+            p._grad = None
+        else:
+            p._grad = p._grad.detach()
+            p._grad.data[...] = 0
+            p._grad._version_counter[0] += 1

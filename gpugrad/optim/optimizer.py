@@ -41,15 +41,8 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=True):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p._grad is None:
-                    continue
-                if set_to_none:
-                    p._grad = None
-                else:
-                    p._grad = p._grad.detach()
-                    p._grad.data[...] = 0
+        from gpugrad.nn.utils import zero_grad_
+        zero_grad_(self._params(), set_to_none)
 
     def step(self, closure=None):
         raise NotImplementedError

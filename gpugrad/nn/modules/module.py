@@ -178,14 +178,8 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
-        for param in self.parameters():
-            if param._grad is None:
-                continue
-            if set_to_none:
-                param._grad = None
-            else:
-                param._grad = param._grad.detach()
-                param._grad.zero_()
+        from gpugrad.nn.utils import zero_grad_
+        zero_grad_(self.parameters(), set_to_none)
 
     # -- devices and dtypes ---------------------------------------------------------------------
     def _apply_to_tensors(self, convert):
