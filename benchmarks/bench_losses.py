@@ -61,7 +61,7 @@ def cases(machine, quick=False, compile_torch=False):
             tt = torch.randint(0, classes, (rows,), device=machine.device)
             gx = gpugrad.from_dlpack(tx.detach()).requires_grad_(True)
             gt = gpugrad.from_dlpack(tt)
-            raw_x, raw_t = gx.data, gt.data
+            raw_x, raw_t = gx.array, gt.array
             tg = torch.ones(rows, device=machine.device, dtype=torch_dtype)
             gg = gpugrad.from_dlpack(tg)
             element = tx.element_size()
@@ -103,7 +103,7 @@ def cases(machine, quick=False, compile_torch=False):
             out_ours = gpugrad.logsumexp(gx, 1)
             out_theirs = torch.logsumexp(tx, 1)
             saved_lse = lse(raw_x)
-            g_raw = gg.data
+            g_raw = gg.array
             impls = {
                 "fwd": {
                     "gpugrad": (lambda: gpugrad.logsumexp(gx, 1), ours_family),

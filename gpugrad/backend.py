@@ -1,32 +1,32 @@
 """The array-module switch: which array library holds a tensor's data.
 
-Everything device-specific is asked here, in one place (Chainer's
-``get_array_module``): op code calls :func:`xp_for` and writes the same NumPy
-API against whichever module comes back.  Nothing outside this module and
-``gpugrad/cuda/`` imports CuPy.
+Everything device-specific is asked here (Chainer's ``get_array_module``): op
+code calls :func:`xp_for` on an array (or a Tensor's ``xp``) and writes the
+same NumPy API against whichever module comes back.  Nothing outside this
+module and ``gpugrad/cuda/`` imports CuPy; the fused kernels are the one place
+where code branches on the device, and they live in ``gpugrad/cuda/``.
 """
 
+import contextlib
+import functools
 import os
 
 import numpy
 
 _cupy = None          # the cupy module once probed and usable, else False
-_cupyx = None
 
 
 def _probe_cupy():
-    global _cupy, _cupyx
+    global _cupy
     if _cupy is None:
         try:
+            # Imported on first use, not at module top: CuPy is optional, and
+            # importing it costs a second where no GPU is used.
             import cupy
-            import cupyx
             usable = bool(cupy.is_available())
         except Exception:  # not installed, no driver, broken CUDA install
             usable = False
-        if usable:
-            _cupy, _cupyx = cupy, cupyx
-        else:
-            _cupy = False
+        _cupy = cupy if usable else False
     return _cupy
 
 
@@ -48,7 +48,7 @@ def cupy_module():
 
 class device:
     """A device, torch-style: ``device('cpu')``, ``device('cuda')``, ``device('cuda:1')``,
-    ``device('cuda', 1)``."""
+    ``device('cuda', 1)``.  Compares equal to its string (``device('cpu') == 'cpu'``)."""
 
     __slots__ = ("type", "index")
 
@@ -128,6 +128,7 @@ def get_default_device():
 
 
 def set_default_device(dev):
+    """Make ``dev`` the device of new tensors (None: back to GPUGRAD_DEVICE or 'cpu')."""
     global _default_device
     _default_device = None if dev is None else as_device(dev)
 
@@ -137,17 +138,21 @@ def is_cupy_array(array):
     return bool(cp) and isinstance(array, cp.ndarray)
 
 
-def xp_for(obj):
-    """The array module (numpy or cupy) that holds ``obj``: an ndarray, a
-    Tensor, or a device."""
-    if type(obj) is numpy.ndarray:
+def is_array(value):
+    """True for a numpy.ndarray or a cupy.ndarray."""
+    return type(value) is numpy.ndarray or isinstance(value, numpy.ndarray) or is_cupy_array(value)
+
+
+def xp_for(array):
+    """The array module (numpy or cupy) that holds ``array`` (an ndarray)."""
+    if type(array) is numpy.ndarray or not _cupy:
         return numpy
-    if isinstance(obj, device):
-        return numpy if obj.type == "cpu" else cupy_module()
-    data = getattr(obj, "data", obj)
-    if is_cupy_array(data):
-        return _cupy
-    return numpy
+    return _cupy if isinstance(array, _cupy.ndarray) else numpy
+
+
+def xp_for_device(dev):
+    """The array module of a device: numpy for the CPU, cupy for CUDA."""
+    return numpy if dev.type == "cpu" else cupy_module()
 
 
 def device_of(array):
@@ -183,18 +188,11 @@ def device_guard(dev):
     """A context manager making ``dev`` the current CUDA device (a no-op for the CPU)."""
     if dev.type == "cuda":
         return _cupy.cuda.Device(dev.index)
-    return _NULL_CONTEXT
+    return contextlib.nullcontext()
 
 
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NULL_CONTEXT = _NullContext()
+def may_share_memory(a, b):
+    return bool(xp_for(a).may_share_memory(a, b))
 
 
 # ---------------------------------------------------------------------------
@@ -204,24 +202,32 @@ def scatter_add(array, key, values):
     """``array[key] += values`` with repeated indices accumulated (NumPy's
     ``add.at``, CuPy's ``scatter_add``); in place."""
     if is_cupy_array(array):
-        _cupyx.scatter_add(array, key, values)
+        _cupyx().scatter_add(array, key, values)
     else:
         numpy.add.at(array, key, values)
 
 
+@functools.lru_cache(maxsize=None)
+def _cupyx():
+    import cupyx  # with CuPy, on first use (as cupy itself)
+    import cupyx.scipy.special  # noqa: F401  (erf)
+    return cupyx
+
+
 def erf(array):
-    """The error function, elementwise (scipy.special / cupyx.scipy.special)."""
+    """The error function, elementwise (scipy.special / cupyx.scipy.special),
+    of a float32 or float64 array."""
     if is_cupy_array(array):
-        import cupyx.scipy.special
-        return cupyx.scipy.special.erf(array)
+        return _cupyx().scipy.special.erf(array)
+    return _scipy_erf()(array)
+
+
+@functools.lru_cache(maxsize=None)
+def _scipy_erf():
     try:
+        # scipy is optional: looked up once, on the first erf
         from scipy.special import erf as scipy_erf
-    except ImportError:  # scipy is optional: exact but slow fallback
-        import math
-        return numpy.vectorize(math.erf, otypes=[array.dtype])(array)
-    return scipy_erf(array).astype(array.dtype, copy=False)
-
-
-def may_share_memory(a, b):
-    xp = xp_for(a)
-    return bool(xp.may_share_memory(a, b))
+    except ImportError:
+        import math  # exact but slow fallback
+        return numpy.vectorize(math.erf, otypes=[numpy.float64])
+    return scipy_erf

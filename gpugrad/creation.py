@@ -1,9 +1,13 @@
-"""Factories: tensor, zeros, ones, arange, randn, ... with torch's signatures."""
+"""Factories: tensor, zeros, ones, full, arange, linspace, eye, ... with
+torch's signatures (a size as ``zeros(2, 3)``, ``zeros((2, 3))`` or
+``zeros(size=(2, 3))``; ``dtype``, ``device`` and ``requires_grad`` keywords).
+Random factories live in ``gpugrad/random.py``."""
 
 import numpy
 
-from gpugrad import backend, dtypes, random
-from gpugrad.tensor import Tensor, _shape_arg
+from gpugrad import backend, dtypes
+from gpugrad.dims import size_arg
+from gpugrad.tensor import Tensor
 
 
 def _new(array, requires_grad):
@@ -13,58 +17,72 @@ def _new(array, requires_grad):
     return t
 
 
-def _place(dtype, device):
-    dev = backend.as_device(device)
-    return backend.xp_for(dev), dev, dtypes.as_dtype(dtype)
-
-
 def _infer_dtype(data):
-    """torch.tensor's inference: Python floats -> default float, ints -> int64."""
+    """torch.tensor's inference: Python floats -> default float, ints -> int64, bools -> bool."""
+    if isinstance(data, (numpy.ndarray, numpy.generic)):
+        return data.dtype
     array = numpy.asarray(data)
-    if array.dtype.kind == "f" and not isinstance(data, (numpy.ndarray, numpy.generic)):
-        return dtypes.get_default_dtype()
-    if array.dtype.kind in "iu" and not isinstance(data, (numpy.ndarray, numpy.generic)):
-        return dtypes.int64
     if array.dtype.kind == "O":
         raise TypeError("could not infer a dtype: nested sequences must hold numbers or tensors "
                         "of equal length")
+    if array.dtype.kind == "f":
+        return dtypes.get_default_dtype()
+    if array.dtype.kind in "iu":
+        return dtypes.int64
+    if array.dtype.kind == "b":
+        return dtypes.bool_
+    if array.dtype.kind == "c":
+        raise TypeError("gpugrad has no complex dtypes")
     return array.dtype
 
 
-def tensor(data, dtype=None, device=None, requires_grad=False):
-    """A new tensor holding a copy of ``data`` (numbers, nested sequences,
-    NumPy/CuPy arrays or tensors)."""
+def _flatten_tensors(data):
+    """Nested sequences holding tensors, with the tensors as nested lists."""
     if isinstance(data, Tensor):
-        data = data.data
-    if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in _flat(data)):
-        data = [d.tolist() if isinstance(d, Tensor) else d for d in data]
-    if backend.is_cupy_array(data):
-        source_dtype = data.dtype
+        return data.tolist()
+    if isinstance(data, (list, tuple)):
+        return [_flatten_tensors(d) for d in data]
+    return data
+
+
+def _has_tensor(data):
+    if isinstance(data, Tensor):
+        return True
+    return isinstance(data, (list, tuple)) and any(_has_tensor(d) for d in data)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
+    """A new tensor holding a copy of ``data`` (numbers, nested sequences,
+    NumPy/CuPy arrays or tensors).  Python floats give the default float
+    dtype, ints int64, bools bool."""
+    if isinstance(data, Tensor):
+        source = data.array
+        source_dtype = source.dtype
+        dev = backend.as_device(device) if device is not None else data.device
+    elif backend.is_cupy_array(data):
+        source, source_dtype = data, data.dtype
         dev = backend.as_device(device) if device is not None else backend.device_of(data)
     else:
+        if _has_tensor(data):
+            data = _flatten_tensors(data)
         source_dtype = _infer_dtype(data)
+        source = data
         dev = backend.as_device(device)
-    dtype = dtypes.as_dtype(dtype or source_dtype)
+    dtype = dtypes.as_dtype(dtype) or dtypes.as_dtype(source_dtype)
     with backend.device_guard(dev):
-        array = backend.xp_for(dev).array(backend.to_device(data, dev) if backend.is_cupy_array(data)
-                                          else numpy.asarray(data), dtype=dtype, copy=True)
+        if backend.is_array(source):
+            array = backend.to_device(source, dev).astype(dtype, copy=True)
+        else:
+            array = backend.to_device(numpy.asarray(source).astype(dtype), dev)
     return _new(array, requires_grad)
 
 
-def _flat(seq):
-    for item in seq:
-        if isinstance(item, (list, tuple)):
-            yield from _flat(item)
-        else:
-            yield item
-
-
 def as_tensor(data, dtype=None, device=None):
-    """Like tensor(), but shares memory with a NumPy/CuPy array or tensor when
-    dtype and device already match."""
+    """Like tensor(), but shares memory with a NumPy/CuPy array or a tensor
+    when dtype and device already match."""
     if isinstance(data, Tensor):
-        return data.to(device=device, dtype=dtype) if (device or dtype) else data
-    if isinstance(data, numpy.ndarray) or backend.is_cupy_array(data):
+        return data.to(device=device, dtype=dtype) if (device is not None or dtype is not None) else data
+    if backend.is_array(data):
         dev = backend.device_of(data) if device is None else backend.as_device(device)
         array = backend.to_device(data, dev)
         if dtype is not None:
@@ -74,138 +92,150 @@ def as_tensor(data, dtype=None, device=None):
     return tensor(data, dtype=dtype, device=device)
 
 
-def from_numpy(array):
+asarray = as_tensor
+
+
+def from_numpy(ndarray):
     """A CPU tensor sharing memory with a NumPy array."""
-    if not isinstance(array, numpy.ndarray):
-        raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
-    dtypes.as_dtype(array.dtype)
-    return Tensor._make(array)
+    if not isinstance(ndarray, numpy.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    dtypes.as_dtype(ndarray.dtype)
+    return Tensor._make(ndarray)
 
 
-def from_dlpack(obj):
+def from_dlpack(ext_tensor):
     """Zero-copy import of a DLPack-capable tensor (torch, cupy, numpy, jax ...)."""
-    if isinstance(obj, Tensor):
-        return obj
-    device_type, device_id = obj.__dlpack_device__()
+    if isinstance(ext_tensor, Tensor):
+        return ext_tensor
+    device_type, device_id = ext_tensor.__dlpack_device__()
     if int(device_type) == 1:          # kDLCPU
-        return Tensor._make(numpy.from_dlpack(obj))
+        try:
+            return Tensor._make(numpy.from_dlpack(ext_tensor))
+        except (BufferError, TypeError) as error:
+            raise RuntimeError(f"from_dlpack: NumPy cannot import this tensor ({error}); bfloat16 has no "
+                               "DLPack exchange with NumPy: convert it to float32 first") from None
     if int(device_type) == 2:          # kDLCUDA
         cp = backend.cupy_module()
         with cp.cuda.Device(int(device_id)):
-            return Tensor._make(cp.from_dlpack(obj))
+            return Tensor._make(cp.from_dlpack(ext_tensor))
     raise RuntimeError(f"from_dlpack: unsupported device type {device_type}")
 
 
-def _filled(shape, fill, dtype, device, requires_grad):
-    xp, dev, dtype = _place(dtype or dtypes.get_default_dtype(), device)
+def _filled(shape, fill, dtype, device, requires_grad, default=None):
+    dev = backend.as_device(device)
+    dtype = dtypes.as_dtype(dtype) or default or dtypes.get_default_dtype()
+    xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):
-        if fill is None:
-            array = xp.empty(shape, dtype=dtype)
-        else:
-            array = xp.full(shape, fill, dtype=dtype)
+        array = xp.empty(shape, dtype=dtype) if fill is None else xp.full(shape, fill, dtype=dtype)
     return _new(array, requires_grad)
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(_shape_arg(size), 0, dtype, device, requires_grad)
+def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, **kwargs):
+    """A tensor of zeros of the given size."""
+    return _filled(size_arg(size, kwargs.pop("size", None)), 0, dtype, device, requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(_shape_arg(size), 1, dtype, device, requires_grad)
+def ones(*size, dtype=None, device=None, requires_grad=False, out=None, **kwargs):
+    """A tensor of ones of the given size."""
+    return _filled(size_arg(size, kwargs.pop("size", None)), 1, dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(_shape_arg(size), None, dtype, device, requires_grad)
+def empty(*size, dtype=None, device=None, requires_grad=False, out=None, memory_format=None, pin_memory=False,
+          **kwargs):
+    """An uninitialised tensor of the given size."""
+    return _filled(size_arg(size, kwargs.pop("size", None)), None, dtype, device, requires_grad)
 
 
-def full(size, fill_value, dtype=None, device=None, requires_grad=False):
-    if dtype is None:
-        dtype = dtypes.result_type(fill_value)
-    return _filled(_shape_arg((size,)), fill_value, dtype, device, requires_grad)
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """A tensor of the given size filled with ``fill_value`` (its dtype by
+    default: bool, int64 or the default float)."""
+    default = dtypes.result_type(fill_value) if not isinstance(fill_value, Tensor) else fill_value.dtype
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    return _filled(size_arg((size,)), fill_value, dtype, device, requires_grad, default)
 
 
 def _like(t, dtype, device):
     return (t.dtype if dtype is None else dtype), (t.device if device is None else device)
 
 
-def zeros_like(t, dtype=None, device=None, requires_grad=False):
-    return _filled(t.shape, 0, *_like(t, dtype, device), requires_grad)
+def zeros_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _filled(input.shape, 0, *_like(input, dtype, device), requires_grad)
 
 
-def ones_like(t, dtype=None, device=None, requires_grad=False):
-    return _filled(t.shape, 1, *_like(t, dtype, device), requires_grad)
+def ones_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _filled(input.shape, 1, *_like(input, dtype, device), requires_grad)
 
 
-def empty_like(t, dtype=None, device=None, requires_grad=False):
-    return _filled(t.shape, None, *_like(t, dtype, device), requires_grad)
+def empty_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _filled(input.shape, None, *_like(input, dtype, device), requires_grad)
 
 
-def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
-    return _filled(t.shape, fill_value, *_like(t, dtype, device), requires_grad)
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _filled(input.shape, fill_value, *_like(input, dtype, device), requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    """Values from start (0) up to, not including, end by step: int64 for
+    integer arguments, the default float otherwise."""
     if end is None:
         start, end = 0, start
-    if dtype is None:
-        dtype = dtypes.result_type(start, end, step)
-    xp, dev, dtype = _place(dtype, device)
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    dtype = dtypes.as_dtype(dtype) or dtypes.result_type(start, end, step)
+    dev = backend.as_device(device)
+    xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):
-        array = xp.arange(start, end, step, dtype=numpy.float64 if dtype.kind == "f" else dtype)
-    return _new(array.astype(dtype, copy=False), requires_grad)
+        if dtypes.is_floating_point(dtype):
+            count = max(0, int(numpy.ceil((end - start) / step)))
+            array = (xp.arange(count, dtype=numpy.float64) * step + start).astype(dtype)
+        else:
+            array = xp.arange(start, end, step, dtype=dtype)
+    return _new(array, requires_grad)
 
 
-def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
-    xp, dev, dtype = _place(dtype or dtypes.get_default_dtype(), device)
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """``steps`` evenly spaced values from start to end, both included."""
+    dev = backend.as_device(device)
+    dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
+    xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):
         array = xp.linspace(start, end, steps, dtype=numpy.float64).astype(dtype, copy=False)
     return _new(array, requires_grad)
 
 
-def eye(n, m=None, dtype=None, device=None, requires_grad=False):
-    xp, dev, dtype = _place(dtype or dtypes.get_default_dtype(), device)
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    line = linspace(start, end, steps, dtype=dtypes.float64, device=device)
+    dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
+    return _new((base ** line.array).astype(dtype), requires_grad)
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    """The n x m identity matrix."""
+    dev = backend.as_device(device)
+    dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
     with backend.device_guard(dev):
-        array = xp.eye(n, n if m is None else m, dtype=dtype)
+        array = backend.xp_for_device(dev).eye(n, n if m is None else m, dtype=dtype)
     return _new(array, requires_grad)
 
 
-def rand(*size, dtype=None, device=None, requires_grad=False):
-    """Uniform samples in [0, 1)."""
-    xp, dev, dtype = _place(dtype or dtypes.get_default_dtype(), device)
-    with backend.device_guard(dev):
-        array = random.uniform_array(xp, _shape_arg(size), 0.0, 1.0, dtype)
-    return _new(array, requires_grad)
+def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+    """A new tensor of ``data`` with self's dtype and device by default."""
+    return tensor(data, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 
-def randn(*size, dtype=None, device=None, requires_grad=False):
-    """Standard normal samples."""
-    xp, dev, dtype = _place(dtype or dtypes.get_default_dtype(), device)
-    with backend.device_guard(dev):
-        array = random.normal_array(xp, _shape_arg(size), 0.0, 1.0, dtype)
-    return _new(array, requires_grad)
+def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+    return zeros(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 
-def randint(low, high=None, size=None, dtype=None, device=None):
-    """Integers in [low, high): ``randint(high, size)`` or ``randint(low, high, size)``."""
-    if size is None:
-        low, high, size = 0, low, high
-    xp, dev, dtype = _place(dtype or dtypes.int64, device)
-    with backend.device_guard(dev):
-        array = random.randint_array(xp, low, high, tuple(size), dtype)
-    return Tensor._make(array)
+def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+    return ones(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 
-def randperm(n, dtype=None, device=None):
-    xp, dev, dtype = _place(dtype or dtypes.int64, device)
-    with backend.device_guard(dev):
-        return Tensor._make(random.permutation_array(xp, n).astype(dtype, copy=False))
+def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+    return empty(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 
-def rand_like(t, dtype=None, device=None, requires_grad=False):
-    dtype, device = _like(t, dtype, device)
-    return rand(*t.shape, dtype=dtype, device=device, requires_grad=requires_grad)
-
-
-def randn_like(t, dtype=None, device=None, requires_grad=False):
-    dtype, device = _like(t, dtype, device)
-    return randn(*t.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    return full(size, fill_value, dtype=dtype or self.dtype, device=device or self.device,
+                requires_grad=requires_grad)

@@ -6,7 +6,7 @@
 ``to_dot`` gives the dot text itself and needs nothing installed.
 """
 
-from gpugrad.autograd.function import AccumulateGrad
+from gpugrad.autograd.graph import AccumulateGrad
 
 
 def _shape(shape):
@@ -24,12 +24,10 @@ def to_dot(output, params=None):
     stack = []
     for i, t in enumerate(outputs):
         lines.append(f'  out{i} [label="output{i}\\n{_shape(t.shape)}", fillcolor=darkolivegreen1];')
-        if t.grad_fn is not None:
-            lines.append(f"  n{id(t.grad_fn)} -> out{i};")
-            stack.append(t.grad_fn)
-        elif t.requires_grad:
-            stack.append(t._accumulator())
-            lines.append(f"  n{id(t._accumulator())} -> out{i};")
+        if t.requires_grad:
+            node = t.gradient_edge()[0]
+            lines.append(f"  n{id(node)} -> out{i};")
+            stack.append(node)
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -41,10 +39,10 @@ def to_dot(output, params=None):
             lines.append(f'  n{id(node)} [label="{label}\\n{_shape(leaf.shape)}", fillcolor=lightblue];')
             continue
         lines.append(f'  n{id(node)} [label="{node.name()}"];')
-        for edge in node.next_functions:
-            if edge is not None:
-                lines.append(f"  n{id(edge[0])} -> n{id(node)};")
-                stack.append(edge[0])
+        for child, _ in node.next_functions:
+            if child is not None:
+                lines.append(f"  n{id(child)} -> n{id(node)};")
+                stack.append(child)
     lines.append("}")
     return "\n".join(lines)
 

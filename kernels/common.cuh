@@ -1,19 +1,27 @@
 // gpugrad kernels: shared helpers.
 //
-// * Acc<T>: the accumulation type (float for half and float, double for double).
-// * The online log-sum-exp state (m, s) = (running max, sum of exp(x - m)) and
-//   its merge, careful with -inf (no -inf - -inf = nan).
-// * Reductions across the threads of one row: warp shuffles, then shared
-//   memory across the warps of a block.  A row is handled by blockDim.x threads
-//   (a multiple of 32); when blockDim.x > 32 the block holds one row
-//   (blockDim.y == 1), so the block-level step may use __syncthreads.
-// * Row traversal with 16-byte vector loads (4 floats, 8 halves, 2 doubles):
-//   a scalar head up to the first 16-byte boundary, UNROLL vectors in flight
-//   per thread, a scalar tail.
+// * Element types: __half, __nv_bfloat16, float, double; Acc<T> is the
+//   accumulation type (float for the first three, double for double).
+// * Rows: a row-wise op sees its input as R = outer * inner rows of C
+//   elements; element c of row r = (o, i) sits at o*so + i*si + c*sc (in
+//   elements).  sc == 1 is a contiguous row (16-byte vector loads); otherwise
+//   (the class dim of an (N, C, d...) tensor, or a transposed matrix) each
+//   row is read element by element, one thread per row, so that neighbouring
+//   threads read neighbouring addresses.
+// * Row groups: G lanes work on one row.  G <= 32 lanes are a slice of a
+//   warp (several rows per warp for short rows, reduced with shuffles of
+//   width G); G > 32 is a whole block per row (warp shuffles, then shared
+//   memory).  All lanes of a warp must reach a group reduction.
+// * The online log-sum-exp state (m, s) = (running max, sum of exp(x - m)).
+//   The max propagates nan (fmaxf would drop it), and once it is not finite
+//   (nan, +inf, or -inf for a row of -inf only) the row's statistics are
+//   special and s is not used: torch gives nan for softmax, log_softmax and
+//   cross-entropy there, and +inf / -inf / nan for log-sum-exp.
 //
-// Compiled by NVRTC (cupy.RawModule): no host headers; cuda_fp16.h comes from
-// the CUDA runtime headers directory.
+// Compiled by NVRTC (cupy.RawModule): no host headers; cuda_fp16.h and
+// cuda_bf16.h come from the CUDA runtime headers directory.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 namespace gpugrad {
@@ -24,21 +32,22 @@ template <typename T> using Acc = typename AccT<T>::type;
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ double to_acc(double v) { return v; }
 
 template <typename T> struct Store;
 template <> struct Store<float> { __device__ static float of(float v) { return v; } };
 template <> struct Store<__half> { __device__ static __half of(float v) { return __float2half_rn(v); } };
+template <> struct Store<__nv_bfloat16> {
+    __device__ static __nv_bfloat16 of(float v) { return __float2bfloat16_rn(v); }
+};
 template <> struct Store<double> { __device__ static double of(double v) { return v; } };
 
-// exp through exp2 of a pre-scaled argument (one MUFU op); accurate to a few
-// ulp for the arguments that matter (|a| < ~30; smaller terms are negligible).
+// exp through exp2 of a pre-scaled argument (one MUFU op) in float; exp in double.
 __device__ __forceinline__ float fast_exp(float a) { return exp2f(a * 1.4426950408889634f); }
 __device__ __forceinline__ double fast_exp(double a) { return exp(a); }
 __device__ __forceinline__ float fast_log(float a) { return logf(a); }
 __device__ __forceinline__ double fast_log(double a) { return log(a); }
-__device__ __forceinline__ float max_ignoring_nan(float a, float b) { return fmaxf(a, b); }
-__device__ __forceinline__ double max_ignoring_nan(double a, double b) { return fmax(a, b); }
 
 template <typename A> __device__ __forceinline__ A neg_inf();
 template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
@@ -46,24 +55,34 @@ template <> __device__ __forceinline__ double neg_inf<double>() {
     return __longlong_as_double(static_cast<long long>(0xfff0000000000000ULL));
 }
 template <typename A> __device__ __forceinline__ A pos_inf() { return -neg_inf<A>(); }
+template <typename A> __device__ __forceinline__ A quiet_nan() { return pos_inf<A>() - pos_inf<A>(); }
+
+// max that propagates nan from either side
+template <typename A> __device__ __forceinline__ A nan_max(A a, A b) { return (a > b || a != a) ? a : b; }
+
+// ---------------------------------------------------------------------------
+// Row layouts.
+
+struct Rows {
+    long long inner;       // rows r = o * inner + i
+    long long so, si, sc;  // element strides of o, i and the class index c
+    __device__ __forceinline__ long long base(long long r) const { return (r / inner) * so + (r % inner) * si; }
+};
 
 // ---------------------------------------------------------------------------
 // Online log-sum-exp.
 
 template <typename A> struct MaxSum {
-    A m;   // running max (NaNs ignored here; they reach s and poison the result)
-    A s;   // sum of exp(x - m)
+    A m;   // running max (nan if a nan was seen)
+    A s;   // sum of exp(x - m); meaningful only while m is finite
 };
 
-template <typename A> __device__ __forceinline__ MaxSum<A> empty_max_sum() {
-    return MaxSum<A>{neg_inf<A>(), A(0)};
-}
+template <typename A> __device__ __forceinline__ MaxSum<A> empty_max_sum() { return MaxSum<A>{neg_inf<A>(), A(0)}; }
 
-// (m1, s1) + (m2, s2) = (m, s1 e^(m1-m) + s2 e^(m2-m)) with m = max(m1, m2);
-// when both are -inf the result stays (-inf, 0).
 template <typename A> __device__ __forceinline__ MaxSum<A> merge(MaxSum<A> a, MaxSum<A> b) {
-    A m = max_ignoring_nan(a.m, b.m);
-    if (m == neg_inf<A>()) return MaxSum<A>{m, A(0)};
+    const A m = nan_max(a.m, b.m);
+    if (!isfinite(m)) return MaxSum<A>{m, A(0)};
+    // a.m, b.m are finite or -inf here: exp(-inf) = 0 drops an empty side
     return MaxSum<A>{m, a.s * fast_exp(a.m - m) + b.s * fast_exp(b.m - m)};
 }
 
@@ -73,9 +92,13 @@ __device__ __forceinline__ void accumulate(MaxSum<A>& st, const A (&v)[N], int c
     A chunk_max = neg_inf<A>();
 #pragma unroll
     for (int k = 0; k < N; ++k)
-        if (k < count) chunk_max = max_ignoring_nan(chunk_max, v[k]);
-    A m = max_ignoring_nan(st.m, chunk_max);
-    if (m == neg_inf<A>()) return;           // everything so far is -inf
+        if (k < count) chunk_max = nan_max(chunk_max, v[k]);
+    const A m = nan_max(st.m, chunk_max);
+    if (!isfinite(m)) {
+        st.m = m;
+        st.s = A(0);
+        return;
+    }
     A s = st.s * fast_exp(st.m - m);
 #pragma unroll
     for (int k = 0; k < N; ++k)
@@ -84,69 +107,78 @@ __device__ __forceinline__ void accumulate(MaxSum<A>& st, const A (&v)[N], int c
     st.s = s;
 }
 
-// lse = m + ls, returned apart: exp(x - lse) = exp((x - m) - ls) stays accurate
-// for large |lse|.  torch's rule for an infinite max: shift by 0 instead, so an
-// all -inf row gives -inf and a row holding +inf gives +inf.
+// The row's statistics for the backward and for softmax: (m, ls) with
+// exp(x - lse) = exp((x - m) - ls), accurate for large |lse|.  torch's
+// log-sum-exp rule for an infinite max (shift by 0 instead) gives (0, +inf)
+// and (0, -inf); a nan row gives (nan, nan).
 template <typename A> __device__ __forceinline__ void finish(MaxSum<A> st, A& m, A& ls) {
-    if (st.m == neg_inf<A>()) { m = A(0); ls = neg_inf<A>(); }
+    if (st.m != st.m) { m = st.m; ls = st.m; }
+    else if (st.m == neg_inf<A>()) { m = A(0); ls = neg_inf<A>(); }
     else if (st.m == pos_inf<A>()) { m = A(0); ls = pos_inf<A>(); }
     else { m = st.m; ls = fast_log(st.s); }
 }
 
 // ---------------------------------------------------------------------------
-// Reductions over the blockDim.x threads of a row.  Every thread of the block
-// must call these (they may hold __syncthreads); all get the result.
+// Reductions over the G lanes of a row group.  G = blockDim.x.  For G <= 32
+// the block holds blockDim.y groups and lanes reduce with shuffles of width G
+// (every lane of the warp must call); for G > 32 the block is one group and
+// the call holds __syncthreads (every thread of the block must call).
 
 constexpr unsigned FULL_MASK = 0xffffffffu;
 
-template <typename A> __device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
+template <typename A> __device__ __forceinline__ A warp_sum(A v, int width) {
+    for (int offset = (width < 32 ? width : 32) >> 1; offset > 0; offset >>= 1)
+        v += __shfl_xor_sync(FULL_MASK, v, offset);
     return v;
 }
 
-template <typename A> __device__ __forceinline__ MaxSum<A> warp_merge(MaxSum<A> v) {
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
+template <typename A> __device__ __forceinline__ MaxSum<A> warp_merge(MaxSum<A> v, int width) {
+    for (int offset = (width < 32 ? width : 32) >> 1; offset > 0; offset >>= 1) {
         MaxSum<A> other{__shfl_xor_sync(FULL_MASK, v.m, offset), __shfl_xor_sync(FULL_MASK, v.s, offset)};
         v = merge(v, other);
     }
     return v;
 }
 
-template <typename A> __device__ __forceinline__ A row_sum(A v, A* scratch) {
-    v = warp_sum(v);
-    if (blockDim.x == 32) return v;
+template <typename A> __device__ __forceinline__ A group_sum(A v, A* scratch) {
+    v = warp_sum(v, blockDim.x);
+    if (blockDim.x <= 32) return v;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = lane < warps ? scratch[lane] : A(0);
-    v = warp_sum(v);
+    v = warp_sum(v, 32);
     __syncthreads();                          // scratch may be reused after return
     return v;
 }
 
-template <typename A> __device__ __forceinline__ MaxSum<A> row_merge(MaxSum<A> v, A* scratch_m, A* scratch_s) {
-    v = warp_merge(v);
-    if (blockDim.x == 32) return v;
+template <typename A> __device__ __forceinline__ MaxSum<A> group_merge(MaxSum<A> v, A* scratch_m, A* scratch_s) {
+    v = warp_merge(v, blockDim.x);
+    if (blockDim.x <= 32) return v;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     if (lane == 0) { scratch_m[warp] = v.m; scratch_s[warp] = v.s; }
     __syncthreads();
     v = lane < warps ? MaxSum<A>{scratch_m[lane], scratch_s[lane]} : empty_max_sum<A>();
-    v = warp_merge(v);
+    v = warp_merge(v, 32);
     __syncthreads();
     return v;
 }
 
 // ---------------------------------------------------------------------------
-// 16-byte vectors and row traversal.
+// Traversal of one row by the G lanes of its group.
+//
+// Contiguous rows (sc == 1) go by 16-byte vectors (4 floats, 8 halves, 2
+// doubles): a scalar head up to the first 16-byte boundary, UNROLL vectors in
+// flight per lane, a scalar tail.  Strided rows go element by element.  The
+// same lane visits the same elements in every pass, so a lane may keep what
+// it read in a private cache (shared memory) and read it back without a barrier.
 
 template <typename T> struct alignas(16) Vec {
     static constexpr int N = 16 / sizeof(T);
     T v[N];
 };
 
-constexpr int UNROLL = 4;   // independent 16-byte loads in flight per thread
+constexpr int UNROLL = 4;
 
 template <typename T> __device__ __forceinline__ int head_length(const T* p, int n) {
     const unsigned long long address = reinterpret_cast<unsigned long long>(p);
@@ -154,121 +186,195 @@ template <typename T> __device__ __forceinline__ int head_length(const T* p, int
     return head < n ? head : n;
 }
 
-// Calls f(j, v, count) with v[k] = row[j + k] (as Acc<T>) for k < count, over
-// the whole row of n elements, this thread's share of it (thread `tid` of
-// `threads`).  count is Vec<T>::N except for the scalar head and tail.
-template <typename T, typename F>
-__device__ __forceinline__ void visit_row(const T* __restrict__ row, int n, int tid, int threads, F&& f) {
-    using A = Acc<T>;
+// Shared-memory room for one cached row of n elements whose global start has
+// `head` elements before its first 16-byte boundary: element j lives at j + shift.
+template <typename T> __device__ __forceinline__ int cache_shift(int head) {
     constexpr int N = Vec<T>::N;
-    const int head = head_length(row, n);
-    if (tid < head) {
-        A v[N];
-        v[0] = to_acc(row[tid]);
-        f(tid, v, 1);
+    return (N - head) % N;
+}
+template <typename T> __host__ __device__ constexpr int cache_room(int n) { return n + Vec<T>::N; }
+
+// Calls scalar(j, value) and pack(j0, vec) over this lane's share of row
+// `src` (element j at src[j * sc], or for a cache at src[j + shift]).
+template <typename T, typename Scalar, typename Pack>
+__device__ __forceinline__ void traverse(const T* __restrict__ src, long long sc, int n, int head, int lane,
+                                         int lanes, Scalar&& scalar, Pack&& pack) {
+    if (sc != 1) {
+        for (int j = lane; j < n; j += lanes) scalar(j, src[j * sc]);
+        return;
     }
-    const Vec<T>* vectors = reinterpret_cast<const Vec<T>*>(row + head);
+    constexpr int N = Vec<T>::N;
+    for (int j = lane; j < head; j += lanes) scalar(j, src[j]);      // a group may have fewer lanes than the head
+    const Vec<T>* vectors = reinterpret_cast<const Vec<T>*>(src + head);
     const int count = (n - head) / N;
-    int i = tid;
-    for (; i + (UNROLL - 1) * threads < count; i += UNROLL * threads) {
+    int i = lane;
+    for (; i + (UNROLL - 1) * lanes < count; i += UNROLL * lanes) {
         Vec<T> packs[UNROLL];
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) packs[u] = vectors[i + u * threads];
+        for (int u = 0; u < UNROLL; ++u) packs[u] = vectors[i + u * lanes];
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            A v[N];
-#pragma unroll
-            for (int k = 0; k < N; ++k) v[k] = to_acc(packs[u].v[k]);
-            f(head + (i + u * threads) * N, v, N);
-        }
+        for (int u = 0; u < UNROLL; ++u) pack(head + (i + u * lanes) * N, packs[u]);
     }
-    for (; i < count; i += threads) {
-        const Vec<T> pack = vectors[i];
-        A v[N];
-#pragma unroll
-        for (int k = 0; k < N; ++k) v[k] = to_acc(pack.v[k]);
-        f(head + i * N, v, N);
-    }
-    const int tail = head + count * N + tid;
-    if (tail < n) {
-        A v[N];
-        v[0] = to_acc(row[tail]);
-        f(tail, v, 1);
-    }
+    for (; i < count; i += lanes) pack(head + i * N, vectors[i]);
+    for (int j = head + count * N + lane; j < n; j += lanes) scalar(j, src[j]);
 }
 
-// out[j] = op(j, a[j], b[j]) over a row (b may be null: op then gets 0).
-// Vector loads and stores where a, b and out share their 16-byte alignment.
-template <typename T, typename Op>
-__device__ __forceinline__ void transform_row(const T* __restrict__ a, const T* __restrict__ b,
-                                              T* __restrict__ out, int n, int tid, int threads, Op&& op) {
+// The online (m, s) of this lane's share of a row, keeping what it read in
+// `cache` (when not null, contiguous rows only).
+template <typename T>
+__device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, long long sc, int n, int lane,
+                                                     int lanes, T* cache) {
     using A = Acc<T>;
     constexpr int N = Vec<T>::N;
-    const unsigned long long misalign = reinterpret_cast<unsigned long long>(a) & 15;
-    const bool vectorised = (reinterpret_cast<unsigned long long>(out) & 15) == misalign &&
-                            (b == nullptr || (reinterpret_cast<unsigned long long>(b) & 15) == misalign);
-    const int head = vectorised ? head_length(a, n) : n;
-    for (int j = tid; j < head; j += threads)
-        out[j] = Store<T>::of(op(j, to_acc(a[j]), b ? to_acc(b[j]) : A(0)));
-    if (!vectorised) return;
+    MaxSum<A> st = empty_max_sum<A>();
+    const int head = sc == 1 ? head_length(row, n) : 0;
+    const int shift = cache_shift<T>(head);
+    traverse<T>(row, sc, n, head, lane, lanes,
+                [&](int j, T value) {
+                    if (cache) cache[j + shift] = value;
+                    const A v[1] = {to_acc(value)};
+                    accumulate(st, v, 1);
+                },
+                [&](int j0, const Vec<T>& p) {
+                    if (cache) *reinterpret_cast<Vec<T>*>(cache + j0 + shift) = p;
+                    A v[N];
+#pragma unroll
+                    for (int k = 0; k < N; ++k) v[k] = to_acc(p.v[k]);
+                    accumulate(st, v, N);
+                });
+    return st;
+}
+
+// out[j] = op(j, x[j]) over this lane's share of a row: x from the cache
+// when there is one, else from global memory; vector stores where out and x
+// share their 16-byte phase (and both are contiguous).
+template <typename T, typename Op>
+__device__ __forceinline__ void write_row(const T* __restrict__ row, long long sc, const T* cache, T* __restrict__ out,
+                                          long long out_sc, int n, int lane, int lanes, Op&& op) {
+    constexpr int N = Vec<T>::N;
+    const bool contiguous = sc == 1 && out_sc == 1;
+    const int head = sc == 1 ? head_length(row, n) : 0;
+    const bool same_phase = contiguous && ((reinterpret_cast<unsigned long long>(out) & 15) ==
+                                           (reinterpret_cast<unsigned long long>(row) & 15));
+    const int shift = cache_shift<T>(head);
+    auto scalar = [&](int j, T value) { out[j * out_sc] = Store<T>::of(op(j, to_acc(value))); };
+    auto pack = [&](int j0, const Vec<T>& p) {
+        Vec<T> r;
+#pragma unroll
+        for (int k = 0; k < N; ++k) r.v[k] = Store<T>::of(op(j0 + k, to_acc(p.v[k])));
+        if (same_phase) {
+            *reinterpret_cast<Vec<T>*>(out + j0) = r;
+        } else {
+#pragma unroll
+            for (int k = 0; k < N; ++k) out[(j0 + k) * out_sc] = r.v[k];
+        }
+    };
+    if (cache && sc == 1) traverse<T>(cache + shift, 1, n, head, lane, lanes, scalar, pack);
+    else traverse<T>(row, sc, n, head, lane, lanes, scalar, pack);
+}
+
+// Two rows read together (softmax backward's y and g): scalar(j, a_j, b_j)
+// and pack(j0, va, vb) over this lane's share.  Vector loads when `vector`
+// (both contiguous, same 16-byte phase; head = a's head), else element by element.
+template <typename T, typename Scalar, typename Pack>
+__device__ __forceinline__ void traverse2(const T* __restrict__ a, long long sa, const T* __restrict__ b, long long sb,
+                                          int n, bool vector, int head, int lane, int lanes, Scalar&& scalar,
+                                          Pack&& pack) {
+    if (!vector) {
+        for (int j = lane; j < n; j += lanes) scalar(j, a[j * sa], b[j * sb]);
+        return;
+    }
+    constexpr int N = Vec<T>::N;
+    for (int j = lane; j < head; j += lanes) scalar(j, a[j], b[j]);
     const Vec<T>* va = reinterpret_cast<const Vec<T>*>(a + head);
-    const Vec<T>* vb = reinterpret_cast<const Vec<T>*>(b ? b + head : a + head);
-    Vec<T>* vout = reinterpret_cast<Vec<T>*>(out + head);
+    const Vec<T>* vb = reinterpret_cast<const Vec<T>*>(b + head);
     const int count = (n - head) / N;
-    int i = tid;
-    for (; i + (UNROLL - 1) * threads < count; i += UNROLL * threads) {
+    int i = lane;
+    for (; i + (UNROLL - 1) * lanes < count; i += UNROLL * lanes) {
         Vec<T> pa[UNROLL], pb[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            pa[u] = va[i + u * threads];
-            if (b) pb[u] = vb[i + u * threads];
+            pa[u] = va[i + u * lanes];
+            pb[u] = vb[i + u * lanes];
         }
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            Vec<T> r;
-            const int j0 = head + (i + u * threads) * N;
-#pragma unroll
-            for (int k = 0; k < N; ++k)
-                r.v[k] = Store<T>::of(op(j0 + k, to_acc(pa[u].v[k]), b ? to_acc(pb[u].v[k]) : A(0)));
-            vout[i + u * threads] = r;
-        }
+        for (int u = 0; u < UNROLL; ++u) pack(head + (i + u * lanes) * N, pa[u], pb[u]);
     }
-    for (; i < count; i += threads) {
-        const Vec<T> pa = va[i];
-        Vec<T> pb;
-        if (b) pb = vb[i];
-        Vec<T> r;
-        const int j0 = head + i * N;
-#pragma unroll
-        for (int k = 0; k < N; ++k)
-            r.v[k] = Store<T>::of(op(j0 + k, to_acc(pa.v[k]), b ? to_acc(pb.v[k]) : A(0)));
-        vout[i] = r;
-    }
-    for (int j = head + count * N + tid; j < n; j += threads)
-        out[j] = Store<T>::of(op(j, to_acc(a[j]), b ? to_acc(b[j]) : A(0)));
+    for (; i < count; i += lanes) pack(head + i * N, va[i], vb[i]);
+    for (int j = head + count * N + lane; j < n; j += lanes) scalar(j, a[j], b[j]);
 }
 
-// log-sum-exp of one row, over the blockDim.x threads of the row, as (m, ls)
-// with lse = m + ls: one online pass (every thread of the block must call it).
-template <typename T>
-__device__ __forceinline__ void row_logsumexp(const T* __restrict__ row, int cols, bool active,
-                                              Acc<T>* scratch_m, Acc<T>* scratch_s, Acc<T>& m, Acc<T>& ls) {
-    using A = Acc<T>;
-    MaxSum<A> state = empty_max_sum<A>();
-    if (active)
-        visit_row(row, cols, threadIdx.x, blockDim.x,
-                  [&](int, const A (&v)[Vec<T>::N], int count) { accumulate(state, v, count); });
-    state = row_merge(state, scratch_m, scratch_s);
-    finish(state, m, ls);
+// Keep the lanes of a row group in step before a lane's private cache is
+// reused for the next row (rows of another phase map elements to other lanes).
+__device__ __forceinline__ void group_barrier() {
+    if (blockDim.x > 32) __syncthreads();
+    else __syncwarp(FULL_MASK);
 }
 
-// A bad class index: the first one is kept in error[1..2], error[0] becomes 1.
-// The Python side reads the word lazily and raises; no device assert, so the
-// CUDA context stays usable.
-__device__ __forceinline__ void record_bad_target(long long* error, long long target, long long classes) {
-    if (atomicCAS(reinterpret_cast<unsigned long long*>(error), 0ULL, 1ULL) == 0ULL) {
-        error[1] = target;
-        error[2] = classes;
+// A bad index: [kind, value, bound] in the error word, which is pinned host
+// memory the GPU writes directly (common.cuh's callers get its address); the
+// host reads it lazily and raises.  No device assert, so the CUDA context stays
+// usable.  Racing reports all name bad indices, so plain stores will do; kind
+// is written last, after a system-wide fence.
+__device__ __forceinline__ void record_bad_index(long long* error, long long kind, long long value, long long bound) {
+    volatile long long* word = error;
+    if (word[0] == 0) {
+        word[1] = value;
+        word[2] = bound;
+        __threadfence_system();
+        word[0] = kind;
+    }
+}
+
+constexpr int MAX_THREADS = 512;   // the kernels' __launch_bounds__ and the launchers' largest block
+
+// A fixed-shape tree sum over the threads of a block (deterministic); every
+// thread must call; thread 0 gets the total.  scratch holds blockDim.x*y values.
+template <typename A> __device__ __forceinline__ A block_tree_sum(A v, A* scratch) {
+    const int flat = threadIdx.y * blockDim.x + threadIdx.x;
+    const int threads = blockDim.x * blockDim.y;
+    scratch[flat] = v;
+    __syncthreads();
+    for (int half = MAX_THREADS / 2; half > 0; half >>= 1) {
+        if (half < threads && flat < half && flat + half < threads) scratch[flat] += scratch[flat + half];
+        __syncthreads();
+    }
+    const A total = scratch[0];
+    __syncthreads();
+    return total;
+}
+
+// Two grid-wide sums with a fixed order (deterministic): each block adds up
+// its threads' values and writes its partials; the last block to finish
+// (atomic counter) adds the partials up in block order, calls done(a, b), and
+// resets the counter for the next launch.  Every thread of every block must call.
+template <typename A, typename Done>
+__device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned int* counter, A* scratch, Done&& done) {
+    __shared__ bool is_last;
+    const int flat = threadIdx.y * blockDim.x + threadIdx.x;
+    const int threads = blockDim.x * blockDim.y;
+    a = block_tree_sum(a, scratch);
+    b = block_tree_sum(b, scratch);
+    if (flat == 0) {
+        partials[blockIdx.x] = a;
+        partials[gridDim.x + blockIdx.x] = b;
+        __threadfence();
+        is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    const volatile A* seen = partials;
+    A sa = A(0), sb = A(0);
+    for (int k = flat; k < static_cast<int>(gridDim.x); k += threads) {
+        sa += seen[k];
+        sb += seen[gridDim.x + k];
+    }
+    sa = block_tree_sum(sa, scratch);
+    sb = block_tree_sum(sb, scratch);
+    if (flat == 0) {
+        done(sa, sb);
+        *counter = 0u;
     }
 }
 

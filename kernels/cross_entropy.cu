@@ -1,136 +1,230 @@
-// Softmax cross-entropy with class-index targets over the rows of an (N, C)
-// array, forward and backward, with class weights w, ignore_index and label
-// smoothing eps (torch.nn.functional.cross_entropy's semantics).
+// Softmax cross-entropy with class-index targets over the rows of a strided
+// array, forward (with the reduction, and optionally the gradient) and
+// backward, with class weights w, ignore_index and label smoothing eps
+// (torch.nn.functional.cross_entropy's semantics).
 //
-// Math, per row i with target t (rows with t == ignore_index give 0; a target
+// Math, per row r with target t (rows with t == ignore_index give 0; a target
 // outside [0, C) is recorded in the error word and the row treated as ignored):
-//   lse  = m + ls (as in logsumexp.cu),  W = sum_j w_j (C without weights)
-//   loss = (1 - eps) w_t (lse - x_t) + (eps / C) sum_j w_j (lse - x_j)
-//   grad_j = G_i * (exp((x_j - m) - ls) * S - (eps / C) w_j - [j == t] (1 - eps) w_t)
-//            with S = (1 - eps) w_t + (eps / C) W and G_i the upstream gradient of
-//            the row (already divided by the mean's denominator).
-//   sum_j w_j (lse - x_j) is accumulated as W (lse - p) - sum_j w_j (x_j - p) with
-//   a pivot p = x_t, so that logits near 1e4 do not cancel.
-// Bytes: forward reads N*C once (ignored rows are not read) and writes 4N
-//   accumulators (loss, row weight w_t, m, ls); backward reads N*C and writes N*C.
-// Launch: as logsumexp.cu.
+//   lse  = m + ls (logsumexp.cu),  W = sum_c w_c (C without weights)
+//   loss = (1 - eps) w_t (lse - x_t) + (eps / C) sum_c w_c (lse - x_c)
+//   grad_c = G_r * (exp((x_c - m) - ls) * S - (eps / C) w_c - [c == t] (1 - eps) w_t)
+//            with S = (1 - eps) w_t + (eps / C) W and G_r the upstream gradient
+//            of the row (divided by the mean's denominator sum_r w_t).
+//   sum_c w_c (lse - x_c) is accumulated as W (lse - p) - sum_c w_c (x_c - p)
+//   with a pivot p = x_t, so that logits near 1e4 do not cancel.
+//   A used row holding nan or +inf, or only -inf, gives nan (torch).
+// Reductions: 'sum' and 'mean' are done here, in a fixed order (each block
+//   adds its rows, the last block adds the block partials): deterministic.
+// Gradient in the forward: when the caller knows the upstream gradient will
+//   be the engine's 1 (loss.backward()), the forward writes dx while it holds
+//   the row: N*C read + N*C written, nothing left for the backward.  Under
+//   'mean' the denominator comes first from cross_entropy_total_weight (one
+//   block, N targets read).
+// Bytes: forward reads N*C once (twice with dx when a row group does not fit
+//   in shared memory); ignored rows are not read; backward reads N*C and
+//   writes N*C.
+// Loss: in the input dtype (torch), or in the accumulation dtype (loss_in_acc).
+// Launch: as logsumexp.cu; the backward splits long rows over grid.y.
 #include "common.cuh"
 
 using namespace gpugrad;
 
-template <typename TI>
-__device__ __forceinline__ bool usable_target(TI t, long long ignore_index, int cols, long long* error) {
-    const long long target = static_cast<long long>(t);
-    if (target == ignore_index) return false;
-    if (target < 0 || target >= cols) {
-        if (error != nullptr) record_bad_target(error, target, cols);
-        return false;
-    }
-    return true;
+constexpr long long CLASS_INDEX = 1;   // the error word's kind for a bad class index
+
+template <typename T> __device__ __forceinline__ int row_room(int cols) {
+    constexpr int N = Vec<T>::N;
+    return (cache_room<T>(cols) + N - 1) / N * N;
 }
 
 template <typename T, typename TI>
-__global__ void __launch_bounds__(512, 1) cross_entropy_forward(const T* __restrict__ x, long long stride, long long rows, int cols,
-                                      const TI* __restrict__ target, const Acc<T>* __restrict__ weight,
-                                      int has_weight, const Acc<T>* __restrict__ weight_sum,
-                                      long long ignore_index, Acc<T> smoothing,
-                                      Acc<T>* __restrict__ loss, Acc<T>* __restrict__ row_weight,
-                                      Acc<T>* __restrict__ max_out, Acc<T>* __restrict__ logsum_out,
-                                      long long* __restrict__ error) {
+__global__ void __launch_bounds__(512, 1) cross_entropy_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
+        long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,
+        Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, Acc<T>* __restrict__ row_weight,
+        T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
+        const Acc<T>* __restrict__ denominator_in, Acc<T>* __restrict__ denominator_out,
+        Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter, long long* __restrict__ error,
+        int use_cache) {
     using A = Acc<T>;
+    constexpr int N = Vec<T>::N;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch_m[32], scratch_s[32], scratch_x[32];
-    for (long long base = static_cast<long long>(blockIdx.x) * blockDim.y; base < rows;
-         base += static_cast<long long>(gridDim.x) * blockDim.y) {
-        const long long row = base + threadIdx.y;
-        // Whether a row is used is the same for all threads of the row, and a
-        // block of more than one warp holds a single row: skipping stays uniform.
-        const int t = row < rows ? static_cast<int>(target[row]) : 0;
-        const bool used = row < rows && usable_target(target[row], ignore_index, cols,
-                                                      threadIdx.x == 0 ? error : nullptr);
-        if (!used) {
-            if (row < rows && threadIdx.x == 0) {
-                loss[row] = A(0);
-                row_weight[row] = A(0);
-                max_out[row] = A(0);
-                logsum_out[row] = A(0);
-            }
-            if (blockDim.x > 32) continue;      // whole block skips; a warp row joins no block sync
+    __shared__ A scratch_block[MAX_THREADS];
+    const Rows layout{inner, so, si, sc};
+    const Rows dx_layout{inner, dx_so, dx_si, dx_sc};
+    const A total_weight = weight != nullptr ? *weight_sum : A(cols);
+    const A smooth = smoothing / A(cols);
+    const A grad_scale = denominator_in != nullptr ? A(1) / *denominator_in : A(1);
+    T* cache = dx != nullptr && use_cache && sc == 1
+                   ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(cols) : nullptr;
+    A block_loss = A(0), block_weight = A(0);
+    for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
+         group += static_cast<long long>(gridDim.x) * blockDim.y) {
+        const long long row = group + threadIdx.y;
+        const bool active = row < rows;
+        const long long t = active ? static_cast<long long>(target[row]) : ignore_index;
+        bool used = active && t != ignore_index;
+        if (used && (t < 0 || t >= cols)) {
+            if (threadIdx.x == 0) record_bad_index(error, CLASS_INDEX, t, cols);
+            used = false;
         }
-        const T* x_row = x + row * stride;
-        const A x_t = used ? to_acc(x_row[t]) : A(0);
+        // Every lane of the group goes on to the reductions below (shuffles of
+        // a warp, barriers of a block), used row or not.
+        const T* x_row = x + (active ? layout.base(row) : 0);
+        const A x_t = used ? to_acc(x_row[t * sc]) : A(0);
         const A pivot = isfinite(x_t) ? x_t : A(0);
-        MaxSum<A> state = empty_max_sum<A>();
-        A weighted = A(0);                       // sum_j w_j (x_j - pivot), for smoothing only
+        MaxSum<A> st = empty_max_sum<A>();
+        A weighted = A(0);                       // sum_c w_c (x_c - pivot), for smoothing only
         if (used) {
-            visit_row(x_row, cols, threadIdx.x, blockDim.x, [&](int j, const A (&v)[Vec<T>::N], int count) {
-                accumulate(state, v, count);
-                if (smoothing != A(0)) {
+            const int head = sc == 1 ? head_length(x_row, cols) : 0;
+            const int shift = cache_shift<T>(head);
+            traverse<T>(x_row, sc, cols, head, threadIdx.x, blockDim.x,
+                        [&](int j, T value) {
+                            if (cache) cache[j + shift] = value;
+                            const A v[1] = {to_acc(value)};
+                            accumulate(st, v, 1);
+                            if (smoothing != A(0)) weighted += (weight ? weight[j] : A(1)) * (v[0] - pivot);
+                        },
+                        [&](int j0, const Vec<T>& p) {
+                            if (cache) *reinterpret_cast<Vec<T>*>(cache + j0 + shift) = p;
+                            A v[N];
 #pragma unroll
-                    for (int k = 0; k < Vec<T>::N; ++k)
-                        if (k < count) weighted += (has_weight ? weight[j + k] : A(1)) * (v[k] - pivot);
-                }
-            });
+                            for (int k = 0; k < N; ++k) v[k] = to_acc(p.v[k]);
+                            accumulate(st, v, N);
+                            if (smoothing != A(0)) {
+#pragma unroll
+                                for (int k = 0; k < N; ++k) weighted += (weight ? weight[j0 + k] : A(1)) * (v[k] - pivot);
+                            }
+                        });
         }
-        state = row_merge(state, scratch_m, scratch_s);
-        if (smoothing != A(0)) weighted = row_sum(weighted, scratch_x);
-        if (used && threadIdx.x == 0) {
-            A m, ls;
-            finish(state, m, ls);
-            const A w_t = has_weight ? weight[t] : A(1);
-            const A total_weight = has_weight ? *weight_sum : A(cols);
-            const A lse_minus_pivot = (m - pivot) + ls;
-            A value = (A(1) - smoothing) * w_t * ((m - x_t) + ls);
-            if (smoothing != A(0))
-                value += smoothing / A(cols) * (total_weight * lse_minus_pivot - weighted);
-            loss[row] = value;
-            row_weight[row] = w_t;
-            max_out[row] = m;
-            logsum_out[row] = ls;
+        st = group_merge(st, scratch_m, scratch_s);
+        if (smoothing != A(0)) weighted = group_sum(weighted, scratch_x);
+        A m, ls;
+        finish(st, m, ls);
+        const bool special = !isfinite(ls);
+        const A w_t = used ? (weight ? weight[t] : A(1)) : A(0);
+        A value = A(0);
+        if (used) {
+            if (special) {
+                value = quiet_nan<A>();
+            } else {
+                value = (A(1) - smoothing) * w_t * ((m - x_t) + ls);
+                if (smoothing != A(0)) value += smooth * (total_weight * ((m - pivot) + ls) - weighted);
+            }
         }
+        if (active && threadIdx.x == 0) {
+            if (reduction == 0) {
+                if (loss_in_acc) static_cast<A*>(loss)[row] = value;
+                else static_cast<T*>(loss)[row] = Store<T>::of(value);
+            }
+            block_loss += value;
+            block_weight += w_t;
+            if (m_out != nullptr) {
+                m_out[row] = used ? m : A(0);
+                ls_out[row] = used ? ls : A(0);
+            }
+            if (row_weight != nullptr) row_weight[row] = w_t;
+        }
+        if (dx != nullptr && active) {
+            T* d_row = dx + dx_layout.base(row);
+            if (!used) {
+                for (int j = threadIdx.x; j < cols; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(A(0));
+            } else {
+                const A scale = grad_scale * ((A(1) - smoothing) * w_t + smooth * total_weight);
+                const A g_smooth = grad_scale * smooth;
+                const A g_target = grad_scale * (A(1) - smoothing) * w_t;
+                write_row<T>(x_row, sc, cache, d_row, dx_sc, cols, threadIdx.x, blockDim.x, [&](int j, A v) {
+                    if (special) return quiet_nan<A>();
+                    A out = scale * fast_exp((v - m) - ls);
+                    if (smoothing != A(0)) out -= g_smooth * (weight ? weight[j] : A(1));
+                    if (j == t) out -= g_target;
+                    return out;
+                });
+            }
+        }
+        if (cache) group_barrier();
     }
+    if (reduction != 0)
+        last_block_sum2(block_loss, block_weight, partials, counter, scratch_block, [&](A total, A weights) {
+            const A denominator = denominator_in != nullptr ? *denominator_in : weights;
+            const A result = reduction == 2 ? total / denominator : total;
+            if (loss_in_acc) *static_cast<A*>(loss) = result;
+            else *static_cast<T*>(loss) = Store<T>::of(result);
+            if (denominator_out != nullptr) *denominator_out = weights;
+        });
+}
+
+// The mean's denominator, sum of w_t over the used rows, in a fixed order:
+// one block (the forward that writes dx needs it before its first row).
+template <typename A, typename TI>
+__global__ void __launch_bounds__(512, 1) cross_entropy_total_weight(
+        const TI* __restrict__ target, long long rows, int cols, const A* __restrict__ weight, long long ignore_index,
+        A* __restrict__ out) {
+    __shared__ A scratch[MAX_THREADS];
+    A sum = A(0);
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        const long long t = static_cast<long long>(target[r]);
+        if (t != ignore_index && t >= 0 && t < cols) sum += weight != nullptr ? weight[t] : A(1);
+    }
+    sum = block_tree_sum(sum, scratch);
+    if (threadIdx.x == 0) *out = sum;
 }
 
 template <typename T, typename TI>
-__global__ void __launch_bounds__(512, 1) cross_entropy_backward(const T* __restrict__ x, long long stride, long long rows, int cols,
-                                       const TI* __restrict__ target, const Acc<T>* __restrict__ weight,
-                                       int has_weight, const Acc<T>* __restrict__ weight_sum,
-                                       long long ignore_index, Acc<T> smoothing,
-                                       const Acc<T>* __restrict__ max_in, const Acc<T>* __restrict__ logsum_in,
-                                       const Acc<T>* __restrict__ grad, long long grad_stride,
-                                       T* __restrict__ out, long long out_stride) {
+__global__ void __launch_bounds__(512, 1) cross_entropy_backward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
+        long long ignore_index, Acc<T> smoothing, const Acc<T>* __restrict__ m_in, const Acc<T>* __restrict__ ls_in,
+        const T* __restrict__ grad, long long grad_stride, const Acc<T>* __restrict__ denominator,
+        T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc) {
     using A = Acc<T>;
+    const Rows layout{inner, so, si, sc};
+    const Rows dx_layout{inner, dx_so, dx_si, dx_sc};
+    const A total_weight = weight != nullptr ? *weight_sum : A(cols);
+    const A smooth = smoothing / A(cols);
+    const A inverse_denominator = denominator != nullptr ? A(1) / *denominator : A(1);
+    const int splits = gridDim.y, chunk = blockIdx.y;
+    const int chunk_cols = (cols + splits - 1) / splits;
+    const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     for (long long row = static_cast<long long>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
          row += static_cast<long long>(gridDim.x) * blockDim.y) {
-        T* out_row = out + row * out_stride;
-        const long long target_value = static_cast<long long>(target[row]);
-        if (target_value == ignore_index || target_value < 0 || target_value >= cols) {
-            // ignored (bad targets were recorded by the forward): a zero row
-            for (int j = threadIdx.x; j < cols; j += blockDim.x) out_row[j] = Store<T>::of(A(0));
+        T* d_row = dx + dx_layout.base(row);
+        const long long t = static_cast<long long>(target[row]);
+        if (t == ignore_index || t < 0 || t >= cols) {
+            // ignored (a bad target was recorded by the forward): zeros
+            for (int j = begin + threadIdx.x; j < end; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(A(0));
             continue;
         }
-        const int t = static_cast<int>(target_value);
-        const A m = max_in[row], ls = logsum_in[row], g = grad[row * grad_stride];
-        const A w_t = has_weight ? weight[t] : A(1);
-        const A total_weight = has_weight ? *weight_sum : A(cols);
-        const A smooth = smoothing / A(cols);
+        const A m = m_in[row], ls = ls_in[row];
+        const bool special = !isfinite(ls);
+        const A g = to_acc(grad[row * grad_stride]) * inverse_denominator;
+        const A w_t = weight != nullptr ? weight[t] : A(1);
         const A scale = g * ((A(1) - smoothing) * w_t + smooth * total_weight);
         const A g_smooth = g * smooth;
         const A g_target = g * (A(1) - smoothing) * w_t;
-        transform_row<T>(x + row * stride, nullptr, out_row, cols, threadIdx.x, blockDim.x, [&](int j, A v, A) {
-            A value = scale * fast_exp((v - m) - ls);
-            if (smoothing != A(0)) value -= g_smooth * (has_weight ? weight[j] : A(1));
-            if (j == t) value -= g_target;
-            return value;
-        });
+        write_row<T>(x + layout.base(row) + begin * sc, sc, static_cast<const T*>(nullptr), d_row + begin * dx_sc,
+                     dx_sc, end - begin, threadIdx.x, blockDim.x, [&](int k, A v) {
+                         if (special) return quiet_nan<A>();
+                         const int j = begin + k;
+                         A out = scale * fast_exp((v - m) - ls);
+                         if (smoothing != A(0)) out -= g_smooth * (weight ? weight[j] : A(1));
+                         if (j == t) out -= g_target;
+                         return out;
+                     });
     }
 }
 
-// Range check of class indices for ops that gather by target without a fused
-// kernel (nll_loss): records the first bad value in the error word.
+// Range check of indices without a fused kernel (nll_loss's targets,
+// embedding and gather positions): records the first value outside [low, high)
+// (other than ignore_index, when use_ignore) in the error word.
 template <typename TI>
-__global__ void __launch_bounds__(512, 1) check_targets(const TI* __restrict__ target, long long count, int cols, long long ignore_index,
-                              long long* __restrict__ error) {
+__global__ void __launch_bounds__(512, 1) check_indices(
+        const TI* __restrict__ index, long long count, long long low, long long high, long long ignore_index,
+        int use_ignore, long long kind, long long bound, long long* __restrict__ error) {
     for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-         i += static_cast<long long>(gridDim.x) * blockDim.x)
-        usable_target(target[i], ignore_index, cols, error);
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const long long v = static_cast<long long>(index[i]);
+        if ((v < low || v >= high) && !(use_ignore && v == ignore_index)) record_bad_index(error, kind, v, bound);
+    }
 }

@@ -1,45 +1,104 @@
-// Log-sum-exp over the rows of an (N, C) array, forward and backward.
+// Log-sum-exp over the rows of a strided array, forward, and the kernel that
+// applies a row's statistics elementwise (log-sum-exp backward, and softmax /
+// log_softmax from statistics for rows split over several blocks).
 //
-// Math: lse_i = log(sum_j exp(x_ij)), kept as (m_i, ls_i) with lse_i = m_i + ls_i
-//       (m = row max, ls = log(sum_j exp(x_ij - m))); the backward is
-//       grad_ij = g_i * exp((x_ij - m_i) - ls_i).
-// Bytes: forward reads N*C elements once and writes 2N accumulators (no N x C
-//       buffer is kept); backward reads N*C and writes N*C.
-// Launch: block = (threads per row, rows per block); a warp per row for short
-//       rows (several rows per block), a block per row (blockDim.y == 1) for long
-//       ones; rows grid-strided.  Row r starts at x + r * stride (unit stride
-//       along the row).
+// Math: lse_r = log(sum_c exp(x_rc)), kept as (m_r, ls_r) with lse = m + ls
+//       (m = row max, ls = log(sum_c exp(x_rc - m))); torch's rules for nan
+//       and infinities (common.cuh, finish).
+//       apply_stats MODE 0: out = g_r * exp((x - m) - ls)   (the lse gradient)
+//                   MODE 1: out = exp((x - m) - ls)          (softmax)
+//                   MODE 2: out = (x - m) - ls               (log_softmax)
+//       (modes 1 and 2 give nan on a row whose statistics are not finite, as torch).
+// Bytes: forward reads R*C elements once and writes 2R accumulators and R
+//       results (lse in the input dtype); apply_stats reads R*C and writes R*C.
+// Launch: block = (G lanes per row, rows per block); grid.x strides over the
+//       row groups; grid.y = S > 1 splits each row into S chunks (few, long
+//       rows: every SM gets work), and the last block of a row (atomic counter
+//       per row) merges the S partial states in chunk order.
 #include "common.cuh"
 
 using namespace gpugrad;
 
 template <typename T>
-__global__ void __launch_bounds__(512, 1) logsumexp_forward(const T* __restrict__ x, long long stride, long long rows, int cols,
-                                  Acc<T>* __restrict__ max_out, Acc<T>* __restrict__ logsum_out) {
+__global__ void __launch_bounds__(512, 1) logsumexp_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, T* __restrict__ out,
+        Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s, unsigned int* __restrict__ row_counters) {
     using A = Acc<T>;
     __shared__ A scratch_m[32], scratch_s[32];
-    for (long long base = static_cast<long long>(blockIdx.x) * blockDim.y; base < rows;
-         base += static_cast<long long>(gridDim.x) * blockDim.y) {
-        const long long row = base + threadIdx.y;
+    __shared__ bool last_chunk;
+    const Rows layout{inner, so, si, sc};
+    const int splits = gridDim.y, chunk = blockIdx.y;
+    const int chunk_cols = (cols + splits - 1) / splits;
+    const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
+    for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
+         group += static_cast<long long>(gridDim.x) * blockDim.y) {
+        const long long row = group + threadIdx.y;
         const bool active = row < rows;
-        A m, ls;
-        row_logsumexp(x + row * stride, cols, active, scratch_m, scratch_s, m, ls);
+        MaxSum<A> st = empty_max_sum<A>();
+        if (active)
+            st = lane_stats(x + layout.base(row) + begin * sc, sc, end - begin, threadIdx.x, blockDim.x,
+                            static_cast<T*>(nullptr));
+        st = group_merge(st, scratch_m, scratch_s);
+        if (splits > 1) {
+            // blockDim.y == 1 here: one row per block
+            if (threadIdx.x == 0) {
+                partial_m[row * splits + chunk] = st.m;
+                partial_s[row * splits + chunk] = st.s;
+                __threadfence();
+                last_chunk = atomicAdd(row_counters + row, 1u) == static_cast<unsigned int>(splits - 1);
+            }
+            __syncthreads();
+            const bool merge_here = last_chunk;
+            __syncthreads();                      // last_chunk is rewritten by the next row
+            if (!merge_here) continue;
+            if (threadIdx.x == 0) {
+                __threadfence();
+                st = empty_max_sum<A>();
+                for (int k = 0; k < splits; ++k) {
+                    const volatile A* pm = partial_m + row * splits + k;
+                    const volatile A* ps = partial_s + row * splits + k;
+                    st = merge(st, MaxSum<A>{*pm, *ps});
+                }
+                row_counters[row] = 0u;
+            }
+        }
         if (active && threadIdx.x == 0) {
-            max_out[row] = m;
-            logsum_out[row] = ls;
+            A m, ls;
+            finish(st, m, ls);
+            m_out[row] = m;
+            ls_out[row] = ls;
+            if (out != nullptr) {
+                // torch's logsumexp: +inf / -inf rows give +inf / -inf (m = 0 then), nan gives nan
+                out[row] = Store<T>::of(m + ls);
+            }
         }
     }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(512, 1) logsumexp_backward(const T* __restrict__ x, long long stride, long long rows, int cols,
-                                   const Acc<T>* __restrict__ max_in, const Acc<T>* __restrict__ logsum_in,
-                                   const Acc<T>* __restrict__ grad, T* __restrict__ out, long long out_stride) {
+template <typename T, int MODE>
+__global__ void __launch_bounds__(512, 1) apply_stats(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        const Acc<T>* __restrict__ m_in, const Acc<T>* __restrict__ ls_in, const T* __restrict__ grad,
+        long long grad_stride, T* __restrict__ out, long long out_so, long long out_si, long long out_sc) {
     using A = Acc<T>;
+    const Rows layout{inner, so, si, sc};
+    const Rows out_layout{inner, out_so, out_si, out_sc};
+    const int splits = gridDim.y, chunk = blockIdx.y;
+    const int chunk_cols = (cols + splits - 1) / splits;
+    const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     for (long long row = static_cast<long long>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
          row += static_cast<long long>(gridDim.x) * blockDim.y) {
-        const A m = max_in[row], ls = logsum_in[row], g = grad[row];
-        transform_row<T>(x + row * stride, nullptr, out + row * out_stride, cols, threadIdx.x, blockDim.x,
-                         [&](int, A v, A) { return g * fast_exp((v - m) - ls); });
+        const A m = m_in[row], ls = ls_in[row];
+        const A g = MODE == 0 ? to_acc(grad[row * grad_stride]) : A(1);
+        const bool special = !isfinite(ls);
+        write_row<T>(x + layout.base(row) + begin * sc, sc, static_cast<const T*>(nullptr),
+                     out + out_layout.base(row) + begin * out_sc, out_sc, end - begin, threadIdx.x, blockDim.x,
+                     [&](int, A v) {
+                         const A shifted = (v - m) - ls;
+                         if (MODE == 0) return g * fast_exp(shifted);
+                         if (special) return quiet_nan<A>();
+                         return MODE == 1 ? fast_exp(shifted) : shifted;
+                     });
     }
 }

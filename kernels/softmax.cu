@@ -1,62 +1,121 @@
-// Softmax and log-softmax over the rows of an (N, C) array, forward and backward.
+// Softmax and log-softmax over the rows of a strided array, forward and backward.
 //
-// Math: forward  y = exp((x - m) - ls)   (LOG: y = (x - m) - ls),  m, ls as in logsumexp.cu;
-//       backward softmax:     gx = y * (g - sum_j g_j y_j)
-//                log_softmax: gx = g - exp(y) * sum_j g_j
-// Bytes: forward reads x twice (the second pass mostly from L1/L2: a block works
-//       on one row at a time) and writes y; backward reads y and g twice and
-//       writes gx.  Only y is kept for backward.
-// Launch: as logsumexp.cu.
+// Math: forward  y = exp((x - m) - ls)   (LOG: y = (x - m) - ls),  m, ls as in
+//       logsumexp.cu; a row holding nan or +inf, or only -inf, gives nan (torch);
+//       backward softmax:     gx = y * (g - sum_c g_c y_c)
+//                log_softmax: gx = g - exp(y) * sum_c g_c
+// Bytes: forward reads x once when a row group's rows fit in shared memory
+//       (each lane keeps what it read: no barrier between the two passes), else
+//       twice (the second mostly from L2), and writes y; backward reads y and g
+//       once on the same condition and writes gx.  Only y is kept for backward.
+// Launch: as logsumexp.cu (S = 1); dynamic shared memory = rows per block x
+//       room for a row (common.cuh, cache_room) when caching.
 #include "common.cuh"
 
 using namespace gpugrad;
 
+template <typename T> __device__ __forceinline__ int row_room(int cols) {
+    constexpr int N = Vec<T>::N;
+    return (cache_room<T>(cols) + N - 1) / N * N;
+}
+
 template <typename T, bool LOG>
-__global__ void __launch_bounds__(512, 1) softmax_forward(const T* __restrict__ x, long long stride, long long rows, int cols,
-                                T* __restrict__ y, long long y_stride) {
+__global__ void __launch_bounds__(512, 1) softmax_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
     using A = Acc<T>;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch_m[32], scratch_s[32];
-    for (long long base = static_cast<long long>(blockIdx.x) * blockDim.y; base < rows;
-         base += static_cast<long long>(gridDim.x) * blockDim.y) {
-        const long long row = base + threadIdx.y;
+    const Rows layout{inner, so, si, sc};
+    const Rows out_layout{inner, y_so, y_si, y_sc};
+    T* cache = use_cache && sc == 1 ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(cols) : nullptr;
+    for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
+         group += static_cast<long long>(gridDim.x) * blockDim.y) {
+        const long long row = group + threadIdx.y;
         const bool active = row < rows;
+        const T* x_row = x + (active ? layout.base(row) : 0);
+        MaxSum<A> st = empty_max_sum<A>();
+        if (active) st = lane_stats(x_row, sc, cols, threadIdx.x, blockDim.x, cache);
+        st = group_merge(st, scratch_m, scratch_s);
         A m, ls;
-        row_logsumexp(x + row * stride, cols, active, scratch_m, scratch_s, m, ls);
+        finish(st, m, ls);
+        const bool special = !isfinite(ls);
         if (active)
-            transform_row<T>(x + row * stride, nullptr, y + row * y_stride, cols, threadIdx.x, blockDim.x,
-                             [&](int, A v, A) {
-                                 const A shifted = (v - m) - ls;
-                                 return LOG ? shifted : fast_exp(shifted);
-                             });
+            write_row<T>(x_row, sc, cache, y + out_layout.base(row), y_sc, cols, threadIdx.x, blockDim.x,
+                         [&](int, A v) {
+                             if (special) return quiet_nan<A>();
+                             const A shifted = (v - m) - ls;
+                             return LOG ? shifted : fast_exp(shifted);
+                         });
+        if (cache) group_barrier();
     }
 }
 
 template <typename T, bool LOG>
-__global__ void __launch_bounds__(512, 1) softmax_backward(const T* __restrict__ y, long long y_stride, const T* __restrict__ g,
-                                 long long g_stride, long long rows, int cols, T* __restrict__ out,
-                                 long long out_stride) {
+__global__ void __launch_bounds__(512, 1) softmax_backward(
+        const T* __restrict__ y, long long y_so, long long y_si, long long y_sc,
+        const T* __restrict__ g, long long g_so, long long g_si, long long g_sc,
+        long long inner, long long rows, int cols,
+        T* __restrict__ out, long long out_so, long long out_si, long long out_sc, int use_cache) {
     using A = Acc<T>;
+    constexpr int N = Vec<T>::N;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch[32];
-    for (long long base = static_cast<long long>(blockIdx.x) * blockDim.y; base < rows;
-         base += static_cast<long long>(gridDim.x) * blockDim.y) {
-        const long long row = base + threadIdx.y;
+    const Rows y_layout{inner, y_so, y_si, y_sc}, g_layout{inner, g_so, g_si, g_sc};
+    const Rows out_layout{inner, out_so, out_si, out_sc};
+    for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
+         group += static_cast<long long>(gridDim.x) * blockDim.y) {
+        const long long row = group + threadIdx.y;
         const bool active = row < rows;
+        const T* y_row = y + (active ? y_layout.base(row) : 0);
+        const T* g_row = g + (active ? g_layout.base(row) : 0);
+        T* out_row = out + (active ? out_layout.base(row) : 0);
+        const bool vector = y_sc == 1 && g_sc == 1 &&
+                            (reinterpret_cast<unsigned long long>(y_row) & 15) ==
+                                (reinterpret_cast<unsigned long long>(g_row) & 15);
+        const int head = vector ? head_length(y_row, cols) : 0;
+        const int shift = cache_shift<T>(head);
+        T* cache_y = use_cache && vector
+                         ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * 2 * row_room<T>(cols) : nullptr;
+        T* cache_g = cache_y ? cache_y + row_room<T>(cols) : nullptr;
         A partial = A(0);
-        if (active) {
-            const T* y_row = y + row * y_stride;
-            const T* g_row = g + row * g_stride;
-            // sum_j g_j (LOG) or sum_j g_j y_j: g is read through the same vector path.
-            visit_row(g_row, cols, threadIdx.x, blockDim.x, [&](int j, const A (&v)[Vec<T>::N], int count) {
-#pragma unroll
-                for (int k = 0; k < Vec<T>::N; ++k)
-                    if (k < count) partial += LOG ? v[k] : v[k] * to_acc(y_row[j + k]);
-            });
-        }
-        const A dot = row_sum(partial, scratch);
         if (active)
-            transform_row<T>(y + row * y_stride, g + row * g_stride, out + row * out_stride, cols, threadIdx.x,
-                             blockDim.x, [&](int, A yv, A gv) {
-                                 return LOG ? gv - fast_exp(yv) * dot : yv * (gv - dot);
-                             });
+            traverse2<T>(y_row, y_sc, g_row, g_sc, cols, vector, head, threadIdx.x, blockDim.x,
+                         [&](int j, T yv, T gv) {
+                             if (cache_y) { cache_y[j + shift] = yv; cache_g[j + shift] = gv; }
+                             partial += LOG ? to_acc(gv) : to_acc(gv) * to_acc(yv);
+                         },
+                         [&](int j0, const Vec<T>& py, const Vec<T>& pg) {
+                             if (cache_y) {
+                                 *reinterpret_cast<Vec<T>*>(cache_y + j0 + shift) = py;
+                                 *reinterpret_cast<Vec<T>*>(cache_g + j0 + shift) = pg;
+                             }
+#pragma unroll
+                             for (int k = 0; k < N; ++k)
+                                 partial += LOG ? to_acc(pg.v[k]) : to_acc(pg.v[k]) * to_acc(py.v[k]);
+                         });
+        const A dot = group_sum(partial, scratch);
+        if (active) {
+            const bool same_phase = vector && out_sc == 1 &&
+                                    (reinterpret_cast<unsigned long long>(out_row) & 15) ==
+                                        (reinterpret_cast<unsigned long long>(y_row) & 15);
+            auto value = [&](A yv, A gv) { return LOG ? gv - fast_exp(yv) * dot : yv * (gv - dot); };
+            auto scalar = [&](int j, T yv, T gv) { out_row[j * out_sc] = Store<T>::of(value(to_acc(yv), to_acc(gv))); };
+            auto pack = [&](int j0, const Vec<T>& py, const Vec<T>& pg) {
+                Vec<T> r;
+#pragma unroll
+                for (int k = 0; k < N; ++k) r.v[k] = Store<T>::of(value(to_acc(py.v[k]), to_acc(pg.v[k])));
+                if (same_phase) {
+                    *reinterpret_cast<Vec<T>*>(out_row + j0) = r;
+                } else {
+#pragma unroll
+                    for (int k = 0; k < N; ++k) out_row[(j0 + k) * out_sc] = r.v[k];
+                }
+            };
+            if (cache_y) traverse2<T>(cache_y + shift, 1, cache_g + shift, 1, cols, true, head, threadIdx.x,
+                                      blockDim.x, scalar, pack);
+            else traverse2<T>(y_row, y_sc, g_row, g_sc, cols, vector, head, threadIdx.x, blockDim.x, scalar, pack);
+        }
+        if (use_cache) group_barrier();
     }
 }

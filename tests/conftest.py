@@ -48,7 +48,7 @@ def device(request):
 
 def to_torch(t, device=None, requires_grad=None):
     """A torch copy of a gpugrad tensor (or an array) on the matching device."""
-    data = t.detach().to("cpu").data if isinstance(t, gpugrad.Tensor) else numpy.asarray(t)
+    data = t.detach().to("cpu").array if isinstance(t, gpugrad.Tensor) else numpy.asarray(t)
     out = torch.from_numpy(numpy.array(data, copy=True))
     if device is None and isinstance(t, gpugrad.Tensor):
         device = t.device.type
@@ -61,7 +61,7 @@ def to_torch(t, device=None, requires_grad=None):
 
 def to_numpy(value):
     if isinstance(value, gpugrad.Tensor):
-        return value.detach().to("cpu").data.astype(numpy.float64)
+        return value.detach().to("cpu").array.astype(numpy.float64)
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().double().numpy()
     return numpy.asarray(value, dtype=numpy.float64)

@@ -187,7 +187,7 @@ def test_bad_arguments_raise_before_any_work():
     x = gpugrad.randn(4, 5)
     with pytest.raises(ValueError, match=r"Expected input batch_size \(4\) to match target batch_size \(3\)"):
         F.cross_entropy(x, gpugrad.tensor([0, 1, 2]))
-    with pytest.raises(RuntimeError, match="int64 or int32"):
+    with pytest.raises(RuntimeError, match="expected target of dtype int64"):
         F.cross_entropy(x, gpugrad.tensor([0.0, 1.0, 2.0, 1.0]).bool())
     with pytest.raises(RuntimeError, match="weight tensor should be defined either for all 5 classes"):
         F.cross_entropy(x, gpugrad.tensor([0, 1, 2, 3]), weight=gpugrad.ones(4))

@@ -4,8 +4,11 @@ Iterative throughout (a chain of 100,000 ops needs no recursion): one sweep
 counts each node's incoming edges, then nodes run once every gradient that
 feeds them has arrived, the most recently created first (torch's order).
 Gradients reaching a node from several consumers are summed in its input
-buffer; a leaf's are added to ``.grad``.  Each node's saved values are
-released as soon as its backward has run, unless ``retain_graph``.
+buffer.  A leaf's gradient passes through the leaf's hooks, then goes to
+``.grad`` (``backward``) or to the caller (``grad``): one path for both.
+Each node's saved values are released as soon as its backward has run,
+unless ``retain_graph``.  On the CPU the whole pass runs under one
+``numpy.errstate`` (inf and nan as in torch, without warnings).
 
 Gradients are validated against each input's metadata, as torch's engine
 does: a gradient of a broadcast shape is summed back to the input's shape, and
@@ -15,27 +18,99 @@ therefore return the gradient of the broadcast result as it is.
 
 import collections
 import heapq
+import threading
+
+import numpy
 
 from gpugrad import backend
-from gpugrad.autograd.function import AccumulateGrad
+from gpugrad.autograd.function import numerics
+from gpugrad.cuda import errors as device_errors
 from gpugrad.autograd.grad_mode import set_grad_enabled
+from gpugrad.autograd.graph import AccumulateGrad
+from gpugrad.tensor import Tensor
+
+
+class _Seeds(threading.local):
+    arrays = frozenset()      # ids of the implicit all-ones root gradients of the running pass
+
+
+_seeds = _Seeds()
+
+
+def is_implicit_seed(grad):
+    """True when ``grad`` is the engine's own 1 for a scalar root
+    (``loss.backward()``), not a gradient anyone computed or passed in: a node
+    may then hand back a gradient it computed in its forward."""
+    return id(grad.array) in _seeds.arrays
+
+
+def _as_tuple(value):
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return (value,)
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate the gradients of ``tensors`` into the ``.grad`` of the
+    graph's leaves, or only of ``inputs`` where given (leaves or not).
+    ``grad_tensors`` are the upstream gradients (may be omitted for
+    one-element tensors); ``create_graph=True`` makes the gradients
+    differentiable; ``retain_graph`` keeps the saved values for another pass."""
+    tensors = _as_tuple(tensors)
+    grad_tensors = _as_tuple(grad_tensors) or (None,) * len(tensors)
+    if len(grad_tensors) != len(tensors):
+        raise RuntimeError(f"got {len(grad_tensors)} gradients for {len(tensors)} tensors")
+    if inputs is not None:
+        inputs = _as_tuple(inputs)
+        if not inputs:
+            raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+    run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=inputs, allow_unused=True,
+                 accumulate=True)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """The gradients of ``outputs`` w.r.t. ``inputs``, returned as a tuple; no
+    ``.grad`` is touched.  ``create_graph=True`` makes them differentiable.
+    An input the outputs do not depend on raises, unless ``allow_unused``
+    (then None) or ``materialize_grads`` (then zeros)."""
+    if is_grads_batched:
+        raise NotImplementedError("autograd.grad(is_grads_batched=True) is not supported by gpugrad")
+    outputs = _as_tuple(outputs)
+    inputs = _as_tuple(inputs)
+    grad_outputs = _as_tuple(grad_outputs) or (None,) * len(outputs)
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"grad_outputs has {len(grad_outputs)} entries for {len(outputs)} outputs")
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    elif materialize_grads and not allow_unused:
+        raise ValueError("Expected allow_unused to be True or not passed when materialize_grads=True")
+    grads = run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=inputs,
+                         allow_unused=allow_unused)
+    if materialize_grads:
+        grads = [Tensor._make(i.xp.zeros(i.shape, dtype=i.dtype)) if g is None else g
+                 for i, g in zip(inputs, grads)]
+    return tuple(grads)
 
 
 def _root_edge(tensor, index):
-    if tensor.grad_fn is not None:
-        return tensor.grad_fn, tensor._output_nr
-    if tensor.requires_grad:
-        return tensor._accumulator(), 0
-    raise RuntimeError(f"element {index} of tensors does not require grad and does not have a grad_fn")
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"element {index} of tensors is a {type(tensor).__name__}, not a Tensor")
+    if not tensor.requires_grad:
+        raise RuntimeError(f"element {index} of tensors does not require grad and does not have a grad_fn")
+    return tensor.gradient_edge()
 
 
 def _make_root_grads(tensors, grad_tensors, create_graph):
-    grads = []
+    grads, seeds = [], []
     for i, (t, g) in enumerate(zip(tensors, grad_tensors)):
         if g is None:
             if t.numel() != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
             g = Tensor._make(t.xp.ones(t.shape, dtype=t.dtype))
+            seeds.append(id(g.array))
         else:
             if not isinstance(g, Tensor):
                 g = Tensor._make(t.xp.asarray(g, dtype=t.dtype))
@@ -49,23 +124,23 @@ def _make_root_grads(tensors, grad_tensors, create_graph):
             if not create_graph:
                 g = g.detach()
         grads.append(g)
-    return grads
+    return grads, seeds
 
 
 def _validate(grad, meta, node, index):
     shape, dtype = meta
-    if backend.device_key(grad.data) != node._device:
+    if backend.device_key(grad.array) != node._device:
         raise RuntimeError(
             f"Function {node.name()} returned an invalid gradient at index {index} - expected "
             f"device {backend.device_from_key(node._device)} but got {grad.device}")
-    if grad.data.shape != shape:
+    if grad.array.shape != shape:
         try:
             grad = grad.sum_to_size(shape)
         except (RuntimeError, ValueError):
             raise RuntimeError(
                 f"Function {node.name()} returned an invalid gradient at index {index} - got "
                 f"{list(grad.shape)} but expected shape compatible with {list(shape)}") from None
-    if grad.data.dtype != dtype:
+    if grad.array.dtype != dtype:
         grad = grad.to(dtype)
     return grad
 
@@ -79,8 +154,8 @@ def _collect(roots):
         seen.add(node)
     while stack:
         node = stack.pop()
-        for edge in node.next_functions:
-            if edge is None:
+        for edge in node._edges:
+            if not edge:
                 continue
             child = edge[0]
             dependencies[child] = dependencies.get(child, 0) + 1
@@ -98,38 +173,37 @@ def _needed(roots, targets, dependencies):
     while stack:                       # Kahn's topological order, parents first
         node = stack.pop()
         order.append(node)
-        for edge in node.next_functions:
-            if edge is not None:
+        for edge in node._edges:
+            if edge:
                 child = edge[0]
                 remaining[child] -= 1
                 if remaining[child] == 0:
                     stack.append(child)
     needed = set(targets)
     for node in reversed(order):       # children before parents
-        if node not in needed and any(e is not None and e[0] in needed for e in node.next_functions):
+        if node not in needed and any(e and e[0] in needed for e in node._edges):
             needed.add(node)
     return needed
 
 
 def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
-                 allow_unused=False):
+                 allow_unused=False, accumulate=False):
     """Back-propagate from ``tensors``.
 
-    With ``inputs=None`` gradients accumulate into the leaves' ``.grad``
-    (``Tensor.backward``); otherwise the gradients of ``inputs`` are returned
-    and no ``.grad`` is touched (``autograd.grad``).
+    ``accumulate=True`` (``backward``): gradients go to ``.grad`` of the
+    leaves, or of ``inputs`` only where given.  Otherwise (``grad``) the
+    gradients of ``inputs`` are returned and no ``.grad`` is touched.
     """
     if retain_graph is None:
         retain_graph = create_graph
     roots = [_root_edge(t, i) for i, t in enumerate(tensors)]
-    root_grads = _make_root_grads(tensors, grad_tensors, create_graph)
+    root_grads, seeds = _make_root_grads(tensors, grad_tensors, create_graph)
     # Holders of each gradient array (buffers, the caller, retained .grad): a
     # leaf keeps an array as its .grad without a copy only when nothing else
     # holds it (Add's backward hands one array to both of its inputs).
-    holders = collections.Counter(id(g.data) for g in root_grads)
+    holders = collections.Counter(id(g.array) for g in root_grads)
 
     capture = None
-    needed = None
     if inputs is not None:
         capture = {}
         for i, t in enumerate(inputs):
@@ -137,12 +211,12 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 raise TypeError(f"inputs[{i}] is not a Tensor")
             if not t.requires_grad:
                 raise RuntimeError(f"One of the differentiated Tensors (inputs[{i}]) does not require grad")
-            capture.setdefault(t._edge(), []).append(i)
+            capture.setdefault(t.gradient_edge(), []).append(i)
     captured = [None] * (len(inputs) if inputs is not None else 0)
+    accumulate_leaves = accumulate and inputs is None
 
     dependencies = _collect(roots)
-    if capture is not None:
-        needed = _needed(roots, [node for node, _ in capture], dependencies)
+    needed = None if capture is None else _needed(roots, [node for node, _ in capture], dependencies)
     buffers = {}
     for (node, nr), g in zip(roots, root_grads):
         _route(buffers, holders, node, nr, g)
@@ -151,44 +225,61 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
         if dependencies.get(node, 0) == 0 and node in buffers:
             heapq.heappush(ready, (-node._sequence_nr, id(node), node))
 
-    with set_grad_enabled(create_graph):
-        while ready:
-            _, _, node = heapq.heappop(ready)
-            grads = buffers.pop(node, None)
-            if grads is None:
-                continue
-            for g in grads:
-                if g is not None:
-                    holders[id(g.data)] -= 1
-            grads = _run_pre_hooks(node, grads, holders)
-            if capture is not None:
-                for nr, g in enumerate(grads):
-                    for i in capture.get((node, nr), ()):
-                        captured[i] = g
-                        holders[id(g.data)] += 1
-
-            if isinstance(node, AccumulateGrad):
-                if inputs is None and grads[0] is not None:
-                    _accumulate(node.variable, grads[0], create_graph, holders)
-                continue
-            if needed is not None and node not in needed:
-                continue
-
-            in_grads = _call_backward(node, grads)
-            if not retain_graph:
-                node._release()
-            for index, edge in enumerate(node.next_functions):
-                if edge is None:
+    cpu = all(t.is_cpu for t in tensors)
+    previous_seeds, _seeds.arrays = _seeds.arrays, frozenset(seeds)
+    previous_quiet, numerics.quiet = numerics.quiet, cpu
+    try:
+        with set_grad_enabled(create_graph), numpy.errstate(all="ignore"):
+            while ready:
+                _, _, node = heapq.heappop(ready)
+                grads = buffers.pop(node, None)
+                if grads is None:        # no gradient reached it: its inputs get none from it either
+                    _release_children(node, dependencies, ready)
                     continue
-                child, nr = edge
-                g = in_grads[index] if index < len(in_grads) else None
-                if g is not None:
-                    _route(buffers, holders, child, nr, _validate(g, node._input_meta[index], node, index))
-                dependencies[child] -= 1
-                if dependencies[child] == 0:
-                    heapq.heappush(ready, (-child._sequence_nr, id(child), child))
+                for g in grads:
+                    if g is not None:
+                        holders[id(g.array)] -= 1
+                grads = _run_pre_hooks(node, grads, holders)
+                if capture is not None:
+                    for nr, g in enumerate(grads):
+                        for i in capture.get((node, nr), ()):
+                            captured[i] = g
+                            if g is not None:
+                                holders[id(g.array)] += 1
+                if type(node) is AccumulateGrad:
+                    if accumulate_leaves and grads[0] is not None:
+                        _accumulate(node.variable, grads[0], create_graph, holders)
+                    continue
+                if needed is not None and node not in needed:
+                    _release_children(node, dependencies, ready)
+                    continue
 
-    _check_device_errors(tensors)
+                in_grads = _call_backward(node, grads)
+                if not retain_graph:
+                    node.release()
+                for index, edge in enumerate(node._edges):
+                    if not edge:
+                        continue
+                    child, nr = edge
+                    g = in_grads[index] if index < len(in_grads) else None
+                    if g is not None:
+                        _route(buffers, holders, child, nr,
+                               _validate(g, node._input_meta[index], node, index))
+                    dependencies[child] -= 1
+                    if dependencies[child] == 0:
+                        heapq.heappush(ready, (-child._sequence_nr, id(child), child))
+    finally:
+        _seeds.arrays = previous_seeds
+        numerics.quiet = previous_quiet
+    if not cpu:
+        device_errors.poll()     # a bad index a finished kernel recorded: raised here, without waiting
+
+    if accumulate and inputs is not None:
+        for t, g in zip(inputs, captured):
+            if g is not None:
+                holders[id(g.array)] -= 1
+                _accumulate(t, g, create_graph, holders)
+        return None
     if inputs is None:
         return None
     for i, g in enumerate(captured):
@@ -199,18 +290,41 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     return captured
 
 
+def _release_children(node, dependencies, ready):
+    for edge in node._edges:
+        if edge:
+            child = edge[0]
+            dependencies[child] -= 1
+            if dependencies[child] == 0:
+                heapq.heappush(ready, (-child._sequence_nr, id(child), child))
+
+
 def _route(buffers, holders, node, nr, grad):
     """Add a gradient to the input buffer of ``node`` at output ``nr``."""
-    buf = buffers.setdefault(node, [None] * node._num_outputs)
+    buf = buffers.get(node)
+    if buf is None:
+        buf = buffers[node] = [None] * node._num_outputs
     old = buf[nr]
     if old is not None:
-        holders[id(old.data)] -= 1
+        holders[id(old.array)] -= 1
         grad = old + grad
     buf[nr] = grad
-    holders[id(grad.data)] += 1
+    holders[id(grad.array)] += 1
 
 
 def _run_pre_hooks(node, grads, holders):
+    """The hooks on the node's outputs (a leaf's own hooks for its accumulation
+    node), then the .grad of outputs that retain it."""
+    if type(node) is AccumulateGrad:
+        hooks = node.variable.leaf_hooks()
+        if not hooks or grads[0] is None:
+            return grads
+        grad = grads[0]
+        for hook in list(hooks):
+            result = hook(grad)
+            if result is not None:
+                grad = result
+        return [grad]
     if node._pre_hooks is None and node._retained is None:
         return grads
     grads = list(grads)
@@ -224,9 +338,7 @@ def _run_pre_hooks(node, grads, holders):
     for nr, ref in (node._retained or {}).items():
         tensor = ref()
         if tensor is not None and grads[nr] is not None:
-            g = grads[nr] if grads[nr].grad_fn is not None else grads[nr].detach()
-            tensor._grad = g if tensor._grad is None else tensor._grad + g
-            holders[id(tensor._grad.data)] += 1
+            _accumulate(tensor, grads[nr], grads[nr].grad_fn is not None, holders)
     return grads
 
 
@@ -246,10 +358,10 @@ def _call_backward(node, grads):
     result = type(node).backward(node, *grads)
     if type(result) is not tuple:
         result = (result,)
-    expected = len(node.next_functions)
-    if len(result) < expected and any(e is not None for e in node.next_functions[len(result):]):
+    edges = node._edges
+    if len(result) < len(edges) and any(edges[len(result):]):
         raise RuntimeError(f"function {node.name()} returned an incorrect number of gradients "
-                           f"(expected {expected}, got {len(result)})")
+                           f"(expected {len(edges)}, got {len(result)})")
     for g in result:
         if g is not None and not isinstance(g, Tensor):
             raise TypeError(f"function {node.name()} returned a gradient of type "
@@ -257,34 +369,24 @@ def _call_backward(node, grads):
     return result
 
 
-def _accumulate(leaf, grad, create_graph, holders):
-    for hook in list(leaf._hooks or ()):
-        result = hook(grad)
-        if result is not None:
-            grad = result
-    if leaf._grad is None:
+def _accumulate(tensor, grad, create_graph, holders):
+    """Add ``grad`` to ``tensor.grad`` (the one accumulation path, for leaves,
+    ``backward(inputs=)`` and ``retain_grad``)."""
+    current = tensor._grad
+    if current is None:
         if create_graph:
-            leaf._grad = grad
+            tensor.grad = grad
         else:
             # Own the array: the gradient may be a (broadcast) view, the caller's
             # array, or handed to another input as well.
-            data = grad.data
-            if data.base is not None or holders[id(data)] > 0 or not getattr(data.flags, "writeable", True):
-                data = data.copy()
-            leaf._grad = type(grad)._make(data)
-            holders[id(data)] += 1
-    elif create_graph or leaf._grad.grad_fn is not None:
-        leaf._grad = leaf._grad + grad
+            array = grad.array
+            if array.base is not None or holders[id(array)] > 0 or not getattr(array.flags, "writeable", True):
+                array = array.copy()
+            tensor.grad = Tensor._make(array)
+            holders[id(array)] += 1
+    elif create_graph or current.grad_fn is not None:
+        tensor.grad = current + grad
     else:
-        xp = leaf._grad.xp
-        xp.add(leaf._grad.data, grad.data, out=leaf._grad.data)
-        leaf._grad._version_counter[0] += 1
-
-
-def _check_device_errors(tensors):
-    if tensors and tensors[0].device.type == "cuda":
-        from gpugrad.cuda import errors
-        errors.check()
-
-
-from gpugrad.tensor import Tensor  # noqa: E402  (tensor.py imports this module)
+        xp = current.xp
+        xp.add(current.array, grad.array, out=current.array)
+        current.increment_version()

@@ -1,7 +1,8 @@
 """Thread-local switch that says whether ops record the autograd graph.
 
-``no_grad``, ``enable_grad`` and ``set_grad_enabled`` work as context managers
-and as decorators, as in torch.
+``no_grad``, ``enable_grad``, ``inference_mode`` and ``set_grad_enabled``
+work as context managers and as decorators (``@no_grad()`` and ``@no_grad``),
+as in torch.
 """
 
 import functools
@@ -10,6 +11,7 @@ import threading
 
 class _State(threading.local):
     enabled = True
+    inference = False
 
 
 _state = _State()
@@ -20,10 +22,24 @@ def is_grad_enabled():
     return _state.enabled
 
 
+def is_inference_mode_enabled():
+    """True inside ``inference_mode()``."""
+    return _state.inference
+
+
 class _GradMode:
-    """Base of the context managers: set a mode on entry, restore it on exit."""
+    """Base of the context managers: set a mode on entry, restore it on exit.
+    Usable as ``with no_grad():``, ``@no_grad()`` and ``@no_grad``."""
 
     mode = True
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        if func is None:
+            return self
+        if not callable(func):
+            raise TypeError(f"{cls.__name__}() takes no arguments (got {func!r})")
+        return self(func)            # @no_grad without parentheses
 
     def __enter__(self):
         self._previous = _state.enabled
@@ -35,9 +51,11 @@ class _GradMode:
         return False
 
     def __call__(self, func):
+        cls = type(self)
+
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            with self.__class__():
+            with cls():
                 return func(*args, **kwargs)
         return wrapper
 
@@ -53,9 +71,47 @@ class enable_grad(_GradMode):
     mode = True
 
 
+class inference_mode(_GradMode):
+    """``inference_mode(mode=True)``: like ``no_grad`` (gpugrad keeps no extra
+    inference-only state); ``inference_mode(False)`` changes nothing."""
+
+    def __new__(cls, mode=True):
+        self = object.__new__(cls)
+        if callable(mode) and not isinstance(mode, bool):
+            self.active = True
+            return self(mode)            # @inference_mode without parentheses
+        self.active = bool(mode)
+        return self
+
+    def __init__(self, mode=True):
+        pass
+
+    def __enter__(self):
+        self._previous = (_state.enabled, _state.inference)
+        if self.active:
+            _state.enabled, _state.inference = False, True
+        return self
+
+    def __exit__(self, *exc):
+        _state.enabled, _state.inference = self._previous
+        return False
+
+    def __call__(self, func):
+        active = self.active
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with inference_mode(active):
+                return func(*args, **kwargs)
+        return wrapper
+
+
 class set_grad_enabled(_GradMode):
     """``set_grad_enabled(mode)``: sets the mode at once (as a function call)
     and restores the previous one when used as a context manager."""
+
+    def __new__(cls, mode):
+        return object.__new__(cls)
 
     def __init__(self, mode):
         self.mode = bool(mode)

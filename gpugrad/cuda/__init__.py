@@ -2,10 +2,11 @@
 loader, the fused ops' launchers and the device-side error word.
 
 Importing this package does not import CuPy; the submodules that launch
-kernels do, and they are reached only for CUDA tensors.
+kernels reach it through ``gpugrad.backend`` when a CUDA tensor is used.
 """
 
 from gpugrad import backend
+from gpugrad.cuda import errors
 
 
 def is_available():
@@ -14,37 +15,49 @@ def is_available():
 
 
 def device_count():
+    """The number of visible CUDA devices (0 without CUDA)."""
     if not is_available():
         return 0
     return backend.cupy_module().cuda.runtime.getDeviceCount()
 
 
 def current_device():
+    """The ordinal of the current CUDA device."""
     return backend.cupy_module().cuda.runtime.getDevice()
 
 
+def set_device(device):
+    """Make ``device`` (an ordinal, 'cuda:N' or a device) the current CUDA device."""
+    backend.cupy_module().cuda.Device(_index(device)).use()
+
+
+def _index(device):
+    if device is None:
+        return current_device()
+    if isinstance(device, int):
+        return device
+    return backend.device(device).index or 0
+
+
 def synchronize(device=None):
-    """Wait for all work on the device, then raise any error its kernels recorded."""
+    """Wait for all work on the device, then raise any error its kernels recorded
+    (IndexError for an out-of-range class index)."""
     if not is_available():
         return
     cp = backend.cupy_module()
-    with cp.cuda.Device(current_device() if device is None else backend.device(device).index or 0):
+    index = _index(device)
+    with cp.cuda.Device(index):
         cp.cuda.Device().synchronize()
-    from gpugrad.cuda import errors
-    errors.check()
+    errors.raise_recorded(index)
 
 
-def manual_seed(seed):
-    if is_available():
-        backend.cupy_module().random.seed(int(seed))
-
-
-def memory_allocated():
-    """Bytes currently in use in CuPy's memory pool (torch.cuda.memory_allocated)."""
+def memory_allocated(device=None):
+    """Bytes in use in CuPy's memory pool (torch.cuda.memory_allocated)."""
     return backend.cupy_module().get_default_memory_pool().used_bytes() if is_available() else 0
 
 
 def get_device_name(device=None):
+    """The name of a CUDA device, e.g. 'NVIDIA H100 80GB HBM3'."""
     cp = backend.cupy_module()
-    index = current_device() if device is None else backend.device(device).index or 0
-    return cp.cuda.runtime.getDeviceProperties(index)["name"].decode()
+    name = cp.cuda.runtime.getDeviceProperties(_index(device))["name"]
+    return name.decode() if isinstance(name, bytes) else name

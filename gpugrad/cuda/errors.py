@@ -1,50 +1,118 @@
-"""The device-side error word.
+"""The device-side error word: bad indices reported without a host sync.
 
-Kernels that index by class (cross-entropy, the nll_loss target check) record
-the first out-of-range target in a small int64 buffer per device
-([flag, value, classes]) instead of asserting: a device assert would leave the
-CUDA context unusable.  Python reads the word lazily, at the next synchronising
-read (``item()``, ``numpy()``, ``tolist()``, a copy to the CPU, the end of
-``backward()``), or right after each launch when ``GPUGRAD_DEBUG=1``, and
-raises IndexError.  The word is cleared when read, so the process goes on.
+A kernel that indexes by class or by position (cross-entropy, nll_loss's
+target check, embedding and gather index checks) and meets an index out of
+range writes ``[kind, value, bound]`` into a small word instead of asserting
+(a device assert would leave the CUDA context unusable).  ``kind`` is 1 for a
+class index (outside ``[0, C)`` and not ``ignore_index``), 2 for a position.
+
+The word lives in pinned host memory that the GPU writes directly (unified
+addressing: every 64-bit CUDA platform), so the host reads it without a copy
+and without waiting: at the end of ``backward()`` it is polled (an error a
+finished kernel wrote is raised there), and at the synchronising calls users
+already make (``item()``, ``tolist()``, ``numpy()``, ``cpu()``,
+``cuda.synchronize()``) it is read after their sync, which also waits for the
+other streams that launched such kernels (stream-correct).  IndexError names
+the value; the word is then cleared and the process goes on.  With
+``GPUGRAD_DEBUG=1`` every such launch is synchronised and checked at once.
 """
 
 import os
 
+import numpy
+
 from gpugrad import backend
 
-_buffers = {}       # device id -> cupy int64 [flag, value, classes]
-_pending = set()    # devices with a launch that may have recorded an error since the last read
+CLASS_INDEX = 1
+POSITION = 2
+
+_buffers = {}       # device id -> _Word
+_pending = {}       # device id -> {stream pointer: stream} of launches not yet checked after a sync
+
+
+class _Word:
+    """Three int64 [kind, value, bound] a kernel can write and the host can read.
+    ``argument`` is what a kernel launch takes for it."""
+
+    def __init__(self, cp, device_id):
+        allocate = getattr(cp.cuda, "alloc_pinned_memory", None)
+        with cp.cuda.Device(device_id):
+            if allocate is not None:
+                self._memory = allocate(3 * 8)
+                self._host = numpy.frombuffer(self._memory, dtype=numpy.int64, count=3)
+                self._host[...] = 0
+                self.argument = numpy.uint64(self._memory.ptr)
+            else:   # a CuPy stand-in without pinned memory: a device word, read by copy
+                self._host = None
+                self._device = cp.zeros(3, dtype=cp.int64)
+                self.argument = self._device
+
+    def get(self):
+        """The word's three values (a copy)."""
+        return self._host.copy() if self._host is not None else self._device.get()
+
+    def fill(self, value):
+        if self._host is not None:
+            self._host[...] = value
+        else:
+            self._device.fill(value)
 
 
 def buffer(device_id):
     """The error word of a device (allocated, zeroed, on first use)."""
-    buf = _buffers.get(device_id)
-    if buf is None:
-        cp = backend.cupy_module()
-        with cp.cuda.Device(device_id):
-            buf = cp.zeros(3, dtype=cp.int64)
-        _buffers[device_id] = buf
-    return buf
+    word = _buffers.get(device_id)
+    if word is None:
+        word = _buffers[device_id] = _Word(backend.cupy_module(), device_id)
+    return word
+
+
+def argument(device_id):
+    """The error word of a device as a kernel argument."""
+    return buffer(device_id).argument
 
 
 def launched(device_id):
-    """Note a launch that may set the word; checks at once under GPUGRAD_DEBUG=1."""
-    _pending.add(device_id)
+    """Note a launch that may write the word; checks at once under GPUGRAD_DEBUG=1."""
+    cp = backend.cupy_module()
+    get_stream = getattr(cp.cuda, "get_current_stream", None)   # (absent from minimal stand-ins)
+    stream = get_stream() if get_stream is not None else None
+    _pending.setdefault(device_id, {})[getattr(stream, "ptr", 0)] = stream
     if os.environ.get("GPUGRAD_DEBUG") == "1":
-        check()
+        if stream is not None:
+            stream.synchronize()
+        raise_recorded(device_id)
 
 
-def check():
-    """Raise IndexError for a bad class index recorded by a kernel (a synchronising read)."""
-    while _pending:
-        device_id = _pending.pop()
-        buf = _buffers[device_id]
-        cp = backend.cupy_module()
-        with cp.cuda.Device(device_id):
-            flag, value, classes = (int(v) for v in buf.get())
-            if flag:
-                buf.fill(0)
-                raise IndexError(
-                    f"Target {value} is out of bounds: class indices must lie in [0, {classes}) "
-                    f"or equal ignore_index (recorded by a CUDA kernel on cuda:{device_id})")
+def poll(device_id=None):
+    """Raise what a kernel has already recorded, without waiting for anything."""
+    _raise_from_words(device_id)
+
+
+def raise_recorded(device_id=None):
+    """At a synchronising call (the current stream has been waited for): wait
+    for the other streams that launched a checking kernel, then raise what
+    was recorded.  A no-op when no such kernel ran since the last call."""
+    if not _pending:
+        return
+    cp = backend.cupy_module()
+    get_stream = getattr(cp.cuda, "get_current_stream", None)
+    current = get_stream().ptr if get_stream is not None else 0
+    for dev in [d for d in _pending if device_id is None or d == device_id]:
+        for pointer, stream in _pending.pop(dev).items():
+            if pointer != current and stream is not None:
+                stream.synchronize()
+    _raise_from_words(device_id)
+
+
+def _raise_from_words(device_id):
+    for dev, word in _buffers.items():
+        if device_id is not None and dev != device_id:
+            continue
+        kind, value, bound = (int(v) for v in word.get())
+        if kind:
+            word.fill(0)
+            if kind == POSITION:
+                raise IndexError(f"index {value} is out of bounds for a dimension of size {bound} "
+                                 f"(recorded by a CUDA kernel on cuda:{dev})")
+            raise IndexError(f"Target {value} is out of bounds: class indices must lie in [0, {bound}) or "
+                             f"equal ignore_index (recorded by a CUDA kernel on cuda:{dev})")

@@ -9,31 +9,35 @@ checked without a GPU is exactly what runs on one.
 import functools
 import itertools
 import pathlib
+from importlib import resources
+
+from gpugrad import backend
 
 COMPILE_OPTIONS = ("--std=c++17",)
 
 # Template arguments by dtype name.
-FLOAT_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
+FLOAT_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "float64": "double"}
+ACC_TYPES = {"float32": "float", "float64": "double"}
 INDEX_TYPES = {"int32": "int", "int64": "long long"}
+APPLY_MODES = {"lse_grad": 0, "softmax": 1, "log_softmax": 2}
 
 
 def _expand(template, **choices):
     keys = list(choices)
-    names = []
-    for values in itertools.product(*(choices[k] for k in keys)):
-        names.append(template.format(**dict(zip(keys, values))))
-    return names
+    return [template.format(**dict(zip(keys, values))) for values in itertools.product(*choices.values())]
 
 
+_T = list(FLOAT_TYPES.values())
+_I = list(INDEX_TYPES.values())
 INSTANTIATIONS = {
-    "logsumexp.cu": _expand("logsumexp_forward<{t}>", t=FLOAT_TYPES.values())
-                    + _expand("logsumexp_backward<{t}>", t=FLOAT_TYPES.values()),
-    "softmax.cu": _expand("softmax_forward<{t}, {log}>", t=FLOAT_TYPES.values(), log=("false", "true"))
-                  + _expand("softmax_backward<{t}, {log}>", t=FLOAT_TYPES.values(), log=("false", "true")),
-    "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=FLOAT_TYPES.values(), i=INDEX_TYPES.values())
-                        + _expand("cross_entropy_backward<{t}, {i}>", t=FLOAT_TYPES.values(),
-                                  i=INDEX_TYPES.values())
-                        + _expand("check_targets<{i}>", i=INDEX_TYPES.values()),
+    "logsumexp.cu": _expand("logsumexp_forward<{t}>", t=_T)
+                    + _expand("apply_stats<{t}, {mode}>", t=_T, mode=APPLY_MODES.values()),
+    "softmax.cu": _expand("softmax_forward<{t}, {log}>", t=_T, log=("false", "true"))
+                  + _expand("softmax_backward<{t}, {log}>", t=_T, log=("false", "true")),
+    "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=_T, i=_I)
+                        + _expand("cross_entropy_backward<{t}, {i}>", t=_T, i=_I)
+                        + _expand("cross_entropy_total_weight<{a}, {i}>", a=ACC_TYPES.values(), i=_I)
+                        + _expand("check_indices<{i}>", i=_I),
 }
 
 
@@ -42,7 +46,6 @@ def kernel_dir():
     tree = pathlib.Path(__file__).resolve().parents[2] / "kernels"
     if (tree / "common.cuh").is_file():
         return tree
-    from importlib import resources
     return pathlib.Path(str(resources.files("gpugrad.kernels")))
 
 
@@ -56,8 +59,7 @@ def options():
 
 @functools.lru_cache(maxsize=None)
 def _module(filename, device_id):
-    from gpugrad.backend import cupy_module
-    cp = cupy_module()
+    cp = backend.cupy_module()
     with cp.cuda.Device(device_id):
         module = cp.RawModule(code=source(filename), options=options(),
                               name_expressions=INSTANTIATIONS[filename])
@@ -65,8 +67,13 @@ def _module(filename, device_id):
     return module
 
 
+@functools.lru_cache(maxsize=None)
+def _function(filename, name, device_id):
+    return _module(filename, device_id).get_function(name)
+
+
 def get_function(filename, name, device_id):
     """The compiled kernel ``name`` (a name expression of INSTANTIATIONS) on a device."""
     if name not in INSTANTIATIONS[filename]:
         raise KeyError(f"{name} is not instantiated by {filename}")
-    return _module(filename, device_id).get_function(name)
+    return _function(filename, name, device_id)

@@ -1,6 +1,5 @@
 """Neural-network building blocks with torch.nn's names."""
 
-from gpugrad.nn import functional, init
+from gpugrad.nn import functional, init, utils
 from gpugrad.nn.modules import *  # noqa: F401,F403
-
-from gpugrad.nn import utils
+from gpugrad.nn.modules import Module, Parameter  # noqa: F401

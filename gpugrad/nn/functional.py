@@ -1,28 +1,42 @@
 """torch.nn.functional's names: activations, losses, linear, dropout,
-layer_norm, embedding.
+layer_norm, embedding, one_hot, pad.
 
-cross_entropy with class indices is one fused Function (CrossEntropy): the
-forward keeps only the per-row log-sum-exp, the backward recomputes the
-softmax in one pass (the CUDA kernels of kernels/cross_entropy.cu on the GPU,
-the same math in array code on the CPU), and that backward is a Function
-again, so second derivatives work.  The other losses are compositions of
-differentiable ops.
+This module validates arguments (shapes, dtypes, devices, options) and calls
+the ops: cross-entropy is the fused op of ``gpugrad/ops/fused.py``; the other
+losses are compositions of differentiable ops (binary cross-entropy is one
+Function, for torch's clamped gradient at 0 and 1).
 """
 
-from gpugrad import backend, dtypes
+import math
+import warnings
+
+from gpugrad import dtypes, random
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.ops.elementwise import gelu, relu, sigmoid, softplus, tanh, where  # noqa: F401
-from gpugrad.ops.reduction import (accumulate_dtype, log_softmax, logsumexp, logsumexp_parts,  # noqa: F401
-                                   shifted, softmax)
+from gpugrad.cuda import errors as device_errors
+from gpugrad.cuda import fused as cuda_fused
+from gpugrad.ops import fused
+from gpugrad.ops.elementwise import (clamp, gelu, relu, sigmoid, silu, softplus, tanh,  # noqa: F401 (re-exported)
+                                     where)
+from gpugrad.ops.fused import log_softmax, logsumexp, softmax  # noqa: F401 (re-exported)
+from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
+from gpugrad.ops.shape import pad  # noqa: F401 (re-exported)
 from gpugrad.tensor import Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _check_reduction(reduction):
+def _reduction(reduction, size_average=None, reduce=None):
+    """The reduction, honouring torch's deprecated size_average / reduce
+    (with torch's warning) and rejecting unknown names."""
+    if size_average is not None or reduce is not None:
+        warnings.warn("size_average and reduce args will be deprecated, please use reduction='sum' instead.",
+                      UserWarning, stacklevel=3)
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "none" if not reduce else ("mean" if size_average else "sum")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    return reduction
 
 
 def _reduce(loss, reduction):
@@ -31,155 +45,39 @@ def _reduce(loss, reduction):
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
-# -- cross-entropy -------------------------------------------------------------------
-
-def _row_weights_and_mask(xp, target, weight, ignore_index, acc):
-    """(valid rows, target clamped into range, w_t with 0 on ignored rows)."""
-    valid = target != ignore_index
-    safe = xp.where(valid, target, 0)
-    w_t = valid.astype(acc) if weight is None else weight.astype(acc)[safe] * valid
-    return valid, safe, w_t
+def _check_tensor(value, name, what):
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}(): argument '{what}' must be a Tensor, not {type(value).__name__}")
 
 
-def _check_targets_on_cpu(target, classes, ignore_index):
-    bad = (target != ignore_index) & ((target < 0) | (target >= classes))
-    if bad.any():
-        value = int(target[bad][0])
-        raise IndexError(f"Target {value} is out of bounds: class indices must lie in [0, {classes}) "
-                         f"or equal ignore_index ({ignore_index})")
+# -- cross-entropy and nll -----------------------------------------------------------------
 
-
-def _cross_entropy_rows(xp, x, target, weight, ignore_index, smoothing):
-    """Array code of the fused forward (any device): per-row loss, w_t, m, ls."""
-    rows, classes = x.shape
-    acc = accumulate_dtype(x.dtype)
-    m, ls = logsumexp_parts(xp, x, (1,))
-    xa = x.astype(acc, copy=False)
-    valid, safe, w_t = _row_weights_and_mask(xp, target, weight, ignore_index, acc)
-    x_t = xa[xp.arange(rows), safe]
-    loss = (1 - smoothing) * w_t * ((m[:, 0] - x_t) + ls[:, 0])
-    if smoothing:
-        spread = (m - xa) + ls                     # -log_softmax, accurate for large logits
-        if weight is not None:
-            spread = spread * weight.astype(acc)
-        loss = loss + (smoothing / classes) * spread.sum(axis=1)
-    loss = xp.where(valid, loss, 0)
-    return loss, w_t, m[:, 0], ls[:, 0]
-
-
-def _cross_entropy_grad_terms(xp, target, weight, ignore_index, smoothing, classes, acc):
-    """S (rows,) and the dense target distribution T (rows, C), grad = G * (softmax * S - T),
-    for the second derivative."""
-    valid, safe, w_t = _row_weights_and_mask(xp, target, weight, ignore_index, acc)
-    total = classes if weight is None else weight.astype(acc).sum()
-    scale = (1 - smoothing) * w_t + (smoothing / classes) * total * valid
-    spread = xp.ones(classes, dtype=acc) if weight is None else weight.astype(acc)
-    dist = (smoothing / classes) * spread[None, :] * valid[:, None].astype(acc)
-    dist[xp.arange(target.shape[0]), safe] += (1 - smoothing) * w_t
-    return scale, dist
-
-
-def _cross_entropy_grad_array(xp, x, m, ls, per_row, target, weight, ignore_index, smoothing):
-    """Array code of the fused backward: G * (softmax * S - T) with T applied
-    in place (its smoothing part as a broadcast row, its target part by index),
-    so no dense target distribution is built; ignored rows are exactly 0."""
-    rows, classes = x.shape
-    acc = accumulate_dtype(x.dtype)
-    valid, safe, w_t = _row_weights_and_mask(xp, target, weight, ignore_index, acc)
-    total = classes if weight is None else weight.astype(acc).sum()
-    g = xp.where(valid, xp.broadcast_to(xp.asarray(per_row, dtype=acc), (rows,)), 0)
-    column = (lambda v: v.reshape(-1, 1) if getattr(v, "ndim", 0) else v)
-    out = shifted(xp, x, column(m), column(ls), exp=True)
-    out *= (g * ((1 - smoothing) * w_t + (smoothing / classes) * total))[:, None]
-    if smoothing:
-        spread = xp.ones(classes, dtype=acc) if weight is None else weight.astype(acc)
-        out -= (g * (smoothing / classes))[:, None] * spread[None, :]
-    out[xp.arange(rows), safe] -= g * (1 - smoothing) * w_t
-    if not bool(valid.all()):
-        out[~valid] = 0          # also where an ignored row's logits are all -inf
-    return out.astype(x.dtype, copy=False)
-
-
-class CrossEntropy(InternalFunction):
-    """Fused softmax cross-entropy over (rows, C) logits with class-index targets."""
-
-    @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, reduction, smoothing):
-        xp = ctx.xp
-        if backend.is_cupy_array(x):
-            from gpugrad.cuda import fused
-            loss, w_t, m, ls = fused.cross_entropy_forward(x, target, weight, ignore_index, smoothing)
-        else:
-            _check_targets_on_cpu(target, x.shape[1], ignore_index)
-            loss, w_t, m, ls = _cross_entropy_rows(xp, x, target, weight, ignore_index, smoothing)
-        denominator = w_t.sum() if reduction == "mean" else None
-        ctx.save_for_backward(x, m, ls, target, weight, denominator)
-        ctx.options = (ignore_index, reduction, smoothing)
-        if reduction == "none":
-            return loss.astype(x.dtype, copy=False)
-        total = loss.sum()
-        return (total if reduction == "sum" else total / denominator).astype(x.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, m, ls, target, weight, denominator = ctx.saved_tensors
-        ignore_index, reduction, smoothing = ctx.options
-        per_row = grad / denominator if reduction == "mean" else grad
-        if is_grad_enabled():       # create_graph: the log-sum-exp must stay linked to x
-            m, ls = logsumexp(x, 1), 0.0
-        grad_x = CrossEntropyBackward.apply(x, m, ls, per_row, target, weight, ignore_index, smoothing)
-        return grad_x, None, None, None, None, None
-
-
-class CrossEntropyBackward(InternalFunction):
-    """grad_x = G * (exp((x - m) - ls) * S - T) in one pass; differentiable again."""
-
-    @staticmethod
-    def forward(ctx, x, m, ls, per_row, target, weight, ignore_index, smoothing):
-        ctx.save_for_backward(x, m, ls, per_row, target, weight)
-        ctx.options = (ignore_index, smoothing)
-        xp = ctx.xp
-        acc = accumulate_dtype(x.dtype)
-        if backend.is_cupy_array(x) and getattr(ls, "dtype", None) == acc:
-            from gpugrad.cuda import fused
-            return fused.cross_entropy_backward(x, target, weight, ignore_index, smoothing, m, ls, per_row)
-        return _cross_entropy_grad_array(xp, x, m, ls, per_row, target, weight, ignore_index, smoothing)
-
-    @staticmethod
-    def backward(ctx, grad_grad):
-        x, m, ls, per_row, target, weight = ctx.saved_tensors
-        ignore_index, smoothing = ctx.options
-        acc = accumulate_dtype(x.dtype)
-        scale, dist = _cross_entropy_grad_terms(x.xp, target.data, None if weight is None else weight.data,
-                                                ignore_index, smoothing, x.shape[1], acc)
-        scale, dist = Tensor._make(scale[:, None]), Tensor._make(dist)
-        column = (lambda t: t.reshape(-1, 1) if isinstance(t, Tensor) and t.ndim else t)
-        g = column(per_row)
-        p = ((x - column(m)) - column(ls)).exp()
-        weighted = grad_grad * g * scale * p
-        grad_shift = -weighted.sum(1)
-        grad_g = (grad_grad * (p * scale - dist)).sum(1)
-        if isinstance(per_row, Tensor) and per_row.ndim == 0:
-            grad_g = grad_g.sum()
-        return weighted, grad_shift, grad_shift, grad_g, None, None, None, None
-
-
-def _class_dim_last(input, target):
-    """(rows, C) logits and (rows,) int32/int64 targets from input (C,), (N, C) or (N, C, d1, ...)."""
-    if target.dtype not in (dtypes.int32, dtypes.int64):
-        target = target.to(dtypes.int64)
-    if input.ndim == 1:
-        return input.unsqueeze(0), target.reshape(1)
-    if input.ndim == 2:
-        return input, target
-    rows = input.permute((0,) + tuple(range(2, input.ndim)) + (1,))
-    return rows.reshape(-1, input.shape[1]), target.reshape(-1)
+def _check_class_input(input, target, weight, name):
+    _check_tensor(input, name, "input")
+    _check_tensor(target, name, "target")
+    if not dtypes.is_floating_point(input.dtype):
+        raise RuntimeError(f"{name}: expected a floating-point input, got {dtypes.dtype_name(input.dtype)}")
+    if input.ndim == 0:
+        raise RuntimeError(f"{name}: input must have at least one dimension (the classes), got a scalar")
+    for other, what in ((target, "target"), (weight, "weight")):
+        if other is not None and other.device != input.device:
+            raise RuntimeError(f"{name}: expected {what} on {input.device} like the input, "
+                               f"but it is on {other.device}")
+    classes = input.shape[1] if input.ndim >= 2 else input.shape[0]
+    if weight is not None:
+        if weight.ndim != 1 or weight.shape[0] != classes:
+            raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no "
+                               f"classes but got weight tensor of shape: {list(weight.shape)}")
+        if weight.dtype != input.dtype:
+            raise RuntimeError(f"{name}: expected weight of dtype {dtypes.dtype_name(input.dtype)} like the input, "
+                               f"got {dtypes.dtype_name(weight.dtype)}")
+    return classes
 
 
 def _check_class_targets(input, target, name):
-    if target.dtype.kind not in "iu":
-        raise RuntimeError(f"{name}: expected target of dtype int64 or int32 with class indices, "
-                           f"got {target.dtype}")
+    if target.dtype not in (dtypes.int64, dtypes.int32, dtypes.uint8, dtypes.int16, dtypes.int8):
+        raise RuntimeError(f"{name}: expected target of dtype int64 (class indices) or of the input's "
+                           f"floating dtype (class probabilities), got {dtypes.dtype_name(target.dtype)}")
     expected = input.shape[:1] + input.shape[2:] if input.ndim >= 2 else ()
     if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]:
         raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
@@ -189,23 +87,9 @@ def _check_class_targets(input, target, name):
                            f"for input of size {list(input.shape)}")
 
 
-def _check_common(input, target, weight, reduction, name):
-    _check_reduction(reduction)
-    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(f"{name}: input and target must be Tensors")
-    if input.dtype.kind != "f":
-        raise RuntimeError(f"{name}: expected a floating-point input, got {input.dtype}")
-    if input.ndim == 0:
-        raise RuntimeError(f"{name}: input must have at least one dimension (the classes), got a scalar")
-    for other, what in ((target, "target"), (weight, "weight")):
-        if other is not None and other.device != input.device:
-            raise RuntimeError(f"{name}: expected {what} on {input.device} like the input, "
-                               f"but it is on {other.device}")
-    classes = input.shape[1] if input.ndim >= 2 else input.shape[0]
-    if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
-        raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no "
-                           f"classes but got weight tensor of shape: {list(weight.shape)}")
-    return classes
+def _class_indices(target):
+    """Targets as int32 / int64 (what the kernels index with)."""
+    return target if target.dtype in (dtypes.int32, dtypes.int64) else target.to(dtypes.int64)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -215,23 +99,24 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     input: (C,), (N, C) or (N, C, d1, ...) floating point.
     target: class indices (int64/int32) of shape (), (N,) or (N, d1, ...), or
     class probabilities of the input's shape.
-    weight: optional (C,) class weights; ignore_index: targets that contribute
-    no loss and no gradient ('mean' divides by the weight of the rest; all
-    ignored gives nan, as in torch); label_smoothing in [0, 1].
-    Raises IndexError for a class index outside [0, C) (on the GPU at the next
-    synchronising read).
+    weight: optional (C,) class weights of the input's dtype; ignore_index:
+    targets that contribute no loss and no gradient ('mean' divides by the
+    weight of the rest; all ignored gives nan, as in torch); label_smoothing in [0, 1].
+    Raises IndexError for a class index outside [0, C) (on the GPU at the
+    next synchronising read).  Fused: one pass forward, one backward.
     """
-    classes = _check_common(input, target, weight, reduction, "cross_entropy")
+    reduction = _reduction(reduction, size_average, reduce)
+    classes = _check_class_input(input, target, weight, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    if target.dtype.kind == "f":
+    if dtypes.is_floating_point(target.dtype):
         return _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing, classes)
     _check_class_targets(input, target, "cross_entropy")
-    rows, flat_target = _class_dim_last(input, target)
-    weight_data = None if weight is None else weight.detach().to(input.dtype)
-    loss = CrossEntropy.apply(rows, flat_target.detach(), weight_data, int(ignore_index), reduction,
-                              float(label_smoothing))
-    return loss.reshape(target.shape) if reduction == "none" else loss
+    target = _class_indices(target)
+    if input.ndim == 1:
+        return fused.cross_entropy(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction,
+                                   label_smoothing).reshape(())
+    return fused.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
 
 
 def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, classes):
@@ -255,68 +140,132 @@ def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, cl
     return loss.sum() / (input.numel() // classes)
 
 
-def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-             reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` at class indices
     ``target`` (shapes as in cross_entropy); ``nll_loss(log_softmax(x, 1), t)``
     equals ``cross_entropy(x, t)``."""
-    classes = _check_common(input, target, weight, reduction, "nll_loss")
+    reduction = _reduction(reduction, size_average, reduce)
+    _check_class_input(input, target, weight, "nll_loss")
     _check_class_targets(input, target, "nll_loss")
-    rows, flat = _class_dim_last(input, target)
-    xp = input.xp
-    t = flat.data
-    if backend.is_cupy_array(t):
-        from gpugrad.cuda import fused
-        fused.check_targets(t, classes, int(ignore_index))
-    else:
-        _check_targets_on_cpu(t, classes, ignore_index)
-    acc = accumulate_dtype(input.dtype)
-    valid = (t != ignore_index) & (t >= 0) & (t < classes)
-    safe = xp.where(valid, t, 0)
-    w_t = valid.astype(acc) if weight is None else weight.data.astype(acc)[safe] * valid
-    picked = rows[Tensor._make(xp.arange(t.shape[0])), Tensor._make(safe)]
-    loss = -picked * Tensor._make(w_t.astype(input.dtype))
-    if reduction == "none":
-        return loss.reshape(target.shape)
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / Tensor._make(w_t.sum().astype(input.dtype))
+    target = _class_indices(target)
+    if input.ndim == 1:
+        input, target = input.unsqueeze(0), target.reshape(1)
+        loss = fused.nll_loss_gather(input, target, weight, int(ignore_index), reduction)
+        return loss.reshape(()) if reduction == "none" else loss
+    return fused.nll_loss_gather(input, target, weight, int(ignore_index), reduction)
 
 
 # -- other losses -----------------------------------------------------------------------
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    """Mean squared error (broadcasting input against target)."""
-    _check_reduction(reduction)
+def _warn_shape(input, target):
     if input.shape != target.shape:
-        import warnings
         warnings.warn(f"Using a target size ({list(target.shape)}) that is different to the input size "
                       f"({list(input.shape)}). This will likely lead to incorrect results due to "
-                      "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=2)
+                      "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean squared error (broadcasting input against target, with torch's warning)."""
+    reduction = _reduction(reduction, size_average, reduce)
+    _warn_shape(input, target)
     diff = input - target
-    return _reduce(diff * diff, reduction)
+    loss = diff * diff
+    return _reduce(loss if weight is None else loss * weight, reduction)
 
 
-def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    _check_reduction(reduction)
-    return _reduce((input - target).abs(), reduction)
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Mean absolute error."""
+    reduction = _reduction(reduction, size_average, reduce)
+    _warn_shape(input, target)
+    loss = (input - target).abs()
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta = 0: l1)."""
+    reduction = _reduction(reduction, size_average, reduce)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    _warn_shape(input, target)
+    diff = (input - target).abs()
+    if beta == 0:
+        return _reduce(diff, reduction)
+    loss = where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
+    return _reduce(loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere."""
+    reduction = _reduction(reduction)
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    _warn_shape(input, target)
+    diff = (input - target).abs()
+    loss = where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """KL(target || exp(input)) elementwise: target (log target - input); 'batchmean'
+    divides the sum by the batch size (what the math calls KL divergence)."""
+    if reduction == "batchmean":
+        batchmean, reduction = True, "sum"
+    else:
+        batchmean = False
+        reduction = _reduction(reduction, size_average, reduce)
+        if reduction == "mean":
+            warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support "
+                          "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+                          "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+                          "major release.", UserWarning, stacklevel=2)
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        loss = where(target > 0, target * (target.clamp(min=1e-45 if target.dtype == dtypes.float64 else 1e-38)
+                                           .log() - input), 0.0)
+    out = _reduce(loss, reduction)
+    return out / input.shape[0] if batchmean and input.ndim else out
+
+
+class BinaryCrossEntropy(InternalFunction):
+    """-w (t log p + (1 - t) log(1 - p)) with the logs clamped at -100 and
+    torch's gradient w (p - t) / max(p (1 - p), 1e-12): finite at p = 0 and 1."""
+
+    @staticmethod
+    def forward(ctx, p, target, weight):
+        xp = ctx.xp
+        ctx.save_for_backward(p, target, weight)
+        log_p = xp.maximum(xp.log(p), -100)
+        log_q = xp.maximum(xp.log1p(-p), -100)
+        loss = -(target * log_p + (1 - target) * log_q)
+        if weight is not None:
+            loss = loss * weight
+        return loss.astype(p.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, target, weight = ctx.saved_tensors
+        scale = grad if weight is None else grad * weight
+        grad_p = grad_t = None
+        if ctx.needs_input_grad[0]:
+            grad_p = scale * (p - target) / (p * (1 - p)).clamp(min=1e-12)
+        if ctx.needs_input_grad[1]:
+            grad_t = scale * ((1 - p).log().clamp(min=-100) - p.log().clamp(min=-100))
+        return grad_p, grad_t, None
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
-    """-w (t log x + (1 - t) log(1 - x)) for probabilities x; logs clamped at
-    -100 as in torch."""
-    _check_reduction(reduction)
+    """Binary cross-entropy of probabilities ``input`` in [0, 1] (logs clamped
+    at -100 as in torch, so a saturated sigmoid gives a finite gradient)."""
+    reduction = _reduction(reduction, size_average, reduce)
     if target.shape != input.shape:
         raise ValueError(f"Using a target size ({list(target.shape)}) that is different to the input size "
                          f"({list(input.shape)}) is deprecated. Please ensure they have the same size.")
-    if input.numel() and (bool((input.detach() < 0).any()) or bool((input.detach() > 1).any())):
+    if input.numel() and (bool((input.array < 0).any()) or bool((input.array > 1).any())):
         raise RuntimeError("all elements of input should be between 0 and 1")
-    log_x = input.log().clamp(min=-100)
-    log_1mx = (1 - input).log().clamp(min=-100)
-    loss = -(target * log_x + (1 - target) * log_1mx)
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, reduction)
+    target = target.to(input.dtype)
+    w = None if weight is None else weight.to(input.dtype).expand(input.shape)
+    return _reduce(BinaryCrossEntropy.apply(input, target, w), reduction)
 
 
 class BinaryCrossEntropyWithLogits(InternalFunction):
@@ -329,7 +278,7 @@ class BinaryCrossEntropyWithLogits(InternalFunction):
         ctx.save_for_backward(x, target, pos_weight)
         softplus_neg = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)     # log(1 + e^-x)
         scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-        return (1 - target) * x + scale * softplus_neg
+        return ((1 - target) * x + scale * softplus_neg).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
@@ -348,7 +297,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                                      reduction="mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one stable expression (no overflow for
     large |logits|)."""
-    _check_reduction(reduction)
+    reduction = _reduction(reduction, size_average, reduce)
     if target.shape != input.shape:
         raise ValueError(f"Target size ({list(target.shape)}) must be the same as input size "
                          f"({list(input.shape)})")
@@ -360,54 +309,22 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     return _reduce(loss, reduction)
 
 
-# -- layers -------------------------------------------------------------------------------
+# -- layers ---------------------------------------------------------------------------------
 
-class Linear(InternalFunction):
-    """x @ W^T + b as one node; the weight and bias gradients come out as new
-    contiguous arrays (no transposed views to copy into .grad)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        needs = ctx.needs_input_grad
-        ctx.save_for_backward(x if needs[1] else None, weight if needs[0] else None)
-        out = ctx.xp.matmul(x, weight.T)
-        if bias is not None:
-            out += bias
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        rows = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad @ weight if needs[0] else None
-        grad_weight = rows.mT @ x.reshape(-1, x.shape[-1]) if needs[1] else None
-        grad_bias = rows.sum(0) if needs[2] else None
-        return grad_x, grad_weight, grad_bias
-
-
-def linear(input, weight, bias=None):
-    """input @ weight.T + bias; input (..., in_features), weight (out_features, in_features)."""
-    if input.shape[-1:] != weight.shape[-1:] or weight.ndim != 2:
-        raise RuntimeError(f"linear: input has {input.shape[-1] if input.ndim else 0} features (shape "
-                           f"{list(input.shape)}) but the weight expects {weight.shape[-1]} (weight shape "
-                           f"{list(weight.shape)})")
-    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
-        raise RuntimeError(f"linear: input dtype {input.dtype} does not match weight dtype {weight.dtype}")
-    return Linear.apply(input, weight, bias)
-
-
-def dropout(input, p=0.5, training=True, inplace=False):
-    """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
+def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
+    """Zero each element with probability p and scale the rest by 1/(1-p)
+    (training only).  ``generator=`` (a gpugrad extension) draws the mask
+    from a generator of one's own."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return input
     if p == 1.0:
-        return input * 0
-    from gpugrad import random
-    keep = random.uniform_array(input.xp, input.shape, 0.0, 1.0, input.dtype) >= p
-    return input * Tensor._make((keep / (1 - p)).astype(input.dtype))
+        mask = Tensor._make(input.xp.zeros(input.shape, dtype=input.dtype))
+    else:
+        keep = random.generator_for(input.device, generator).uniform(input.shape, 0.0, 1.0, dtypes.float32) >= p
+        mask = Tensor._make((keep / (1 - p)).astype(input.dtype))
+    return input.mul_(mask) if inplace else input * mask
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -420,8 +337,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
                            f"[*, {', '.join(map(str, normalized_shape))}], but got input of size "
                            f"{list(input.shape)}")
     dims = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    mean = input.mean(dims, keepdim=True)
-    centered = input - mean
+    centered = input - input.mean(dims, keepdim=True)
     var = (centered * centered).mean(dims, keepdim=True)
     out = centered * (var + eps).rsqrt()
     if weight is not None:
@@ -431,21 +347,29 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return out
 
 
-def embedding(input, weight, padding_idx=None):
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False):
     """Rows of ``weight`` at the indices ``input`` (any shape); the row at
-    padding_idx receives no gradient."""
+    padding_idx receives no gradient.  An index outside [0, num_embeddings)
+    raises IndexError (on the GPU at the next synchronising read)."""
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
     if input.dtype.kind not in "iu":
-        raise RuntimeError(f"embedding: expected integer indices, got {input.dtype}")
+        raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+                           f"Long, Int; but got {dtypes.dtype_name(input.dtype)} instead")
     rows = weight.shape[0]
     if input.numel():
-        low, high = int(input.data.min()), int(input.data.max())
-        if low < -rows or high >= rows:
-            raise IndexError(f"embedding: index {high if high >= rows else low} is out of range for "
-                             f"{rows} rows")
+        if input.is_cuda:
+            cuda_fused.check_index_range(input.array, 0, rows, device_errors.POSITION, rows)
+        else:
+            low, high = int(input.array.min()), int(input.array.max())
+            if low < 0 or high >= rows:
+                raise IndexError(f"index out of range in self (index {high if high >= rows else low}, "
+                                 f"num_embeddings {rows})")
     out = weight[input]
     if padding_idx is not None:
         padding_idx = padding_idx % rows
-        mask = Tensor._make((input.data == padding_idx)[..., None])
+        mask = Tensor._make((input.array == padding_idx)[..., None])
         out = where(mask, out.detach(), out)
     return out
 
@@ -456,20 +380,141 @@ def one_hot(tensor, num_classes=-1):
         raise RuntimeError("one_hot is only applicable to index tensor.")
     xp = tensor.xp
     if num_classes < 0:
-        num_classes = int(tensor.data.max()) + 1 if tensor.numel() else 0
-    if tensor.numel() and (int(tensor.data.min()) < 0 or int(tensor.data.max()) >= num_classes):
+        if not tensor.numel():
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        num_classes = int(tensor.array.max()) + 1
+    if tensor.numel() and (int(tensor.array.min()) < 0 or int(tensor.array.max()) >= num_classes):
         raise RuntimeError("Class values must be smaller than num_classes.")
-    return Tensor._make((tensor.data[..., None] == xp.arange(num_classes)).astype(dtypes.int64))
+    return Tensor._make((tensor.array[..., None] == xp.arange(num_classes)).astype(dtypes.int64))
 
 
-def leaky_relu(input, negative_slope=0.01):
-    return where(input > 0, input, input * negative_slope)
+# -- activations ----------------------------------------------------------------------------
+
+def _maybe_inplace(input, out, inplace):
+    return input.copy_(out) if inplace else out
 
 
-def silu(input):
-    return input * input.sigmoid()
+def relu_(input):
+    return input.relu_()
+
+
+def threshold(input, threshold, value, inplace=False):
+    return _maybe_inplace(input, where(input > threshold, input, value), inplace)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return _maybe_inplace(input, where(input > 0, input, input * negative_slope), inplace)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    return _maybe_inplace(input, where(input > 0, input, alpha * (input.clamp(max=0).exp() - 1)), inplace)
+
+
+def selu(input, inplace=False):
+    alpha, scale = 1.6732632423543772, 1.0507009873554805
+    return _maybe_inplace(input, scale * where(input > 0, input, alpha * (input.clamp(max=0).exp() - 1)), inplace)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    return _maybe_inplace(input, clamp(input, min_val, max_val), inplace)
+
+
+def relu6(input, inplace=False):
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def hardsigmoid(input, inplace=False):
+    return _maybe_inplace(input, clamp(input / 6 + 0.5, 0.0, 1.0), inplace)
+
+
+def hardswish(input, inplace=False):
+    return _maybe_inplace(input, input * clamp(input / 6 + 0.5, 0.0, 1.0), inplace)
+
+
+def mish(input, inplace=False):
+    return _maybe_inplace(input, input * softplus(input).tanh(), inplace)
+
+
+def logsigmoid(input):
+    return -softplus(-input)
+
+
+def softsign(input):
+    return input / (1 + input.abs())
+
+
+def tanhshrink(input):
+    return input - input.tanh()
+
+
+def glu(input, dim=-1):
+    a, b = input.chunk(2, dim)
+    return a * b.sigmoid()
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """input / max(||input||_p over dim, eps)."""
     return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
 
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    dot = (x1 * x2).sum(dim)
+    return dot / (x1.norm(2, dim) * x2.norm(2, dim)).clamp(min=eps)
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    return (x1 - x2 + eps).norm(p, -1, keepdim=keepdim)
+
+
+def softmin(input, dim=None, dtype=None):
+    return softmax(-input, dim, dtype)
+
+
+def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    u = random.rand_like(logits)
+    gumbels = -(-(u + eps).log() + eps).log()
+    y = softmax((logits + gumbels) / tau, dim)
+    if not hard:
+        return y
+    index = y.argmax(dim, keepdim=True)
+    hard_y = Tensor._make((y.xp.arange(y.shape[dim]).reshape(
+        [-1 if d == dim % y.ndim else 1 for d in range(y.ndim)]) == index.array).astype(y.dtype))
+    return hard_y - y.detach() + y
+
+
+def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_causal, scale, enable_gqa):
+    if is_causal and mask is not None:
+        raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True")
+    length, source = query.shape[-2], key.shape[-2]
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if enable_gqa and key.ndim >= 3 and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key = key.repeat_interleave(repeat, -3)
+        value = value.repeat_interleave(repeat, -3)
+    scores = (query @ key.mT) * scale
+    if is_causal:
+        allowed = Tensor._make(query.xp.tril(query.xp.ones((length, source), dtype=bool)))
+        scores = scores.masked_fill(~allowed, -math.inf)
+    elif mask is not None:
+        if mask.dtype == dtypes.bool_:
+            scores = scores.masked_fill(~mask, -math.inf)
+        else:
+            scores = scores + mask
+    weights = softmax(scores, -1)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)
+    return weights @ value
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """softmax(q k^T * scale + mask) v over the last two dims (torch's
+    signature): query (..., L, E), key (..., S, E), value (..., S, Ev).
+    ``is_causal=True`` masks the upper triangle; a bool ``attn_mask`` says
+    where to attend, a float one is added.  The softmax is the fused kernel on CUDA."""
+    for t, name in ((query, "query"), (key, "key"), (value, "value")):
+        _check_tensor(t, "scaled_dot_product_attention", name)
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(f"scaled_dot_product_attention: shapes do not match: query {list(query.shape)}, "
+                           f"key {list(key.shape)}, value {list(value.shape)}")
+    return _scaled_dot_product_attention_math(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)

@@ -1,60 +1,29 @@
-"""Elementwise ops: forward on arrays, backward in Tensor ops, side by side.
+"""Elementwise ops: each a Function (forward on arrays, backward in Tensor
+ops, side by side) followed by its public function.
 
 Binary ops broadcast; their backward returns the gradient of the broadcast
 result and the engine sums it back to each input's shape.  Operands are
-promoted with torch's rules first (``dtypes.result_type``): tensors are cast
-with a differentiable ``to``, Python scalars become NumPy scalars of the
-result dtype (weak, so they never widen a tensor).
+promoted with torch's rules first (``ops/_promote.py``).  Where a backward
+formula would take several Tensor ops, it is one Function of its own
+(``TanhBackward``...), itself differentiable, so a backward node costs one
+dispatch and ``create_graph=True`` still works.
 """
 
+import builtins
 import math
 
 import numpy
 
 from gpugrad import backend, dtypes
 from gpugrad.autograd.function import InternalFunction
+from gpugrad.ops._promote import floating, promote, rounded, scalar_of
 from gpugrad.tensor import Tensor
 
 
-def as_operand(value, like):
-    """A Tensor or a Python/NumPy scalar; arrays become tensors on ``like``'s device."""
-    if isinstance(value, Tensor) or isinstance(value, (bool, int, float, numpy.generic)):
-        return value
-    if isinstance(value, numpy.ndarray) or backend.is_cupy_array(value):
-        return Tensor._make(backend.to_device(value, like.device))
-    raise TypeError(f"unsupported operand type for a tensor op: {type(value).__name__}")
-
-
-_NUMBERS = (int, float, numpy.number)     # never widen a float tensor (torch's weak scalars)
-
-
-def promote(*operands, floating=False):
-    """Cast operands to their torch result dtype; returns (operands, dtype)."""
-    if len(operands) == 2:       # fast paths: same-dtype tensors, float tensor with a number
-        a, b = operands
-        if type(a) is Tensor:
-            dtype = a.data.dtype
-            if dtype.kind == "f" or not floating:
-                if type(b) is Tensor and b.data.dtype == dtype:
-                    return operands, dtype
-                if isinstance(b, _NUMBERS) and dtype.kind == "f":
-                    return (a, dtype.type(b)), dtype
-        elif type(b) is Tensor and isinstance(a, _NUMBERS):
-            dtype = b.data.dtype
-            if dtype.kind == "f":
-                return (dtype.type(a), b), dtype
-    like = next(o for o in operands if isinstance(o, Tensor))
-    operands = [as_operand(o, like) for o in operands]
-    dtype = dtypes.result_type(*operands)
-    if floating and dtype.kind != "f":
-        dtype = dtypes.get_default_dtype()
-    out = []
-    for o in operands:
-        if isinstance(o, Tensor):
-            out.append(o if o.dtype == dtype else o.to(dtype))
-        else:
-            out.append(dtype.type(o))
-    return out, dtype
+def _unary_input(x, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}(): argument 'input' must be a Tensor, not {type(x).__name__}")
+    return floating(x)
 
 
 # -- arithmetic ---------------------------------------------------------------
@@ -70,6 +39,12 @@ class Add(InternalFunction):
         return grad, grad if ctx.alpha == 1 else grad * ctx.alpha, None
 
 
+def add(input, other, *, alpha=1):
+    """input + alpha * other, broadcasting, with torch's type promotion."""
+    (a, b), dtype = promote(input, other)
+    return rounded(Add.apply(a, b, alpha), dtype)
+
+
 class Sub(InternalFunction):
     @staticmethod
     def forward(ctx, a, b, alpha):
@@ -79,6 +54,20 @@ class Sub(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         return grad, -grad if ctx.alpha == 1 else grad * -ctx.alpha, None
+
+
+def sub(input, other, *, alpha=1):
+    """input - alpha * other (not defined for two bool tensors)."""
+    (a, b), dtype = promote(input, other)
+    if dtype == dtypes.bool_:
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
+                           "Use the `^` or `logical_xor()` operator instead.")
+    return rounded(Sub.apply(a, b, alpha), dtype)
+
+
+def rsub(input, other, *, alpha=1):
+    """other - alpha * input."""
+    return sub(other, input, alpha=alpha)
 
 
 class Mul(InternalFunction):
@@ -95,6 +84,12 @@ class Mul(InternalFunction):
                 grad * a if ctx.needs_input_grad[1] else None)
 
 
+def mul(input, other):
+    """input * other, broadcasting."""
+    (a, b), dtype = promote(input, other)
+    return rounded(Mul.apply(a, b), dtype)
+
+
 class Div(InternalFunction):
     @staticmethod
     def forward(ctx, a, b):
@@ -104,8 +99,32 @@ class Div(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        return (grad / b if ctx.needs_input_grad[0] else None,
-                -grad * a / (b * b) if ctx.needs_input_grad[1] else None)
+        grad_a = grad / b
+        return (grad_a if ctx.needs_input_grad[0] else None,
+                -grad_a * a / b if ctx.needs_input_grad[1] else None)
+
+
+def div(input, other, *, rounding_mode=None):
+    """True division (integers give floats); ``rounding_mode='trunc'`` or
+    ``'floor'`` rounds the quotient (and keeps integer dtypes)."""
+    if rounding_mode is None:
+        (a, b), dtype = promote(input, other, floating=True)
+        return rounded(Div.apply(a, b), dtype)
+    if rounding_mode == "floor":
+        return floor_divide(input, other)
+    if rounding_mode == "trunc":
+        (a, b), dtype = promote(input, other)
+        if dtypes.is_floating_point(dtype):
+            return rounded(Div.apply(a, b), dtype).trunc()
+        return _no_grad_binary(lambda xp, x, y: _trunc_divide(xp, x, y), a, b)
+    raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
+                     f"'{rounding_mode}'")
+
+
+def _trunc_divide(xp, x, y):
+    quotient = xp.floor_divide(x, y)
+    remainder = x - quotient * y
+    return quotient + ((remainder != 0) & ((x < 0) != (y < 0)))
 
 
 class Pow(InternalFunction):
@@ -134,6 +153,35 @@ class Pow(InternalFunction):
         return grad_a, grad_b
 
 
+def pow(input, exponent):
+    """input ** exponent (either may be a number); integer tensors to a
+    negative integer power raise, as in torch."""
+    (a, b), dtype = promote(input, exponent)
+    if not dtypes.is_floating_point(dtype) and dtype != dtypes.bool_:
+        negative = b < 0 if not isinstance(b, Tensor) else bool((b.array < 0).any())
+        if negative:
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+    return rounded(Pow.apply(a, b), dtype)
+
+
+def floor_divide(input, other):
+    """floor(input / other), elementwise (no gradient)."""
+    (a, b), _ = promote(input, other)
+    return _no_grad_binary(lambda xp, x, y: xp.floor_divide(x, y), a, b)
+
+
+def remainder(input, other):
+    """Python's modulus (the sign of the divisor), elementwise (no gradient)."""
+    (a, b), _ = promote(input, other)
+    return _no_grad_binary(lambda xp, x, y: xp.remainder(x, y), a, b)
+
+
+def fmod(input, other):
+    """C's fmod (the sign of the dividend), elementwise (no gradient)."""
+    (a, b), _ = promote(input, other)
+    return _no_grad_binary(lambda xp, x, y: xp.fmod(x, y), a, b)
+
+
 class Neg(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -144,16 +192,36 @@ class Neg(InternalFunction):
         return -grad
 
 
+def neg(input):
+    """-input (not defined for bool tensors)."""
+    if input.dtype == dtypes.bool_:
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+    return Neg.apply(input)
+
+
+negative = neg
+
+
 class Abs(InternalFunction):
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(x)
+        if ctx.needs_input_grad[0]:     # sign(x), 0 at 0 and at nan (torch's gradient)
+            ctx.save_for_backward((x > 0).astype(x.dtype) - (x < 0).astype(x.dtype))
         return ctx.xp.abs(x)
 
     @staticmethod
     def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        return grad * x.sign()
+        sign, = ctx.saved_tensors
+        return grad * sign
+
+
+def abs(input):
+    """|input|; the gradient at 0 (and at nan) is 0, as in torch."""
+    return Abs.apply(input)
+
+
+absolute = abs
 
 
 class Sign(InternalFunction):
@@ -166,7 +234,74 @@ class Sign(InternalFunction):
         return grad * 0
 
 
-# -- transcendental -------------------------------------------------------------
+def sign(input):
+    """-1, 0 or 1 by the sign of each element (gradient 0)."""
+    return Sign.apply(input)
+
+
+class _Rounding(InternalFunction):
+    """floor, ceil, round, trunc: piecewise constant, gradient 0."""
+    function = None
+
+    @classmethod
+    def forward(cls, ctx, x):
+        return getattr(ctx.xp, cls.function)(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 0
+
+
+class Floor(_Rounding):
+    function = "floor"
+
+
+class Ceil(_Rounding):
+    function = "ceil"
+
+
+class Round(_Rounding):
+    function = "round"     # half to even, as torch.round
+
+
+class Trunc(_Rounding):
+    function = "trunc"
+
+
+def floor(input):
+    """The largest integer <= each element (integer tensors are returned as they are)."""
+    return input if not dtypes.is_floating_point(input.dtype) else Floor.apply(input)
+
+
+def ceil(input):
+    """The smallest integer >= each element."""
+    return input if not dtypes.is_floating_point(input.dtype) else Ceil.apply(input)
+
+
+def round(input, decimals=0):
+    """Round half to even (to ``decimals`` places)."""
+    if not dtypes.is_floating_point(input.dtype):
+        return input
+    if decimals:
+        scale = 10.0 ** decimals
+        return Round.apply(input * scale) / scale
+    return Round.apply(input)
+
+
+def trunc(input):
+    """Round towards zero."""
+    return input if not dtypes.is_floating_point(input.dtype) else Trunc.apply(input)
+
+
+fix = trunc
+
+
+def frac(input):
+    """input - trunc(input)."""
+    return input - trunc(input).detach()
+
+
+# -- transcendental ---------------------------------------------------------------
 
 class Exp(InternalFunction):
     @staticmethod
@@ -181,6 +316,16 @@ class Exp(InternalFunction):
         return grad * y
 
 
+def exp(input):
+    """e ** input."""
+    return Exp.apply(_unary_input(input, "exp"))
+
+
+def exp2(input):
+    """2 ** input."""
+    return pow(2.0, _unary_input(input, "exp2"))
+
+
 class Log(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -193,6 +338,21 @@ class Log(InternalFunction):
         return grad / x
 
 
+def log(input):
+    """The natural logarithm (-inf at 0, nan below)."""
+    return Log.apply(_unary_input(input, "log"))
+
+
+def log2(input):
+    """The base-2 logarithm."""
+    return Log.apply(_unary_input(input, "log2")) * (1 / math.log(2))
+
+
+def log10(input):
+    """The base-10 logarithm."""
+    return Log.apply(_unary_input(input, "log10")) * (1 / math.log(10))
+
+
 class Log1p(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -203,6 +363,11 @@ class Log1p(InternalFunction):
     def backward(ctx, grad):
         x, = ctx.saved_tensors
         return grad / (x + 1)
+
+
+def log1p(input):
+    """log(1 + input), accurate for small input."""
+    return Log1p.apply(_unary_input(input, "log1p"))
 
 
 class Expm1(InternalFunction):
@@ -218,6 +383,11 @@ class Expm1(InternalFunction):
         return grad * (y + 1)
 
 
+def expm1(input):
+    """exp(input) - 1, accurate for small input."""
+    return Expm1.apply(_unary_input(input, "expm1"))
+
+
 class Sqrt(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -231,6 +401,11 @@ class Sqrt(InternalFunction):
         return grad / (2 * y)
 
 
+def sqrt(input):
+    """The square root (the gradient at 0 is inf, as in torch)."""
+    return Sqrt.apply(_unary_input(input, "sqrt"))
+
+
 class Rsqrt(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -241,7 +416,22 @@ class Rsqrt(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         y, = ctx.saved_tensors
-        return grad * -0.5 * y * y * y
+        return grad * (-0.5 * y * y * y)
+
+
+def rsqrt(input):
+    """1 / sqrt(input)."""
+    return Rsqrt.apply(_unary_input(input, "rsqrt"))
+
+
+def square(input):
+    """input * input."""
+    return mul(input, input)
+
+
+def reciprocal(input):
+    """1 / input."""
+    return div(1.0, _unary_input(input, "reciprocal"))
 
 
 class Sin(InternalFunction):
@@ -256,6 +446,10 @@ class Sin(InternalFunction):
         return grad * x.cos()
 
 
+def sin(input):
+    return Sin.apply(_unary_input(input, "sin"))
+
+
 class Cos(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -266,6 +460,10 @@ class Cos(InternalFunction):
     def backward(ctx, grad):
         x, = ctx.saved_tensors
         return grad * -x.sin()
+
+
+def cos(input):
+    return Cos.apply(_unary_input(input, "cos"))
 
 
 class Tan(InternalFunction):
@@ -281,6 +479,39 @@ class Tan(InternalFunction):
         return grad * (1 + y * y)
 
 
+def tan(input):
+    return Tan.apply(_unary_input(input, "tan"))
+
+
+class Atan(InternalFunction):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ctx.xp.arctan(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return grad / (1 + x * x)
+
+
+def atan(input):
+    return Atan.apply(_unary_input(input, "atan"))
+
+
+arctan = atan
+
+
+def sinh(input):
+    x = _unary_input(input, "sinh")
+    return (x.exp() - (-x).exp()) * 0.5
+
+
+def cosh(input):
+    x = _unary_input(input, "cosh")
+    return (x.exp() + (-x).exp()) * 0.5
+
+
 class Tanh(InternalFunction):
     @staticmethod
     def forward(ctx, x):
@@ -291,53 +522,126 @@ class Tanh(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         y, = ctx.saved_tensors
+        return TanhBackward.apply(grad, y)
+
+
+class TanhBackward(InternalFunction):
+    """grad * (1 - y^2) in one dispatch; differentiable again."""
+
+    @staticmethod
+    def forward(ctx, grad, y):
+        ctx.save_for_backward(grad, y)
         return grad * (1 - y * y)
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        grad, y = ctx.saved_tensors
+        return grad_grad * (1 - y * y), grad_grad * grad * -2 * y
+
+
+def tanh(input):
+    return Tanh.apply(_unary_input(input, "tanh"))
 
 
 class Sigmoid(InternalFunction):
     @staticmethod
     def forward(ctx, x):
-        y = 1 / (1 + ctx.xp.exp(-x))
+        xp = ctx.xp
+        # exp of -|x| only: no overflow warning or inf for large |x|
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         y, = ctx.saved_tensors
-        return grad * (1 - y) * y
+        return SigmoidBackward.apply(grad, y)
+
+
+class SigmoidBackward(InternalFunction):
+    """grad * y (1 - y) in one dispatch; differentiable again."""
+
+    @staticmethod
+    def forward(ctx, grad, y):
+        ctx.save_for_backward(grad, y)
+        return grad * (y * (1 - y))
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        grad, y = ctx.saved_tensors
+        return grad_grad * y * (1 - y), grad_grad * grad * (1 - 2 * y)
+
+
+def sigmoid(input):
+    """1 / (1 + exp(-input))."""
+    return Sigmoid.apply(_unary_input(input, "sigmoid"))
 
 
 class Relu(InternalFunction):
     @staticmethod
     def forward(ctx, x):
         y = ctx.xp.maximum(x, 0)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(x)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        y, = ctx.saved_tensors
-        return grad * (y > 0)
+        x, = ctx.saved_tensors
+        return ThresholdBackward.apply(grad, x, 0.0)
+
+
+class ThresholdBackward(InternalFunction):
+    """grad where x > threshold, else 0 (nan counts as above, as in torch)."""
+
+    @staticmethod
+    def forward(ctx, grad, x, threshold):
+        ctx.save_for_backward(x)
+        ctx.threshold = threshold
+        return ctx.xp.where(x <= threshold, 0, grad).astype(grad.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        x, = ctx.saved_tensors
+        return ThresholdBackward.apply(grad_grad, x, ctx.threshold), None, None
+
+
+def relu(input):
+    """max(input, 0); the gradient at 0 is 0."""
+    return Relu.apply(input)
 
 
 class Erf(InternalFunction):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return backend.erf(x)
+        return _erf(x)
 
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        return grad * (2 / math.sqrt(math.pi)) * (-(x * x)).exp()
+        return grad * ((2 / math.sqrt(math.pi)) * (-(x * x)).exp())
+
+
+def _erf(x):
+    """erf of an array in float32 or wider, back in x's dtype."""
+    return backend.erf(x.astype(dtypes.accumulate_dtype(x.dtype), copy=False)).astype(x.dtype, copy=False)
+
+
+def erf(input):
+    """The error function."""
+    return Erf.apply(_unary_input(input, "erf"))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_INV_SQRT_2 = 1 / math.sqrt(2)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _GELU_C = 0.044715
 
 
 class Gelu(InternalFunction):
-    """x * Phi(x), exactly (erf) or with torch's tanh approximation."""
+    """x * Phi(x), exactly (erf) or with torch's tanh approximation.  The
+    forward keeps only x; the backward is one Function."""
 
     @staticmethod
     def forward(ctx, x, approximate):
@@ -345,21 +649,71 @@ class Gelu(InternalFunction):
         ctx.approximate = approximate
         xp = ctx.xp
         if approximate == "tanh":
-            return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)))
-        return 0.5 * x * (1 + backend.erf(x * (1 / math.sqrt(2))))
+            inner = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        else:
+            inner = _erf(x * x.dtype.type(_INV_SQRT_2))
+        inner += 1
+        inner *= x
+        inner *= 0.5
+        return inner.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        if ctx.approximate == "tanh":
+        return GeluBackward.apply(grad, x, ctx.approximate), None
+
+
+class GeluBackward(InternalFunction):
+    """grad * gelu'(x), one pass for erf; differentiable again."""
+
+    @staticmethod
+    def forward(ctx, grad, x, approximate):
+        ctx.save_for_backward(grad, x)
+        ctx.approximate = approximate
+        xp = ctx.xp
+        if approximate == "tanh":
             x2 = x * x
-            t = (_SQRT_2_OVER_PI * (x + _GELU_C * x2 * x)).tanh()
+            t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x2 * x))
             slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x2)
         else:
-            cdf = 0.5 * (1 + (x * (1 / math.sqrt(2))).erf())
-            pdf = (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi))
-            slope = cdf + x * pdf
-        return grad * slope, None
+            slope = _erf(x * x.dtype.type(_INV_SQRT_2))
+            slope += 1
+            slope *= 0.5
+            pdf = xp.exp(-0.5 * x * x)
+            pdf *= _INV_SQRT_2PI
+            pdf *= x
+            slope += pdf
+        slope *= grad
+        return slope.astype(grad.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        grad, x = ctx.saved_tensors
+        if ctx.approximate == "tanh":
+            x2 = x * x
+            u = _SQRT_2_OVER_PI * (x + _GELU_C * x2 * x)
+            t = u.tanh()
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x2)
+            slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+            curvature = (1 - t * t) * du + 0.5 * x * (-2 * t * (1 - t * t) * du * du
+                                                         + (1 - t * t) * _SQRT_2_OVER_PI * 6 * _GELU_C * x)
+        else:
+            pdf = (-0.5 * x * x).exp() * _INV_SQRT_2PI
+            slope = 0.5 * (1 + (x * _INV_SQRT_2).erf()) + x * pdf
+            curvature = pdf * (2 - x * x)
+        return grad_grad * slope, grad_grad * grad * curvature, None
+
+
+def gelu(input, approximate="none"):
+    """x * Phi(x) (``approximate='tanh'``: torch's tanh approximation)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(_unary_input(input, "gelu"), approximate)
+
+
+def silu(input):
+    """x * sigmoid(x)."""
+    return input * sigmoid(input)
 
 
 class Softplus(InternalFunction):
@@ -371,13 +725,19 @@ class Softplus(InternalFunction):
         ctx.save_for_backward(x)
         ctx.beta, ctx.threshold = beta, threshold
         bx = x * beta
-        return xp.where(bx > threshold, x, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta)
+        return xp.where(bx > threshold, x, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta).astype(
+            x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
         bx = x * ctx.beta
         return where(bx > ctx.threshold, grad, grad * bx.sigmoid()), None, None
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * input)) / beta (linear above threshold)."""
+    return Softplus.apply(_unary_input(input, "softplus"), beta, threshold)
 
 
 # -- selection ----------------------------------------------------------------
@@ -388,46 +748,99 @@ class Clamp(InternalFunction):
         xp = ctx.xp
         y = x if low is None else xp.maximum(x, low)
         y = y if high is None else xp.minimum(y, high)
-        inside = xp.ones(x.shape, dtype=bool) if low is None else x >= low
-        if high is not None:
-            inside &= x <= high
-        ctx.save_for_backward(inside)
-        return y
+        if ctx.needs_input_grad[0]:
+            inside = (x >= low) if low is not None else ~xp.isnan(x)
+            if high is not None:
+                inside &= x <= high
+            ctx.save_for_backward(inside)
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
         inside, = ctx.saved_tensors
-        return grad * inside, None, None
+        return where(inside, grad, 0.0), None, None
+
+
+def clamp(input, min=None, max=None):
+    """Limit input to [min, max]; either bound may be None, a number or a
+    tensor.  The gradient passes where min <= input <= max."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input
+        if min is not None:
+            out = where(out < min, min, out)
+        if max is not None:
+            out = where(out > max, max, out)
+        return out
+    bounds = [b for b in (min, max) if b is not None]
+    dtype = dtypes.result_type(input, *bounds)
+    x = input if input.dtype == dtype else input.to(dtype)
+    return Clamp.apply(x, None if min is None else scalar_of(dtype, min),
+                       None if max is None else scalar_of(dtype, max))
+
+
+clip = clamp
+
+
+def clamp_min(input, min):
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):
+    return clamp(input, max=max)
 
 
 class Maximum(InternalFunction):
-    """max(a, b) elementwise; ties split the gradient evenly, as in torch."""
+    """max(a, b) elementwise, nan propagating; ties split the gradient evenly,
+    and a nan sends the full gradient to both sides, as in torch."""
 
     @staticmethod
     def forward(ctx, a, b):
-        xp = ctx.xp
-        share = (a > b).astype(a.dtype) + 0.5 * (a == b)
-        ctx.save_for_backward(share.astype(a.dtype, copy=False))
-        return xp.maximum(a, b)
+        ctx.save_for_backward(a, b)
+        return ctx.xp.maximum(a, b)
 
     @staticmethod
     def backward(ctx, grad):
-        share, = ctx.saved_tensors
-        return grad * share, grad * (1 - share)
+        a, b = ctx.saved_tensors
+        half = where(a == b, grad * 0.5, grad)
+        return (where(a < b, 0.0, half) if ctx.needs_input_grad[0] else None,
+                where(a > b, 0.0, half) if ctx.needs_input_grad[1] else None)
 
 
 class Minimum(InternalFunction):
     @staticmethod
     def forward(ctx, a, b):
-        xp = ctx.xp
-        share = (a < b).astype(a.dtype) + 0.5 * (a == b)
-        ctx.save_for_backward(share.astype(a.dtype, copy=False))
-        return xp.minimum(a, b)
+        ctx.save_for_backward(a, b)
+        return ctx.xp.minimum(a, b)
 
     @staticmethod
     def backward(ctx, grad):
-        share, = ctx.saved_tensors
-        return grad * share, grad * (1 - share)
+        a, b = ctx.saved_tensors
+        half = where(a == b, grad * 0.5, grad)
+        return (where(a > b, 0.0, half) if ctx.needs_input_grad[0] else None,
+                where(a < b, 0.0, half) if ctx.needs_input_grad[1] else None)
+
+
+def maximum(input, other):
+    """The elementwise maximum (nan propagates)."""
+    (a, b), dtype = promote(input, other)
+    return rounded(Maximum.apply(a, b), dtype)
+
+
+def minimum(input, other):
+    """The elementwise minimum (nan propagates)."""
+    (a, b), dtype = promote(input, other)
+    return rounded(Minimum.apply(a, b), dtype)
+
+
+def fmax(input, other):
+    """The elementwise maximum, ignoring nan (no gradient through the comparison of nan)."""
+    return where(input.isnan(), other, where(other.isnan(), input, maximum(input, other)))
+
+
+def fmin(input, other):
+    return where(input.isnan(), other, where(other.isnan(), input, minimum(input, other)))
 
 
 class Where(InternalFunction):
@@ -441,8 +854,66 @@ class Where(InternalFunction):
         condition, = ctx.saved_tensors
         zero = grad.dtype.type(0)
         return (None,
-                where(condition, grad, zero) if ctx.needs_input_grad[1] else None,
-                where(condition, zero, grad) if ctx.needs_input_grad[2] else None)
+                Where.apply(condition, grad, zero) if ctx.needs_input_grad[1] else None,
+                Where.apply(condition, zero, grad) if ctx.needs_input_grad[2] else None)
+
+
+def where(condition, input=None, other=None):
+    """Elements of ``input`` where ``condition`` holds, else of ``other``
+    (either may be a number); ``where(condition)`` gives the indices of the
+    True elements (as nonzero(as_tuple=True))."""
+    if input is None and other is None:
+        return nonzero(condition, as_tuple=True)
+    if not isinstance(condition, Tensor):
+        like = input if isinstance(input, Tensor) else other
+        condition = Tensor._make(like.xp.asarray(condition))
+    if condition.dtype != dtypes.bool_:
+        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor "
+                           f"with dtype {dtypes.dtype_name(condition.dtype)}")
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        dtype = dtypes.result_type(input, other)
+        input, other = dtype.type(input), dtype.type(other)
+        return Where.apply(condition, input, other)
+    (a, b), dtype = promote(input, other)
+    if not isinstance(a, Tensor):
+        a = dtype.type(a)
+    if not isinstance(b, Tensor):
+        b = dtype.type(b)
+    return Where.apply(condition, a, b)
+
+
+def masked_fill(input, mask, value):
+    """input with ``value`` where ``mask`` (a bool tensor broadcastable to input) is True."""
+    if not isinstance(mask, Tensor) or mask.dtype != dtypes.bool_:
+        raise RuntimeError("masked_fill_ only supports boolean masks, but got mask with dtype "
+                           f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, "
+                               f"but got tensor with {value.ndim} dimension(s).")
+        value = value.to(input.dtype)
+    else:
+        value = input.dtype.type(value)
+    out = Where.apply(mask, value, input)
+    if out.shape != input.shape:
+        raise RuntimeError(f"masked_fill: mask of shape {list(mask.shape)} does not broadcast to "
+                           f"the input's shape {list(input.shape)}")
+    return out
+
+
+def lerp(input, end, weight):
+    """input + weight * (end - input)."""
+    return input + weight * (end - input)
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    """nan, +inf and -inf replaced (by 0, the dtype's largest and its lowest by default)."""
+    if not dtypes.is_floating_point(input.dtype):
+        return input
+    info = dtypes.finfo(input.dtype)
+    out = where(input.isnan(), nan, input)
+    out = where(out == math.inf, info.max if posinf is None else posinf, out)
+    return where(out == -math.inf, info.min if neginf is None else neginf, out)
 
 
 # -- copies and casts --------------------------------------------------------------
@@ -473,6 +944,11 @@ class Clone(InternalFunction):
         return grad
 
 
+def clone(input, memory_format=None):
+    """A copy with its own memory; gradients flow back to the original."""
+    return Clone.apply(input)
+
+
 class CopyFrom(InternalFunction):
     """The value ``dst.copy_(src)`` writes: src broadcast to dst's shape and dtype."""
 
@@ -487,186 +963,15 @@ class CopyFrom(InternalFunction):
         return None, grad
 
 
-# -- public functions --------------------------------------------------------------
-
-def add(a, b, alpha=1):
-    (a, b), _ = promote(a, b)
-    return Add.apply(a, b, alpha)
-
-
-def sub(a, b, alpha=1):
-    (a, b), dtype = promote(a, b)
-    if dtype == dtypes.bool_:
-        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported.")
-    return Sub.apply(a, b, alpha)
-
-
-def mul(a, b):
-    (a, b), _ = promote(a, b)
-    return Mul.apply(a, b)
-
-
-def div(a, b):
-    (a, b), _ = promote(a, b, floating=True)
-    return Div.apply(a, b)
-
-
-def pow(a, b):
-    (a, b), _ = promote(a, b)
-    return Pow.apply(a, b)
-
-
-def floor_divide(a, b):
-    (a, b), _ = promote(a, b)
-    return _no_grad_binary("floor_divide", a, b)
-
-
-def remainder(a, b):
-    (a, b), _ = promote(a, b)
-    return _no_grad_binary("remainder", a, b)
-
-
-def neg(x):
-    if x.dtype == dtypes.bool_:
-        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported.")
-    return Neg.apply(x)
-
-
-def abs(x):
-    return Abs.apply(x)
-
-
-def sign(x):
-    return Sign.apply(x)
-
-
-def _floating(x):
-    return x if x.dtype.kind == "f" else x.to(dtypes.get_default_dtype())
-
-
-def exp(x):
-    return Exp.apply(_floating(x))
-
-
-def log(x):
-    return Log.apply(_floating(x))
-
-
-def log1p(x):
-    return Log1p.apply(_floating(x))
-
-
-def expm1(x):
-    return Expm1.apply(_floating(x))
-
-
-def sqrt(x):
-    return Sqrt.apply(_floating(x))
-
-
-def rsqrt(x):
-    return Rsqrt.apply(_floating(x))
-
-
-def sin(x):
-    return Sin.apply(_floating(x))
-
-
-def cos(x):
-    return Cos.apply(_floating(x))
-
-
-def tan(x):
-    return Tan.apply(_floating(x))
-
-
-def tanh(x):
-    return Tanh.apply(_floating(x))
-
-
-def sigmoid(x):
-    return Sigmoid.apply(_floating(x))
-
-
-def relu(x):
-    return Relu.apply(x)
-
-
-def erf(x):
-    return Erf.apply(_floating(x))
-
-
-def gelu(x, approximate="none"):
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return Gelu.apply(_floating(x), approximate)
-
-
-def softplus(x, beta=1.0, threshold=20.0):
-    return Softplus.apply(_floating(x), beta, threshold)
-
-
-def clamp(x, min=None, max=None):
-    """Limit x to [min, max]; either bound may be None, a number or a tensor."""
-    if min is None and max is None:
-        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
-    if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = x
-        if min is not None:
-            out = where(out < min, min, out)
-        if max is not None:
-            out = where(out > max, max, out)
-        return out
-    cast = x.dtype.type
-    return Clamp.apply(x, None if min is None else cast(min), None if max is None else cast(max))
-
-
-def maximum(a, b):
-    (a, b), _ = promote(a, b)
-    return Maximum.apply(a, b)
-
-
-def minimum(a, b):
-    (a, b), _ = promote(a, b)
-    return Minimum.apply(a, b)
-
-
-def where(condition, a, b):
-    """Elements of ``a`` where ``condition`` holds, else of ``b`` (either may be a scalar)."""
-    if not isinstance(condition, Tensor):
-        like = a if isinstance(a, Tensor) else b
-        condition = Tensor._make(like.xp.asarray(condition))
-    if condition.dtype != dtypes.bool_:
-        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor "
-                           f"with dtype {condition.dtype}")
-    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        dtype = dtypes.result_type(a, b)
-        a, b = dtype.type(a), dtype.type(b)
-    else:
-        (a, b), _ = promote(a, b)
-    return Where.apply(condition, a, b)
-
-
-def masked_fill(x, mask, value):
-    """x with ``value`` where ``mask`` (a bool tensor broadcastable to x) is True."""
-    if isinstance(value, Tensor):
-        if value.ndim:
-            raise RuntimeError(f"masked_fill only supports a 0-dimensional value tensor, "
-                               f"but got tensor with {value.ndim} dimension(s).")
-        value = value.to(x.dtype)
-    else:
-        value = x.dtype.type(value)
-    out = where(mask, value, x)
-    if out.shape != x.shape:
-        raise RuntimeError(f"masked_fill: mask of shape {list(mask.shape)} does not broadcast to "
-                           f"the input's shape {list(x.shape)}")
-    return out
-
-
 def copy_from(dst, src):
+    """What ``dst.copy_(src)`` writes (src cast, moved and broadcast to dst)."""
     if isinstance(src, Tensor):
         if src.device != dst.device:
             src = src.to(dst.device)
+        if src.dtype != dst.dtype:
+            src = src.to(dst.dtype)
+    elif backend.is_array(src):
+        src = Tensor._make(backend.to_device(src, dst.device))
     else:
         src = dst.dtype.type(src)
     return CopyFrom.apply(dst, src)
@@ -674,67 +979,166 @@ def copy_from(dst, src):
 
 # -- comparisons and logic: no gradient --------------------------------------------
 
-def _no_grad_binary(name, a, b):
-    data = [o.data if isinstance(o, Tensor) else o for o in (a, b)]
+def _no_grad_binary(compute, a, b):
     xp = (a if isinstance(a, Tensor) else b).xp
-    out = getattr(xp, name)(*data)
+    x = a.array if isinstance(a, Tensor) else a
+    y = b.array if isinstance(b, Tensor) else b
+    with numpy.errstate(all="ignore"):
+        out = compute(xp, x, y)
     return Tensor._make(xp.asarray(out))
 
 
+_COMPARABLE = (Tensor, bool, int, float, numpy.generic)
+
+
 def _compare(name, a, b):
-    if not isinstance(b, (Tensor, bool, int, float, numpy.generic, numpy.ndarray)) and \
-            not backend.is_cupy_array(b):
+    if not isinstance(b, _COMPARABLE) and not backend.is_array(b):
         return NotImplemented
     (a, b), _ = promote(a, b)
-    return _no_grad_binary(name, a, b)
+    return _no_grad_binary(lambda xp, x, y: getattr(xp, name)(x, y), a, b)
 
 
-def eq(a, b):
-    return _compare("equal", a, b)
+def eq(input, other):
+    """input == other, elementwise (a bool tensor)."""
+    return _compare("equal", input, other)
 
 
-def ne(a, b):
-    return _compare("not_equal", a, b)
+def ne(input, other):
+    return _compare("not_equal", input, other)
 
 
-def lt(a, b):
-    return _compare("less", a, b)
+def lt(input, other):
+    return _compare("less", input, other)
 
 
-def le(a, b):
-    return _compare("less_equal", a, b)
+def le(input, other):
+    return _compare("less_equal", input, other)
 
 
-def gt(a, b):
-    return _compare("greater", a, b)
+def gt(input, other):
+    return _compare("greater", input, other)
 
 
-def ge(a, b):
-    return _compare("greater_equal", a, b)
+def ge(input, other):
+    return _compare("greater_equal", input, other)
 
 
-def logical_op(name, a, b):
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def _bitwise(name, a, b):
     (a, b), dtype = promote(a, b)
-    if dtype.kind == "f":
-        raise TypeError(f"{name} is only supported for integer and bool tensors, got {dtype}")
-    return _no_grad_binary(name, a, b)
+    if dtypes.is_floating_point(dtype):
+        raise RuntimeError(f"\"{name}_cpu\" not implemented for '{dtypes.dtype_name(dtype).capitalize()}'")
+    return _no_grad_binary(lambda xp, x, y: getattr(xp, name)(x, y), a, b)
 
 
-def logical_not(x):
-    return Tensor._make(x.xp.logical_not(x.data))
+def bitwise_and(input, other):
+    return _bitwise("bitwise_and", input, other)
 
 
-def bitwise_not(x):
-    return Tensor._make(x.xp.invert(x.data))
+def bitwise_or(input, other):
+    return _bitwise("bitwise_or", input, other)
 
 
-def isnan(x):
-    return Tensor._make(x.xp.isnan(x.data))
+def bitwise_xor(input, other):
+    return _bitwise("bitwise_xor", input, other)
 
 
-def isinf(x):
-    return Tensor._make(x.xp.isinf(x.data))
+def bitwise_left_shift(input, other):
+    return _bitwise("left_shift", input, other)
 
 
-def isfinite(x):
-    return Tensor._make(x.xp.isfinite(x.data))
+def bitwise_right_shift(input, other):
+    return _bitwise("right_shift", input, other)
+
+
+def bitwise_not(input):
+    if dtypes.is_floating_point(input.dtype):
+        raise RuntimeError("bitwise_not is only supported for integer and bool tensors")
+    return Tensor._make(input.xp.logical_not(input.array) if input.dtype == dtypes.bool_
+                        else input.xp.invert(input.array))
+
+
+def logical_not(input):
+    return Tensor._make(input.xp.logical_not(input.array))
+
+
+def _logical(name, a, b):
+    (a, b), _ = promote(a, b)
+    return _no_grad_binary(lambda xp, x, y: getattr(xp, name)(x, y), a, b)
+
+
+def logical_and(input, other):
+    return _logical("logical_and", input, other)
+
+
+def logical_or(input, other):
+    return _logical("logical_or", input, other)
+
+
+def logical_xor(input, other):
+    return _logical("logical_xor", input, other)
+
+
+def isnan(input):
+    return Tensor._make(input.xp.isnan(input.array))
+
+
+def isinf(input):
+    return Tensor._make(input.xp.isinf(input.array))
+
+
+def isfinite(input):
+    return Tensor._make(input.xp.isfinite(input.array))
+
+
+def isposinf(input):
+    return Tensor._make(input.xp.isposinf(input.array))
+
+
+def isneginf(input):
+    return Tensor._make(input.xp.isneginf(input.array))
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|input - other| <= atol + rtol * |other|, elementwise (a bool tensor)."""
+    (a, b), dtype = promote(input, other)
+    if isinstance(b, Tensor) and isinstance(a, Tensor) and a.dtype != b.dtype:
+        raise RuntimeError(f"{a.dtype} did not match {b.dtype}")
+    xp = a.xp if isinstance(a, Tensor) else b.xp
+    x = (a.array if isinstance(a, Tensor) else a)
+    y = (b.array if isinstance(b, Tensor) else b)
+    acc = dtypes.accumulate_dtype(dtype) if dtypes.is_floating_point(dtype) else dtypes.float64
+    x, y = xp.asarray(x).astype(acc), xp.asarray(y).astype(acc)
+    with numpy.errstate(all="ignore"):
+        close = (x == y) | (xp.abs(x - y) <= atol + rtol * xp.abs(y))
+        if equal_nan:
+            close |= xp.isnan(x) & xp.isnan(y)
+    return Tensor._make(close)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """True when every element is close (isclose), as a Python bool."""
+    return builtins.bool(isclose(input, other, rtol, atol, equal_nan).array.all())
+
+
+def equal(input, other):
+    """True when both have the same shape and elements, as a Python bool."""
+    return input.shape == other.shape and builtins.bool((input.array == backend.to_device(
+        other.array, input.device)).all())
+
+
+def nonzero(input, *, as_tuple=False):
+    """Indices of the non-zero elements: an (n, ndim) int64 tensor, or a tuple
+    of ndim 1-D tensors with ``as_tuple=True``."""
+    xp = input.xp
+    index = xp.nonzero(input.array) if input.ndim else xp.nonzero(input.array.reshape(1))
+    index = [i.astype(dtypes.int64, copy=False) for i in index]
+    if as_tuple:
+        return tuple(Tensor._make(i) for i in index)
+    return Tensor._make(xp.stack(index, axis=1) if index else xp.zeros((0, 0), dtype=dtypes.int64))
+
+
+def argwhere(input):
+    return nonzero(input)

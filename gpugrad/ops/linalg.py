@@ -1,9 +1,19 @@
 """Matrix products.  One Function, MatMul, for operands of two or more dims
 (batch dims broadcast; the engine sums their gradients back); 1-D operands
-are given a unit dim first and lose it after, as torch.matmul does."""
+are given a unit dim first and lose it after, as torch.matmul does.  Linear
+(x @ W^T + b) is one node; einsum differentiates through einsum."""
 
+import string
+
+from gpugrad import dtypes
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.ops.elementwise import promote
+from gpugrad.tensor import Tensor
+
+
+def _check_same_dtype(a, b, name):
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"{name}: expected m1 and m2 to have the same dtype, but got: "
+                           f"{dtypes.dtype_name(a.dtype)} != {dtypes.dtype_name(b.dtype)}")
 
 
 class MatMul(InternalFunction):
@@ -26,51 +36,195 @@ def _shape_error(a, b):
                         f"{b.shape[-2] if b.ndim > 1 else (b.shape[0] if b.ndim else 'scalar')})")
 
 
-def matmul(a, b):
-    """Matrix product with torch.matmul's rules for 1-D, 2-D and batched operands."""
-    (a, b), _ = promote(a, b)
+def matmul(input, other):
+    """Matrix product with torch.matmul's rules for 1-D, 2-D and batched
+    operands (both of one dtype: float32 @ float64 raises, as in torch)."""
+    a, b = input, other
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"matmul(): arguments must be Tensors, got {type(a).__name__} and {type(b).__name__}")
+    _check_same_dtype(a, b, "matmul")
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError("both arguments to matmul need to be at least 1D, but they are "
                            f"{a.ndim}D and {b.ndim}D")
     if a.shape[-1] != (b.shape[-2] if b.ndim > 1 else b.shape[0]):
         raise _shape_error(a, b)
-    squeeze = []
+    if a.ndim == 1 and b.ndim == 1:
+        return MatMul.apply(a.unsqueeze(0), b.unsqueeze(-1)).reshape(())
     if a.ndim == 1:
-        a = a.unsqueeze(0)
-        squeeze.append(-2)
+        return MatMul.apply(a.unsqueeze(0), b).squeeze(-2)
     if b.ndim == 1:
-        b = b.unsqueeze(-1)
-        squeeze.append(-1)
-    out = MatMul.apply(a, b)
-    for dim in sorted(squeeze):
-        out = out.squeeze(dim)
-    return out
+        return MatMul.apply(a, b.unsqueeze(-1)).squeeze(-1)
+    return MatMul.apply(a, b)
 
 
-def mm(a, b):
-    if a.ndim != 2 or b.ndim != 2:
-        raise RuntimeError(f"mm: expected 2-D tensors, got {a.ndim}-D and {b.ndim}-D")
-    if a.shape[1] != b.shape[0]:
+def mm(input, mat2):
+    """The product of two matrices."""
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise RuntimeError(f"mm: expected 2-D tensors, got {input.ndim}-D and {mat2.ndim}-D")
+    if input.shape[1] != mat2.shape[0]:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied "
-                           f"({a.shape[0]}x{a.shape[1]} and {b.shape[0]}x{b.shape[1]})")
-    return matmul(a, b)
+                           f"({input.shape[0]}x{input.shape[1]} and {mat2.shape[0]}x{mat2.shape[1]})")
+    return matmul(input, mat2)
 
 
-def bmm(a, b):
-    if a.ndim != 3 or b.ndim != 3:
-        raise RuntimeError(f"bmm: expected 3-D tensors, got {a.ndim}-D and {b.ndim}-D")
-    if a.shape[0] != b.shape[0]:
-        raise RuntimeError(f"bmm: batch sizes differ ({a.shape[0]} and {b.shape[0]})")
-    return matmul(a, b)
+def bmm(input, mat2):
+    """Batched matrix product of (B, n, m) and (B, m, p)."""
+    if input.ndim != 3 or mat2.ndim != 3:
+        raise RuntimeError(f"bmm: expected 3-D tensors, got {input.ndim}-D and {mat2.ndim}-D")
+    if input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ ({input.shape[0]} and {mat2.shape[0]})")
+    return matmul(input, mat2)
 
 
-def dot(a, b):
-    if a.ndim != 1 or b.ndim != 1:
-        raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
-    return matmul(a, b)
+def mv(input, vec):
+    if input.ndim != 2 or vec.ndim != 1:
+        raise RuntimeError("mv: expected a matrix and a vector")
+    return matmul(input, vec)
 
 
-def outer(a, b):
-    if a.ndim != 1 or b.ndim != 1:
-        raise RuntimeError(f"outer: 1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
-    return a.unsqueeze(1) * b.unsqueeze(0)
+def dot(input, other):
+    """The inner product of two 1-D tensors."""
+    if input.ndim != 1 or other.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {input.ndim}D and {other.ndim}D tensors")
+    return matmul(input, other)
+
+
+inner = dot
+
+
+def outer(input, vec2):
+    """The outer product of two 1-D tensors."""
+    if input.ndim != 1 or vec2.ndim != 1:
+        raise RuntimeError(f"outer: 1D tensors expected, but got {input.ndim}D and {vec2.ndim}D tensors")
+    return input.unsqueeze(1) * vec2.unsqueeze(0)
+
+
+ger = outer
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    """beta * input + alpha * (mat1 @ mat2)."""
+    product = mm(mat1, mat2)
+    return (input if beta == 1 else input * beta) + (product if alpha == 1 else product * alpha)
+
+
+class Linear(InternalFunction):
+    """x @ W^T + b as one node; the weight and bias gradients come out as new
+    contiguous arrays (no transposed views to copy into .grad)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        needs = ctx.needs_input_grad
+        ctx.save_for_backward(x if needs[1] else None, weight if needs[0] else None)
+        out = ctx.xp.matmul(x, weight.T)
+        if bias is not None:
+            out += bias
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ weight if needs[0] else None
+        grad_weight = rows.mT @ x.reshape(-1, x.shape[-1]) if needs[1] else None
+        grad_bias = rows.sum(0) if needs[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias; input (..., in_features), weight
+    (out_features, in_features), bias (out_features,)."""
+    if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[-1]:
+        raise RuntimeError(f"linear: input has {input.shape[-1] if input.ndim else 0} features (shape "
+                           f"{list(input.shape)}) but the weight expects {weight.shape[-1]} (weight shape "
+                           f"{list(weight.shape)})")
+    _check_same_dtype(input, weight, "linear")
+    if bias is not None:
+        if bias.dtype != weight.dtype:
+            raise RuntimeError(f"linear: bias dtype {dtypes.dtype_name(bias.dtype)} does not match weight "
+                               f"dtype {dtypes.dtype_name(weight.dtype)}")
+        if bias.shape not in ((weight.shape[0],), ()):
+            raise RuntimeError(f"linear: bias of shape {list(bias.shape)} for {weight.shape[0]} outputs")
+    return Linear.apply(input, weight, bias)
+
+
+# -- einsum -------------------------------------------------------------------------------
+
+def _parse_einsum(equation, operands):
+    """Explicit subscripts, one letter per dim (an ellipsis expanded into letters)."""
+    equation = equation.replace(" ", "")
+    if "->" in equation:
+        inputs, output = equation.split("->")
+    else:
+        inputs, output = equation, None
+    inputs = inputs.split(",")
+    if len(inputs) != len(operands):
+        raise RuntimeError(f"einsum(): {len(inputs)} operands in the equation, {len(operands)} given")
+    used = set(equation) - set(".,->")
+    spare = [c for c in string.ascii_letters if c not in used]
+    ellipsis_dims = max((op.ndim - (len(sub) - 3) for sub, op in zip(inputs, operands) if "..." in sub),
+                        default=0)
+    ellipsis = "".join(spare[:ellipsis_dims])
+    expanded = []
+    for sub, op in zip(inputs, operands):
+        if "..." in sub:
+            n = op.ndim - (len(sub) - 3)
+            sub = sub.replace("...", ellipsis[ellipsis_dims - n:])
+        if len(sub) != op.ndim:
+            raise RuntimeError(f"einsum(): the subscripts {sub!r} do not match an operand of "
+                               f"{op.ndim} dims")
+        expanded.append(sub)
+    if output is None:
+        counts = {}
+        for sub in expanded:
+            for c in sub:
+                counts[c] = counts.get(c, 0) + 1
+        output = ellipsis + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ellipsis))
+    else:
+        output = output.replace("...", ellipsis)
+    return expanded, output
+
+
+class Einsum(InternalFunction):
+    @staticmethod
+    def forward(ctx, inputs, output, *arrays):
+        ctx.inputs, ctx.output = inputs, output
+        ctx.save_for_backward(*arrays)
+        ctx.shapes = [a.shape for a in arrays]
+        return ctx.xp.einsum(",".join(inputs) + "->" + output, *arrays)
+
+    @staticmethod
+    def backward(ctx, grad):
+        operands = ctx.saved_tensors
+        grads = [None, None]
+        for i, sub in enumerate(ctx.inputs):
+            if not ctx.needs_input_grad[i + 2]:
+                grads.append(None)
+                continue
+            if len(set(sub)) != len(sub):
+                raise NotImplementedError("einsum backward: repeated subscripts within one operand "
+                                          f"({sub!r}) are not supported")
+            others = [s for j, s in enumerate(ctx.inputs) if j != i]
+            available = set(ctx.output).union(*others) if others else set(ctx.output)
+            kept = "".join(c for c in sub if c in available)
+            g = einsum(",".join([ctx.output] + others) + "->" + kept,
+                       grad, *[operands[j] for j in range(len(operands)) if j != i])
+            if kept != sub:     # letters summed away inside this operand only: broadcast back
+                shape = tuple(ctx.shapes[i][sub.index(c)] if c in kept else 1 for c in sub)
+                order = [c for c in sub if c in kept]
+                g = g.permute([kept.index(c) for c in order]).reshape(shape).expand(ctx.shapes[i])
+            grads.append(g)
+        return tuple(grads)
+
+
+def einsum(equation, *operands):
+    """Einstein summation (``einsum('ij,jk->ik', a, b)``), with an ellipsis
+    for broadcast dims; differentiable through einsum."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    first = operands[0]
+    for op in operands[1:]:
+        _check_same_dtype(first, op, "einsum")
+    inputs, output = _parse_einsum(equation, operands)
+    return Einsum.apply(tuple(inputs), output, *operands)

@@ -1,43 +1,30 @@
-"""Reductions: sum, mean, prod, max/min, var/std, norm, and the row reductions
-log-sum-exp, softmax and log_softmax.
+"""Reductions and scans: sum, mean, prod, max/min, var/std, norm, cumsum,
+cumprod, sort and topk.  (log-sum-exp, softmax and log_softmax are the fused
+row reductions of ``ops/fused.py``.)
 
-The row reductions are fused Functions (DESIGN.md, "Fused ops"): the forward
-keeps only what the backward needs (log-sum-exp keeps its N results, softmax
-its output), and the backward is itself a Function, so second derivatives
-work.  On a CUDA tensor reducing one dim they run the hand-written kernels of
-``gpugrad/cuda/``; everywhere else the same math runs as array code below.
+Every reduction takes ``dim`` (None, an int or a tuple) and ``keepdim``
+(``keepdims=`` is accepted as numpy's spelling).  Half-precision inputs
+accumulate in float32, as torch does.
 """
 
 import builtins
 import collections
+import math
 
-from gpugrad import backend, dtypes
+from gpugrad import dtypes
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.tensor import Tensor, _wrap_dim
+from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
+from gpugrad.ops import shape
+from gpugrad.ops.elementwise import maximum, minimum, where
+from gpugrad.tensor import Tensor
 
 MaxMin = collections.namedtuple("MaxMin", ["values", "indices"])
+SortResult = collections.namedtuple("SortResult", ["values", "indices"])
 
 
-def normalize_dims(dim, ndim):
-    """``dim`` (None, int or sequence) as a sorted tuple of non-negative dims."""
-    if dim is None:
-        return tuple(range(ndim))
-    if isinstance(dim, (tuple, list)):
-        dims = tuple(sorted({_wrap_dim(d, ndim) for d in dim}))
-        if len(dims) != len(dim):
-            raise RuntimeError(f"dim {tuple(dim)} appears multiple times in the list of dims")
-        return dims if ndim else ()
-    return (_wrap_dim(dim, ndim),) if ndim else ()
-
-
-def keepdim_shape(shape, dims):
-    return tuple(1 if i in dims else n for i, n in enumerate(shape))
-
-
-def accumulate_dtype(dtype):
-    """Reductions over half accumulate in float32, as torch does."""
-    return dtypes.float32 if dtype == dtypes.float16 else dtype
+def keepdim_arg(keepdim, keepdims):
+    """``keepdim``, or numpy's ``keepdims`` where that is the one given."""
+    return keepdim if keepdims is None else bool(keepdims)
 
 
 # -- sum, mean, prod ----------------------------------------------------------------
@@ -46,7 +33,7 @@ class Sum(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim, dtype):
         ctx.shape, ctx.dims = x.shape, dims
-        out = x.sum(axis=dims, keepdims=keepdim, dtype=accumulate_dtype(dtype))
+        out = x.sum(axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(dtype))
         return out.astype(dtype, copy=False)
 
     @staticmethod
@@ -54,111 +41,156 @@ class Sum(InternalFunction):
         return grad.reshape(keepdim_shape(ctx.shape, ctx.dims)).expand(ctx.shape), None, None, None
 
 
+def sum(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
+    """The sum over ``dim`` (None: every element).  Integer and bool tensors sum to int64."""
+    dims = normalize_dims(dim, input.ndim)
+    if dtype is None:
+        dtype = input.dtype if dtypes.is_floating_point(input.dtype) else dtypes.int64
+    return Sum.apply(input, dims, keepdim_arg(keepdim, keepdims), dtypes.as_dtype(dtype))
+
+
+def mean(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
+    """The mean over ``dim`` (None: every element); floating-point tensors only
+    (nan over an empty dim, as in torch)."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if not dtypes.is_floating_point(input.dtype):
+        raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a "
+                           f"floating point or complex dtype. Got: {dtypes.dtype_name(input.dtype).capitalize()}")
+    dims = normalize_dims(dim, input.ndim)
+    count = math.prod(input.shape[d] for d in dims)
+    total = Sum.apply(input, dims, keepdim_arg(keepdim, keepdims), input.dtype)
+    return total / count if count else total * math.nan
+
+
 class SumToSize(InternalFunction):
     """Sum a broadcast gradient back to ``shape`` (the engine's reduction)."""
 
     @staticmethod
-    def forward(ctx, x, shape):
+    def forward(ctx, x, size):
         ctx.shape = x.shape
-        lead = x.ndim - len(shape)
+        lead = x.ndim - len(size)
         dims = tuple(range(lead)) + tuple(
-            lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1)
-        out = x.sum(axis=dims, keepdims=True, dtype=accumulate_dtype(x.dtype)) if dims else x
-        return out.astype(x.dtype, copy=False).reshape(shape)
+            lead + i for i, n in enumerate(size) if n == 1 and x.shape[lead + i] != 1)
+        out = x.sum(axis=dims, keepdims=True, dtype=dtypes.accumulate_dtype(x.dtype)) if dims else x
+        return out.astype(x.dtype, copy=False).reshape(size)
 
     @staticmethod
     def backward(ctx, grad):
         return grad.expand(ctx.shape), None
 
 
+def sum_to_size(input, *size):
+    """Sum ``input`` over the dims it was broadcast along, back to ``size``."""
+    size = shape_arg(size)
+    if input.shape == size:
+        return input
+    lead = input.ndim - len(size)
+    if lead < 0 or builtins.any(n != 1 and n != input.shape[lead + i] for i, n in enumerate(size)):
+        raise RuntimeError(f"size {list(size)} is not expandable to size {list(input.shape)}")
+    return SumToSize.apply(input, size)
+
+
 class Prod(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
-        xp = ctx.xp
         ctx.shape, ctx.dims = x.shape, dims
-        out = x.prod(axis=dims, keepdims=keepdim, dtype=accumulate_dtype(x.dtype)).astype(x.dtype)
-        if ctx.needs_input_grad[0]:
-            if bool((x == 0).any()):
-                # prod of the others cannot come from out / x: exclusive products instead
-                ctx.save_for_backward(None, None, _product_of_others(xp, x, dims))
-            else:
-                ctx.save_for_backward(x, out, None)
-        return out
+        ctx.save_for_backward(x)
+        acc = dtypes.accumulate_dtype(x.dtype) if dtypes.is_floating_point(x.dtype) else dtypes.int64
+        out = x.prod(axis=dims, keepdims=keepdim, dtype=acc)
+        return out.astype(x.dtype if dtypes.is_floating_point(x.dtype) else dtypes.int64, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
-        x, out, others = ctx.saved_tensors
-        shape = keepdim_shape(ctx.shape, ctx.dims)
-        grad = grad.reshape(shape)
-        if others is not None:
-            return grad * others, None, None
-        return grad * out.reshape(shape) / x, None, None
+        x, = ctx.saved_tensors
+        grad = grad.reshape(keepdim_shape(ctx.shape, ctx.dims))
+        return grad * ProductOfOthers.apply(x, ctx.dims), None, None
 
 
-def _product_of_others(xp, x, dims):
-    """For each element, the product of the other elements of its reduction group."""
-    moved = xp.moveaxis(x, dims, tuple(range(x.ndim - len(dims), x.ndim)))
-    flat = moved.reshape(moved.shape[:x.ndim - len(dims)] + (-1,))
-    ones = xp.ones(flat.shape[:-1] + (1,), dtype=x.dtype)
-    left = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    right = xp.cumprod(xp.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
-    others = (left * right).reshape(moved.shape)
-    return xp.moveaxis(others, tuple(range(x.ndim - len(dims), x.ndim)), dims)
+class ProductOfOthers(InternalFunction):
+    """For each element, the product of the other elements of its group (the
+    gradient of prod), exact with zeros; differentiable once more, so that
+    ``hessian(prod)`` is right at zeros too."""
+
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.save_for_backward(x)
+        ctx.dims = dims
+        xp = ctx.xp
+        moved, back = _groups_last(xp, x, dims)
+        ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
+        left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
+        right = xp.cumprod(xp.concatenate([ones, moved[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+        return back(left * right)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return ProductOfPairs.apply(x, grad, ctx.dims), None
 
 
-def sum(x, dim=None, keepdim=False, dtype=None):
-    """Sum over ``dim`` (None: all). Integer and bool tensors sum to int64."""
-    dims = normalize_dims(dim, x.ndim)
-    if dtype is None:
-        dtype = x.dtype if x.dtype.kind == "f" else dtypes.int64
-    return Sum.apply(x, dims, keepdim, dtypes.as_dtype(dtype))
+class ProductOfPairs(InternalFunction):
+    """w_j = sum_{i != j} u_i prod_{k not in {i, j}} x_k over each group: the
+    contraction of prod's Hessian with u, by the number of zeros in the group."""
+
+    @staticmethod
+    def forward(ctx, x, u, dims):
+        xp = ctx.xp
+        moved, back = _groups_last(xp, x, dims)
+        u, _ = _groups_last(xp, xp.broadcast_to(u, x.shape), dims)
+        zero = moved == 0
+        zeros = zero.sum(axis=-1, keepdims=True)
+        safe = xp.where(zero, 1, moved)
+        nonzero_product = safe.prod(axis=-1, keepdims=True)
+        ratio = xp.where(zero, 0, u / safe)
+        u_at_zeros = xp.where(zero, u, 0).sum(axis=-1, keepdims=True)
+        total = ratio.sum(axis=-1, keepdims=True)
+        none = nonzero_product / safe * (total - ratio)
+        one = xp.where(zero, nonzero_product * total, u_at_zeros * nonzero_product / safe)
+        two = xp.where(zero, nonzero_product * (u_at_zeros - u), 0)
+        out = xp.where(zeros == 0, none, xp.where(zeros == 1, one, xp.where(zeros == 2, two, 0)))
+        return back(out.astype(x.dtype, copy=False))
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("gpugrad computes derivatives of prod up to the second order")
 
 
-def mean(x, dim=None, keepdim=False, dtype=None):
-    """Mean over ``dim`` (None: all); floating-point tensors only."""
+def _groups_last(xp, x, dims):
+    """x with the reduced dims moved last and flattened into one, and the inverse map."""
+    lead = x.ndim - len(dims)
+    moved = xp.moveaxis(x, dims, tuple(range(lead, x.ndim)))
+    flat = moved.reshape(moved.shape[:lead] + (-1,))
+
+    def back(array):
+        return xp.moveaxis(array.reshape(moved.shape), tuple(range(lead, x.ndim)), dims)
+    return flat, back
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
+    """The product over ``dim`` (None: every element); integer tensors give int64.
+    The gradient is exact with zeros, up to the second order."""
     if dtype is not None:
-        x = x.to(dtype)
-    if x.dtype.kind != "f":
-        raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a "
-                           f"floating point or complex dtype. Got: {x.dtype}")
-    dims = normalize_dims(dim, x.ndim)
-    count = 1
-    for d in dims:
-        count *= x.shape[d]
-    return Sum.apply(x, dims, keepdim, x.dtype) / count
-
-
-def sum_to_size(x, shape):
-    shape = tuple(shape)
-    if x.shape == shape:
-        return x
-    lead = x.ndim - len(shape)
-    if lead < 0 or builtins.any(n != 1 and n != x.shape[lead + i] for i, n in enumerate(shape)):
-        raise RuntimeError(f"size {list(shape)} is not expandable to size {list(x.shape)}")
-    return SumToSize.apply(x, shape)
-
-
-def prod(x, dim=None, keepdim=False):
-    return Prod.apply(x, normalize_dims(dim, x.ndim), keepdim)
+        input = input.to(dtype)
+    if dim is not None and not isinstance(dim, int):
+        raise TypeError("prod(): dim must be an int (torch reduces one dim at a time)")
+    return Prod.apply(input, normalize_dims(dim, input.ndim), keepdim_arg(keepdim, keepdims))
 
 
 # -- max and min ----------------------------------------------------------------------
 
 class Extremum(InternalFunction):
-    """amax / amin: the gradient is shared evenly among tied extrema, as in torch."""
+    """amax / amin: the gradient is shared evenly among tied extrema, as in torch
+    (a nan result gives a nan gradient, as torch's amax does)."""
 
     @staticmethod
     def forward(ctx, x, dims, keepdim, largest):
-        if x.size == 0:
-            raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() "
-                               "== 0. Specify the reduction dim with the 'dim' argument.")
-        reduce = x.max if largest else x.min
-        out = reduce(axis=dims, keepdims=True)
+        out = (x.max if largest else x.min)(axis=dims, keepdims=True)
         if ctx.needs_input_grad[0]:
             hits = (x == out).astype(x.dtype)
             ctx.save_for_backward(hits / hits.sum(axis=dims, keepdims=True))
         ctx.shape, ctx.dims = x.shape, dims
-        return out if keepdim else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
+        return out if keepdim else out.reshape(reduced_shape(x.shape, dims))
 
     @staticmethod
     def backward(ctx, grad):
@@ -166,81 +198,146 @@ class Extremum(InternalFunction):
         return grad.reshape(keepdim_shape(ctx.shape, ctx.dims)) * share, None, None, None
 
 
-def amax(x, dim=None, keepdim=False):
-    return Extremum.apply(x, normalize_dims(dim, x.ndim), keepdim, True)
+class ExtremumAll(InternalFunction):
+    """max() / min() of every element: the gradient is shared evenly among the
+    elements equal to the result, the nan elements when the result is nan (torch)."""
+
+    @staticmethod
+    def forward(ctx, x, largest):
+        xp = ctx.xp
+        out = x.max() if largest else x.min()
+        if ctx.needs_input_grad[0]:
+            hits = xp.isnan(x) if xp.isnan(out) else (x == out)
+            hits = hits.astype(x.dtype)
+            ctx.save_for_backward(hits / hits.sum())
+        return xp.asarray(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        share, = ctx.saved_tensors
+        return grad * share, None
 
 
-def amin(x, dim=None, keepdim=False):
-    return Extremum.apply(x, normalize_dims(dim, x.ndim), keepdim, False)
+def _check_reducible(x, dims, name):
+    for d in dims:
+        if x.shape[d] == 0:
+            raise IndexError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+    if not dims and x.numel() == 0:
+        raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                           "Specify the reduction dim with the 'dim' argument.")
+
+
+def amax(input, dim=(), keepdim=False, *, keepdims=None):
+    """The largest value over ``dim`` (() or None: every element); ties share the gradient."""
+    dims = normalize_dims(None if dim == () else dim, input.ndim)
+    _check_reducible(input, dims if dim not in ((), None) else (), "amax")
+    return Extremum.apply(input, dims, keepdim_arg(keepdim, keepdims), True)
+
+
+def amin(input, dim=(), keepdim=False, *, keepdims=None):
+    """The smallest value over ``dim`` (() or None: every element)."""
+    dims = normalize_dims(None if dim == () else dim, input.ndim)
+    _check_reducible(input, dims if dim not in ((), None) else (), "amin")
+    return Extremum.apply(input, dims, keepdim_arg(keepdim, keepdims), False)
 
 
 def _max_or_min(x, dim, keepdim, largest):
     if isinstance(dim, Tensor):            # max(a, b): elementwise
-        from gpugrad.ops import elementwise
-        return (elementwise.maximum if largest else elementwise.minimum)(x, dim)
+        return (maximum if largest else minimum)(x, dim)
+    name = "max" if largest else "min"
     if dim is None:
-        return Extremum.apply(x, normalize_dims(None, x.ndim), False, largest)
-    from gpugrad.ops import shape
-    d = _wrap_dim(dim, x.ndim)
+        _check_reducible(x, (), name)
+        return ExtremumAll.apply(x, largest)
+    d = wrap_dim(dim, x.ndim)
+    _check_reducible(x, (d,) if x.ndim else (), name)
     index = (argmax if largest else argmin)(x, d, keepdim=True)
-    values = shape.gather(x, d, index)
+    values = shape.gather(x, d, index) if x.ndim else x.clone()
     if not keepdim:
         values, index = values.squeeze(d), index.squeeze(d)
     return MaxMin(values, index)
 
 
-def max(x, dim=None, keepdim=False):
+def max(input, dim=None, keepdim=False, *, keepdims=None):
     """``max(x)``: the largest element; ``max(x, dim)``: (values, indices);
-    ``max(x, other)``: elementwise maximum."""
-    return _max_or_min(x, dim, keepdim, True)
+    ``max(x, other)``: the elementwise maximum.  nan counts as the largest."""
+    return _max_or_min(input, dim, keepdim_arg(keepdim, keepdims), True)
 
 
-def min(x, dim=None, keepdim=False):
-    return _max_or_min(x, dim, keepdim, False)
-
-
-def argmax(x, dim=None, keepdim=False):
-    return _arg_extremum(x, dim, keepdim, "argmax")
-
-
-def argmin(x, dim=None, keepdim=False):
-    return _arg_extremum(x, dim, keepdim, "argmin")
+def min(input, dim=None, keepdim=False, *, keepdims=None):
+    """``min(x)``, ``min(x, dim)`` -> (values, indices), ``min(x, other)``."""
+    return _max_or_min(input, dim, keepdim_arg(keepdim, keepdims), False)
 
 
 def _arg_extremum(x, dim, keepdim, name):
     xp = x.xp
     if dim is None:
-        out = getattr(xp, name)(x.data.reshape(-1))
+        _check_reducible(x, (), name)
+        out = getattr(xp, name)(x.array.reshape(-1))
         out = out.reshape((1,) * x.ndim) if keepdim else out
     else:
-        out = getattr(xp, name)(x.data, axis=_wrap_dim(dim, x.ndim), keepdims=keepdim)
+        d = wrap_dim(dim, x.ndim)
+        _check_reducible(x, (d,) if x.ndim else (), name)
+        array = x.array if x.ndim else x.array.reshape(1)
+        out = getattr(xp, name)(array, axis=d, keepdims=keepdim and x.ndim > 0)
+        if not x.ndim:
+            out = out.reshape(())
     return Tensor._make(xp.asarray(out, dtype=dtypes.int64))
 
 
-def any(x, dim=None, keepdim=False):
-    return Tensor._make(x.xp.asarray(x.data.any(axis=normalize_dims(dim, x.ndim), keepdims=keepdim)))
+def argmax(input, dim=None, keepdim=False, *, keepdims=None):
+    """The index of the largest value (the first one, nan first), over
+    ``dim`` or the flattened tensor."""
+    return _arg_extremum(input, dim, keepdim_arg(keepdim, keepdims), "argmax")
 
 
-def all(x, dim=None, keepdim=False):
-    return Tensor._make(x.xp.asarray(x.data.all(axis=normalize_dims(dim, x.ndim), keepdims=keepdim)))
+def argmin(input, dim=None, keepdim=False, *, keepdims=None):
+    return _arg_extremum(input, dim, keepdim_arg(keepdim, keepdims), "argmin")
+
+
+def any(input, dim=None, keepdim=False, *, keepdims=None):
+    """Whether any element over ``dim`` is non-zero (a bool tensor)."""
+    return Tensor._make(input.xp.asarray(input.array.any(
+        axis=normalize_dims(dim, input.ndim), keepdims=keepdim_arg(keepdim, keepdims))))
+
+
+def all(input, dim=None, keepdim=False, *, keepdims=None):
+    """Whether every element over ``dim`` is non-zero (a bool tensor)."""
+    return Tensor._make(input.xp.asarray(input.array.all(
+        axis=normalize_dims(dim, input.ndim), keepdims=keepdim_arg(keepdim, keepdims))))
+
+
+def count_nonzero(input, dim=None):
+    return sum(input != 0, dim)
 
 
 # -- statistics -------------------------------------------------------------------------
 
-def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """Variance over ``dim`` with Bessel's correction (``correction=1``) by default."""
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
+    """The variance over ``dim`` with Bessel's correction (``correction=1``) by default."""
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    dims = normalize_dims(dim, x.ndim)
-    count = 1
-    for d in dims:
-        count *= x.shape[d]
-    centered = x - mean(x, dims, keepdim=True)
-    return sum(centered * centered, dims, keepdim) / builtins.max(count - correction, 0)
+    if isinstance(dim, bool):          # var(x, False): the old unbiased positional
+        dim, correction = None, int(dim)
+    dims = normalize_dims(dim, input.ndim)
+    count = math.prod(input.shape[d] for d in dims)
+    centered = input - mean(input, dims, keepdim=True)
+    total = sum(centered * centered, dims, keepdim_arg(keepdim, keepdims))
+    return total / builtins.max(count - correction, 0)
 
 
-def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
+    """The standard deviation: sqrt(var(...))."""
+    return var(input, dim, unbiased, keepdim, correction=correction, keepdims=keepdims).sqrt()
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return (var(input, dim, unbiased, keepdim, correction=correction),
+            mean(input, dim, keepdim))
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return (std(input, dim, unbiased, keepdim, correction=correction),
+            mean(input, dim, keepdim))
 
 
 class Norm2(InternalFunction):
@@ -249,7 +346,7 @@ class Norm2(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         xp = ctx.xp
-        acc = x.astype(accumulate_dtype(x.dtype), copy=False)
+        acc = x.astype(dtypes.accumulate_dtype(x.dtype), copy=False)
         out = xp.sqrt((acc * acc).sum(axis=dims, keepdims=keepdim)).astype(x.dtype)
         ctx.save_for_backward(x, out)
         ctx.shape, ctx.dims = x.shape, dims
@@ -260,232 +357,155 @@ class Norm2(InternalFunction):
         x, out = ctx.saved_tensors
         out = out.reshape(keepdim_shape(ctx.shape, ctx.dims))
         grad = grad.reshape(keepdim_shape(ctx.shape, ctx.dims))
-        return (grad * x / out).masked_fill(out == 0, 0.0), None, None
+        return where(out == 0, 0.0, grad * x / out), None, None
 
 
-def norm(x, p=2, dim=None, keepdim=False):
-    """The p-norm over ``dim`` (None: all elements)."""
-    dims = normalize_dims(dim, x.ndim)
-    if p == 2 or p == "fro":
-        return Norm2.apply(x, dims, keepdim)
-    if p == float("inf"):
-        return amax(x.abs(), dims, keepdim)
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
+    """The p-norm over ``dim`` (None: every element): 2 / 'fro' (default), 1,
+    inf, -inf, 0 (the count of non-zeros) or any other number."""
+    if dtype is not None:
+        input = input.to(dtype)
+    dims = normalize_dims(dim, input.ndim)
+    keepdim = keepdim_arg(keepdim, keepdims)
+    if p is None or p == 2 or p == "fro":
+        return Norm2.apply(input, dims, keepdim)
+    if p == math.inf:
+        return amax(input.abs(), dims, keepdim)
+    if p == -math.inf:
+        return amin(input.abs(), dims, keepdim)
     if p == 1:
-        return sum(x.abs(), dims, keepdim)
-    return sum(x.abs() ** p, dims, keepdim) ** (1.0 / p)
+        return sum(input.abs(), dims, keepdim)
+    if p == 0:
+        return sum((input != 0).to(input.dtype), dims, keepdim)
+    if isinstance(p, str):
+        raise RuntimeError(f"norm: unsupported p={p!r}")
+    return sum(input.abs() ** p, dims, keepdim) ** (1.0 / p)
 
 
-# -- fused row reductions: log-sum-exp, softmax, log_softmax --------------------------------
+# -- scans ------------------------------------------------------------------------------------
 
-def _fused_applies(x, dims):
-    """The CUDA kernels take one reduced dim of a float16/32/64 CUDA array."""
-    return len(dims) == 1 and backend.is_cupy_array(x) and x.dtype.kind == "f" and x.size > 0
-
-
-def _to_rows(xp, x, dim):
-    """x as a (rows, C) array whose rows have unit stride, with the reduced dim last."""
-    moved = x if dim == x.ndim - 1 else xp.moveaxis(x, dim, -1)
-    rows = moved.reshape(-1, moved.shape[-1]) if moved.ndim != 2 else moved
-    if rows.strides[-1] != rows.itemsize:
-        rows = xp.ascontiguousarray(rows)
-    return rows, moved.shape
-
-
-def _from_rows(xp, rows, moved_shape, dim, ndim):
-    out = rows.reshape(moved_shape)
-    return out if dim == ndim - 1 else xp.moveaxis(out, -1, dim)
-
-
-def logsumexp_parts(xp, x, dims):
-    """(m, ls) with log-sum-exp = m + ls over ``dims``, keepdims, in the
-    accumulation dtype: m is the max (0 where it is +-inf, torch's rule, so
-    all -inf gives -inf) and ls = log(sum(exp(x - m))).
-
-    The backward needs exp(x - lse).  Computed as exp((x - m) - ls) it stays
-    accurate when |lse| is large: for float32 logits near 1e4, x - m is exact,
-    while x - lse would lose three digits to the rounding of lse.
-    """
-    if _fused_applies(x, dims):
-        from gpugrad.cuda import fused
-        rows, moved = _to_rows(xp, x, dims[0])
-        shape = moved[:-1] + (1,)
-        return tuple(_from_rows(xp, part.reshape(-1, 1), shape, dims[0], x.ndim)
-                     for part in fused.logsumexp_forward(rows))
-    acc = x.astype(accumulate_dtype(x.dtype), copy=False)
-    m = acc.max(axis=dims, keepdims=True)
-    m = xp.where(xp.isinf(m), 0, m).astype(acc.dtype, copy=False)
-    terms = xp.subtract(acc, m)
-    xp.exp(terms, out=terms)
-    return m, xp.log(terms.sum(axis=dims, keepdims=True))
-
-
-def shifted(xp, x, m, ls, exp):
-    """(x - m) - ls, or its exp, in the accumulation dtype: one new array, the
-    rest in place (the array code of the fused ops' second pass)."""
-    out = x.astype(accumulate_dtype(x.dtype), copy=True)
-    out -= m
-    out -= ls
-    if exp:
-        xp.exp(out, out=out)
-    return out
-
-
-class LogSumExp(InternalFunction):
+class CumSum(InternalFunction):
     @staticmethod
-    def forward(ctx, x, dims, keepdim):
-        m, ls = logsumexp_parts(ctx.xp, x, dims)
-        out = (m + ls).astype(x.dtype, copy=False)
-        if not keepdim:
-            out = out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
-        ctx.save_for_backward(x, out, m, ls)
-        ctx.shape, ctx.dims = x.shape, dims
+    def forward(ctx, x, dim, dtype):
+        ctx.dim = dim
+        return ctx.xp.cumsum(x, axis=dim, dtype=dtypes.accumulate_dtype(dtype)).astype(dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.flip(ctx.dim).cumsum(ctx.dim).flip(ctx.dim), None, None
+
+
+def cumsum(input, dim, *, dtype=None):
+    """Running sums along ``dim`` (integer tensors give int64)."""
+    if dtype is None:
+        dtype = input.dtype if dtypes.is_floating_point(input.dtype) else dtypes.int64
+    if input.ndim == 0:
+        wrap_dim(dim, 0)
+        return input.to(dtype).clone()
+    return CumSum.apply(input, wrap_dim(dim, input.ndim), dtypes.as_dtype(dtype))
+
+
+class CumProd(InternalFunction):
+    @staticmethod
+    def forward(ctx, x, dim):
+        out = ctx.xp.cumprod(x, axis=dim)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, out, m, ls = ctx.saved_tensors
-        shape = keepdim_shape(ctx.shape, ctx.dims)
-        if is_grad_enabled():      # create_graph: the shift must stay linked to x
-            m, ls = out.reshape(shape), 0.0
-        return LogSumExpBackward.apply(x, m, ls, grad.reshape(shape), ctx.dims), None, None
-
-
-class LogSumExpBackward(InternalFunction):
-    """grad_x = g * exp((x - m) - ls): one pass over x; differentiable again."""
-
-    @staticmethod
-    def forward(ctx, x, m, ls, grad, dims):
-        ctx.save_for_backward(x, m, ls, grad)
-        ctx.dims = dims
-        xp = ctx.xp
-        acc = accumulate_dtype(x.dtype)
-        if _fused_applies(x, dims) and getattr(ls, "dtype", None) == acc and m.dtype == acc:
-            from gpugrad.cuda import fused
-            rows, moved = _to_rows(xp, x, dims[0])
-            g = xp.broadcast_to(grad, m.shape).astype(acc).reshape(-1)
-            out = fused.logsumexp_backward(rows, m.reshape(-1), ls.reshape(-1), g)
-            return _from_rows(xp, out, moved, dims[0], x.ndim)
-        p = shifted(xp, x, m, ls, exp=True)
-        p *= grad
-        return p.astype(x.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, grad_grad):
-        x, m, ls, grad = ctx.saved_tensors
-        p = ((x - m) - ls).exp()
-        weighted = grad_grad * p
-        grad_x = weighted * grad
-        grad_shift = -grad_x.sum(ctx.dims, keepdim=True)
-        return grad_x, grad_shift, grad_shift, weighted.sum(ctx.dims, keepdim=True), None
-
-
-def _softmax_array(xp, x, dim, log):
-    if _fused_applies(x, (dim,)):
-        from gpugrad.cuda import fused
-        rows, moved = _to_rows(xp, x, dim)
-        return _from_rows(xp, fused.softmax_forward(rows, log), moved, dim, x.ndim)
-    m, ls = logsumexp_parts(xp, x, (dim,))
-    return shifted(xp, x, m, ls, exp=not log).astype(x.dtype, copy=False)
-
-
-def _softmax_backward_array(xp, y, grad, dim, log):
-    if _fused_applies(y, (dim,)) and grad.dtype == y.dtype:
-        from gpugrad.cuda import fused
-        y_rows, moved = _to_rows(xp, y, dim)
-        g_rows, _ = _to_rows(xp, xp.broadcast_to(grad, y.shape), dim)
-        return _from_rows(xp, fused.softmax_backward(y_rows, g_rows, log), moved, dim, y.ndim)
-    dtype = y.dtype
-    acc = accumulate_dtype(dtype)
-    y, grad = y.astype(acc, copy=False), grad.astype(acc, copy=False)
-    if log:
-        out = xp.exp(y)
-        out *= grad.sum(axis=dim, keepdims=True)
-        xp.subtract(grad, out, out=out)
-    else:
-        out = grad - (grad * y).sum(axis=dim, keepdims=True)
-        out *= y
-    return out.astype(dtype, copy=False)
-
-
-class SoftmaxBackward(InternalFunction):
-    """grad_x = y * (g - sum(g * y)), from the saved output y; differentiable again."""
-    log = False
-
-    @staticmethod
-    def forward(ctx, y, grad, dim):
-        ctx.save_for_backward(y, grad)
-        ctx.dim = dim
-        return _softmax_backward_array(ctx.xp, y, grad, dim, ctx.log)
-
-    @staticmethod
-    def backward(ctx, grad_grad):
-        y, grad = ctx.saved_tensors
+        x, out = ctx.saved_tensors
         dim = ctx.dim
-        dot_gg = (grad_grad * y).sum(dim, keepdim=True)
-        dot_g = (grad * y).sum(dim, keepdim=True)
-        grad_y = grad_grad * (grad - dot_g) - grad * dot_gg
-        grad_grad_out = y * (grad_grad - dot_gg)
-        return grad_y, grad_grad_out, None
+        # d out_i / d x_k = prod_{j <= i, j != k} x_j for i >= k.  Before the
+        # first zero of a row that is out_i / x_k; at the first zero z it is
+        # out_{z-1} * prod_{z < j <= i} x_j; after it, 0.
+        zero = x == 0
+        seen = zero.to(dtypes.int64).cumsum(dim)
+        before = seen == 0
+        first_zero = zero & (seen == 1)
+        safe = where(before, x, 1.0)
+        reverse = (grad * out).flip(dim).cumsum(dim).flip(dim)
+        grad_before = where(before, reverse / safe, 0.0)
+        after = where(seen >= 1, where(first_zero, 1.0, x), 1.0)
+        tail = after.cumprod(dim) * where(seen >= 1, grad, 0.0)
+        prefix = where(before, x, 1.0).cumprod(dim)          # out_{z-1} at z
+        at_zero = where(first_zero, prefix * tail.flip(dim).cumsum(dim).flip(dim), 0.0)
+        return grad_before + at_zero, None
 
 
-class LogSoftmaxBackward(SoftmaxBackward):
-    """grad_x = g - exp(y) * sum(g), from the saved output y; differentiable again."""
-    log = True
-
-    @staticmethod
-    def backward(ctx, grad_grad):
-        y, grad = ctx.saved_tensors
-        dim = ctx.dim
-        p = y.exp()
-        grad_y = -grad_grad * p * grad.sum(dim, keepdim=True)
-        grad_grad_out = grad_grad - (grad_grad * p).sum(dim, keepdim=True)
-        return grad_y, grad_grad_out, None
-
-
-class Softmax(InternalFunction):
-    """Keeps only its output y; the backward is a Function of (y, grad)."""
-    log = False
-    backward_function = SoftmaxBackward
-
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = _softmax_array(ctx.xp, x, dim, ctx.log)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        y, = ctx.saved_tensors
-        return ctx.backward_function.apply(y, grad, ctx.dim), None
-
-
-class LogSoftmax(Softmax):
-    log = True
-    backward_function = LogSoftmaxBackward
-
-
-def _floating_input(x, name, dtype):
+def cumprod(input, dim, *, dtype=None):
+    """Running products along ``dim``; the gradient is exact with zeros."""
     if dtype is not None:
-        x = x.to(dtype)
-    if x.dtype.kind != "f":
-        raise RuntimeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    return x
+        input = input.to(dtype)
+    elif not dtypes.is_floating_point(input.dtype):
+        input = input.to(dtypes.int64)
+    if input.ndim == 0:
+        wrap_dim(dim, 0)
+        return input.clone()
+    return CumProd.apply(input, wrap_dim(dim, input.ndim))
 
 
-def logsumexp(x, dim, keepdim=False):
-    """log(sum(exp(x), dim)), computed stably (fused on CUDA)."""
-    x = _floating_input(x, "logsumexp", None)
-    return LogSumExp.apply(x, normalize_dims(dim, x.ndim), keepdim)
+# -- sorting ------------------------------------------------------------------------------------
+
+def sort(input, dim=-1, descending=False, stable=False):
+    """(values, indices) sorted along ``dim`` (nan last ascending, first
+    descending, as in torch); the values carry the gradient."""
+    if input.ndim == 0:
+        return SortResult(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
+    d = wrap_dim(dim, input.ndim)
+    indices = argsort(input, d, descending, stable=True)
+    return SortResult(shape.gather(input, d, indices), indices)
 
 
-def softmax(x, dim, dtype=None):
-    """exp(x) / sum(exp(x), dim), computed stably (fused on CUDA)."""
-    x = _floating_input(x, "softmax", dtype)
-    return Softmax.apply(x, _wrap_dim(dim, x.ndim) if x.ndim else 0)
+def argsort(input, dim=-1, descending=False, stable=False):
+    """The indices that sort ``input`` along ``dim`` (ties keep their order)."""
+    xp = input.xp
+    if input.ndim == 0:
+        return Tensor._make(xp.zeros((), dtype=dtypes.int64))
+    d = wrap_dim(dim, input.ndim)
+    array = input.array
+    if descending:
+        # stable descending order: sort the negated keys (nan first, as torch)
+        if dtypes.is_floating_point(array.dtype):
+            keys = xp.where(xp.isnan(array), -xp.inf, -array.astype(dtypes.accumulate_dtype(array.dtype)))
+        elif array.dtype == dtypes.bool_:
+            keys = ~array
+        else:
+            keys = -array.astype(dtypes.int64)
+        order = xp.argsort(keys, axis=d, kind="stable")
+    else:
+        order = xp.argsort(array, axis=d, kind="stable")
+    return Tensor._make(order.astype(dtypes.int64, copy=False))
 
 
-def log_softmax(x, dim, dtype=None):
-    """x - logsumexp(x, dim), computed stably (fused on CUDA)."""
-    x = _floating_input(x, "log_softmax", dtype)
-    return LogSoftmax.apply(x, _wrap_dim(dim, x.ndim) if x.ndim else 0)
+def topk(input, k, dim=-1, largest=True, sorted=True):
+    """(values, indices) of the k largest (or smallest) elements along ``dim``."""
+    d = wrap_dim(dim, input.ndim) if input.ndim else 0
+    size = input.shape[d] if input.ndim else 1
+    if not 0 <= k <= size:
+        raise RuntimeError(f"selected index k out of range (k={k}, size {size} along dim {d})")
+    order = argsort(input, d, descending=largest)
+    key = (slice(None),) * d + (slice(0, k),)
+    indices = order[key] if input.ndim else order
+    return SortResult(shape.gather(input, d, indices) if input.ndim else input.clone(), indices)
+
+
+def kthvalue(input, k, dim=-1, keepdim=False):
+    """(values, indices) of the k-th smallest element along ``dim`` (k from 1)."""
+    d = wrap_dim(dim, input.ndim)
+    values, indices = sort(input, d)
+    key = (slice(None),) * d + (slice(k - 1, k),)
+    values, indices = values[key], indices[key]
+    if not keepdim:
+        values, indices = values.squeeze(d), indices.squeeze(d)
+    return SortResult(values, indices)
+
+
+def median(input, dim=None, keepdim=False):
+    """The lower median (of every element, or (values, indices) along ``dim``)."""
+    if dim is None:
+        flat = input.reshape(-1)
+        return kthvalue(flat, (flat.shape[0] + 1) // 2, 0).values
+    d = wrap_dim(dim, input.ndim)
+    return kthvalue(input, (input.shape[d] + 1) // 2, d, keepdim)

@@ -1,14 +1,21 @@
 """Shape ops: views (reshape, permute, expand, basic indexing) and copies
-(cat, advanced indexing).  A view's output shares the input's memory and
-version counter, as in torch."""
+(cat, advanced indexing, gather, flip, roll, tril, pad).  A view's output
+shares the input's memory and version counter, as in torch; an in-place op
+on a view rewrites its base's history (``autograd/inplace.py``)."""
 
 import builtins
+import math
 
-from gpugrad import backend
+import numpy
+
+from gpugrad import backend, dtypes
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.ops.elementwise import promote
-from gpugrad.tensor import Tensor, _wrap_dim
+from gpugrad.dims import shape_arg, wrap_dim
+from gpugrad.ops._promote import promote
+from gpugrad.tensor import Tensor
 
+
+# -- views ----------------------------------------------------------------------------
 
 class Reshape(InternalFunction):
     is_view = True
@@ -16,16 +23,87 @@ class Reshape(InternalFunction):
     @staticmethod
     def forward(ctx, x, shape, strict):
         ctx.shape = x.shape
-        out = x.reshape(shape)
-        if strict and out.size and not backend.may_share_memory(out, x):
-            raise RuntimeError(
-                "view size is not compatible with input tensor's size and stride (at least one "
-                "dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
+        if strict:
+            out = _view_without_copy(x, shape)
+        else:
+            out = x.reshape(shape)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         return grad.reshape(ctx.shape), None, None
+
+
+def _view_without_copy(x, shape):
+    out = x.view()
+    try:
+        out.shape = shape          # NumPy and CuPy refuse (AttributeError) when a copy would be needed
+    except AttributeError:
+        raise RuntimeError(
+            "view size is not compatible with input tensor's size and stride (at least one "
+            "dimension spans across two contiguous subspaces). Use .reshape(...) instead.") from None
+    return out
+
+
+def _infer_shape(shape, numel):
+    shape = list(shape)
+    if shape.count(-1) > 1:
+        raise RuntimeError("only one dimension can be inferred")
+    known = math.prod(n for n in shape if n != -1)
+    if -1 in shape:
+        if known == 0 or numel % known:
+            raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
+        shape[shape.index(-1)] = numel // known
+    elif known != numel:
+        raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
+    if any(n < -1 for n in shape):
+        raise RuntimeError(f"invalid shape dimension {min(shape)}")
+    return tuple(shape)
+
+
+def reshape(input, *shape):
+    """The same elements in a new shape (one dim may be -1); a view when the
+    layout allows, else a copy."""
+    shape = _infer_shape(shape_arg(shape), input.numel())
+    return input if shape == input.shape else Reshape.apply(input, shape, False)
+
+
+def view(input, *shape):
+    """A view with a new shape; RuntimeError where that needs a copy.
+    ``view(dtype)`` reinterprets the bytes as another dtype of the same size."""
+    if len(shape) == 1 and not isinstance(shape[0], (tuple, list, int)) and shape[0] is not None \
+            and not hasattr(shape[0], "__index__"):
+        dtype = dtypes.as_dtype(shape[0])
+        if dtype.itemsize != input.dtype.itemsize:
+            raise RuntimeError("view(dtype) needs a dtype of the same element size")
+        return Tensor._make(input.array.view(dtype))
+    return Reshape.apply(input, _infer_shape(shape_arg(shape), input.numel()), True)
+
+
+def view_as(input, other):
+    return view(input, other.shape)
+
+
+def reshape_as(input, other):
+    return reshape(input, other.shape)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    """Merge dims start_dim..end_dim into one."""
+    if input.ndim == 0:
+        return reshape(input, (1,))
+    start, end = wrap_dim(start_dim, input.ndim), wrap_dim(end_dim, input.ndim)
+    if start > end:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    n = math.prod(input.shape[start:end + 1])
+    return reshape(input, input.shape[:start] + (n,) + input.shape[end + 1:])
+
+
+def unflatten(input, dim, sizes):
+    """Split dim ``dim`` into ``sizes`` (one may be -1)."""
+    dim = wrap_dim(dim, input.ndim)
+    sizes = _infer_shape(sizes, input.shape[dim])
+    return reshape(input, input.shape[:dim] + sizes + input.shape[dim + 1:])
 
 
 class Permute(InternalFunction):
@@ -38,7 +116,69 @@ class Permute(InternalFunction):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.permute(ctx.inverse), None
+        return Permute.apply(grad, ctx.inverse), None
+
+
+def permute(input, *dims):
+    """The dims reordered (a view)."""
+    dims = tuple(wrap_dim(d, input.ndim) for d in shape_arg(dims))
+    if sorted(dims) != list(range(input.ndim)):
+        raise RuntimeError(f"permute(): dims {list(dims)} are not a permutation of the "
+                           f"{input.ndim} dims of the input")
+    return Permute.apply(input, dims)
+
+
+def transpose(input, dim0, dim1):
+    """Two dims swapped (a view)."""
+    if input.ndim == 0:
+        wrap_dim(dim0, 0), wrap_dim(dim1, 0)
+        return input
+    dims = list(range(input.ndim))
+    d0, d1 = wrap_dim(dim0, input.ndim), wrap_dim(dim1, input.ndim)
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return Permute.apply(input, tuple(dims))
+
+
+swapaxes = swapdims = transpose
+
+
+def t(input):
+    """The transpose of a tensor of at most 2 dims."""
+    if input.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
+    return input if input.ndim < 2 else Permute.apply(input, (1, 0))
+
+
+def movedim(input, source, destination):
+    """Dims moved from ``source`` to ``destination`` positions (ints or sequences)."""
+    source = [wrap_dim(d, input.ndim) for d in (source if isinstance(source, (tuple, list)) else [source])]
+    destination = [wrap_dim(d, input.ndim)
+                   for d in (destination if isinstance(destination, (tuple, list)) else [destination])]
+    if len(source) != len(destination):
+        raise RuntimeError("movedim: Invalid source or destination dims")
+    order = [d for d in range(input.ndim) if d not in source]
+    for dst, src in sorted(zip(destination, source)):
+        order.insert(dst, src)
+    return Permute.apply(input, tuple(order))
+
+
+moveaxis = movedim
+
+
+def squeeze(input, dim=None):
+    """Dims of size 1 removed (all, or those in ``dim`` that have size 1)."""
+    if dim is None:
+        dims = {i for i, n in enumerate(input.shape) if n == 1}
+    else:
+        dims = {wrap_dim(d, input.ndim) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+        dims = {d for d in dims if input.shape[d] == 1} if input.ndim else set()
+    return reshape(input, tuple(n for i, n in enumerate(input.shape) if i not in dims))
+
+
+def unsqueeze(input, dim):
+    """A new dim of size 1 at ``dim`` (a view)."""
+    dim = wrap_dim(dim, input.ndim + 1)
+    return Reshape.apply(input, input.shape[:dim] + (1,) + input.shape[dim:], False)
 
 
 class Expand(InternalFunction):
@@ -54,22 +194,47 @@ class Expand(InternalFunction):
         return grad.sum_to_size(ctx.shape), None
 
 
-class Cat(InternalFunction):
-    @staticmethod
-    def forward(ctx, dim, *arrays):
-        ctx.dim = dim
-        ctx.sizes = [a.shape[dim] for a in arrays]
-        return ctx.xp.concatenate(arrays, axis=dim)
+def expand(input, *sizes):
+    """A broadcast view to ``sizes`` (-1 keeps a dim); no memory is copied."""
+    sizes = shape_arg(sizes)
+    lead = len(sizes) - input.ndim
+    if lead < 0:
+        raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater "
+                           f"or equal to the number of dimensions in the tensor ({input.ndim})")
+    shape = []
+    for i, n in enumerate(sizes):
+        if i < lead:
+            if n < 0:
+                raise RuntimeError(f"expand: -1 is not allowed in a leading, non-existing dimension {i}")
+            shape.append(n)
+            continue
+        have = input.shape[i - lead]
+        if n == -1:
+            n = have
+        if have != n and have != 1:
+            raise RuntimeError(
+                f"The expanded size of the tensor ({n}) must match the existing size ({have}) at "
+                f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  "
+                f"Tensor sizes: {list(input.shape)}")
+        shape.append(n)
+    shape = tuple(shape)
+    return input if shape == input.shape else Expand.apply(input, shape)
 
-    @staticmethod
-    def backward(ctx, grad):
-        grads, start = [None], 0
-        lead = (slice(None),) * ctx.dim
-        for size, needed in zip(ctx.sizes, ctx.needs_input_grad[1:]):
-            grads.append(grad[lead + (slice(start, start + size),)] if needed else None)
-            start += size
-        return tuple(grads)
 
+def expand_as(input, other):
+    return expand(input, other.shape)
+
+
+def broadcast_to(input, shape):
+    return expand(input, tuple(shape))
+
+
+def broadcast_tensors(*tensors):
+    shape = numpy.broadcast_shapes(*(t.shape for t in tensors))
+    return tuple(expand(t, shape) for t in tensors)
+
+
+# -- indexing ------------------------------------------------------------------------------
 
 class GetItem(InternalFunction):
     """x[key]; basic indexing gives a view, advanced indexing a copy."""
@@ -78,7 +243,10 @@ class GetItem(InternalFunction):
     @staticmethod
     def forward(ctx, x, key, advanced):
         ctx.shape, ctx.key, ctx.advanced = x.shape, key, advanced
-        return x[key]
+        out = x[key]
+        if isinstance(out, numpy.generic):     # NumPy gives a scalar for x[i] of a 1-D array: a 0-d view instead
+            out = x[key + (Ellipsis,)]
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -104,23 +272,27 @@ class IndexBackward(InternalFunction):
 
 
 class IndexPut(InternalFunction):
-    """A copy of x with ``x[key] = value`` (what ``x[key] = value`` computes)."""
+    """A copy of x with ``x[key] = value`` (or ``+= value`` with accumulate)."""
 
     @staticmethod
-    def forward(ctx, x, value, key, advanced):
-        ctx.key, ctx.advanced = key, advanced
+    def forward(ctx, x, value, key, advanced, accumulate):
+        ctx.key, ctx.advanced, ctx.accumulate = key, advanced, accumulate
         out = x.copy()
-        out[key] = value
+        if accumulate:
+            backend.scatter_add(out, _integer_key(ctx.xp, key), ctx.xp.broadcast_to(value, out[key].shape))
+        else:
+            out[key] = value
         return out
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = grad_value = None
         if ctx.needs_input_grad[0]:
-            grad_x = IndexPut.apply(grad, grad.dtype.type(0), ctx.key, ctx.advanced)
+            grad_x = grad if ctx.accumulate else IndexPut.apply(grad, grad.dtype.type(0), ctx.key,
+                                                                 ctx.advanced, False)
         if ctx.needs_input_grad[1]:
             grad_value = GetItem.apply(grad, ctx.key, ctx.advanced)
-        return grad_x, grad_value, None, None
+        return grad_x, grad_value, None, None, None
 
 
 def _integer_key(xp, key):
@@ -135,181 +307,170 @@ def _integer_key(xp, key):
 
 
 def convert_key(x, key):
-    """An index as arrays on x's device; returns (key, is_advanced)."""
+    """An index as arrays on x's device, checked like torch; returns (key, is_advanced)."""
     if not isinstance(key, tuple):
         key = (key,)
     xp = x.xp
     converted, advanced = [], False
     for k in key:
         if isinstance(k, Tensor):
-            k = backend.to_device(k.data, x.device)
-        elif isinstance(k, list):
-            k = xp.asarray(k)
-        elif hasattr(k, "__array_interface__") or backend.is_cupy_array(k):
+            k = backend.to_device(k.array, x.device)
+        elif isinstance(k, (list, range)):
+            k = xp.asarray(list(k))
+            if k.size == 0:
+                k = k.astype(dtypes.int64)
+        elif backend.is_array(k):
             k = backend.to_device(k, x.device)
-        if getattr(k, "ndim", None) is not None and not isinstance(k, (int, bool)):
+        if isinstance(k, slice):
+            if k.step is not None and int(k.step) <= 0:
+                raise ValueError("step must be greater than zero")
+        elif getattr(k, "ndim", None) is not None and not isinstance(k, (int, bool, numpy.generic)):
             if k.dtype.kind not in "iub":
                 raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
-            advanced = True
+            if k.ndim == 0 and k.dtype.kind in "iu":
+                k = int(k)          # a 0-d integer tensor indexes like an int (a view)
+            else:
+                advanced = True
         converted.append(k)
     return tuple(converted), advanced
 
 
-def getitem(x, key):
-    key, advanced = convert_key(x, key)
-    return GetItem.apply(x, key, advanced)
+def getitem(input, key):
+    """input[key] with torch's (NumPy's) indexing rules: ints, slices, None,
+    Ellipsis, bool masks and integer tensors; basic indexing gives a view."""
+    key, advanced = convert_key(input, key)
+    try:
+        return GetItem.apply(input, key, advanced)
+    except IndexError as error:
+        raise IndexError(str(error).replace("axis", "dimension")) from None
 
 
-def index_put(x, key, value):
-    key, advanced = convert_key(x, key)
+def index_put(input, key, value, accumulate=False):
+    """A copy of input with ``input[key] = value`` (``accumulate``: ``+=``)."""
+    key, advanced = convert_key(input, key)
     if isinstance(value, Tensor):
-        value = value.to(device=x.device, dtype=x.dtype)
+        value = value.to(device=input.device, dtype=input.dtype)
     else:
-        value = x.dtype.type(value)
-    return IndexPut.apply(x, value, key, advanced)
+        value = input.dtype.type(value)
+    return IndexPut.apply(input, value, key, advanced, accumulate)
 
 
-def gather(x, dim, index):
-    """out[i][j][k] = x[i][index[i][j][k]][k] for dim=1 (torch.gather)."""
-    dim = _wrap_dim(dim, x.ndim)
-    if index.ndim != x.ndim:
+def gather(input, dim, index):
+    """out[i][j][k] = input[i][index[i][j][k]][k] for dim=1 (torch.gather)."""
+    dim = wrap_dim(dim, input.ndim)
+    if index.ndim != input.ndim:
         raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
     if index.dtype.kind not in "iu":
         raise RuntimeError(f"gather(): Expected dtype int64 for index, got {index.dtype}")
-    xp = x.xp
-    idx = backend.to_device(index.data, x.device)
+    xp = input.xp
+    idx = backend.to_device(index.array, input.device)
     key = []
-    for d in range(x.ndim):
+    for d in range(input.ndim):
         if d == dim:
             key.append(idx)
         else:
-            if index.shape[d] > x.shape[d]:
+            if index.shape[d] > input.shape[d]:
                 raise RuntimeError(f"Size does not match at dimension {d} expected index "
-                                   f"{list(index.shape)} to be smaller than self {list(x.shape)} "
+                                   f"{list(index.shape)} to be smaller than self {list(input.shape)} "
                                    f"apart from dimension {dim}")
-            shape = [1] * x.ndim
+            shape = [1] * input.ndim
             shape[d] = index.shape[d]
             key.append(xp.arange(index.shape[d]).reshape(shape))
-    return GetItem.apply(x, tuple(key), True)
+    if idx.size and backend.xp_for(idx) is numpy:
+        low, high = int(idx.min()), int(idx.max())
+        if low < -input.shape[dim] or high >= input.shape[dim]:
+            raise IndexError(f"index {high if high >= input.shape[dim] else low} is out of bounds for "
+                             f"dimension {dim} with size {input.shape[dim]}")
+    return GetItem.apply(input, tuple(key), True)
 
 
-def _infer_shape(shape, numel):
-    shape = list(shape)
-    if shape.count(-1) > 1:
-        raise RuntimeError("only one dimension can be inferred")
-    known = 1
-    for n in shape:
-        if n != -1:
-            known *= n
-    if -1 in shape:
-        if known == 0 or numel % known:
-            raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
-        shape[shape.index(-1)] = numel // known
-    elif known != numel:
-        raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
-    return tuple(shape)
+def take_along_dim(input, indices, dim):
+    return gather(input, dim, indices)
 
 
-def reshape(x, shape):
-    shape = _infer_shape(shape, x.numel())
-    return x if shape == x.shape else Reshape.apply(x, shape, False)
+def index_select(input, dim, index):
+    """The entries of ``input`` at ``index`` (1-D integers) along ``dim``."""
+    dim = wrap_dim(dim, input.ndim)
+    if index.ndim > 1:
+        raise IndexError("index_select(): Index is supposed to be a vector")
+    return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
 
 
-def view(x, shape):
-    shape = _infer_shape(shape, x.numel())
-    return Reshape.apply(x, shape, True)
+def masked_select(input, mask):
+    """The elements where ``mask`` is True, as a 1-D tensor."""
+    input, mask = broadcast_tensors(input, mask)
+    return getitem(input, mask)
 
 
-def flatten(x, start_dim=0, end_dim=-1):
-    if x.ndim == 0:
-        return reshape(x, (1,))
-    start, end = _wrap_dim(start_dim, x.ndim), _wrap_dim(end_dim, x.ndim)
-    if start > end:
-        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
-    n = 1
-    for d in x.shape[start:end + 1]:
-        n *= d
-    return reshape(x, x.shape[:start] + (n,) + x.shape[end + 1:])
+def narrow(input, dim, start, length):
+    """The slice start:start+length along ``dim`` (a view)."""
+    dim = wrap_dim(dim, input.ndim)
+    start = start + input.shape[dim] if start < 0 else start
+    if not 0 <= start <= start + length <= input.shape[dim]:
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size "
+                           f"({input.shape[dim]}).")
+    return getitem(input, (slice(None),) * dim + (slice(start, start + length),))
 
 
-def unflatten(x, dim, sizes):
-    dim = _wrap_dim(dim, x.ndim)
-    sizes = _infer_shape(sizes, x.shape[dim])
-    return reshape(x, x.shape[:dim] + sizes + x.shape[dim + 1:])
+def select(input, dim, index):
+    dim = wrap_dim(dim, input.ndim)
+    return getitem(input, (slice(None),) * dim + (index,))
 
 
-def permute(x, dims):
-    dims = tuple(_wrap_dim(d, x.ndim) for d in dims)
-    if sorted(dims) != list(range(x.ndim)):
-        raise RuntimeError(f"permute(): dims {list(dims)} are not a permutation of the "
-                           f"{x.ndim} dims of the input")
-    return Permute.apply(x, dims)
+# -- joining and splitting -----------------------------------------------------------------
+
+class Cat(InternalFunction):
+    @staticmethod
+    def forward(ctx, dim, *arrays):
+        ctx.dim = dim
+        ctx.sizes = [a.shape[dim] for a in arrays]
+        return ctx.xp.concatenate(arrays, axis=dim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads, start = [None], 0
+        lead = (slice(None),) * ctx.dim
+        for size, needed in zip(ctx.sizes, ctx.needs_input_grad[1:]):
+            grads.append(grad[lead + (slice(start, start + size),)] if needed else None)
+            start += size
+        return tuple(grads)
 
 
-def transpose(x, dim0, dim1):
-    if x.ndim == 0:
-        return x
-    dims = list(range(x.ndim))
-    d0, d1 = _wrap_dim(dim0, x.ndim), _wrap_dim(dim1, x.ndim)
-    dims[d0], dims[d1] = dims[d1], dims[d0]
-    return Permute.apply(x, tuple(dims))
-
-
-def squeeze(x, dim=None):
-    if dim is None:
-        dims = {i for i, n in enumerate(x.shape) if n == 1}
-    else:
-        dims = {_wrap_dim(d, x.ndim) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
-        dims = {d for d in dims if x.shape[d] == 1} if x.ndim else set()
-    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in dims))
-
-
-def unsqueeze(x, dim):
-    dim = _wrap_dim(dim, x.ndim + 1)
-    return Reshape.apply(x, x.shape[:dim] + (1,) + x.shape[dim:], False)
-
-
-def expand(x, sizes):
-    sizes = tuple(sizes)
-    lead = len(sizes) - x.ndim
-    if lead < 0:
-        raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater "
-                           f"or equal to the number of dimensions in the tensor ({x.ndim})")
-    shape = []
-    for i, n in enumerate(sizes):
-        if i < lead:
-            if n < 0:
-                raise RuntimeError(f"expand: -1 is not allowed in a leading, non-existing dimension {i}")
-            shape.append(n)
-            continue
-        have = x.shape[i - lead]
-        if n == -1:
-            n = have
-        if have != n and have != 1:
-            raise RuntimeError(
-                f"The expanded size of the tensor ({n}) must match the existing size ({have}) at "
-                f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  "
-                f"Tensor sizes: {list(x.shape)}")
-        shape.append(n)
-    shape = tuple(shape)
-    return x if shape == x.shape else Expand.apply(x, shape)
-
-
-def cat(tensors, dim=0):
-    """Concatenate tensors along an existing dim (dtypes are promoted)."""
+def cat(tensors, dim=0, *, axis=None):
+    """Concatenate tensors along an existing dim (dtypes are promoted; empty
+    1-D tensors are skipped, as torch does, for the accumulate-in-a-loop idiom)."""
     tensors = list(tensors)
+    if axis is not None:
+        dim = axis
     if not tensors:
-        raise RuntimeError("cat(): expected a non-empty list of Tensors")
-    tensors, _ = promote(*tensors)
-    ref = next((t for t in tensors if t.ndim), tensors[0])
-    dim = _wrap_dim(dim, ref.ndim)
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
     for i, t in enumerate(tensors):
-        if t.ndim != ref.ndim or any(a != b for d, (a, b) in enumerate(zip(t.shape, ref.shape)) if d != dim):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"expected Tensor as element {i} in argument 0, but got {type(t).__name__}")
+        if t.ndim == 0:
+            raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
+    tensors, _ = promote(*tensors) if len(tensors) > 1 else (tensors, None)
+    kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)]
+    if not kept:
+        return tensors[0].clone()
+    if len(kept) < len(tensors):
+        tensors = kept
+    ref = tensors[0]
+    dim = wrap_dim(dim, ref.ndim)
+    for i, t in enumerate(tensors):
+        if t.ndim != ref.ndim:
+            raise RuntimeError(f"Tensors must have same number of dimensions: got {ref.ndim} and {t.ndim}")
+        if any(a != b for d, (a, b) in enumerate(zip(t.shape, ref.shape)) if d != dim):
             raise RuntimeError(
-                f"Sizes of tensors must match except in dimension {dim}. Expected "
-                f"{list(ref.shape)} (up to dim {dim}) but got {list(t.shape)} for tensor number {i} "
-                "in the list.")
+                f"Sizes of tensors must match except in dimension {dim}. Expected size "
+                f"{ref.shape[1 - dim if ref.ndim > 1 else 0]} but got size {t.shape[1 - dim if t.ndim > 1 else 0]} "
+                f"for tensor number {i} in the list.")
+    if len(tensors) == 1:
+        return tensors[0].clone()
     return Cat.apply(dim, *tensors)
+
+
+concat = concatenate = cat
 
 
 def stack(tensors, dim=0):
@@ -321,13 +482,24 @@ def stack(tensors, dim=0):
         if t.shape != tensors[0].shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got "
                                f"{list(tensors[0].shape)} at entry 0 and {list(t.shape)} at entry {i}")
-    dim = _wrap_dim(dim, tensors[0].ndim + 1)
-    return cat([unsqueeze(t, dim) for t in tensors], dim)
+    dim = wrap_dim(dim, tensors[0].ndim + 1)
+    parts = [unsqueeze(t, dim) for t in tensors]
+    return parts[0].clone() if len(parts) == 1 else cat(parts, dim)
 
 
-def split(x, split_size_or_sections, dim=0):
-    dim = _wrap_dim(dim, x.ndim)
-    n = x.shape[dim]
+def hstack(tensors):
+    tensors = list(tensors)
+    return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
+
+
+def split(input, split_size_or_sections, dim=0):
+    """Pieces of ``split_size`` along ``dim`` (the last may be shorter), or of the given sizes."""
+    dim = wrap_dim(dim, input.ndim)
+    n = input.shape[dim]
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
         if size <= 0:
@@ -341,17 +513,215 @@ def split(x, split_size_or_sections, dim=0):
     lead = (slice(None),) * dim
     out, start = [], 0
     for size in sizes:
-        out.append(x[lead + (slice(start, start + size),)])
+        out.append(getitem(input, lead + (slice(start, start + size),)))
         start += size
     return tuple(out)
 
 
-def chunk(x, chunks, dim=0):
-    n = x.shape[_wrap_dim(dim, x.ndim)]
-    return split(x, builtins.max(1, -(-n // chunks)), dim)
+def chunk(input, chunks, dim=0):
+    """At most ``chunks`` pieces of equal size along ``dim``."""
+    if chunks <= 0:
+        raise RuntimeError("chunk expects `chunks` to be greater than 0")
+    n = input.shape[wrap_dim(dim, input.ndim)]
+    return split(input, builtins.max(1, -(-n // chunks)), dim)
 
 
-def unbind(x, dim=0):
-    dim = _wrap_dim(dim, x.ndim)
+def tensor_split(input, indices_or_sections, dim=0):
+    dim = wrap_dim(dim, input.ndim)
+    n = input.shape[dim]
+    if isinstance(indices_or_sections, int):
+        k = indices_or_sections
+        sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    else:
+        bounds = [0] + [builtins.min(builtins.max(i, 0), n) for i in indices_or_sections] + [n]
+        sizes = [builtins.max(b - a, 0) for a, b in zip(bounds, bounds[1:])]
+    return split(input, sizes, dim)
+
+
+def unbind(input, dim=0):
+    """The slices along ``dim``, as a tuple."""
+    dim = wrap_dim(dim, input.ndim)
     lead = (slice(None),) * dim
-    return tuple(x[lead + (i,)] for i in range(x.shape[dim]))
+    return tuple(getitem(input, lead + (i,)) for i in range(input.shape[dim]))
+
+
+class Flip(InternalFunction):
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.dims = dims
+        return ctx.xp.flip(x, axis=dims).copy() if dims else x.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Flip.apply(grad, ctx.dims), None
+
+
+def flip(input, *dims):
+    """The order of elements reversed along ``dims`` (a copy)."""
+    dims = tuple(sorted({wrap_dim(d, input.ndim) for d in shape_arg(dims)}))
+    return Flip.apply(input, dims)
+
+
+def fliplr(input):
+    return flip(input, 1)
+
+
+def flipud(input):
+    return flip(input, 0)
+
+
+class Roll(InternalFunction):
+    @staticmethod
+    def forward(ctx, x, shifts, dims):
+        ctx.shifts, ctx.dims = shifts, dims
+        return ctx.xp.roll(x, shifts, axis=dims)
+
+    @staticmethod
+    def backward(ctx, grad):
+        back = tuple(-s for s in ctx.shifts) if isinstance(ctx.shifts, tuple) else -ctx.shifts
+        return Roll.apply(grad, back, ctx.dims), None, None
+
+
+def roll(input, shifts, dims=None):
+    """Elements shifted cyclically along ``dims`` (the flattened tensor when None)."""
+    if dims is None:
+        return Roll.apply(input.flatten(), shifts, None).reshape(input.shape)
+    if isinstance(dims, int):
+        dims = (dims,)
+        shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = tuple(wrap_dim(d, input.ndim) for d in dims)
+    shifts = tuple(shifts) if not isinstance(shifts, int) else (shifts,) * len(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+    return Roll.apply(input, shifts, dims)
+
+
+class Triangle(InternalFunction):
+    """tril / triu: the lower or upper triangle of the last two dims, the rest zeroed."""
+
+    @staticmethod
+    def forward(ctx, x, diagonal, upper):
+        ctx.diagonal, ctx.upper = diagonal, upper
+        return (ctx.xp.triu if upper else ctx.xp.tril)(x, diagonal)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Triangle.apply(grad, ctx.diagonal, ctx.upper), None, None
+
+
+def tril(input, diagonal=0):
+    """The lower triangle (on and below ``diagonal``) of the last two dims."""
+    if input.ndim < 2:
+        raise RuntimeError("tril: input tensor must have at least 2 dimensions")
+    return Triangle.apply(input, diagonal, False)
+
+
+def triu(input, diagonal=0):
+    """The upper triangle (on and above ``diagonal``) of the last two dims."""
+    if input.ndim < 2:
+        raise RuntimeError("triu: input tensor must have at least 2 dimensions")
+    return Triangle.apply(input, diagonal, True)
+
+
+def repeat(input, *sizes):
+    """The tensor tiled ``sizes`` times along each dim (torch's Tensor.repeat)."""
+    sizes = shape_arg(sizes)
+    if len(sizes) < input.ndim:
+        raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of "
+                           "dimensions of tensor")
+    x = input.reshape((1,) * (len(sizes) - input.ndim) + input.shape)
+    expanded_shape, final = [], []
+    for n, r in zip(x.shape, sizes):
+        expanded_shape += [r, n]
+        final.append(r * n)
+    x = x.reshape(tuple(v for n in x.shape for v in (1, n)))
+    return expand(x, tuple(expanded_shape)).reshape(tuple(final))
+
+
+def tile(input, dims):
+    dims = tuple(dims)
+    if len(dims) < input.ndim:
+        dims = (1,) * (input.ndim - len(dims)) + dims
+    return repeat(input, dims)
+
+
+def repeat_interleave(input, repeats, dim=None):
+    """Each element repeated ``repeats`` times along ``dim`` (the flattened tensor when None)."""
+    if dim is None:
+        input, dim = input.reshape(-1), 0
+    dim = wrap_dim(dim, input.ndim)
+    if isinstance(repeats, Tensor):
+        counts = backend.to_device(repeats.array, backend.CPU)
+    else:
+        counts = numpy.full(input.shape[dim], int(repeats))
+    index = numpy.repeat(numpy.arange(input.shape[dim]), counts)
+    return index_select(input, dim, Tensor._make(backend.to_device(index, input.device)))
+
+
+class Pad(InternalFunction):
+    """Constant padding of the last dims (negative pads crop)."""
+
+    @staticmethod
+    def forward(ctx, x, widths, value):
+        ctx.crop = tuple(slice(before, n + before) for n, (before, _) in zip(x.shape, widths))
+        ctx.shape = x.shape
+        out_shape = tuple(n + before + after for n, (before, after) in zip(x.shape, widths))
+        out = ctx.xp.full(out_shape, value, dtype=x.dtype)
+        src = tuple(slice(builtins.max(-before, 0), n - builtins.max(-after, 0))
+                    for n, (before, after) in zip(x.shape, widths))
+        dst = tuple(slice(builtins.max(before, 0), builtins.max(before, 0) + (s.stop - s.start))
+                    for s, (before, _) in zip(src, widths))
+        out[dst] = x[src]
+        ctx.src, ctx.dst = src, dst
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return PadBackward.apply(grad, ctx.shape, ctx.src, ctx.dst), None, None
+
+
+class PadBackward(InternalFunction):
+    @staticmethod
+    def forward(ctx, grad, shape, src, dst):
+        ctx.src, ctx.dst, ctx.shape = src, dst, grad.shape
+        out = ctx.xp.zeros(shape, dtype=grad.dtype)
+        out[src] = grad[dst]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        out = ctx.xp.zeros(ctx.shape, dtype=grad_grad.dtype)
+        out[ctx.dst] = grad_grad.array[ctx.src]
+        return Tensor._make(out), None, None, None
+
+
+def pad(input, pad, mode="constant", value=None):
+    """torch.nn.functional.pad: ``pad`` = (left, right) of the last dim, then
+    of the one before, ...; modes 'constant', 'reflect', 'replicate', 'circular'."""
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise RuntimeError("Padding length must be divisible by 2 and at most twice the number of dims")
+    widths = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        widths[input.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    if mode == "constant":
+        return Pad.apply(input, tuple(widths), 0 if value is None else value)
+    if mode not in ("reflect", "replicate", "circular"):
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported")
+    out = input
+    for d, (before, after) in enumerate(widths):
+        if not before and not after:
+            continue
+        n = out.shape[d]
+        positions = numpy.arange(-before, n + after)
+        if mode == "replicate":
+            index = numpy.clip(positions, 0, n - 1)
+        elif mode == "circular":
+            index = positions % n
+        else:
+            if before >= n or after >= n:
+                raise RuntimeError("pad: reflect padding must be smaller than the dimension")
+            period = 2 * (n - 1)
+            index = numpy.abs((positions + period) % period) if period else numpy.zeros_like(positions)
+            index = numpy.where(index >= n, period - index, index)
+        out = index_select(out, d, Tensor._make(backend.to_device(index.astype(numpy.int64), input.device)))
+    return out

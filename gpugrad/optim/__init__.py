@@ -3,4 +3,7 @@
 from gpugrad.optim import lr_scheduler
 from gpugrad.optim.adam import Adam, AdamW
 from gpugrad.optim.optimizer import Optimizer
+from gpugrad.optim.rmsprop import Adagrad, RMSprop
 from gpugrad.optim.sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]

@@ -1,7 +1,8 @@
+"""Adam and AdamW (with AMSGrad), torch's update rules."""
+
 import math
 
-from gpugrad.autograd.grad_mode import no_grad
-from gpugrad.optim.optimizer import Optimizer
+from gpugrad.optim.optimizer import Optimizer, step_counter, zeros_state
 
 
 class Adam(Optimizer):
@@ -14,60 +15,55 @@ class Adam(Optimizer):
 
     decoupled_weight_decay = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False):
-        if lr < 0.0:
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
+        if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
+        if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
         if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"Invalid beta parameters: {betas}")
-        if weight_decay < 0.0:
+        if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if differentiable:
+            raise NotImplementedError(f"{type(self).__name__}(differentiable=True) is not supported")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
-    @no_grad()
-    def step(self, closure=None):
-        loss = self._evaluate(closure)
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay = group["weight_decay"]
-            for p in group["params"]:
-                if p._grad is None:
-                    continue
-                xp = p.xp
-                param = p.data
-                grad = -p._grad.data if group["maximize"] else p._grad.data
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(param)
-                    state["exp_avg_sq"] = xp.zeros_like(param)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros_like(param)
-                state["step"] += 1
-                step = state["step"]
-                if weight_decay != 0:
-                    if self.decoupled_weight_decay:
-                        param *= 1 - lr * weight_decay
-                    else:
-                        grad = grad + weight_decay * param
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg += (grad - exp_avg) * (1 - beta1)           # torch's lerp_
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
-                bias_correction1 = 1 - beta1 ** step
-                bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
-                if group["amsgrad"]:
-                    xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-                    second = state["max_exp_avg_sq"]
-                else:
-                    second = exp_avg_sq
-                denom = xp.sqrt(second) / bias_correction2_sqrt + eps
-                param -= (lr / bias_correction1) * (exp_avg / denom)
-                p._version_counter[0] += 1
-        return loss
+    def init_state(self, param, group):
+        state = {"step": step_counter(), "exp_avg": zeros_state(param), "exp_avg_sq": zeros_state(param)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = zeros_state(param)
+        return state
+
+    def update(self, param, grad, state, group):
+        xp = state["exp_avg"].xp
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        weight_decay = group["weight_decay"]
+        if group["maximize"]:
+            grad = -grad
+        state["step"].array += 1
+        step = float(state["step"].array)
+        if weight_decay != 0:
+            if self.decoupled_weight_decay:
+                param *= 1 - lr * weight_decay
+            else:
+                grad = grad + weight_decay * param
+        exp_avg, exp_avg_sq = state["exp_avg"].array, state["exp_avg_sq"].array
+        exp_avg += (grad - exp_avg) * (1 - beta1)           # torch's lerp_
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+        if group["amsgrad"]:
+            second = state["max_exp_avg_sq"].array
+            xp.maximum(second, exp_avg_sq, out=second)
+        else:
+            second = exp_avg_sq
+        denom = xp.sqrt(second)
+        denom /= bias_correction2_sqrt
+        denom += eps
+        param -= (lr / bias_correction1) * (exp_avg / denom)
 
 
 class AdamW(Adam):
@@ -75,6 +71,7 @@ class AdamW(Adam):
 
     decoupled_weight_decay = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         differentiable=differentiable)

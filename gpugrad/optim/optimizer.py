@@ -1,21 +1,32 @@
-"""Optimizer: parameter groups, per-parameter state, zero_grad, state_dict."""
+"""Optimizer: parameter groups, per-parameter state, zero_grad, state_dict.
+
+Subclasses implement ``update(param, grad, state, group)`` on raw arrays
+(one fused pass per parameter, in place) and the base class walks the
+groups: it skips parameters without a gradient, creates the state on first
+use, and marks each parameter as changed (its version goes up, so a graph that
+saved the old value raises instead of using the new one).
+"""
 
 import copy
 
-import numpy
-
 from gpugrad import backend
+from gpugrad.autograd.grad_mode import enable_grad, no_grad
+from gpugrad.nn.utils import zero_grad_
 from gpugrad.tensor import Tensor
 
 
 class Optimizer:
     """Base class: ``params`` is an iterable of tensors or of dicts (parameter
-    groups with their own hyper-parameters); ``defaults`` fill in the rest."""
+    groups with their own hyper-parameters); ``defaults`` fill in the rest.
+    ``state[p]`` maps names to Tensors (``opt.state[p]['exp_avg']``)."""
 
     def __init__(self, params, defaults):
         self.defaults = defaults
         self.state = {}
         self.param_groups = []
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {params.type()}")
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
@@ -24,8 +35,9 @@ class Optimizer:
         for group in params:
             self.add_param_group(group)
 
-    def add_param_group(self, group):
-        group = dict(group)
+    def add_param_group(self, param_group):
+        """Add a group of parameters (a dict with 'params' and options)."""
+        group = dict(param_group)
         params = group["params"]
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
         for p in group["params"]:
@@ -41,44 +53,66 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=True):
-        from gpugrad.nn.utils import zero_grad_
+        """Clear the gradients of every parameter (to None, or to zeros in place)."""
         zero_grad_(self._params(), set_to_none)
 
+    @no_grad()
     def step(self, closure=None):
-        raise NotImplementedError
+        """One update of every parameter that has a gradient; returns the
+        closure's loss when a closure (which recomputes it) is given."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if grad.is_cuda != p.is_cuda or grad.shape != p.shape:
+                    raise RuntimeError(f"a gradient of shape {list(grad.shape)} on {grad.device} for a parameter "
+                                       f"of shape {list(p.shape)} on {p.device}")
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = self.init_state(p, group)
+                self.update(p.array, grad.array, state, group)
+                p.increment_version()
+        return loss
 
-    @staticmethod
-    def _evaluate(closure):
-        """The loss from ``closure`` (which recomputes it with grad enabled), or None."""
-        if closure is None:
-            return None
-        from gpugrad.autograd.grad_mode import enable_grad
-        with enable_grad():
-            return closure()
+    def init_state(self, param, group):
+        """The state of a parameter on its first step (a dict of Tensors)."""
+        return {}
+
+    def update(self, param, grad, state, group):
+        raise NotImplementedError
 
     # -- state -------------------------------------------------------------------------
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self):
-        """{'state': {index: {name: value}}, 'param_groups': [...]} with parameters as indices."""
+        """{'state': {index: {name: value}}, 'param_groups': [...]} with
+        parameters as indices (tensors copied)."""
         index = {id(p): i for i, p in enumerate(self._params())}
         groups = []
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
             packed["params"] = [index[id(p)] for p in group["params"]]
             groups.append(packed)
-        state = {index[id(p)]: {k: (Tensor._make(v.copy()) if _is_array(v) else v) for k, v in s.items()}
+        state = {index[id(p)]: {k: (v.clone().detach() if isinstance(v, Tensor) else copy.deepcopy(v))
+                                for k, v in s.items()}
                  for p, s in ((p, self.state[p]) for p in self._params() if p in self.state)}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
+        """Restore what state_dict returned (tensors moved to each parameter's
+        device, floating ones cast to its dtype)."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
                 len(g["params"]) != len(own["params"]) for g, own in zip(groups, self.param_groups)):
             raise ValueError("loaded state dict has a different number of parameter groups or parameters")
         params = self._params()
-        self.state = {params[int(key)]: {k: _restore(v, params[int(key)]) for k, v in values.items()}
+        self.state = {params[int(key)]: {k: _restore(k, v, params[int(key)]) for k, v in values.items()}
                       for key, values in state_dict["state"].items()}
         for group, loaded in zip(self.param_groups, groups):
             for k, v in loaded.items():
@@ -93,15 +127,20 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
-def _is_array(value):
-    return isinstance(value, numpy.ndarray) or backend.is_cupy_array(value)
-
-
-def _restore(value, param):
-    """A state entry as an array on the parameter's device (floats in its dtype), owned."""
-    if isinstance(value, Tensor) or _is_array(value):
-        data = backend.to_device(value.data if isinstance(value, Tensor) else value, param.device)
-        if data.dtype.kind == "f":
-            data = data.astype(param.dtype, copy=False)
-        return data.copy()
+def _restore(name, value, param):
+    """A state entry as a tensor on the parameter's device (floats in its dtype, except 'step'), owned."""
+    if isinstance(value, Tensor) or backend.is_array(value):
+        tensor = value if isinstance(value, Tensor) else Tensor._make(value)
+        dtype = param.dtype if tensor.is_floating_point() and name != "step" else None
+        return tensor.to(device=param.device if name != "step" else tensor.device, dtype=dtype).clone()
     return copy.deepcopy(value)
+
+
+def zeros_state(param):
+    """A zero Tensor like a parameter (optimizer state)."""
+    return Tensor._make(param.xp.zeros_like(param.array))
+
+
+def step_counter():
+    """The step count of a parameter's state, a float32 0-d tensor on the CPU, as torch keeps it."""
+    return Tensor._make(backend.xp_for_device(backend.CPU).zeros((), dtype="float32"))

@@ -1,13 +1,72 @@
+"""Activation modules: each calls its functional form."""
+
 from gpugrad.nn import functional as F
 from gpugrad.nn.modules.module import Module
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """An activation with torch's ``inplace`` flag (honoured: the input is overwritten)."""
+
+    function = None
+
     def __init__(self, inplace=False):
         super().__init__()
+        self.inplace = inplace
 
     def forward(self, input):
-        return F.relu(input)
+        out = type(self).function(input)
+        return input.copy_(out) if self.inplace else out
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class ReLU(_Activation):
+    function = staticmethod(F.relu)
+
+
+class ReLU6(_Activation):
+    function = staticmethod(F.relu6)
+
+
+class SiLU(_Activation):
+    function = staticmethod(F.silu)
+
+
+class Hardswish(_Activation):
+    function = staticmethod(F.hardswish)
+
+
+class Hardsigmoid(_Activation):
+    function = staticmethod(F.hardsigmoid)
+
+
+class Mish(_Activation):
+    function = staticmethod(F.mish)
+
+
+class SELU(_Activation):
+    function = staticmethod(F.selu)
+
+
+class Tanh(Module):
+    def forward(self, input):
+        return F.tanh(input)
+
+
+class Sigmoid(Module):
+    def forward(self, input):
+        return F.sigmoid(input)
+
+
+class LogSigmoid(Module):
+    def forward(self, input):
+        return F.logsigmoid(input)
+
+
+class Softsign(Module):
+    def forward(self, input):
+        return F.softsign(input)
 
 
 class GELU(Module):
@@ -22,28 +81,34 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class Tanh(Module):
-    def forward(self, input):
-        return F.tanh(input)
-
-
-class Sigmoid(Module):
-    def forward(self, input):
-        return F.sigmoid(input)
-
-
-class SiLU(Module):
-    def forward(self, input):
-        return F.silu(input)
-
-
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, self.inplace)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class ELU(Module):
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, input):
+        return F.elu(input, self.alpha, self.inplace)
+
+
+class Hardtanh(Module):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__()
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
+
+    def forward(self, input):
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
 
 class Softplus(Module):
@@ -70,3 +135,17 @@ class Softmax(Module):
 class LogSoftmax(Softmax):
     def forward(self, input):
         return F.log_softmax(input, self.dim)
+
+
+class Softmin(Softmax):
+    def forward(self, input):
+        return F.softmin(input, self.dim)
+
+
+class GLU(Module):
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.glu(input, self.dim)

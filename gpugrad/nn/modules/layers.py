@@ -1,4 +1,4 @@
-"""Dropout, LayerNorm, Embedding, Flatten."""
+"""Dropout, LayerNorm, Embedding, Flatten, Unflatten."""
 
 from gpugrad import creation
 from gpugrad.autograd.grad_mode import no_grad
@@ -7,17 +7,19 @@ from gpugrad.nn.modules.module import Module, Parameter
 
 
 class Dropout(Module):
+    """Zero elements with probability p while training (scaling the rest by 1/(1-p))."""
+
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, input):
-        return F.dropout(input, self.p, self.training)
+        return F.dropout(input, self.p, self.training, self.inplace)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class LayerNorm(Module):
@@ -78,3 +80,15 @@ class Flatten(Module):
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, input):
+        return input.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

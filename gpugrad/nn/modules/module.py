@@ -5,25 +5,46 @@ import itertools
 
 from gpugrad import backend, dtypes
 from gpugrad.autograd.grad_mode import no_grad
-from gpugrad.tensor import Tensor, _parse_to
+from gpugrad.autograd.graph import RemovableHandle
+from gpugrad.creation import empty
+from gpugrad.nn.utils import zero_grad_
+from gpugrad.tensor import Tensor, parse_to
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module registers as a learnable parameter (requires grad by default)."""
+    """A Tensor that a Module registers as a learnable parameter (requires
+    grad by default).  ``Parameter(t)`` shares t's memory and version counter."""
 
     __slots__ = ()
 
-    def __init__(self, data=None, requires_grad=True):
+    def __new__(cls, data=None, requires_grad=True):
         if data is None:
-            from gpugrad.creation import empty
             data = empty(0)
-        super().__init__(data.detach() if isinstance(data, Tensor) else data, requires_grad=False)
-        if isinstance(data, Tensor):
-            self._version_counter = data._version_counter
-        self.requires_grad_(requires_grad)
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Parameter expects a Tensor, got {type(data).__name__}")
+        param = cls._make(data.array)
+        param._version_counter = data._version_counter
+        return param.requires_grad_(requires_grad)
+
+    def __init__(self, data=None, requires_grad=True):
+        pass
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild_parameter, (Tensor._make(self.array.copy()), self.requires_grad))
+
+    def __deepcopy__(self, memo):
+        out = Parameter(Tensor._make(self.array.copy()), self.requires_grad)
+        if self._grad is not None:
+            out.grad = self._grad.__deepcopy__(memo)
+        memo[id(self)] = out
+        return out
+
+
+def _rebuild_parameter(data, requires_grad):
+    return Parameter(data, requires_grad)
 
 
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -33,32 +54,51 @@ class Module:
     """Base class of every layer and model.  Assign Parameters and Modules as
     attributes in ``__init__`` and define ``forward``; call the module to run it."""
 
+    training = True
+
     def __init__(self):
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", collections.OrderedDict())
         object.__setattr__(self, "_buffers", collections.OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", collections.OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", [])
+        object.__setattr__(self, "_forward_hooks", [])
 
     # -- registration -------------------------------------------------------------
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign before Module.__init__() call")
-        for table in (self._parameters, self._buffers, self._modules):
-            if name in table and not (table is self._buffers and (value is None or isinstance(value, Tensor))):
-                del table[name]
+        params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
-            self.__dict__.pop(name, None)
-            self._parameters[name] = value
+            self._forget(name)
+            params[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign '{_type_name(value)}' as parameter '{name}' "
+                                "(gpugrad.nn.Parameter or None expected)")
+            params[name] = None
         elif isinstance(value, Module):
-            self.__dict__.pop(name, None)
-            self._modules[name] = value
-        elif name in self._buffers:
-            self._buffers[name] = value
-        elif name in self._parameters and value is None:
-            self._parameters[name] = None
+            self._forget(name)
+            modules[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign '{_type_name(value)}' as child module '{name}' "
+                                "(gpugrad.nn.Module or None expected)")
+            modules[name] = None
+        elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
+                                "(gpugrad.Tensor or None expected)")
+            buffers[name] = value
         else:
             object.__setattr__(self, name, value)
+
+    def _forget(self, name):
+        self.__dict__.pop(name, None)
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        self._non_persistent.discard(name)
 
     def __getattr__(self, name):
         for table in ("_parameters", "_buffers", "_modules"):
@@ -71,50 +111,93 @@ class Module:
         for table in (self._parameters, self._buffers, self._modules):
             if name in table:
                 del table[name]
+                self._non_persistent.discard(name)
                 return
         object.__delattr__(self, name)
 
     def register_parameter(self, name, param):
+        """Add a parameter (or None) under ``name``."""
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
+            raise TypeError(f"cannot assign '{_type_name(param)}' object to parameter '{name}' "
                             "(gpugrad.nn.Parameter or None required)")
-        self.__dict__.pop(name, None)
+        if "." in name or name == "":
+            raise KeyError(f"parameter name can't contain \".\" or be empty, got {name!r}")
+        self._forget(name)
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
+        """Add a tensor that is state but not a parameter (saved in state_dict
+        unless ``persistent=False``; moved by ``to``)."""
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+            raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
                             "(gpugrad.Tensor or None required)")
-        self.__dict__.pop(name, None)
+        self._forget(name)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent.add(name)
 
     def add_module(self, name, module):
+        """Add a child module (or None) under ``name``."""
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self.__dict__.pop(name, None)
+            raise TypeError(f"{_type_name(module)} is not a Module subclass")
+        self._forget(name)
         self._modules[name] = module
 
     register_module = add_module
+
+    def get_submodule(self, target):
+        module = self
+        for part in target.split(".") if target else ():
+            if part not in module._modules:
+                raise AttributeError(f"{type(module).__name__} has no attribute `{part}`")
+            module = module._modules[part]
+        return module
+
+    def get_parameter(self, target):
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if name not in module._parameters:
+            raise AttributeError(f"{type(module).__name__} has no parameter `{name}`")
+        return module._parameters[name]
 
     # -- running --------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not self._forward_pre_hooks and not self._forward_hooks:
+            return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    def register_forward_pre_hook(self, hook):
+        """``hook(module, args)`` before forward; a non-None return replaces the args."""
+        self._forward_pre_hooks.append(hook)
+        return RemovableHandle(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook):
+        """``hook(module, args, output)`` after forward; a non-None return replaces the output."""
+        self._forward_hooks.append(hook)
+        return RemovableHandle(self._forward_hooks, hook)
 
     # -- traversal ----------------------------------------------------------------------
-    def named_modules(self, memo=None, prefix=""):
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
         memo = set() if memo is None else memo
-        if id(self) in memo:
+        if id(self) in memo and remove_duplicate:
             return
         memo.add(id(self))
         yield prefix, self
         for name, module in self._modules.items():
             if module is not None:
-                yield from module.named_modules(memo, prefix + ("." if prefix else "") + name)
+                yield from module.named_modules(memo, prefix + ("." if prefix else "") + name, remove_duplicate)
 
     def modules(self):
         for _, module in self.named_modules():
@@ -141,14 +224,14 @@ class Module:
                 seen.add(id(value))
                 yield module_prefix + ("." if module_prefix else "") + name, value
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
         return self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse=True):
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix="", recurse=True):
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
         return self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse=True):
@@ -156,6 +239,7 @@ class Module:
             yield buf
 
     def apply(self, fn):
+        """Call ``fn`` on every submodule, then on self; returns self."""
         for module in self.children():
             module.apply(fn)
         fn(self)
@@ -178,41 +262,38 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
-        from gpugrad.nn.utils import zero_grad_
+        """Clear the gradients of every parameter (to None, or to zeros in place)."""
         zero_grad_(self.parameters(), set_to_none)
 
     # -- devices and dtypes ---------------------------------------------------------------------
-    def _apply_to_tensors(self, convert):
-        """Replace each parameter's and buffer's data in place (Parameter objects are kept)."""
+    def _apply(self, convert):
+        """Replace each parameter's and buffer's data (the Parameter objects are kept)."""
         with no_grad():
             for module in self.modules():
                 for param in module._parameters.values():
                     if param is None:
                         continue
                     param.data = convert(param.data)
-                    if param._grad is not None:
-                        param._grad = Tensor._make(convert(param._grad.data))
+                    if param.grad is not None:
+                        param.grad = convert(param.grad)
                 for name, buf in module._buffers.items():
                     if buf is not None:
-                        buf.data = convert(buf.data)
+                        module._buffers[name] = convert(buf)
         return self
 
     def to(self, *args, **kwargs):
-        """Move and/or cast parameters and buffers: to(device), to(dtype), to(device, dtype).
-        Only floating-point tensors change dtype, as in torch."""
-        device, dtype = _parse_to(None, args, kwargs)
+        """Move and/or cast parameters and buffers in place: to(device),
+        to(dtype), to(device, dtype).  Only floating-point tensors change dtype,
+        as in torch."""
+        device, dtype = parse_to(args, kwargs)
         device = None if device is None else backend.as_device(device)
         dtype = None if dtype is None else dtypes.as_dtype(dtype)
-        if dtype is not None and dtype.kind != "f":
+        if dtype is not None and not dtypes.is_floating_point(dtype):
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
 
-        def convert(array):
-            if device is not None:
-                array = backend.to_device(array, device)
-            if dtype is not None and array.dtype.kind == "f":
-                array = array.astype(dtype, copy=False)
-            return array
-        return self._apply_to_tensors(convert)
+        def convert(t):
+            return t.to(device=device, dtype=dtype if dtypes.is_floating_point(t.dtype) else None)
+        return self._apply(convert)
 
     def cuda(self, device=None):
         return self.to("cuda" if device is None else device)
@@ -229,9 +310,16 @@ class Module:
     def half(self):
         return self.to(dtypes.float16)
 
+    def bfloat16(self):
+        return self.to(dtypes.bfloat16)
+
+    def type(self, dst_type):
+        return self.to(dst_type)
+
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix="", keep_vars=False):
-        """An ordered mapping from names to the parameters and persistent buffers."""
+        """An ordered mapping from names to the parameters and persistent buffers
+        (detached tensors sharing their memory, unless keep_vars)."""
         destination = collections.OrderedDict() if destination is None else destination
         for name, param in self._parameters.items():
             if param is not None:
@@ -244,10 +332,11 @@ class Module:
                 module.state_dict(destination, prefix + name + ".", keep_vars)
         return destination
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy values into this module's parameters and buffers (cast and moved
-        to where each one lives).  Raises RuntimeError listing every missing or
-        unexpected key and size mismatch when strict."""
+        to where each one lives; ``assign=True`` takes the given tensors instead).
+        Raises RuntimeError listing every missing or unexpected key and size
+        mismatch when strict."""
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -256,8 +345,10 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            value = value if isinstance(value, Tensor) else Tensor(value)
-            if value.shape != target.shape:
+            if not isinstance(value, Tensor):
+                errors.append(f'While copying the parameter named "{key}", expected torch.Tensor or Tensor-like '
+                              f"object from checkpoint but received {type(value)}")
+            elif value.shape != target.shape:
                 errors.append(f"size mismatch for {key}: copying a param with shape {list(value.shape)} "
                               f"from checkpoint, the shape in current model is {list(target.shape)}.")
         if strict:
@@ -269,9 +360,13 @@ class Module:
                                + "\n\t".join(errors))
         with no_grad():
             for key, target in own.items():
-                if key in state_dict:
-                    value = state_dict[key]
-                    target.copy_(value if isinstance(value, Tensor) else Tensor(value))
+                if key not in state_dict:
+                    continue
+                value = state_dict[key]
+                if assign:
+                    target.data = value.to(device=target.device)
+                else:
+                    target.copy_(value)
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing ------------------------------------------------------------------------------------
@@ -291,3 +386,9 @@ class Module:
 
     def __dir__(self):
         return sorted(set(itertools.chain(super().__dir__(), self._parameters, self._buffers, self._modules)))
+
+
+def _type_name(value):
+    if isinstance(value, Tensor):
+        return value.type()
+    return type(value).__name__

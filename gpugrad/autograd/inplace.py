@@ -1,0 +1,134 @@
+"""The in-place protocol: ``x.add_(y)``, ``x += y``, ``x[i] = v``, ``x.copy_(y)``.
+
+An in-place op is computed out of place from an alias of ``x`` (the same
+array, standing where ``x`` stood in the graph), then written into ``x``'s
+array, so every alias and view sees it, and ``x``'s version goes up: a node
+that saved the old ``x`` raises at backward instead of returning a wrong
+gradient (torch's rule).  Recording a graph, ``x`` then takes the result's
+place in the graph; if the op itself saved the old ``x`` for its backward, it
+keeps a copy of the old values instead (torch's ``original_self``).
+
+On a view ``v`` of a base ``b`` the base's history is rewritten, as torch's
+CopySlices does: ``b`` becomes "``b`` with the region of ``v`` replaced by the
+result", and ``v`` (and, lazily, every other view of ``b``) becomes a view of
+that.  A leaf that requires grad, or a view of one, raises in grad mode.
+"""
+
+from gpugrad import dtypes
+from gpugrad.autograd.function import InternalFunction
+from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
+from gpugrad.tensor import Tensor
+
+
+def _view_of(array, chain):
+    """The array view that ``chain`` (view Functions and their arguments) makes of ``array``."""
+    t = Tensor._make(array)
+    with no_grad():
+        for view_op, view_args in chain:
+            t = view_op.apply(t, *view_args)
+    return t.array
+
+
+def _write(destination, source):
+    try:
+        destination[...] = source
+    except ValueError as error:
+        if "read-only" not in str(error):
+            raise
+        raise RuntimeError(
+            "unsupported operation: more than one element of the written-to tensor refers to a single "
+            "memory location. Please clone() the tensor before performing the operation.") from None
+
+
+class CopySlices(InternalFunction):
+    """The base after an in-place op on one of its views: ``base`` with the
+    view's region replaced by ``value`` (written into the base's array)."""
+
+    _backward_suffix = ""
+
+    @staticmethod
+    def forward(ctx, base, value, chain):
+        ctx.chain = chain
+        _write(_view_of(base, chain), value)
+        return base
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_base = ZeroRegion.apply(grad, ctx.chain) if ctx.needs_input_grad[0] else None
+        grad_value = None
+        if ctx.needs_input_grad[1]:
+            grad_value = grad
+            for view_op, view_args in ctx.chain:
+                grad_value = view_op.apply(grad_value, *view_args)
+        return grad_base, grad_value, None
+
+
+class ZeroRegion(InternalFunction):
+    """A copy of x with the region a view chain selects set to zero (linear and self-adjoint)."""
+
+    @staticmethod
+    def forward(ctx, x, chain):
+        ctx.chain = chain
+        out = x.copy()
+        _view_of(out, chain)[...] = 0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ZeroRegion.apply(grad, ctx.chain), None
+
+
+def _check_result(tensor, result, any_cast):
+    if result.shape != tensor.shape:
+        raise RuntimeError(f"output with shape {list(tensor.shape)} doesn't match the broadcast shape "
+                           f"{list(result.shape)}")
+    if not any_cast and result.dtype != tensor.dtype and \
+            dtypes.category(result.dtype) > dtypes.category(tensor.dtype):
+        raise RuntimeError(f"result type {dtypes.dtype_name(result.dtype)} can't be cast to the desired "
+                           f"output type {dtypes.dtype_name(tensor.dtype)}")
+
+
+def apply(tensor, op, args=(), kwargs=None, any_cast=False):
+    """Run ``op(tensor, *args, **kwargs)`` in place on ``tensor``; returns ``tensor``.
+
+    The result is cast to ``tensor``'s dtype; one of a higher category (a float
+    result for an integer tensor) raises unless ``any_cast`` (``copy_``).
+    """
+    kwargs = kwargs or {}
+    recording = is_grad_enabled() and (tensor.requires_grad or any(
+        isinstance(a, Tensor) and a.requires_grad for a in args))
+    if not recording:
+        with no_grad():
+            result = op(tensor, *args, **kwargs)
+        _check_result(tensor, result, any_cast)
+        if result.array is not tensor.array:
+            _write(tensor.array, result.array)
+        tensor.increment_version()
+        return tensor
+
+    if tensor.is_leaf and tensor.requires_grad:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    view = tensor.view_chain()
+    if view is not None and view[0].is_leaf and view[0].requires_grad:
+        raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
+                           "operation.")
+    alias = tensor.alias()
+    result = op(alias, *args, **kwargs)
+    _check_result(tensor, result, any_cast)
+    if result.array is tensor.array:
+        result = Tensor._make(result.array.copy(), *result.gradient_edge()) if result.requires_grad else result
+    if result.grad_fn is not None:
+        result.grad_fn.keep_original(alias)
+    if result.dtype != tensor.dtype:
+        result = result.to(tensor.dtype)
+    if view is None:
+        _write(tensor.array, result.array)
+        tensor.increment_version()
+        tensor.set_history(*(result.gradient_edge() if result.requires_grad else (None, 0)))
+        return tensor
+    base, chain = view
+    new_base = CopySlices.apply(base.alias(), result, chain)
+    base.increment_version()              # views share their base's version counter
+    base.set_history(new_base.grad_fn, 0)
+    tensor.gradient_edge()                # the view's history, replayed on the new base
+    return tensor

@@ -1,0 +1,61 @@
+"""Dimension and size arguments, read the way torch reads them."""
+
+import numbers
+
+
+def wrap_dim(dim, ndim):
+    """``dim`` in [0, ndim) (negative dims count from the end; a 0-d tensor
+    accepts 0 and -1); IndexError naming the range otherwise."""
+    top = ndim if ndim else 1
+    if not -top <= dim < top:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-top}, {top - 1}], "
+                         f"but got {dim})")
+    return dim % top
+
+
+def normalize_dims(dim, ndim):
+    """``dim`` (None, an int or a sequence) as a sorted tuple of non-negative dims;
+    None means every dim."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        dims = tuple(sorted({wrap_dim(d, ndim) for d in dim}))
+        if len(dims) != len(dim):
+            raise RuntimeError(f"dim {tuple(dim)} appears multiple times in the list of dims")
+        return dims if ndim else ()
+    return (wrap_dim(dim, ndim),) if ndim else ()
+
+
+def keepdim_shape(shape, dims):
+    """``shape`` with the reduced ``dims`` kept as 1."""
+    return tuple(1 if i in dims else n for i, n in enumerate(shape))
+
+
+def reduced_shape(shape, dims):
+    """``shape`` without the reduced ``dims``."""
+    return tuple(n for i, n in enumerate(shape) if i not in dims)
+
+
+def shape_arg(args):
+    """A shape given as f(2, 3), f((2, 3)) or f([2, 3]), as a tuple of ints (-1 allowed)."""
+    if len(args) == 1 and not isinstance(args[0], numbers.Integral):
+        args = args[0]
+        if isinstance(args, numbers.Integral):
+            args = (args,)
+    try:
+        return tuple(int(n) for n in args)
+    except TypeError:
+        raise TypeError(f"a size must be a sequence of ints, got {args!r}") from None
+
+
+def size_arg(args, size=None):
+    """The size of a new tensor, given as f(2, 3), f((2, 3)), f([2, 3]) or
+    f(size=(2, 3)); RuntimeError for a negative dimension."""
+    if size is not None:
+        if args:
+            raise TypeError("the size was given both positionally and as size=")
+        args = (size,)
+    shape = shape_arg(args)
+    if any(n < 0 for n in shape):
+        raise RuntimeError(f"Trying to create tensor with negative dimension: {list(shape)}")
+    return shape
