@@ -26,6 +26,8 @@ demo: $(VENV)/.demo
 	$(PY) examples/train_digits.py
 
 test: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(PY) scripts/check_imports.py
 	$(PY) -m pytest -q
 
 # On a GPU machine: the CUDA half of the suite against torch CUDA, from the tree.

@@ -17,7 +17,8 @@ def markdown(record):
              f"Ceilings measured in this run: copy {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s "
              f"(read + write), float32 matmul {ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s.",
              "",
-             "| group | case | size | dtype | impl | time (ms) | GB/s | % of copy | TFLOP/s | peak MB | gpugrad speedup |",
+             "| group | case | size | dtype | impl | time (ms) | GB/s | % of copy | TFLOP/s | peak MB "
+             "| gpugrad speedup |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in record["results"]:
         gbps = f"{row['gb_per_s']:.0f}" if "gb_per_s" in row else ""

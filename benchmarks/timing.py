@@ -145,6 +145,7 @@ class Machine:
 def describe(machine):
     """Machine and versions, for the JSON record."""
     import platform
+
     import torch
     info = {"device": machine.device, "python": platform.python_version(), "numpy": numpy.__version__,
             "torch": torch.__version__, "gpugrad": gpugrad.__version__, "platform": platform.platform(),

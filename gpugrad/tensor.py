@@ -13,7 +13,7 @@ import weakref
 
 import numpy
 
-from gpugrad import backend, dtypes, dims
+from gpugrad import backend, dims, dtypes
 from gpugrad.autograd.grad_mode import enable_grad
 from gpugrad.autograd.graph import AccumulateGrad, RemovableHandle
 from gpugrad.cuda import errors as device_errors

@@ -11,8 +11,8 @@ tensor on the right and the in-place forms are made here from those.
 from gpugrad import backend, dtypes, random
 from gpugrad.autograd import engine, inplace
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.cuda import errors as device_errors
 from gpugrad.creation import new_empty, new_full, new_ones, new_tensor, new_zeros
+from gpugrad.cuda import errors as device_errors
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import fused, linalg, reduction, shape
 from gpugrad.tensor import Tensor, parse_to

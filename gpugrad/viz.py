@@ -50,7 +50,7 @@ def to_dot(output, params=None):
 def make_dot(output, params=None):
     """A ``graphviz.Source`` of the graph (``pip install graphviz`` and the dot binary to render)."""
     try:
-        import graphviz
+        import graphviz  # optional (the viz extra): only make_dot needs it
     except ImportError:
         raise ImportError("make_dot needs the graphviz package (pip install 'gpugrad[viz]'); "
                           "gpugrad.viz.to_dot gives the dot text without it") from None

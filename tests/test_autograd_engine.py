@@ -7,10 +7,10 @@ import weakref
 import numpy
 import pytest
 import torch
+from conftest import assert_close, make_pair
 
 import gpugrad
 from gpugrad.autograd import Function, gradcheck, gradgradcheck
-from conftest import assert_close, make_pair, to_torch
 
 
 def test_non_scalar_backward_needs_gradient(device):
@@ -179,7 +179,8 @@ def test_inplace_bumps_version_and_catches_stale_saved_values(device):
     assert y._version == 0
     y.add_(1)
     assert y._version == 1
-    with pytest.raises(RuntimeError, match="modified by an inplace operation.*ExpBackward0.*version 1; expected version 0"):
+    with pytest.raises(RuntimeError,
+                       match="modified by an inplace operation.*ExpBackward0.*version 1; expected version 0"):
         y.sum().backward()
 
 

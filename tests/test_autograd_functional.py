@@ -1,12 +1,11 @@
 """gpugrad/autograd/functional.py against torch.autograd.functional."""
 
 import pytest
-import torch
 import torch.autograd.functional as TAF
+from conftest import assert_close, make_pair
 
 import gpugrad
 import gpugrad.autograd.functional as AF
-from conftest import assert_close, make_pair
 
 
 def f_vector(x, y):

@@ -3,10 +3,11 @@ torch; values and gradients of every leaf must agree in float64."""
 
 import numpy
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import assert_close
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gpugrad
-from conftest import assert_close
 
 UNARY = {
     "tanh": (lambda a: a.tanh(), lambda a: a.tanh()),

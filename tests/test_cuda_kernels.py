@@ -11,10 +11,10 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import assert_close
 
 import gpugrad
 import gpugrad.nn.functional as F
-from conftest import assert_close
 
 pytestmark = pytest.mark.cuda
 

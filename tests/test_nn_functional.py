@@ -5,11 +5,11 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 import gpugrad
 import gpugrad.nn.functional as F
 from gpugrad.autograd import gradcheck, gradgradcheck
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 CE_OPTIONS = [
     {},

@@ -7,11 +7,11 @@ import math
 import numpy
 import pytest
 import torch
+from conftest import assert_close, to_torch
 
 import gpugrad
 from gpugrad import nn
 from gpugrad.autograd.function import Function
-from conftest import assert_close, to_torch
 
 
 def copy_weights(ours, theirs):

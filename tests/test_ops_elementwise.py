@@ -5,10 +5,10 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 # name, gpugrad fn, torch fn, input range (kept away from kinks and poles)
 UNARY = [

@@ -1,11 +1,10 @@
 """gpugrad/ops/linalg.py against torch: 1-D, 2-D and batched (broadcast) products."""
 
 import pytest
-import torch
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 CASES = [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((5, 2, 3), (3, 4)),
          ((2, 3), (5, 3, 4)), ((5, 2, 3), (5, 3, 4)), ((2, 1, 2, 3), (4, 3, 2)), ((3,), (6, 3, 2))]

@@ -3,10 +3,10 @@ keepdim, ties, extreme values; second derivatives."""
 
 import pytest
 import torch
+from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
 
 REDUCTIONS = [
     ("sum_all", lambda x: x.sum(), lambda x: x.sum()),

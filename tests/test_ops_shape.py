@@ -1,12 +1,11 @@
 """gpugrad/ops/shape.py against torch: views, copies, indexing, and their gradients."""
 
-import numpy
 import pytest
 import torch
+from conftest import assert_close, make_pair, to_torch
 
 import gpugrad
-from gpugrad.autograd import gradcheck, gradgradcheck
-from conftest import assert_close, make_pair, to_torch
+from gpugrad.autograd import gradgradcheck
 
 SHAPE_OPS = [
     ("reshape", lambda x: x.reshape(4, -1), lambda x: x.reshape(4, -1)),
@@ -25,7 +24,8 @@ SHAPE_OPS = [
     ("int_index_repeats", lambda x: x[:, [0, 2, 0, 0]], lambda x: x[:, [0, 2, 0, 0]]),
     ("tensor_index", lambda x: x[gpugrad.tensor([1, 0, 1], device=x.device)],
      lambda x: x[torch.tensor([1, 0, 1], device=x.device)]),
-    ("mixed_index", lambda x: x[gpugrad.tensor([0, 1, 1], device=x.device), :, gpugrad.tensor([3, 0, 3], device=x.device)],
+    ("mixed_index",
+     lambda x: x[gpugrad.tensor([0, 1, 1], device=x.device), :, gpugrad.tensor([3, 0, 3], device=x.device)],
      lambda x: x[torch.tensor([0, 1, 1], device=x.device), :, torch.tensor([3, 0, 3], device=x.device)]),
     ("bool_mask", lambda x: x[x > 0], lambda x: x[x > 0]),
     ("gather", lambda x: x.gather(2, gpugrad.tensor([[[0, 3], [1, 1], [2, 0]]] * 2, device=x.device)),

@@ -4,10 +4,10 @@
 import numpy
 import pytest
 import torch
+from conftest import assert_close, to_torch
 
 import gpugrad
 from gpugrad import nn
-from conftest import assert_close, to_torch
 
 OPTIMIZERS = [
     ("SGD", {"lr": 0.1}),

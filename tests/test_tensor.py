@@ -8,9 +8,9 @@ import sys
 import numpy
 import pytest
 import torch
+from conftest import assert_close
 
 import gpugrad
-from conftest import assert_close, to_torch
 
 
 def test_repr_looks_like_torch():

@@ -24,9 +24,9 @@ import numpy
 
 from gpugrad import backend
 from gpugrad.autograd.function import numerics
-from gpugrad.cuda import errors as device_errors
 from gpugrad.autograd.grad_mode import set_grad_enabled
 from gpugrad.autograd.graph import AccumulateGrad
+from gpugrad.cuda import errors as device_errors
 from gpugrad.tensor import Tensor
 
 

@@ -32,8 +32,9 @@ import weakref
 import numpy
 
 from gpugrad import backend, dtypes
+from gpugrad.autograd.grad_mode import _state as _grad_state
+from gpugrad.autograd.grad_mode import no_grad
 from gpugrad.autograd.graph import RemovableHandle
-from gpugrad.autograd.grad_mode import _state as _grad_state, no_grad
 from gpugrad.tensor import Tensor
 
 _sequence = itertools.count()

@@ -15,8 +15,7 @@ from gpugrad.autograd.function import InternalFunction
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import fused as cuda_fused
 from gpugrad.ops import fused
-from gpugrad.ops.elementwise import (clamp, gelu, relu, sigmoid, silu, softplus, tanh,  # noqa: F401 (re-exported)
-                                     where)
+from gpugrad.ops.elementwise import clamp, gelu, relu, sigmoid, silu, softplus, tanh, where  # noqa: F401 (re-exported)
 from gpugrad.ops.fused import log_softmax, logsumexp, softmax  # noqa: F401 (re-exported)
 from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
 from gpugrad.ops.shape import pad  # noqa: F401 (re-exported)

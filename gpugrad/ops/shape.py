@@ -14,7 +14,6 @@ from gpugrad.dims import shape_arg, wrap_dim
 from gpugrad.ops._promote import promote
 from gpugrad.tensor import Tensor
 
-
 # -- views ----------------------------------------------------------------------------
 
 class Reshape(InternalFunction):

@@ -1,11 +1,39 @@
 """The layers of gpugrad.nn."""
 
-from gpugrad.nn.modules.activation import (ELU, GELU, GLU, SELU, Hardsigmoid, Hardswish, Hardtanh, LeakyReLU,
-                                           LogSigmoid, LogSoftmax, Mish, ReLU, ReLU6, Sigmoid, SiLU, Softmax,
-                                           Softmin, Softplus, Softsign, Tanh)
+from gpugrad.nn.modules.activation import (
+                                           ELU,
+                                           GELU,
+                                           GLU,
+                                           SELU,
+                                           Hardsigmoid,
+                                           Hardswish,
+                                           Hardtanh,
+                                           LeakyReLU,
+                                           LogSigmoid,
+                                           LogSoftmax,
+                                           Mish,
+                                           ReLU,
+                                           ReLU6,
+                                           Sigmoid,
+                                           SiLU,
+                                           Softmax,
+                                           Softmin,
+                                           Softplus,
+                                           Softsign,
+                                           Tanh,
+)
 from gpugrad.nn.modules.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from gpugrad.nn.modules.layers import Dropout, Embedding, Flatten, LayerNorm, Unflatten
 from gpugrad.nn.modules.linear import Identity, Linear
-from gpugrad.nn.modules.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss,
-                                     MSELoss, NLLLoss, SmoothL1Loss)
+from gpugrad.nn.modules.loss import (
+                                           BCELoss,
+                                           BCEWithLogitsLoss,
+                                           CrossEntropyLoss,
+                                           HuberLoss,
+                                           KLDivLoss,
+                                           L1Loss,
+                                           MSELoss,
+                                           NLLLoss,
+                                           SmoothL1Loss,
+)
 from gpugrad.nn.modules.module import Module, Parameter

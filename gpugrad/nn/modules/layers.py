@@ -2,7 +2,8 @@
 
 from gpugrad import creation
 from gpugrad.autograd.grad_mode import no_grad
-from gpugrad.nn import functional as F, init
+from gpugrad.nn import functional as F
+from gpugrad.nn import init
 from gpugrad.nn.modules.module import Module, Parameter
 
 

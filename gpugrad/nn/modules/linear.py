@@ -1,7 +1,8 @@
 import math
 
 from gpugrad import creation
-from gpugrad.nn import functional as F, init
+from gpugrad.nn import functional as F
+from gpugrad.nn import init
 from gpugrad.nn.modules.module import Module, Parameter
 
 
