@@ -160,18 +160,22 @@ def _like(t, dtype, device):
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """Zeros of input's shape (and dtype and device, unless given)."""
     return _filled(input.shape, 0, *_like(input, dtype, device), requires_grad)
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """Ones of input's shape (and dtype and device, unless given)."""
     return _filled(input.shape, 1, *_like(input, dtype, device), requires_grad)
 
 
 def empty_like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """An uninitialised tensor of input's shape (and dtype and device, unless given)."""
     return _filled(input.shape, None, *_like(input, dtype, device), requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    """``fill_value`` in input's shape (and dtype and device, unless given)."""
     return _filled(input.shape, fill_value, *_like(input, dtype, device), requires_grad)
 
 
@@ -205,6 +209,7 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    """``steps`` values from base**start to base**end, evenly spaced in the exponent."""
     line = linspace(start, end, steps, dtype=dtypes.float64, device=device)
     dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
     return _new((base ** line.array).astype(dtype), requires_grad)

@@ -156,10 +156,12 @@ def initial_seed():
 
 
 def get_rng_state():
+    """The state of the CPU's default generator (a uint8 tensor)."""
     return default_generator.get_state()
 
 
 def set_rng_state(new_state):
+    """Restore the CPU's default generator from get_rng_state()."""
     default_generator.set_state(new_state)
 
 
@@ -216,14 +218,17 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 
 def rand_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Uniform samples in [0, 1) of input's shape, dtype and device."""
     return rand(input.shape, dtype=dtype or input.dtype, device=device or input.device, requires_grad=requires_grad)
 
 
 def randn_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples of input's shape, dtype and device."""
     return randn(input.shape, dtype=dtype or input.dtype, device=device or input.device, requires_grad=requires_grad)
 
 
 def randint_like(input, low=0, high=None, *, dtype=None, device=None):
+    """Integers in [low, high) of input's shape, dtype and device."""
     if high is None:
         low, high = 0, low
     return randint(low, high, input.shape, dtype=dtype or input.dtype, device=device or input.device)

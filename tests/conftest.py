@@ -67,22 +67,22 @@ def to_numpy(value):
     return numpy.asarray(value, dtype=numpy.float64)
 
 
-def relative_error(actual, expected):
-    """||actual - expected|| / ||expected|| over finite entries; inf and nan
-    must sit in the same places."""
+def relative_error(actual, expected, floor=0.0):
+    """||actual - expected|| / max(||expected||, floor) over finite entries;
+    inf and nan must sit in the same places."""
     a, e = to_numpy(actual), to_numpy(expected)
     assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
     same_nonfinite = (numpy.isnan(a) == numpy.isnan(e)).all() and (
         a[numpy.isinf(a)] == e[numpy.isinf(a)]).all() and (numpy.isinf(a) == numpy.isinf(e)).all()
     assert same_nonfinite, f"non-finite values differ:\n{a}\n{e}"
     finite = numpy.isfinite(e)
-    denom = numpy.linalg.norm(e[finite])
+    denom = max(numpy.linalg.norm(e[finite]), floor)
     diff = numpy.linalg.norm(a[finite] - e[finite])
     return diff / denom if denom > 0 else diff
 
 
-def assert_close(actual, expected, tol):
-    err = relative_error(actual, expected)
+def assert_close(actual, expected, tol, floor=0.0):
+    err = relative_error(actual, expected, floor)
     assert err <= tol, f"relative error {err:.3e} > {tol:.1e}"
 
 
@@ -92,3 +92,21 @@ def make_pair(rng, shape, dtype="float64", device="cpu", low=-2.0, high=2.0, req
     ours = gpugrad.tensor(values, device=device, requires_grad=requires_grad)
     theirs = to_torch(ours, requires_grad=requires_grad)
     return ours, theirs
+
+
+def assert_forward_backward(rng, out, tout, pairs, tol):
+    """The forward and backward check shared by the op tests: ``out`` (gpugrad)
+    equals ``tout`` (torch) within ``tol``, then both are back-propagated with
+    the same random upstream gradient, and each (gpugrad leaf, torch leaf) in
+    ``pairs`` gets the same gradient, of its own shape and dtype."""
+    assert tuple(out.shape) == tuple(tout.shape), f"shape {out.shape} != {tuple(tout.shape)}"
+    assert_close(out, tout, tol)
+    upstream = rng.standard_normal(out.shape).astype(out.dtype)
+    out.backward(gpugrad.tensor(upstream, device=out.device))
+    tout.backward(to_torch(upstream, device=out.device.type))
+    # a gradient summed over broadcast dims may cancel: measure the error against
+    # the size of the terms summed (about |upstream| * |other operand| ~ 1 here)
+    floor = 1e-3 * numpy.sqrt(upstream.size)
+    for ours, theirs in pairs:
+        assert ours.grad is not None and ours.grad.shape == ours.shape and ours.grad.dtype == ours.dtype
+        assert_close(ours.grad, theirs.grad, tol, floor)

@@ -5,7 +5,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -53,13 +53,8 @@ def test_cross_entropy_matches_torch(rng, device, dtype, shapes, options):
     t = _targets(rng, classes, target_shape, kwargs.get("ignore_index"))
     loss = F.cross_entropy(x, gpugrad.tensor(t, device=device), **kwargs)
     tloss = TF.cross_entropy(tx, to_torch(t, device=device), **tkwargs)
-    tol = FLOAT_TOLERANCE[dtype]
-    assert loss.shape == tuple(tloss.shape) and loss.dtype == x.dtype
-    assert_close(loss, tloss, tol)
-    upstream = rng.standard_normal(loss.shape).astype(dtype)
-    loss.backward(gpugrad.tensor(upstream, device=device))
-    tloss.backward(to_torch(upstream, device=device))
-    assert_close(x.grad, tx.grad, tol)
+    assert loss.dtype == x.dtype
+    assert_forward_backward(rng, loss, tloss, [(x, tx)], FLOAT_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("options", CE_OPTIONS[:7], ids=str)

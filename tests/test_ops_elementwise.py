@@ -5,7 +5,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
@@ -67,15 +67,8 @@ SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((5,), ()), (()
 
 def _check_forward_backward(rng, ours, theirs, inputs, dtype, device):
     out, tout = ours(*[x for x, _ in inputs]), theirs(*[t for _, t in inputs])
-    tol = FLOAT_TOLERANCE[dtype]
     assert out.dtype == getattr(gpugrad, dtype)
-    assert_close(out, tout, tol)
-    upstream = rng.standard_normal(out.shape).astype(dtype)
-    out.backward(gpugrad.tensor(upstream, device=device))
-    tout.backward(to_torch(upstream, device=device))
-    for x, t in inputs:
-        assert x.grad is not None and x.grad.shape == x.shape and x.grad.dtype == x.dtype
-        assert_close(x.grad, t.grad, tol)
+    assert_forward_backward(rng, out, tout, inputs, FLOAT_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -1,7 +1,7 @@
 """gpugrad/ops/linalg.py against torch: 1-D, 2-D and batched (broadcast) products."""
 
 import pytest
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
@@ -15,15 +15,7 @@ CASES = [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((5, 2,
 def test_matmul_matches_torch(rng, device, dtype, shapes):
     a, ta = make_pair(rng, shapes[0], dtype, device)
     b, tb = make_pair(rng, shapes[1], dtype, device)
-    out, tout = a @ b, ta @ tb
-    assert out.shape == tuple(tout.shape)
-    tol = FLOAT_TOLERANCE[dtype]
-    assert_close(out, tout, tol)
-    upstream = rng.standard_normal(out.shape).astype(dtype)
-    out.backward(gpugrad.tensor(upstream, device=device))
-    tout.backward(to_torch(upstream, device=device))
-    assert_close(a.grad, ta.grad, tol)
-    assert_close(b.grad, tb.grad, tol)
+    assert_forward_backward(rng, a @ b, ta @ tb, [(a, ta), (b, tb)], FLOAT_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("shapes", CASES[:6], ids=str)

@@ -3,7 +3,7 @@ keepdim, ties, extreme values; second derivatives."""
 
 import pytest
 import torch
-from conftest import FLOAT_TOLERANCE, assert_close, make_pair, to_torch
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
@@ -41,14 +41,7 @@ REDUCTIONS = [
 @pytest.mark.parametrize("name,ours,theirs", REDUCTIONS, ids=[r[0] for r in REDUCTIONS])
 def test_reduction_matches_torch(rng, device, dtype, name, ours, theirs):
     x, tx = make_pair(rng, (3, 4, 5), dtype, device, 0.5, 2.0 if "prod" in name else 3.0)
-    out, tout = ours(x), theirs(tx)
-    tol = FLOAT_TOLERANCE[dtype]
-    assert out.shape == tuple(tout.shape)
-    assert_close(out, tout, tol)
-    upstream = rng.standard_normal(out.shape).astype(dtype)
-    out.backward(gpugrad.tensor(upstream, device=device))
-    tout.backward(to_torch(upstream, device=device))
-    assert_close(x.grad, tx.grad, tol)
+    assert_forward_backward(rng, ours(x), theirs(tx), [(x, tx)], FLOAT_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("name,ours,theirs", REDUCTIONS, ids=[r[0] for r in REDUCTIONS])

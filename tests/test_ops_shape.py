@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_close, make_pair, to_torch
+from conftest import assert_close, assert_forward_backward, make_pair
 
 import gpugrad
 from gpugrad.autograd import gradgradcheck
@@ -45,14 +45,7 @@ SHAPE_OPS = [
 @pytest.mark.parametrize("name,ours,theirs", SHAPE_OPS, ids=[s[0] for s in SHAPE_OPS])
 def test_shape_op_matches_torch(rng, device, dtype, name, ours, theirs):
     x, tx = make_pair(rng, (2, 3, 4), dtype, device)
-    out, tout = ours(x), theirs(tx)
-    assert out.shape == tuple(tout.shape)
-    tol = 1e-12 if dtype == "float64" else 1e-6
-    assert_close(out, tout, tol)
-    upstream = rng.standard_normal(out.shape).astype(dtype)
-    out.backward(gpugrad.tensor(upstream, device=device))
-    tout.backward(to_torch(upstream, device=device))
-    assert_close(x.grad, tx.grad, tol)
+    assert_forward_backward(rng, ours(x), theirs(tx), [(x, tx)], 1e-12 if dtype == "float64" else 1e-6)
 
 
 @pytest.mark.parametrize("name,ours,theirs", SHAPE_OPS, ids=[s[0] for s in SHAPE_OPS])

@@ -394,59 +394,73 @@ def _maybe_inplace(input, out, inplace):
 
 
 def relu_(input):
+    """relu in place."""
     return input.relu_()
 
 
 def threshold(input, threshold, value, inplace=False):
+    """input where input > threshold, else value."""
     return _maybe_inplace(input, where(input > threshold, input, value), inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x where x > 0, negative_slope * x elsewhere."""
     return _maybe_inplace(input, where(input > 0, input, input * negative_slope), inplace)
 
 
 def elu(input, alpha=1.0, inplace=False):
+    """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
     return _maybe_inplace(input, where(input > 0, input, alpha * (input.clamp(max=0).exp() - 1)), inplace)
 
 
 def selu(input, inplace=False):
+    """Scaled ELU with the self-normalising constants."""
     alpha, scale = 1.6732632423543772, 1.0507009873554805
     return _maybe_inplace(input, scale * where(input > 0, input, alpha * (input.clamp(max=0).exp() - 1)), inplace)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """x clamped to [min_val, max_val]."""
     return _maybe_inplace(input, clamp(input, min_val, max_val), inplace)
 
 
 def relu6(input, inplace=False):
+    """min(max(x, 0), 6)."""
     return hardtanh(input, 0.0, 6.0, inplace)
 
 
 def hardsigmoid(input, inplace=False):
+    """relu6(x + 3) / 6."""
     return _maybe_inplace(input, clamp(input / 6 + 0.5, 0.0, 1.0), inplace)
 
 
 def hardswish(input, inplace=False):
+    """x * relu6(x + 3) / 6."""
     return _maybe_inplace(input, input * clamp(input / 6 + 0.5, 0.0, 1.0), inplace)
 
 
 def mish(input, inplace=False):
+    """x * tanh(softplus(x))."""
     return _maybe_inplace(input, input * softplus(input).tanh(), inplace)
 
 
 def logsigmoid(input):
+    """log(sigmoid(x)), computed stably."""
     return -softplus(-input)
 
 
 def softsign(input):
+    """x / (1 + |x|)."""
     return input / (1 + input.abs())
 
 
 def tanhshrink(input):
+    """x - tanh(x)."""
     return input - input.tanh()
 
 
 def glu(input, dim=-1):
+    """a * sigmoid(b) of the two halves of input along dim."""
     a, b = input.chunk(2, dim)
     return a * b.sigmoid()
 
@@ -457,19 +471,23 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """The cosine of the angle between x1 and x2 along dim."""
     dot = (x1 * x2).sum(dim)
     return dot / (x1.norm(2, dim) * x2.norm(2, dim)).clamp(min=eps)
 
 
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """The p-norm of x1 - x2 (+ eps) along the last dim."""
     return (x1 - x2 + eps).norm(p, -1, keepdim=keepdim)
 
 
 def softmin(input, dim=None, dtype=None):
+    """softmax of -input along dim."""
     return softmax(-input, dim, dtype)
 
 
 def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    """Samples from the Gumbel-softmax distribution (hard: one-hot with a straight-through gradient)."""
     u = random.rand_like(logits)
     gumbels = -(-(u + eps).log() + eps).log()
     y = softmax((logits + gumbels) / tau, dim)

@@ -447,6 +447,7 @@ class Sin(InternalFunction):
 
 
 def sin(input):
+    """The sine, elementwise."""
     return Sin.apply(_unary_input(input, "sin"))
 
 
@@ -463,6 +464,7 @@ class Cos(InternalFunction):
 
 
 def cos(input):
+    """The cosine, elementwise."""
     return Cos.apply(_unary_input(input, "cos"))
 
 
@@ -480,6 +482,7 @@ class Tan(InternalFunction):
 
 
 def tan(input):
+    """The tangent, elementwise."""
     return Tan.apply(_unary_input(input, "tan"))
 
 
@@ -496,6 +499,7 @@ class Atan(InternalFunction):
 
 
 def atan(input):
+    """The arctangent, elementwise."""
     return Atan.apply(_unary_input(input, "atan"))
 
 
@@ -503,11 +507,13 @@ arctan = atan
 
 
 def sinh(input):
+    """The hyperbolic sine, elementwise."""
     x = _unary_input(input, "sinh")
     return (x.exp() - (-x).exp()) * 0.5
 
 
 def cosh(input):
+    """The hyperbolic cosine, elementwise."""
     x = _unary_input(input, "cosh")
     return (x.exp() + (-x).exp()) * 0.5
 
@@ -540,6 +546,7 @@ class TanhBackward(InternalFunction):
 
 
 def tanh(input):
+    """The hyperbolic tangent, elementwise."""
     return Tanh.apply(_unary_input(input, "tanh"))
 
 
@@ -784,10 +791,12 @@ clip = clamp
 
 
 def clamp_min(input, min):
+    """max(input, min), elementwise (clamp with a lower bound only)."""
     return clamp(input, min=min)
 
 
 def clamp_max(input, max):
+    """min(input, max), elementwise (clamp with an upper bound only)."""
     return clamp(input, max=max)
 
 
@@ -840,6 +849,7 @@ def fmax(input, other):
 
 
 def fmin(input, other):
+    """The elementwise minimum, ignoring nan."""
     return where(input.isnan(), other, where(other.isnan(), input, minimum(input, other)))
 
 
@@ -1004,22 +1014,27 @@ def eq(input, other):
 
 
 def ne(input, other):
+    """input != other, elementwise (a bool tensor)."""
     return _compare("not_equal", input, other)
 
 
 def lt(input, other):
+    """input < other, elementwise (a bool tensor)."""
     return _compare("less", input, other)
 
 
 def le(input, other):
+    """input <= other, elementwise (a bool tensor)."""
     return _compare("less_equal", input, other)
 
 
 def gt(input, other):
+    """input > other, elementwise (a bool tensor)."""
     return _compare("greater", input, other)
 
 
 def ge(input, other):
+    """input >= other, elementwise (a bool tensor)."""
     return _compare("greater_equal", input, other)
 
 
@@ -1034,26 +1049,32 @@ def _bitwise(name, a, b):
 
 
 def bitwise_and(input, other):
+    """input & other for integer and bool tensors."""
     return _bitwise("bitwise_and", input, other)
 
 
 def bitwise_or(input, other):
+    """input | other for integer and bool tensors."""
     return _bitwise("bitwise_or", input, other)
 
 
 def bitwise_xor(input, other):
+    """input ^ other for integer and bool tensors."""
     return _bitwise("bitwise_xor", input, other)
 
 
 def bitwise_left_shift(input, other):
+    """input << other for integer tensors."""
     return _bitwise("left_shift", input, other)
 
 
 def bitwise_right_shift(input, other):
+    """input >> other for integer tensors."""
     return _bitwise("right_shift", input, other)
 
 
 def bitwise_not(input):
+    """~input: logical not for bool tensors, bitwise not for integers."""
     if dtypes.is_floating_point(input.dtype):
         raise RuntimeError("bitwise_not is only supported for integer and bool tensors")
     return Tensor._make(input.xp.logical_not(input.array) if input.dtype == dtypes.bool_
@@ -1061,6 +1082,7 @@ def bitwise_not(input):
 
 
 def logical_not(input):
+    """not input, elementwise (a bool tensor)."""
     return Tensor._make(input.xp.logical_not(input.array))
 
 
@@ -1070,34 +1092,42 @@ def _logical(name, a, b):
 
 
 def logical_and(input, other):
+    """input and other, elementwise (a bool tensor)."""
     return _logical("logical_and", input, other)
 
 
 def logical_or(input, other):
+    """input or other, elementwise (a bool tensor)."""
     return _logical("logical_or", input, other)
 
 
 def logical_xor(input, other):
+    """input xor other, elementwise (a bool tensor)."""
     return _logical("logical_xor", input, other)
 
 
 def isnan(input):
+    """Where input is nan (a bool tensor)."""
     return Tensor._make(input.xp.isnan(input.array))
 
 
 def isinf(input):
+    """Where input is +inf or -inf (a bool tensor)."""
     return Tensor._make(input.xp.isinf(input.array))
 
 
 def isfinite(input):
+    """Where input is neither nan nor infinite (a bool tensor)."""
     return Tensor._make(input.xp.isfinite(input.array))
 
 
 def isposinf(input):
+    """Where input is +inf (a bool tensor)."""
     return Tensor._make(input.xp.isposinf(input.array))
 
 
 def isneginf(input):
+    """Where input is -inf (a bool tensor)."""
     return Tensor._make(input.xp.isneginf(input.array))
 
 
@@ -1141,4 +1171,5 @@ def nonzero(input, *, as_tuple=False):
 
 
 def argwhere(input):
+    """The indices of the non-zero elements, (n, ndim) int64 (as nonzero)."""
     return nonzero(input)

@@ -77,6 +77,7 @@ def bmm(input, mat2):
 
 
 def mv(input, vec):
+    """The product of a matrix and a vector."""
     if input.ndim != 2 or vec.ndim != 1:
         raise RuntimeError("mv: expected a matrix and a vector")
     return matmul(input, vec)

@@ -291,6 +291,7 @@ def argmax(input, dim=None, keepdim=False, *, keepdims=None):
 
 
 def argmin(input, dim=None, keepdim=False, *, keepdims=None):
+    """The index of the smallest value (the first one, nan first), over ``dim`` or the flattened tensor."""
     return _arg_extremum(input, dim, keepdim_arg(keepdim, keepdims), "argmin")
 
 
@@ -307,6 +308,7 @@ def all(input, dim=None, keepdim=False, *, keepdims=None):
 
 
 def count_nonzero(input, dim=None):
+    """The number of non-zero elements over ``dim`` (int64)."""
     return sum(input != 0, dim)
 
 
@@ -331,11 +333,13 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepd
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(var, mean) over ``dim``, as torch.var_mean."""
     return (var(input, dim, unbiased, keepdim, correction=correction),
             mean(input, dim, keepdim))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(std, mean) over ``dim``, as torch.std_mean."""
     return (std(input, dim, unbiased, keepdim, correction=correction),
             mean(input, dim, keepdim))
 

@@ -225,10 +225,12 @@ def expand_as(input, other):
 
 
 def broadcast_to(input, shape):
+    """A broadcast view of ``input`` with ``shape``."""
     return expand(input, tuple(shape))
 
 
 def broadcast_tensors(*tensors):
+    """The tensors expanded (as views) to their common broadcast shape."""
     shape = numpy.broadcast_shapes(*(t.shape for t in tensors))
     return tuple(expand(t, shape) for t in tensors)
 
@@ -384,6 +386,7 @@ def gather(input, dim, index):
 
 
 def take_along_dim(input, indices, dim):
+    """Values at ``indices`` along ``dim`` (gather)."""
     return gather(input, dim, indices)
 
 
@@ -412,6 +415,7 @@ def narrow(input, dim, start, length):
 
 
 def select(input, dim, index):
+    """The slice at ``index`` along ``dim`` (a view, the dim removed)."""
     dim = wrap_dim(dim, input.ndim)
     return getitem(input, (slice(None),) * dim + (index,))
 
@@ -487,11 +491,13 @@ def stack(tensors, dim=0):
 
 
 def hstack(tensors):
+    """Concatenate along dim 1 (dim 0 for 1-D tensors)."""
     tensors = list(tensors)
     return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
 
 
 def vstack(tensors):
+    """Stack rows: 1-D tensors become rows, then concatenate along dim 0."""
     return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
 
 
@@ -526,6 +532,7 @@ def chunk(input, chunks, dim=0):
 
 
 def tensor_split(input, indices_or_sections, dim=0):
+    """Split into ``n`` nearly equal pieces, or at the given indices, along ``dim``."""
     dim = wrap_dim(dim, input.ndim)
     n = input.shape[dim]
     if isinstance(indices_or_sections, int):
@@ -562,10 +569,12 @@ def flip(input, *dims):
 
 
 def fliplr(input):
+    """The order of columns reversed (dim 1)."""
     return flip(input, 1)
 
 
 def flipud(input):
+    """The order of rows reversed (dim 0)."""
     return flip(input, 0)
 
 
@@ -638,6 +647,7 @@ def repeat(input, *sizes):
 
 
 def tile(input, dims):
+    """The tensor repeated ``dims`` times along each dim (leading ones added as needed)."""
     dims = tuple(dims)
     if len(dims) < input.ndim:
         dims = (1,) * (input.ndim - len(dims)) + dims

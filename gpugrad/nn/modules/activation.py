@@ -22,54 +22,78 @@ class _Activation(Module):
 
 
 class ReLU(_Activation):
+    """max(x, 0)."""
+
     function = staticmethod(F.relu)
 
 
 class ReLU6(_Activation):
+    """min(max(x, 0), 6)."""
+
     function = staticmethod(F.relu6)
 
 
 class SiLU(_Activation):
+    """x * sigmoid(x)."""
+
     function = staticmethod(F.silu)
 
 
 class Hardswish(_Activation):
+    """x * relu6(x + 3) / 6."""
+
     function = staticmethod(F.hardswish)
 
 
 class Hardsigmoid(_Activation):
+    """relu6(x + 3) / 6."""
+
     function = staticmethod(F.hardsigmoid)
 
 
 class Mish(_Activation):
+    """x * tanh(softplus(x))."""
+
     function = staticmethod(F.mish)
 
 
 class SELU(_Activation):
+    """Scaled ELU with the self-normalising constants."""
+
     function = staticmethod(F.selu)
 
 
 class Tanh(Module):
+    """tanh(x)."""
+
     def forward(self, input):
         return F.tanh(input)
 
 
 class Sigmoid(Module):
+    """1 / (1 + exp(-x))."""
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class LogSigmoid(Module):
+    """log(sigmoid(x)), computed stably."""
+
     def forward(self, input):
         return F.logsigmoid(input)
 
 
 class Softsign(Module):
+    """x / (1 + |x|)."""
+
     def forward(self, input):
         return F.softsign(input)
 
 
 class GELU(Module):
+    """x * Phi(x), exact or with the tanh approximation."""
+
     def __init__(self, approximate="none"):
         super().__init__()
         self.approximate = approximate
@@ -82,6 +106,8 @@ class GELU(Module):
 
 
 class LeakyReLU(Module):
+    """x where x > 0, negative_slope * x elsewhere."""
+
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope, self.inplace = negative_slope, inplace
@@ -94,6 +120,8 @@ class LeakyReLU(Module):
 
 
 class ELU(Module):
+    """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
+
     def __init__(self, alpha=1.0, inplace=False):
         super().__init__()
         self.alpha, self.inplace = alpha, inplace
@@ -103,6 +131,8 @@ class ELU(Module):
 
 
 class Hardtanh(Module):
+    """x clamped to [min_val, max_val]."""
+
     def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
         super().__init__()
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
@@ -112,6 +142,8 @@ class Hardtanh(Module):
 
 
 class Softplus(Module):
+    """log(1 + exp(beta x)) / beta."""
+
     def __init__(self, beta=1.0, threshold=20.0):
         super().__init__()
         self.beta, self.threshold = beta, threshold
@@ -121,6 +153,8 @@ class Softplus(Module):
 
 
 class Softmax(Module):
+    """softmax along dim (the fused kernel on CUDA)."""
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
@@ -133,16 +167,22 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
+    """log_softmax along dim."""
+
     def forward(self, input):
         return F.log_softmax(input, self.dim)
 
 
 class Softmin(Softmax):
+    """softmax of -x along dim."""
+
     def forward(self, input):
         return F.softmin(input, self.dim)
 
 
 class GLU(Module):
+    """The gated linear unit: a * sigmoid(b) of the two halves along dim."""
+
     def __init__(self, dim=-1):
         super().__init__()
         self.dim = dim

@@ -24,6 +24,8 @@ class Dropout(Module):
 
 
 class LayerNorm(Module):
+    """Normalise over the last dims, then scale and shift (F.layer_norm)."""
+
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -72,6 +74,8 @@ class Embedding(Module):
 
 
 class Flatten(Module):
+    """Merge dims start_dim..end_dim into one."""
+
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
@@ -84,6 +88,8 @@ class Flatten(Module):
 
 
 class Unflatten(Module):
+    """Split one dim into several."""
+
     def __init__(self, dim, unflattened_size):
         super().__init__()
         self.dim, self.unflattened_size = dim, tuple(unflattened_size)

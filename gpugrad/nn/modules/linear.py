@@ -7,6 +7,8 @@ from gpugrad.nn.modules.module import Module, Parameter
 
 
 class Identity(Module):
+    """Returns its input unchanged."""
+
     def forward(self, input):
         return input
 

@@ -17,6 +17,8 @@ class _WeightedLoss(_Loss):
 
 
 class CrossEntropyLoss(_WeightedLoss):
+    """Softmax cross-entropy of logits and class indices or probabilities (the fused F.cross_entropy)."""
+
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
                  label_smoothing=0.0):
         super().__init__(weight, size_average, reduce, reduction)
@@ -28,6 +30,8 @@ class CrossEntropyLoss(_WeightedLoss):
 
 
 class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood of log-probabilities at class indices (F.nll_loss)."""
+
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
         super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
@@ -38,21 +42,29 @@ class NLLLoss(_WeightedLoss):
 
 
 class MSELoss(_Loss):
+    """Mean squared error (F.mse_loss)."""
+
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
 class L1Loss(_Loss):
+    """Mean absolute error (F.l1_loss)."""
+
     def forward(self, input, target):
         return F.l1_loss(input, target, reduction=self.reduction)
 
 
 class BCELoss(_WeightedLoss):
+    """Binary cross-entropy of probabilities (F.binary_cross_entropy)."""
+
     def forward(self, input, target):
         return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(_WeightedLoss):
+    """Sigmoid and binary cross-entropy in one stable expression (F.binary_cross_entropy_with_logits)."""
+
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
         super().__init__(weight, size_average, reduce, reduction)
         self.register_buffer("pos_weight", pos_weight)
@@ -63,6 +75,8 @@ class BCEWithLogitsLoss(_WeightedLoss):
 
 
 class SmoothL1Loss(_Loss):
+    """Squared error below beta, absolute above (F.smooth_l1_loss)."""
+
     def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
         super().__init__(size_average, reduce, reduction)
         self.beta = beta
@@ -72,6 +86,8 @@ class SmoothL1Loss(_Loss):
 
 
 class HuberLoss(_Loss):
+    """Squared error below delta, delta-scaled absolute above (F.huber_loss)."""
+
     def __init__(self, reduction="mean", delta=1.0):
         super().__init__(reduction=reduction)
         self.delta = delta
@@ -81,6 +97,8 @@ class HuberLoss(_Loss):
 
 
 class KLDivLoss(Module):
+    """Kullback-Leibler divergence of log-probabilities from a target (F.kl_div)."""
+
     def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
         super().__init__()
         self.reduction = reduction if reduction == "batchmean" else F._reduction(reduction, size_average, reduce)
