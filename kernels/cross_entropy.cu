@@ -15,11 +15,12 @@
 //   A used row holding nan or +inf, or only -inf, gives nan (torch).
 // Reductions: 'sum' and 'mean' are done here, in a fixed order (each block
 //   adds its rows, the last block adds the block partials): deterministic.
-// Gradient in the forward: when the caller knows the upstream gradient will
+// Gradient in the forward: when the caller expects the upstream gradient to
 //   be the engine's 1 (loss.backward()), the forward writes dx while it holds
 //   the row: N*C read + N*C written, nothing left for the backward.  Under
-//   'mean' the denominator comes first from cross_entropy_total_weight (one
-//   block, N targets read).
+//   'mean' every block first adds up the denominator itself (N targets read
+//   per block, in the same order: all blocks agree), so the launcher only
+//   asks for this when C is large enough for that to be cheap.
 // Bytes: forward reads N*C once (twice with dx when a row group does not fit
 //   in shared memory); ignored rows are not read; backward reads N*C and
 //   writes N*C.
@@ -43,9 +44,8 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,
         Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, Acc<T>* __restrict__ row_weight,
         T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
-        const Acc<T>* __restrict__ denominator_in, Acc<T>* __restrict__ denominator_out,
-        Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter, long long* __restrict__ error,
-        int use_cache) {
+        Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
+        long long* __restrict__ error, int use_cache) {
     using A = Acc<T>;
     constexpr int N = Vec<T>::N;
     extern __shared__ __align__(16) unsigned char shared_rows[];
@@ -55,7 +55,17 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
     const Rows dx_layout{inner, dx_so, dx_si, dx_sc};
     const A total_weight = weight != nullptr ? *weight_sum : A(cols);
     const A smooth = smoothing / A(cols);
-    const A grad_scale = denominator_in != nullptr ? A(1) / *denominator_in : A(1);
+    // the mean's denominator, when dx is written here: sum of w_t over the used rows, in a fixed order
+    A denominator = A(0);
+    if (dx != nullptr && reduction == 2) {
+        const int flat = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
+        for (long long r = flat; r < rows; r += threads) {
+            const long long t = static_cast<long long>(target[r]);
+            if (t != ignore_index && t >= 0 && t < cols) denominator += weight != nullptr ? weight[t] : A(1);
+        }
+        denominator = block_tree_sum(denominator, scratch_block);
+    }
+    const A grad_scale = dx != nullptr && reduction == 2 ? A(1) / denominator : A(1);
     T* cache = dx != nullptr && use_cache && sc == 1
                    ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(cols) : nullptr;
     A block_loss = A(0), block_weight = A(0);
@@ -147,28 +157,13 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
     }
     if (reduction != 0)
         last_block_sum2(block_loss, block_weight, partials, counter, scratch_block, [&](A total, A weights) {
-            const A denominator = denominator_in != nullptr ? *denominator_in : weights;
-            const A result = reduction == 2 ? total / denominator : total;
+            // with dx written here, the denominator every block used (the same value), else the partials' sum
+            const A mean_denominator = dx != nullptr && reduction == 2 ? denominator : weights;
+            const A result = reduction == 2 ? total / mean_denominator : total;
             if (loss_in_acc) *static_cast<A*>(loss) = result;
             else *static_cast<T*>(loss) = Store<T>::of(result);
-            if (denominator_out != nullptr) *denominator_out = weights;
+            if (denominator_out != nullptr) *denominator_out = mean_denominator;
         });
-}
-
-// The mean's denominator, sum of w_t over the used rows, in a fixed order:
-// one block (the forward that writes dx needs it before its first row).
-template <typename A, typename TI>
-__global__ void __launch_bounds__(512, 1) cross_entropy_total_weight(
-        const TI* __restrict__ target, long long rows, int cols, const A* __restrict__ weight, long long ignore_index,
-        A* __restrict__ out) {
-    __shared__ A scratch[MAX_THREADS];
-    A sum = A(0);
-    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
-        const long long t = static_cast<long long>(target[r]);
-        if (t != ignore_index && t >= 0 && t < cols) sum += weight != nullptr ? weight[t] : A(1);
-    }
-    sum = block_tree_sum(sum, scratch);
-    if (threadIdx.x == 0) *out = sum;
 }
 
 template <typename T, typename TI>

@@ -31,6 +31,9 @@ MAX_THREADS = 512            # the kernels' __launch_bounds__
 CACHE_BYTES = 32 * 1024      # dynamic shared memory a block may use to keep its rows
 BLOCKS_PER_SM = 8
 SPLIT_MIN_COLS = 16384       # rows at least this long are split when there are too few of them
+# cross-entropy writes its gradient in the forward under 'mean' from this many classes on: each block
+# then reads the N targets once more for the denominator, cheap next to N * C logits
+GRAD_IN_FORWARD_MIN_COLS = 4096
 
 RowLayout = collections.namedtuple("RowLayout", "shape dim rows cols inner so si sc")
 LaunchShape = collections.namedtuple("LaunchShape", "grid block lanes rows_per_block")
@@ -184,6 +187,31 @@ def _out_strides(layout):
     return _i64(layout.cols * layout.inner), _i64(1), _i64(layout.inner)
 
 
+def _address(x):
+    pointer = getattr(getattr(x, "data", None), "ptr", None)         # cupy.ndarray
+    if pointer is None:
+        pointer = getattr(x, "__array_interface__", {"data": (0,)})["data"][0]   # a NumPy-backed stand-in
+    return int(pointer)
+
+
+def _output_like(cp, x, layout):
+    """(an array of x's shape for a kernel to write, its so, si, sc).  Rows of
+    x that do not start on a 16-byte boundary (a view such as
+    logits[:, :50257] of a wider array, or x[:, 1:]) get output rows with the
+    same 16-byte phase, so the kernel stores whole vectors; otherwise the
+    output is contiguous."""
+    vector = 16 // x.itemsize
+    phase = _address(x) % 16
+    rows, cols, so = layout.rows, layout.cols, layout.so
+    if layout.inner == 1 and layout.sc == 1 and (so != cols or phase) and cols <= so <= cols + cols // 8 + vector \
+            and phase % x.itemsize == 0:
+        offset = phase // x.itemsize
+        flat = cp.empty(rows * so + vector, dtype=x.dtype)
+        out = flat[offset:offset + rows * so].reshape(rows, so)[:, :cols]
+        return out.reshape(layout.shape), _i64(so), _i64(0), _i64(1)
+    return cp.empty(layout.shape, dtype=x.dtype), *_out_strides(layout)
+
+
 # ---------------------------------------------------------------------------
 # Log-sum-exp, softmax, log_softmax.
 
@@ -217,11 +245,11 @@ def apply_row_stats(x, layout, m, ls, mode, grad=None, grad_stride=0):
     device_id = x.device.id
     with cp.cuda.Device(device_id):
         shape = launch_shape(layout, x.itemsize, _sm_count(cp, device_id), split_long_rows=True)
-        out = cp.empty(layout.shape, dtype=x.dtype)
+        out, *out_strides = _output_like(cp, x, layout)
         name = f"apply_stats<{_type(x.dtype)}, {kernels.APPLY_MODES[mode]}>"
         _launch("logsumexp.cu", name, device_id, shape,
                 (x, *_strides(layout), _i64(layout.rows), numpy.int32(layout.cols), m, ls, grad,
-                 _i64(grad_stride), out, *_out_strides(layout)))
+                 _i64(grad_stride), out, *out_strides))
     return out
 
 
@@ -235,11 +263,11 @@ def softmax_rows(x, layout, log):
         if shape.grid[1] > 1:
             m, ls, _ = lse_rows(x, layout, want_result=False)
             return apply_row_stats(x, layout, m, ls, "log_softmax" if log else "softmax")
-        out = cp.empty(layout.shape, dtype=x.dtype)
+        out, *out_strides = _output_like(cp, x, layout)
         cache = _cache_bytes(shape, layout, x.itemsize)
         name = f"softmax_forward<{_type(x.dtype)}, {'true' if log else 'false'}>"
         _launch("softmax.cu", name, device_id, shape,
-                (x, *_strides(layout), _i64(layout.rows), numpy.int32(layout.cols), out, *_out_strides(layout),
+                (x, *_strides(layout), _i64(layout.rows), numpy.int32(layout.cols), out, *out_strides,
                  numpy.int32(1 if cache else 0)), shared_mem=cache)
     return out
 
@@ -251,14 +279,14 @@ def softmax_rows_backward(y, y_layout, grad, grad_layout, log):
     device_id = y.device.id
     with cp.cuda.Device(device_id):
         shape = launch_shape(y_layout if grad_layout.sc == 1 else grad_layout, y.itemsize, _sm_count(cp, device_id))
-        out = cp.empty(y_layout.shape, dtype=y.dtype)
+        out, *out_strides = _output_like(cp, y, y_layout)
         cache = _cache_bytes(shape, y_layout, y.itemsize, arrays=2) if grad_layout.sc == 1 else 0
         name = f"softmax_backward<{_type(y.dtype)}, {'true' if log else 'false'}>"
         _launch("softmax.cu", name, device_id, shape,
                 (y, _i64(y_layout.so), _i64(y_layout.si), _i64(y_layout.sc),
                  grad, _i64(grad_layout.so), _i64(grad_layout.si), _i64(grad_layout.sc),
                  _i64(y_layout.inner), _i64(y_layout.rows), numpy.int32(y_layout.cols),
-                 out, *_out_strides(y_layout), numpy.int32(1 if cache else 0)), shared_mem=cache)
+                 out, *out_strides, numpy.int32(1 if cache else 0)), shared_mem=cache)
     return out
 
 
@@ -276,8 +304,8 @@ def cross_entropy_rows(x, layout, target, weight, weight_sum, ignore_index, smoo
     0-d array for 'sum' and 'mean'), 'm' and 'ls' (per-row statistics, when
     save_stats), 'dx' (the gradient for an upstream gradient of 1, when
     with_grad), 'denominator' (a 1-element array: the mean's sum of w_t), and
-    'row_weight' (w_t per row, when asked).  One launch; two for 'mean'
-    with_grad (the denominator first).  A bad target is recorded in the error word."""
+    'row_weight' (w_t per row, when asked).  One launch.  A bad target is
+    recorded in the error word."""
     cp = cupy_module()
     device_id = x.device.id
     acc = accumulate_dtype(x.dtype)
@@ -291,23 +319,16 @@ def cross_entropy_rows(x, layout, target, weight, weight_sum, ignore_index, smoo
         m = cp.empty(rows, dtype=acc) if save_stats else None
         ls = cp.empty(rows, dtype=acc) if save_stats else None
         weights = cp.empty(rows, dtype=acc) if row_weight else None
-        dx = cp.empty(layout.shape, dtype=x.dtype) if with_grad else None
+        dx, *dx_strides = _output_like(cp, x, layout) if with_grad else (None, _i64(0), _i64(0), _i64(0))
         denominator = cp.empty(1, dtype=acc) if code == 2 else None
-        denominator_in = None
-        if with_grad and code == 2:
-            one = LaunchShape((1, 1), (MAX_THREADS, 1), MAX_THREADS, 1)
-            _launch("cross_entropy.cu", f"cross_entropy_total_weight<{kernels.ACC_TYPES[acc.name]}, {index_type}>",
-                    device_id, one, (target, _i64(rows), numpy.int32(cols), weight, _i64(ignore_index), denominator))
-            denominator_in = denominator
         partials = cp.empty(2 * shape.grid[0], dtype=acc) if code else None
         counter = _counters(cp, device_id, 1) if code else None
         cache = _cache_bytes(shape, layout, x.itemsize) if with_grad else 0
-        dx_strides = _out_strides(layout) if with_grad else (_i64(0),) * 3
         _launch("cross_entropy.cu", f"cross_entropy_forward<{_type(x.dtype)}, {index_type}>", device_id, shape,
                 (x, *_strides(layout), _i64(rows), numpy.int32(cols), target, weight, weight_sum,
                  _i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss, numpy.int32(int(loss_in_acc)),
-                 m, ls, weights, dx, *dx_strides, denominator_in, denominator if denominator_in is None else None,
-                 partials, counter, errors.argument(device_id), numpy.int32(1 if cache else 0)), shared_mem=cache)
+                 m, ls, weights, dx, *dx_strides, denominator, partials, counter, errors.argument(device_id),
+                 numpy.int32(1 if cache else 0)), shared_mem=cache)
     errors.launched(device_id)
     return {"loss": loss, "m": m, "ls": ls, "dx": dx, "denominator": denominator, "row_weight": weights}
 
@@ -322,12 +343,12 @@ def cross_entropy_rows_backward(x, layout, target, weight, weight_sum, ignore_in
     acc = accumulate_dtype(x.dtype)
     with cp.cuda.Device(device_id):
         shape = launch_shape(layout, x.itemsize, _sm_count(cp, device_id), split_long_rows=True)
-        dx = cp.empty(layout.shape, dtype=x.dtype)
+        dx, *dx_strides = _output_like(cp, x, layout)
         name = f"cross_entropy_backward<{_type(x.dtype)}, {_index_type(target.dtype)}>"
         _launch("cross_entropy.cu", name, device_id, shape,
                 (x, *_strides(layout), _i64(layout.rows), numpy.int32(layout.cols), target, weight, weight_sum,
                  _i64(ignore_index), acc.type(smoothing), m, ls, grad, _i64(grad_stride), denominator, dx,
-                 *_out_strides(layout)))
+                 *dx_strides))
     return dx
 
 

@@ -17,7 +17,6 @@ COMPILE_OPTIONS = ("--std=c++17",)
 
 # Template arguments by dtype name.
 FLOAT_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "float64": "double"}
-ACC_TYPES = {"float32": "float", "float64": "double"}
 INDEX_TYPES = {"int32": "int", "int64": "long long"}
 APPLY_MODES = {"lse_grad": 0, "softmax": 1, "log_softmax": 2}
 
@@ -36,7 +35,6 @@ INSTANTIATIONS = {
                   + _expand("softmax_backward<{t}, {log}>", t=_T, log=("false", "true")),
     "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=_T, i=_I)
                         + _expand("cross_entropy_backward<{t}, {i}>", t=_T, i=_I)
-                        + _expand("cross_entropy_total_weight<{a}, {i}>", a=ACC_TYPES.values(), i=_I)
                         + _expand("check_indices<{i}>", i=_I),
 }
 

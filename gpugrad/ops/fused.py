@@ -373,11 +373,14 @@ class CrossEntropy(InternalFunction):
     @staticmethod
     def forward(ctx, x, target, weight, weight_sum, ignore_index, reduction, smoothing):
         xp = ctx.xp
-        with_grad = ctx.needs_input_grad[0] and reduction != "none" and x.size > 0
         ctx.options = (ignore_index, reduction, smoothing)
         ctx.shape = x.shape
         flat_target = xp.ascontiguousarray(target.reshape(-1))
         rows = _kernel_rows(x, (1,)) if x.shape[1] else None
+        # the gradient in the forward pass, for loss.backward(): on the GPU under 'mean' only for many
+        # classes (the kernel adds up the denominator in every block)
+        with_grad = ctx.needs_input_grad[0] and reduction != "none" and x.size > 0 and (
+            rows is None or reduction == "sum" or x.shape[1] >= kernels.GRAD_IN_FORWARD_MIN_COLS)
         ctx.rows = rows                      # x as the kernels read it (a copy only for unmergeable dims)
         if rows is not None:
             out = kernels.cross_entropy_rows(*rows, flat_target, weight, weight_sum, ignore_index,

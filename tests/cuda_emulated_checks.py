@@ -1,0 +1,284 @@
+"""The GPU path's checks, run on the CPU by the emulator (../shared/tools/cuemu):
+gpugrad's public API on a simulated 'cuda' device, the real kernels/*.cu
+compiled as host code, against torch in float64.
+
+    python tests/cuda_emulated_checks.py        # (the emulator's fakecupy installed first)
+
+Prints one JSON object: check name -> null (passed) or the failure message,
+plus "launches": {op: (kernel launches, other CuPy calls)} for one
+forward+backward of each fused op.  tests/test_cuda_emulated.py runs it in a
+subprocess (the fake CuPy must be installed before anything imports cupy).
+"""
+
+import json
+import math
+import pathlib
+import sys
+import traceback
+
+HERE = pathlib.Path(__file__).resolve().parent
+EMULATOR = HERE.parent.parent / "shared" / "tools" / "cuemu"
+sys.path.insert(0, str(EMULATOR))
+sys.path.insert(0, str(HERE.parent))
+
+import fakecupy  # noqa: E402
+
+cp = fakecupy.install()
+
+import numpy  # noqa: E402
+import torch  # noqa: E402
+
+import gpugrad  # noqa: E402
+import gpugrad.nn.functional as F  # noqa: E402
+
+CHECKS = {}
+
+
+def check(function):
+    CHECKS[function.__name__] = function
+    return function
+
+
+def close(ours, theirs, tol, what):
+    a = numpy.asarray(ours.detach().cpu().array if isinstance(ours, gpugrad.Tensor) else ours, dtype=numpy.float64)
+    b = numpy.asarray(theirs.detach().double().numpy() if isinstance(theirs, torch.Tensor) else theirs,
+                      dtype=numpy.float64)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    assert numpy.array_equal(numpy.isnan(a), numpy.isnan(b)), f"{what}: nan at other places: {a} vs {b}"
+    finite = numpy.isfinite(b)
+    assert numpy.array_equal(a[~finite & ~numpy.isnan(b)], b[~finite & ~numpy.isnan(b)]), f"{what}: infinities differ"
+    scale = max(numpy.abs(b[finite]).max(initial=0.0), 1.0)
+    err = numpy.abs(a[finite] - b[finite]).max(initial=0.0)
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} (x {scale:.3g})\n{a}\n{b}"
+
+
+def pair(values, dtype="float64"):
+    values = numpy.asarray(values, dtype=dtype)
+    return (gpugrad.tensor(values, device="cuda", requires_grad=True),
+            torch.tensor(values.astype("float64"), requires_grad=True))
+
+
+@check
+def backward_runs_on_the_gpu():
+    """Bug 1: backend.xp_for took a CuPy array's .data (its memory pointer)."""
+    rng = numpy.random.default_rng(0)
+    x, tx = pair(rng.standard_normal((5, 9)))
+    assert x.xp is cp, "Tensor.xp of a CUDA tensor is not cupy"
+    gpugrad.logsumexp(x, 1).sum().backward()
+    torch.logsumexp(tx, 1).sum().backward()
+    close(x.grad, tx.grad, 1e-12, "logsumexp grad")
+    assert x.grad.is_cuda
+
+
+@check
+def float64_double_backward():
+    """Bug 2: float64 double backward took the kernel path with a Python 0.0."""
+    rng = numpy.random.default_rng(1)
+    values = rng.standard_normal((4, 6))
+    target = numpy.array([0, 5, 2, 3])
+    for name, ours, theirs in (
+            ("logsumexp", lambda a: gpugrad.logsumexp(a, 1), lambda a: torch.logsumexp(a, 1)),
+            ("softmax", lambda a: gpugrad.softmax(a, 1)[:, :3], lambda a: torch.softmax(a, 1)[:, :3]),
+            ("cross_entropy", lambda a: F.cross_entropy(a, gpugrad.tensor(target, device="cuda"), label_smoothing=0.1),
+             lambda a: torch.nn.functional.cross_entropy(a, torch.tensor(target), label_smoothing=0.1))):
+        x, tx = pair(values)
+        g, = gpugrad.autograd.grad(ours(x).sum(), x, create_graph=True)
+        tg, = torch.autograd.grad(theirs(tx).sum(), tx, create_graph=True)
+        close(g, tg, 1e-12, f"{name} first derivative")
+        h, = gpugrad.autograd.grad((g * g).sum(), x)
+        th, = torch.autograd.grad((tg * tg).sum(), tx)
+        close(h, th, 1e-10, f"{name} second derivative")
+
+
+SPECIAL_ROWS = {"nan": [[1.0, math.nan, 2.0]], "only_nan": [[math.nan]], "posinf": [[math.inf, 1.0, 0.0]],
+                "neginf_row": [[-math.inf, -math.inf, -math.inf]], "neginf_entry": [[-math.inf, 1.0, 2.0]],
+                "nan_posinf": [[math.nan, math.inf, 0.0]]}
+
+
+@check
+def nan_and_infinities_as_torch():
+    """Bugs 3 and 4: nan was dropped; +inf rows differed from torch."""
+    for dtype in ("float32", "float16", "float64"):
+        for name, rows in SPECIAL_ROWS.items():
+            for ours, theirs in ((lambda a: gpugrad.logsumexp(a, 1), lambda a: torch.logsumexp(a, 1)),
+                                 (lambda a: gpugrad.softmax(a, 1), lambda a: torch.softmax(a, 1)),
+                                 (lambda a: gpugrad.log_softmax(a, 1), lambda a: torch.log_softmax(a, 1))):
+                x, tx = pair(rows, dtype)
+                close(ours(x), theirs(tx), 1e-3, f"{name} {dtype}")
+            for target in range(len(rows[0])):
+                for smoothing in (0.0, 0.1):
+                    x, tx = pair(rows, dtype)
+                    loss = F.cross_entropy(x, gpugrad.tensor([target], device="cuda"), label_smoothing=smoothing)
+                    tloss = torch.nn.functional.cross_entropy(tx, torch.tensor([target]), label_smoothing=smoothing)
+                    close(loss, tloss, 1e-3, f"cross_entropy {name} target {target} {dtype}")
+                    loss.backward()
+                    tloss.backward()
+                    close(x.grad, tx.grad, 1e-3, f"cross_entropy grad {name} target {target} {dtype}")
+
+
+@check
+def strided_class_dim():
+    """Bug 5: cross-entropy on a class dim without unit stride (x.T, (N, C, d))."""
+    rng = numpy.random.default_rng(2)
+    base, tbase = pair(rng.standard_normal((7, 5)))
+    target = numpy.array([1, 0, 6, 3, 2])
+    loss = F.cross_entropy(base.T, gpugrad.tensor(target, device="cuda"), label_smoothing=0.05)
+    tloss = torch.nn.functional.cross_entropy(tbase.T, torch.tensor(target), label_smoothing=0.05)
+    close(loss, tloss, 1e-12, "x.T loss")
+    loss.backward()
+    tloss.backward()
+    close(base.grad, tbase.grad, 1e-12, "x.T grad")
+    x, tx = pair(rng.standard_normal((3, 4, 5, 2)))
+    t = rng.integers(0, 4, (3, 5, 2))
+    t[0, 0, 0] = -100
+    for reduction in ("none", "mean"):
+        loss = F.cross_entropy(x, gpugrad.tensor(t, device="cuda"), reduction=reduction)
+        tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(t), reduction=reduction)
+        close(loss, tloss, 1e-12, f"(N, C, d, d) loss {reduction}")
+        upstream = rng.standard_normal(tloss.shape)
+        loss.backward(gpugrad.tensor(upstream, device="cuda"))
+        tloss.backward(torch.tensor(upstream))
+        close(x.grad, tx.grad, 1e-12, f"(N, C, d, d) grad {reduction}")
+        x.grad = tx.grad = None
+
+
+def _count_host_syncs(run):
+    """Calls that wait for the device: Device/stream synchronize, .get(), asnumpy."""
+    counts = {"sync": 0}
+    originals = (fakecupy.Device.synchronize, fakecupy.ndarray.get, fakecupy.asnumpy)
+
+    def counted(function):
+        def wrapper(*args, **kwargs):
+            counts["sync"] += 1
+            return function(*args, **kwargs)
+        return wrapper
+    fakecupy.Device.synchronize = counted(originals[0])
+    fakecupy.ndarray.get = counted(originals[1])
+    fakecupy.asnumpy = counted(originals[2])
+    cp.asnumpy = fakecupy.asnumpy
+    try:
+        run()
+    finally:
+        fakecupy.Device.synchronize, fakecupy.ndarray.get, fakecupy.asnumpy = originals
+        cp.asnumpy = fakecupy.asnumpy
+    return counts["sync"]
+
+
+@check
+def no_host_sync_in_a_training_step_and_errors_still_raised():
+    """Bug 6: the error word was read with a blocking copy after every backward."""
+    rng = numpy.random.default_rng(3)
+    model = gpugrad.nn.Linear(6, 5).cuda()
+    opt = gpugrad.optim.SGD(model.parameters(), lr=0.1)
+    x = gpugrad.tensor(rng.standard_normal((8, 6)), dtype=gpugrad.float32, device="cuda")
+    t = gpugrad.tensor(rng.integers(0, 5, 8), device="cuda")
+
+    def step():
+        loss = F.cross_entropy(model(x), t, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    step()
+    syncs = _count_host_syncs(step)
+    assert syncs == 0, f"{syncs} host syncs in a training step"
+    bad = gpugrad.tensor([0, 1, 2, 3, 9, 0, 1, 2], device="cuda")
+    loss = F.cross_entropy(model(x), bad)
+    try:
+        loss.item()
+    except IndexError as error:
+        assert "Target 9" in str(error), error
+    else:
+        raise AssertionError("no IndexError for target 9 at .item()")
+    assert math.isfinite(F.cross_entropy(model(x), t).item()), "the process does not go on"
+
+
+def _count_launches(run):
+    """(kernel launches, other CuPy calls that would each launch work on a GPU)."""
+    calls = {"other": 0}
+    original_call = fakecupy._call
+
+    def counted_call(fn, name, args, kwargs, host_ok=False):
+        calls["other"] += 1
+        return original_call(fn, name, args, kwargs, host_ok)
+    fakecupy._call = counted_call
+    before = fakecupy.STATS["launches"]
+    try:
+        run()
+    finally:
+        fakecupy._call = original_call
+    return fakecupy.STATS["launches"] - before, calls["other"]
+
+
+LAUNCHES = {}
+
+
+@check
+def launches_per_call():
+    """At most 2 kernel launches per cross-entropy and log-sum-exp forward+backward."""
+    rng = numpy.random.default_rng(4)
+    x = gpugrad.tensor(rng.standard_normal((64, 1000)), dtype=gpugrad.float32, device="cuda", requires_grad=True)
+    t = gpugrad.tensor(rng.integers(0, 1000, 64), device="cuda")
+    w = gpugrad.tensor(rng.uniform(0.5, 2, 1000), dtype=gpugrad.float32, device="cuda")
+    cases = {
+        "cross_entropy mean, loss.backward()": lambda: F.cross_entropy(x, t).backward(),
+        "cross_entropy sum, weights, smoothing": lambda: F.cross_entropy(x, t, w, reduction="sum",
+                                                                         label_smoothing=0.1).backward(),
+        "cross_entropy mean, (2 * loss).backward()": lambda: (2 * F.cross_entropy(x, t)).backward(),
+        "logsumexp(x, 1).sum().backward()": lambda: gpugrad.logsumexp(x, 1).sum().backward(),
+        "softmax(x, 1) backward": lambda: gpugrad.softmax(x, 1).backward(gpugrad.ones_like(x)),
+    }
+    for name, run in cases.items():
+        run()                          # warm: weights converted and summed once, kernels built
+        x.grad = None
+        LAUNCHES[name] = _count_launches(run)
+        x.grad = None
+    wide = gpugrad.tensor(rng.standard_normal((6, 4100)), dtype=gpugrad.float32, device="cuda", requires_grad=True)
+    wide_t = gpugrad.tensor([5, 4099, -100, 0, 17, 3], device="cuda")
+    F.cross_entropy(wide, wide_t).backward()
+    wide.grad = None
+    LAUNCHES["cross_entropy mean, 4100 classes, loss.backward()"] = _count_launches(
+        lambda: F.cross_entropy(wide, wide_t).backward())
+    for name, (kernels, _) in LAUNCHES.items():
+        if name.startswith("cross_entropy"):
+            assert kernels <= 2, f"{name}: {kernels} kernel launches"
+    assert LAUNCHES["cross_entropy sum, weights, smoothing"][0] == 1
+    assert LAUNCHES["cross_entropy mean, 4100 classes, loss.backward()"][0] == 1
+
+
+@check
+def gradient_written_by_the_forward():
+    """The forward's dx (loss.backward() on the scalar loss) equals torch's gradient, every option."""
+    rng = numpy.random.default_rng(5)
+    for classes in (7, 4100):
+        values = rng.standard_normal((9, classes)) * 3
+        target = rng.integers(0, classes, 9)
+        target[::4] = 2 if classes > 2 else -100
+        weight = rng.uniform(0.3, 2.0, classes)
+        for reduction in ("mean", "sum"):
+            for options in ({}, {"label_smoothing": 0.2}, {"ignore_index": 2, "weight": True}):
+                kwargs, tkwargs = dict(options), dict(options)
+                if options.get("weight"):
+                    kwargs["weight"] = gpugrad.tensor(weight, device="cuda")
+                    tkwargs["weight"] = torch.tensor(weight)
+                x, tx = pair(values)
+                loss = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"), reduction=reduction, **kwargs)
+                tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+                close(loss, tloss, 1e-12, f"loss {classes} {reduction} {options}")
+                loss.backward()
+                tloss.backward()
+                close(x.grad, tx.grad, 1e-12, f"grad {classes} {reduction} {options}")
+
+
+def main():
+    results = {}
+    for name, function in CHECKS.items():
+        try:
+            function()
+            results[name] = None
+        except Exception as error:  # noqa: BLE001 (reported per check)
+            results[name] = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=6)}"
+    print(json.dumps({"checks": results, "launches": LAUNCHES}))
+
+
+if __name__ == "__main__":
+    main()
