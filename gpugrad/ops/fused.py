@@ -77,6 +77,15 @@ def _empty_reduction(xp, x, dims, keepdim, fill):
     return xp.full(shape, fill, dtype=x.dtype)
 
 
+def _per_row(xp, grad, shape, dtype):
+    """The upstream gradient as one value per row, in ``dtype``: a 1-D view
+    (stride 0 for one value broadcast to every row), copied only when it must be."""
+    g = xp.broadcast_to(grad, shape).reshape(-1)
+    if g.dtype != dtype:
+        g = g.astype(dtype)
+    return g
+
+
 # -- log-sum-exp -------------------------------------------------------------------------
 
 class LogSumExp(InternalFunction):
@@ -111,8 +120,9 @@ class LogSumExp(InternalFunction):
             return (x - logsumexp(x, ctx.dims, keepdim=True)).exp() * grad, None, None
         xp = x.xp
         if rows is not None:
-            g = xp.ascontiguousarray(xp.broadcast_to(grad.array, shape), dtype=x.dtype).reshape(-1)
-            out = kernels.apply_row_stats(*rows, m.array.reshape(-1), ls.array.reshape(-1), "lse_grad", g, 1)
+            g = _per_row(xp, grad.array, shape, x.dtype)
+            out = kernels.apply_row_stats(*rows, m.array.reshape(-1), ls.array.reshape(-1), "lse_grad", g,
+                                          g.strides[0] // g.itemsize)
             return Tensor._make(out), None, None
         out = xp.subtract(x.array, m.array)
         out -= ls.array
@@ -409,10 +419,10 @@ class CrossEntropy(InternalFunction):
         arrays = [None if t is None else t.array for t in (x, target, weight, weight_sum, m, ls, denominator)]
         x, target, weight, weight_sum, m, ls, denominator = arrays
         if ctx.rows is not None:
-            g = xp.ascontiguousarray(grad.array, dtype=x.dtype).reshape(-1)
+            g = _per_row(xp, grad.array, grad.shape, x.dtype)
             out = kernels.cross_entropy_rows_backward(*ctx.rows, target, weight, weight_sum, ignore_index,
-                                                      smoothing, m, ls, g, 0 if reduction != "none" else 1,
-                                                      denominator)
+                                                      smoothing, m, ls, g, 0 if reduction != "none" else
+                                                      g.strides[0] // g.itemsize, denominator)
             return Tensor._make(out), None, None, None, None, None, None
         acc = dtypes.accumulate_dtype(x.dtype)
         per_row = grad.array.astype(acc).reshape(-1)
