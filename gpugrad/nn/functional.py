@@ -14,8 +14,8 @@ from gpugrad import dtypes, random
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import fused as cuda_fused
-from gpugrad.ops import fused
-from gpugrad.ops.elementwise import clamp, gelu, relu, sigmoid, silu, softplus, tanh, where  # noqa: F401 (re-exported)
+from gpugrad.ops import elementwise, fused
+from gpugrad.ops.elementwise import clamp, gelu, sigmoid, silu, softplus, tanh, where  # noqa: F401 (re-exported)
 from gpugrad.ops.fused import log_softmax, logsumexp, softmax  # noqa: F401 (re-exported)
 from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
 from gpugrad.ops.shape import pad  # noqa: F401 (re-exported)
@@ -391,6 +391,11 @@ def one_hot(tensor, num_classes=-1):
 
 def _maybe_inplace(input, out, inplace):
     return input.copy_(out) if inplace else out
+
+
+def relu(input, inplace=False):
+    """max(input, 0); ``inplace=True`` overwrites the input."""
+    return input.relu_() if inplace else elementwise.relu(input)
 
 
 def relu_(input):

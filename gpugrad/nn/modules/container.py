@@ -111,51 +111,62 @@ class ModuleList(Module):
         return ModuleList(list(self) + list(other))
 
 
-class ModuleDict(Module):
+class _Table:
+    """The dict protocol of ModuleDict and ParameterDict over one of the
+    module's tables (``_store``: '_modules' or '_parameters')."""
+
+    _store = None
+
+    def _table(self):
+        return getattr(self, self._store)
+
+    def __getitem__(self, key):
+        return self._table()[key]
+
+    def __delitem__(self, key):
+        del self._table()[key]
+
+    def __len__(self):
+        return len(self._table())
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __contains__(self, key):
+        return key in self._table()
+
+    def keys(self):
+        return self._table().keys()
+
+    def values(self):
+        return self._table().values()
+
+    def items(self):
+        return self._table().items()
+
+    def pop(self, key):
+        return self._table().pop(key)
+
+    def clear(self):
+        self._table().clear()
+
+    def update(self, values):
+        for key, value in (values.items() if hasattr(values, "items") else values):
+            self[key] = value
+
+
+class ModuleDict(_Table, Module):
     """A dict of modules (insertion-ordered) whose parameters the parent module sees."""
+
+    _store = "_modules"
 
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
             self.update(modules)
 
-    def __getitem__(self, key):
-        return self._modules[key]
-
     def __setitem__(self, key, module):
         self.add_module(key, module)
-
-    def __delitem__(self, key):
-        del self._modules[key]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def __contains__(self, key):
-        return key in self._modules
-
-    def keys(self):
-        return self._modules.keys()
-
-    def values(self):
-        return self._modules.values()
-
-    def items(self):
-        return self._modules.items()
-
-    def pop(self, key):
-        return self._modules.pop(key)
-
-    def clear(self):
-        self._modules.clear()
-
-    def update(self, modules):
-        items = modules.items() if hasattr(modules, "items") else modules
-        for key, module in items:
-            self.add_module(key, module)
 
 
 def _as_parameter(value):
@@ -203,45 +214,15 @@ class ParameterList(Module):
                          for i, p in enumerate(self))
 
 
-class ParameterDict(Module):
+class ParameterDict(_Table, Module):
     """A dict of parameters a module sees (plain tensors are wrapped as Parameters)."""
+
+    _store = "_parameters"
 
     def __init__(self, parameters=None):
         super().__init__()
         if parameters is not None:
             self.update(parameters)
 
-    def __getitem__(self, key):
-        return self._parameters[key]
-
     def __setitem__(self, key, value):
         self.register_parameter(key, _as_parameter(value))
-
-    def __delitem__(self, key):
-        del self._parameters[key]
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters)
-
-    def __contains__(self, key):
-        return key in self._parameters
-
-    def keys(self):
-        return self._parameters.keys()
-
-    def values(self):
-        return self._parameters.values()
-
-    def items(self):
-        return self._parameters.items()
-
-    def pop(self, key):
-        return self._parameters.pop(key)
-
-    def update(self, parameters):
-        items = parameters.items() if hasattr(parameters, "items") else parameters
-        for key, value in items:
-            self[key] = value
