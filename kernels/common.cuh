@@ -192,7 +192,12 @@ template <typename T> __device__ __forceinline__ int cache_shift(int head) {
     constexpr int N = Vec<T>::N;
     return (N - head) % N;
 }
-template <typename T> __host__ __device__ constexpr int cache_room(int n) { return n + Vec<T>::N; }
+// Room for one cached row in shared memory, a whole number of vectors (so that the
+// next row's cache starts 16-byte aligned).
+template <typename T> __device__ __forceinline__ int row_room(int n) {
+    constexpr int N = Vec<T>::N;
+    return (n + N + N - 1) / N * N;
+}
 
 // Calls scalar(j, value) and pack(j0, vec) over this lane's share of row
 // `src` (element j at src[j * sc], or for a cache at src[j + shift]).
@@ -219,11 +224,16 @@ __device__ __forceinline__ void traverse(const T* __restrict__ src, long long sc
     for (int j = head + count * N + lane; j < n; j += lanes) scalar(j, src[j]);
 }
 
+struct NoExtra {
+    template <typename A, int N> __device__ __forceinline__ void operator()(int, const A (&)[N], int) const {}
+};
+
 // The online (m, s) of this lane's share of a row, keeping what it read in
-// `cache` (when not null, contiguous rows only).
-template <typename T>
+// `cache` (when not null, contiguous rows only); extra(j0, values, count)
+// sees the same values (cross-entropy's weighted sum for label smoothing).
+template <typename T, typename Extra = NoExtra>
 __device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, long long sc, int n, int lane,
-                                                     int lanes, T* cache) {
+                                                     int lanes, T* cache, Extra&& extra = Extra()) {
     using A = Acc<T>;
     constexpr int N = Vec<T>::N;
     MaxSum<A> st = empty_max_sum<A>();
@@ -234,6 +244,7 @@ __device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, 
                     if (cache) cache[j + shift] = value;
                     const A v[1] = {to_acc(value)};
                     accumulate(st, v, 1);
+                    extra(j, v, 1);
                 },
                 [&](int j0, const Vec<T>& p) {
                     if (cache) *reinterpret_cast<Vec<T>*>(cache + j0 + shift) = p;
@@ -241,6 +252,7 @@ __device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, 
 #pragma unroll
                     for (int k = 0; k < N; ++k) v[k] = to_acc(p.v[k]);
                     accumulate(st, v, N);
+                    extra(j0, v, N);
                 });
     return st;
 }

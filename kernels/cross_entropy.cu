@@ -32,11 +32,6 @@ using namespace gpugrad;
 
 constexpr long long CLASS_INDEX = 1;   // the error word's kind for a bad class index
 
-template <typename T> __device__ __forceinline__ int row_room(int cols) {
-    constexpr int N = Vec<T>::N;
-    return (cache_room<T>(cols) + N - 1) / N * N;
-}
-
 template <typename T, typename TI>
 __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
@@ -47,7 +42,6 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
         long long* __restrict__ error, int use_cache) {
     using A = Acc<T>;
-    constexpr int N = Vec<T>::N;
     extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch_m[32], scratch_s[32], scratch_x[32];
     __shared__ A scratch_block[MAX_THREADS];
@@ -86,28 +80,13 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         const A pivot = isfinite(x_t) ? x_t : A(0);
         MaxSum<A> st = empty_max_sum<A>();
         A weighted = A(0);                       // sum_c w_c (x_c - pivot), for smoothing only
-        if (used) {
-            const int head = sc == 1 ? head_length(x_row, cols) : 0;
-            const int shift = cache_shift<T>(head);
-            traverse<T>(x_row, sc, cols, head, threadIdx.x, blockDim.x,
-                        [&](int j, T value) {
-                            if (cache) cache[j + shift] = value;
-                            const A v[1] = {to_acc(value)};
-                            accumulate(st, v, 1);
-                            if (smoothing != A(0)) weighted += (weight ? weight[j] : A(1)) * (v[0] - pivot);
-                        },
-                        [&](int j0, const Vec<T>& p) {
-                            if (cache) *reinterpret_cast<Vec<T>*>(cache + j0 + shift) = p;
-                            A v[N];
+        if (used)
+            st = lane_stats(x_row, sc, cols, threadIdx.x, blockDim.x, cache, [&](int j0, const auto& v, int count) {
+                if (smoothing == A(0)) return;
 #pragma unroll
-                            for (int k = 0; k < N; ++k) v[k] = to_acc(p.v[k]);
-                            accumulate(st, v, N);
-                            if (smoothing != A(0)) {
-#pragma unroll
-                                for (int k = 0; k < N; ++k) weighted += (weight ? weight[j0 + k] : A(1)) * (v[k] - pivot);
-                            }
-                        });
-        }
+                for (int k = 0; k < static_cast<int>(sizeof(v) / sizeof(A)); ++k)
+                    if (k < count) weighted += (weight ? weight[j0 + k] : A(1)) * (v[k] - pivot);
+            });
         st = group_merge(st, scratch_m, scratch_s);
         if (smoothing != A(0)) weighted = group_sum(weighted, scratch_x);
         A m, ls;

@@ -9,15 +9,10 @@
 //       twice (the second mostly from L2), and writes y; backward reads y and g
 //       once on the same condition and writes gx.  Only y is kept for backward.
 // Launch: as logsumexp.cu (S = 1); dynamic shared memory = rows per block x
-//       room for a row (common.cuh, cache_room) when caching.
+//       room for a row (common.cuh, row_room) when caching.
 #include "common.cuh"
 
 using namespace gpugrad;
-
-template <typename T> __device__ __forceinline__ int row_room(int cols) {
-    constexpr int N = Vec<T>::N;
-    return (cache_room<T>(cols) + N - 1) / N * N;
-}
 
 template <typename T, bool LOG>
 __global__ void __launch_bounds__(512, 1) softmax_forward(

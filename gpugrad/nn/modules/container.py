@@ -6,28 +6,16 @@ from gpugrad.nn.modules.module import Module, Parameter
 from gpugrad.tensor import Tensor
 
 
-class Sequential(Module):
-    """Modules applied in order: Sequential(a, b, c)(x) == c(b(a(x)))."""
+class _ModuleSequence(Module):
+    """The list protocol of Sequential and ModuleList (modules under the keys '0', '1', ...)."""
 
-    def __init__(self, *args):
-        super().__init__()
-        if len(args) == 1 and isinstance(args[0], collections.OrderedDict):
-            for name, module in args[0].items():
-                self.add_module(name, module)
-        else:
-            for index, module in enumerate(args):
-                self.add_module(str(index), module)
-
-    def forward(self, input):
-        for module in self._modules.values():
-            input = module(input)
-        return input
+    def _from_slice(self, items):
+        raise NotImplementedError
 
     def __getitem__(self, index):
-        modules = list(self._modules.values())
         if isinstance(index, slice):
-            return Sequential(collections.OrderedDict(list(self._modules.items())[index]))
-        return modules[index]
+            return self._from_slice(list(self._modules.items())[index])
+        return list(self._modules.values())[index]
 
     def __setitem__(self, index, module):
         self.add_module(list(self._modules)[index], module)
@@ -61,7 +49,28 @@ class Sequential(Module):
         return self
 
 
-class ModuleList(Module):
+class Sequential(_ModuleSequence):
+    """Modules applied in order: Sequential(a, b, c)(x) == c(b(a(x)))."""
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], collections.OrderedDict):
+            for name, module in args[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(args):
+                self.add_module(str(index), module)
+
+    def _from_slice(self, items):
+        return Sequential(collections.OrderedDict(items))
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters the parent module sees."""
 
     def __init__(self, modules=None):
@@ -69,43 +78,15 @@ class ModuleList(Module):
         for module in modules or ():
             self.append(module)
 
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
-
-    def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(modules):
-            self.add_module(str(i), m)
-
-    def __getitem__(self, index):
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return ModuleList(modules[index])
-        return modules[index]
-
-    def __setitem__(self, index, module):
-        self.add_module(list(self._modules)[index], module)
+    def _from_slice(self, items):
+        return ModuleList([module for _, module in items])
 
     def __delitem__(self, index):
+        super().__delitem__(index)
         modules = list(self._modules.values())
-        del modules[index]
         self._modules.clear()
-        for i, m in enumerate(modules):
+        for i, m in enumerate(modules):        # a list renumbers its entries
             self.add_module(str(i), m)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
     def __add__(self, other):
         return ModuleList(list(self) + list(other))
