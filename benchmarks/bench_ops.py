@@ -165,6 +165,18 @@ def overhead_cases(machine, quick, compile_torch):
         }
         yield Case("overhead", "mul forward (graph recorded), 1 element", device, "float32", impls,
                    wall_calls=500 if quick else 5000)
+        # host time of a fused loss on a small batch: validation, dispatch and kernel launches
+        tl = torch.randn(64, 1000, device=device, requires_grad=True)
+        tt = torch.randint(0, 1000, (64,), device=device)
+        gl = gpugrad.from_dlpack(tl.detach()).requires_grad_(True)
+        gt = gpugrad.from_dlpack(tt)
+        impls = {
+            "gpugrad": (lambda x=gl, t=gt: gpugrad.nn.functional.cross_entropy(x, t).backward(),
+                        "gpugrad" if device == "cuda" else "cpu"),
+            "torch": (lambda x=tl, t=tt: torch.nn.functional.cross_entropy(x, t).backward(), "torch"),
+        }
+        yield Case("overhead", "cross_entropy fwd+bwd, 64x1000 (host time)", device, "float32", impls,
+                   wall_calls=20 if quick else 500)
 
 
 GROUPS = {

@@ -192,6 +192,26 @@ def no_host_sync_in_a_training_step_and_errors_still_raised():
     assert math.isfinite(F.cross_entropy(model(x), t).item()), "the process does not go on"
 
 
+@check
+def debug_mode_raises_at_the_launch():
+    """GPUGRAD_DEBUG=1: a bad class index raises at the op that met it (cross_entropy, nll_loss, embedding)."""
+    import os
+    os.environ["GPUGRAD_DEBUG"] = "1"
+    try:
+        x = gpugrad.tensor(numpy.zeros((3, 4)), device="cuda")
+        for name, run in (("cross_entropy", lambda: F.cross_entropy(x, gpugrad.tensor([0, 4, 1], device="cuda"))),
+                          ("nll_loss", lambda: F.nll_loss(x, gpugrad.tensor([0, -2, 1], device="cuda"))),
+                          ("embedding", lambda: F.embedding(gpugrad.tensor([1, 3], device="cuda"), x))):
+            try:
+                run()
+            except IndexError as error:
+                assert ("4" in str(error) or "-2" in str(error) or "3" in str(error)), error
+            else:
+                raise AssertionError(f"{name}: no IndexError at the launch under GPUGRAD_DEBUG=1")
+    finally:
+        del os.environ["GPUGRAD_DEBUG"]
+
+
 def _count_launches(run):
     """(kernel launches, other CuPy calls that would each launch work on a GPU)."""
     calls = {"other": 0}
