@@ -1,0 +1,274 @@
+"""gpugrad/ops/fused.py: log-sum-exp, softmax, log_softmax and cross-entropy
+against torch at the edges: nan, +-inf, rows of -inf, empty tensors, 0-d
+tensors, strided class dims, the gradient written by the forward, every
+reduction.  (Values on random inputs are in test_ops_reduction.py and
+test_nn_functional.py; the GPU path of the same math in test_cuda_emulated.py.)"""
+
+import math
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as TF
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
+
+import gpugrad
+import gpugrad.nn.functional as F
+from gpugrad.autograd import gradcheck, gradgradcheck
+
+NAN, INF = math.nan, math.inf
+ROW_OPS = [
+    ("logsumexp", lambda x: x.logsumexp(1), lambda x: x.logsumexp(1)),
+    ("logsumexp_last_keep", lambda x: x.logsumexp(-1, keepdim=True), lambda x: x.logsumexp(-1, keepdim=True)),
+    ("logsumexp_dims", lambda x: gpugrad.logsumexp(x, (0, 2)), lambda x: torch.logsumexp(x, (0, 2))),
+    ("softmax", lambda x: x.softmax(1), lambda x: x.softmax(1)),
+    ("softmax_last", lambda x: gpugrad.softmax(x, -1), lambda x: torch.softmax(x, -1)),
+    ("log_softmax", lambda x: x.log_softmax(0), lambda x: x.log_softmax(0)),
+    ("log_softmax_last", lambda x: gpugrad.log_softmax(x, 2), lambda x: torch.log_softmax(x, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,ours,theirs", ROW_OPS, ids=[r[0] for r in ROW_OPS])
+def test_row_ops_match_torch(rng, device, dtype, name, ours, theirs):
+    x, tx = make_pair(rng, (3, 4, 5), dtype, device, -3.0, 3.0)
+    assert_forward_backward(rng, ours(x), theirs(tx), [(x, tx)], FLOAT_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("name,ours,theirs", ROW_OPS, ids=[r[0] for r in ROW_OPS])
+def test_row_ops_second_derivatives(rng, device, name, ours, theirs):
+    x, _ = make_pair(rng, (2, 3, 2), "float64", device)
+    assert gradcheck(ours, (x,))
+    assert gradgradcheck(ours, (x,))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_row_reductions_at_extreme_values(device, dtype):
+    """+-1e4 logits and -inf entries, against torch in float64 (the exact
+    answer: torch's own float32 logsumexp backward loses three digits here)."""
+    rows = [[1e4, -1e4, 0.0, 1e4], [-1e4, -1e4, -1e4, -1e4], [float("-inf"), 0.0, 5.0, float("-inf")],
+            [1e4 - 3, 1e4, 1e4 - 0.5, -1e4]]
+    tol = FLOAT_TOLERANCE[dtype]
+    x = gpugrad.tensor(rows, dtype=getattr(gpugrad, dtype), device=device, requires_grad=True)
+    tx = to_torch(x).double().requires_grad_(True)
+    assert_close(x.logsumexp(1), tx.logsumexp(1), tol)
+    for ours, theirs in [(gpugrad.softmax, torch.softmax), (gpugrad.log_softmax, torch.log_softmax)]:
+        assert_close(ours(x, 1), theirs(tx, 1), tol)
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    (x.logsumexp(1) * gpugrad.tensor(weights.numpy(), device=device)).sum().backward(retain_graph=True)
+    (tx.logsumexp(1) * weights.to(tx.device)).sum().backward()
+    assert_close(x.grad, tx.grad, tol)
+    for ours, theirs in [(gpugrad.softmax, torch.softmax), (gpugrad.log_softmax, torch.log_softmax)]:
+        x.grad = tx.grad = None
+        (ours(x, 1)[:, 1:3] ** 2).sum().backward()
+        (theirs(tx, 1)[:, 1:3] ** 2).sum().backward()
+        assert_close(x.grad, tx.grad, tol)
+
+
+def test_all_minus_inf_rows_follow_torch(device):
+    x = gpugrad.full((2, 3), float("-inf"), dtype=gpugrad.float64, device=device, requires_grad=True)
+    tx = to_torch(x, requires_grad=True)
+    assert x.logsumexp(1).tolist() == tx.logsumexp(1).tolist() == [float("-inf")] * 2
+    x.logsumexp(1).sum().backward()
+    tx.logsumexp(1).sum().backward()
+    assert_close(x.grad, tx.grad, 0)      # nan where torch has nan
+
+
+def test_naive_log_softmax_overflows_where_logsumexp_does_not():
+    x = gpugrad.tensor([50.0, 100.0], dtype=gpugrad.float32, requires_grad=True)
+    naive = -(x.exp()[0] / x.exp().sum()).log()
+    assert not bool(naive.isfinite())
+    stable = x.logsumexp(0) - x[0]
+    assert stable.item() == pytest.approx(50.0)
+    stable.backward()
+    assert x.grad.tolist() == pytest.approx([-1.0, 1.0])
+
+
+SPECIAL_ROWS = {
+    "nan_entry": [1.0, NAN, 2.0, 0.5],
+    "only_nan": [NAN, NAN, NAN, NAN],
+    "posinf_entry": [INF, 1.0, 0.0, -3.0],
+    "two_posinf": [INF, INF, 0.0, 1.0],
+    "neginf_entry": [-INF, 1.0, 2.0, 0.0],
+    "all_neginf": [-INF, -INF, -INF, -INF],
+    "nan_and_posinf": [NAN, INF, 0.0, 1.0],
+    "huge": [1e4, -1e4, 1e4 - 1.0, 3.0],
+}
+
+
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3}
+
+
+def _same(ours, theirs, tol=1e-12):
+    a = ours.detach().array.astype(numpy.float64)
+    b = theirs.detach().double().numpy()
+    assert a.shape == b.shape
+    assert numpy.array_equal(numpy.isnan(a), numpy.isnan(b)), f"nan pattern {a} vs {b}"
+    inf = numpy.isinf(b)
+    assert numpy.array_equal(a[inf], b[inf]), f"infinities {a} vs {b}"
+    finite = ~numpy.isnan(b) & ~inf
+    assert numpy.allclose(a[finite], b[finite], rtol=tol, atol=tol), f"{a} vs {b}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+@pytest.mark.parametrize("name", SPECIAL_ROWS)
+def test_special_rows_follow_torch(name, dtype):
+    """Against torch in float64 on the same (rounded) values."""
+    rows = numpy.array([SPECIAL_ROWS[name], [0.5, -1.0, 2.0, 0.25]])
+    rows = rows.astype(dtype).astype(numpy.float64)
+    tol = TOLERANCE[dtype]
+    for ours, theirs in ((lambda a: gpugrad.logsumexp(a, 1), lambda a: torch.logsumexp(a, 1)),
+                         (lambda a: gpugrad.softmax(a, 1), lambda a: torch.softmax(a, 1)),
+                         (lambda a: gpugrad.log_softmax(a, 1), lambda a: torch.log_softmax(a, 1))):
+        x = gpugrad.tensor(rows, dtype=getattr(gpugrad, dtype), requires_grad=True)
+        tx = torch.tensor(rows, requires_grad=True)
+        out, tout = ours(x), theirs(tx)
+        _same(out, tout, tol)
+        out.sum().backward()
+        tout.sum().backward()
+        _same(x.grad, tx.grad, tol)
+    for target in range(4):
+        for smoothing in (0.0, 0.1):
+            x = gpugrad.tensor(rows, dtype=getattr(gpugrad, dtype), requires_grad=True)
+            tx = torch.tensor(rows, requires_grad=True)
+            t = [target, 1]
+            loss = F.cross_entropy(x, gpugrad.tensor(t), label_smoothing=smoothing, reduction="none")
+            tloss = TF.cross_entropy(tx, torch.tensor(t), label_smoothing=smoothing, reduction="none")
+            _same(loss, tloss, tol)
+            loss.sum().backward()
+            tloss.sum().backward()
+            _same(x.grad, tx.grad, tol)
+
+
+def test_the_reviews_nan_and_inf_cases():
+    """logsumexp([[1, nan]]) = nan, logsumexp([[nan]]) = nan, softmax([1, nan]) = [nan, nan],
+    cross_entropy([[1, nan]], [0]) = nan, softmax([inf, 1]) = [nan, nan], cross_entropy([[inf, 1]], [1]) = nan."""
+    assert math.isnan(gpugrad.logsumexp(gpugrad.tensor([[1.0, NAN]]), 1).item())
+    assert math.isnan(gpugrad.logsumexp(gpugrad.tensor([[NAN]]), 1).item())
+    assert all(math.isnan(v) for v in gpugrad.softmax(gpugrad.tensor([1.0, NAN]), 0).tolist())
+    assert math.isnan(F.cross_entropy(gpugrad.tensor([[1.0, NAN]]), gpugrad.tensor([0])).item())
+    assert all(math.isnan(v) for v in gpugrad.softmax(gpugrad.tensor([INF, 1.0]), 0).tolist())
+    assert math.isnan(F.cross_entropy(gpugrad.tensor([[INF, 1.0]]), gpugrad.tensor([1])).item())
+    assert gpugrad.logsumexp(gpugrad.tensor([[INF, 1.0]]), 1).item() == INF
+
+
+def test_empty_and_zero_dim():
+    assert gpugrad.logsumexp(gpugrad.ones(3, 0), 1).tolist() == torch.logsumexp(torch.ones(3, 0), 1).tolist()
+    assert gpugrad.logsumexp(gpugrad.ones(0, 3), 1).shape == (0,)
+    x = gpugrad.ones(3, 0, requires_grad=True)
+    gpugrad.logsumexp(x, 1).sum().backward()
+    assert x.grad.shape == (3, 0)
+    s = gpugrad.softmax(gpugrad.tensor(2.0), 0)
+    assert s.shape == () and s.item() == torch.softmax(torch.tensor(2.0), 0).item()
+    assert gpugrad.log_softmax(gpugrad.tensor(2.0), -1).item() == 0.0
+    assert gpugrad.softmax(gpugrad.ones(0, 4), 1).shape == (0, 4)
+    empty = gpugrad.zeros(0, 5, requires_grad=True)
+    loss = F.cross_entropy(empty, gpugrad.zeros(0, dtype=gpugrad.int64))
+    assert math.isnan(loss.item()) and math.isnan(TF.cross_entropy(torch.zeros(0, 5), torch.zeros(0).long()).item())
+    assert F.cross_entropy(empty, gpugrad.zeros(0, dtype=gpugrad.int64), reduction="sum").item() == 0.0
+
+
+def test_all_ignored_batch_is_nan_with_zero_gradient():
+    x = gpugrad.tensor(numpy.random.default_rng(0).standard_normal((4, 3)), requires_grad=True)
+    loss = F.cross_entropy(x, gpugrad.full((4,), -100))
+    assert math.isnan(loss.item())
+    F.cross_entropy(x, gpugrad.full((4,), -100), reduction="sum").backward()
+    assert x.grad.abs().sum().item() == 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("layout", ["transposed", "nchw", "sliced"])
+def test_strided_class_dims(rng, reduction, layout):
+    if layout == "transposed":
+        values = rng.standard_normal((6, 9))
+        target = rng.integers(0, 6, 9)
+        view = lambda a: a.T                                       # noqa: E731
+    elif layout == "nchw":
+        values = rng.standard_normal((2, 5, 3, 4))
+        target = rng.integers(0, 5, (2, 3, 4))
+        view = lambda a: a                                         # noqa: E731
+    else:
+        values = rng.standard_normal((7, 12))
+        target = rng.integers(0, 10, 7)
+        view = lambda a: a[:, 1:11]                                # noqa: E731
+    target.flat[0] = -100
+    x = gpugrad.tensor(values, requires_grad=True)
+    tx = torch.tensor(values, requires_grad=True)
+    loss = F.cross_entropy(view(x), gpugrad.tensor(target), reduction=reduction, label_smoothing=0.1)
+    tloss = TF.cross_entropy(view(tx), torch.tensor(target), reduction=reduction, label_smoothing=0.1)
+    assert_close(loss, tloss, 1e-12)
+    upstream = rng.standard_normal(tuple(tloss.shape))
+    loss.backward(gpugrad.tensor(upstream))
+    tloss.backward(torch.tensor(upstream))
+    assert_close(x.grad, tx.grad, 1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.3}, {"weight": True, "ignore_index": 1}],
+                         ids=str)
+def test_gradient_written_by_the_forward_is_used_once(rng, reduction, options):
+    """loss.backward() takes the forward's gradient; any other upstream gradient,
+    a second backward (retain_graph) and create_graph recompute it."""
+    values = rng.standard_normal((6, 5))
+    target = rng.integers(0, 5, 6)
+    target[::3] = 1
+    kwargs, tkwargs = dict(options), dict(options)
+    if options.get("weight"):
+        w = rng.uniform(0.5, 2.0, 5)
+        kwargs["weight"], tkwargs["weight"] = gpugrad.tensor(w), torch.tensor(w)
+    x = gpugrad.tensor(values, requires_grad=True)
+    tx = torch.tensor(values, requires_grad=True)
+    loss = F.cross_entropy(x, gpugrad.tensor(target), reduction=reduction, **kwargs)
+    tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+    loss.backward(retain_graph=True)
+    tloss.backward(retain_graph=True)
+    assert_close(x.grad, tx.grad, 1e-12)
+    loss.backward(retain_graph=True)                 # again: the saved statistics, not the used-up gradient
+    tloss.backward(retain_graph=True)
+    assert_close(x.grad, tx.grad, 1e-12)
+    (loss * 3).backward()
+    (tloss * 3).backward()
+    assert_close(x.grad, tx.grad, 1e-12)
+    x2 = gpugrad.tensor(values, requires_grad=True)
+    g, = gpugrad.autograd.grad(F.cross_entropy(x2, gpugrad.tensor(target), reduction=reduction, **kwargs), x2,
+                               create_graph=True)
+    tx2 = torch.tensor(values, requires_grad=True)
+    tg, = torch.autograd.grad(TF.cross_entropy(tx2, torch.tensor(target), reduction=reduction, **tkwargs), tx2,
+                              create_graph=True)
+    assert_close(g, tg, 1e-12)
+    h, = gpugrad.autograd.grad((g * g).sum(), x2)
+    th, = torch.autograd.grad((tg * tg).sum(), tx2)
+    assert_close(h, th, 1e-10)
+
+
+def test_loss_used_twice_gets_its_full_gradient(rng):
+    values = rng.standard_normal((4, 3))
+    x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    t = rng.integers(0, 3, 4)
+    loss = F.cross_entropy(x, gpugrad.tensor(t))
+    tloss = TF.cross_entropy(tx, torch.tensor(t))
+    (loss + loss * loss).backward()
+    (tloss + tloss * tloss).backward()
+    assert_close(x.grad, tx.grad, 1e-12)
+
+
+def test_bad_targets_raise_on_the_cpu():
+    x = gpugrad.zeros(3, 4)
+    with pytest.raises(IndexError, match="Target 4 is out of bounds"):
+        F.cross_entropy(x, gpugrad.tensor([0, 4, 1]))
+    with pytest.raises(IndexError, match="Target -2 is out of bounds"):
+        F.nll_loss(x, gpugrad.tensor([0, -2, 1]))
+    assert F.cross_entropy(x, gpugrad.tensor([0, -7, 1]), ignore_index=-7).item() == pytest.approx(math.log(4))
+
+
+def test_class_weights_are_converted_once_and_follow_in_place_changes():
+    w = gpugrad.tensor([1.0, 2.0, 3.0])
+    x = gpugrad.zeros(2, 3)
+    t = gpugrad.tensor([1, 2])
+    first = F.cross_entropy(x, t, weight=w, reduction="sum").item()
+    with gpugrad.no_grad():
+        w.mul_(2)                       # the cache sees the new version
+    assert F.cross_entropy(x, t, weight=w, reduction="sum").item() == pytest.approx(2 * first)
+    tw = torch.tensor([2.0, 4.0, 6.0])
+    assert F.cross_entropy(x, t, weight=w, reduction="sum").item() == pytest.approx(
+        TF.cross_entropy(to_torch(x), torch.tensor([1, 2]), weight=tw, reduction="sum").item())
