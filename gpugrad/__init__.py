@@ -50,7 +50,9 @@ from gpugrad.random import (Generator, bernoulli, default_generator, get_rng_sta
                             multinomial, normal, rand, rand_like, randint, randint_like, randn, randn_like,
                             randperm, seed, set_rng_state)
 from gpugrad.tensor import Tensor
-from gpugrad import nn, optim, viz  # noqa: E402,I001  (built on the names above)
+from gpugrad import nn, optim, utils, viz  # noqa: E402,I001  (built on the names above)
+from gpugrad.legacy import (BFloat16Tensor, BoolTensor, ByteTensor, DoubleTensor, FloatTensor,  # noqa: E402
+                            HalfTensor, IntTensor, LongTensor, ShortTensor)
 from gpugrad.serialization import load, save  # noqa: E402
 
 Size = tuple

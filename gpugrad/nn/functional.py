@@ -1,5 +1,5 @@
-"""torch.nn.functional's names: activations, losses, linear, dropout,
-layer_norm, embedding, one_hot, pad.
+"""torch.nn.functional's names: activations, losses, linear, convolution and
+pooling, dropout, layer_norm, batch_norm, embedding, one_hot, pad, attention.
 
 This module validates arguments (shapes, dtypes, devices, options) and calls
 the ops: cross-entropy is the fused op of ``gpugrad/ops/fused.py``; the other
@@ -12,9 +12,21 @@ import warnings
 
 from gpugrad import dtypes, random
 from gpugrad.autograd.function import InternalFunction
+from gpugrad.autograd.grad_mode import no_grad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import fused as cuda_fused
 from gpugrad.ops import elementwise, fused
+from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    conv1d,
+    conv2d,
+    fold,
+    max_pool1d,
+    max_pool2d,
+    unfold,
+)
 from gpugrad.ops.elementwise import clamp, gelu, sigmoid, silu, softplus, tanh, where  # noqa: F401 (re-exported)
 from gpugrad.ops.fused import log_softmax, logsumexp, softmax  # noqa: F401 (re-exported)
 from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
@@ -343,6 +355,41 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         out = out * weight
     if bias is not None:
         out = out + bias
+    return out
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalise each channel (dim 1) over the batch and spatial dims: with the
+    batch's statistics when training (and the running ones updated in place,
+    unbiased variance, ``momentum=None``: a cumulative average handled by the
+    module), with the running ones otherwise; then scale and shift."""
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected at least a 2-D input (N, C, ...), got {input.ndim}-D")
+    channels = input.shape[1]
+    dims = (0,) + tuple(range(2, input.ndim))
+    shape = (1, channels) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.numel() // channels
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                             f"{list(input.shape)}")
+        mean = input.mean(dims)
+        centered = input - mean.reshape(shape)
+        var = (centered * centered).mean(dims)
+        if running_mean is not None:
+            with no_grad():
+                factor = momentum if momentum is not None else 1.0
+                running_mean.mul_(1 - factor).add_(mean.detach() * factor)
+                running_var.mul_(1 - factor).add_(var.detach() * (factor * count / (count - 1)))
+        out = centered * (var.reshape(shape) + eps).rsqrt()
+    else:
+        if running_mean is None:
+            raise RuntimeError("batch_norm in eval mode needs running statistics (track_running_stats=True)")
+        out = (input - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
     return out
 
 

@@ -1,0 +1,3 @@
+"""gpugrad.utils: data loading (torch.utils.data's names)."""
+
+from gpugrad.utils import data

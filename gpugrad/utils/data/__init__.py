@@ -1,0 +1,16 @@
+"""Datasets, samplers and the DataLoader, with torch.utils.data's names and behaviour."""
+
+from gpugrad.utils.data.dataloader import DataLoader, default_collate
+from gpugrad.utils.data.dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
+from gpugrad.utils.data.sampler import (
+                                        BatchSampler,
+                                        RandomSampler,
+                                        Sampler,
+                                        SequentialSampler,
+                                        SubsetRandomSampler,
+                                        WeightedRandomSampler,
+)
+
+__all__ = ["DataLoader", "default_collate", "Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "Subset",
+           "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
+           "WeightedRandomSampler", "BatchSampler"]
