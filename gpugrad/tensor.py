@@ -42,9 +42,9 @@ class Tensor:
         dev = backend.as_device(device)
         if len(args) == 1 and isinstance(args[0], Tensor):
             array = backend.to_device(args[0].array, dev).astype(dtype, copy=False)
-        elif args and all(isinstance(a, int) and not isinstance(a, bool) for a in args) or not args:
-            with backend.device_guard(dev):
-                array = backend.xp_for_device(dev).empty(dims.size_arg(args), dtype=dtype)
+        elif not args or all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            with backend.device_guard(dev):      # Tensor() is an empty 1-D tensor, as in torch
+                array = backend.xp_for_device(dev).empty(dims.size_arg(args) if args else (0,), dtype=dtype)
         elif len(args) == 1:
             host = numpy.asarray(args[0].tolist() if backend.is_cupy_array(args[0]) else args[0])
             array = backend.to_device(host.astype(dtype), dev)

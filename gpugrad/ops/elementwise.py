@@ -39,10 +39,21 @@ class Add(InternalFunction):
         return grad, grad if ctx.alpha == 1 else grad * ctx.alpha, None
 
 
+def _half_addend(value, dtype):
+    # torch (CPU) rounds a number added to a half-precision tensor to its dtype first
+    # (it multiplies and divides with the number in float32)
+    if dtype in _HALF and not isinstance(value, Tensor):
+        return numpy.float32(dtype.type(value))
+    return value
+
+
+_HALF = (dtypes.float16, dtypes.bfloat16)
+
+
 def add(input, other, *, alpha=1):
     """input + alpha * other, broadcasting, with torch's type promotion."""
     (a, b), dtype = promote(input, other)
-    return rounded(Add.apply(a, b, alpha), dtype)
+    return rounded(Add.apply(_half_addend(a, dtype), _half_addend(b, dtype), alpha), dtype)
 
 
 class Sub(InternalFunction):
@@ -62,7 +73,7 @@ def sub(input, other, *, alpha=1):
     if dtype == dtypes.bool_:
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
                            "Use the `^` or `logical_xor()` operator instead.")
-    return rounded(Sub.apply(a, b, alpha), dtype)
+    return rounded(Sub.apply(_half_addend(a, dtype), _half_addend(b, dtype), alpha), dtype)
 
 
 def rsub(input, other, *, alpha=1):
