@@ -185,3 +185,19 @@ def test_mixing_devices_raises_naming_both_devices():
     b = gpugrad.ones(3, device="cuda")
     with pytest.raises(RuntimeError, match="cpu.*cuda:0|cuda:0.*cpu"):
         a + b
+
+
+def test_isclose_allclose_and_new_unary_names_match_torch(rng):
+    a = rng.standard_normal(6)
+    b = a + rng.choice([0, 1e-9, 1e-3], 6)
+    ours = gpugrad.isclose(gpugrad.tensor(a), gpugrad.tensor(b)).tolist()
+    assert ours == torch.isclose(torch.tensor(a), torch.tensor(b)).tolist()
+    assert gpugrad.allclose(gpugrad.tensor(a), gpugrad.tensor(a + 1e-12))
+    assert not gpugrad.allclose(gpugrad.tensor(a), gpugrad.tensor(a + 1))
+    nan = gpugrad.tensor([float("nan")])
+    assert not gpugrad.isclose(nan, nan).item() and gpugrad.isclose(nan, nan, equal_nan=True).item()
+    for name in ("log2", "log10", "exp2", "square", "reciprocal", "floor", "ceil", "round", "trunc", "frac",
+                 "sinh", "cosh", "atan"):
+        x, tx = make_pair(rng, (3, 4), "float64", low=0.5, high=3.0)
+        out, tout = getattr(x, name)(), getattr(tx, name)()
+        assert_forward_backward(rng, out, tout, [(x, tx)], 1e-12)

@@ -1,6 +1,7 @@
 """gpugrad/ops/linalg.py against torch: 1-D, 2-D and batched (broadcast) products."""
 
 import pytest
+import torch
 from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair
 
 import gpugrad
@@ -44,3 +45,26 @@ def test_shape_mismatch_names_both_shapes():
         gpugrad.zeros(2, 3) @ gpugrad.zeros(4, 5)
     with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
         gpugrad.zeros(2, 3).mm(gpugrad.zeros(4, 5))
+
+
+@pytest.mark.parametrize("equation,shapes", [
+    ("ij,jk->ik", [(3, 4), (4, 5)]),
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("i,i->", [(4,), (4,)]),
+    ("ij->ji", [(3, 4)]),
+    ("ij->j", [(3, 4)]),
+    ("...ij,...jk", [(2, 3, 4), (4, 5)]),
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),
+    ("i,j->ij", [(3,), (4,)]),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_einsum_matches_torch(rng, equation, shapes):
+    pairs = [make_pair(rng, shape, "float64") for shape in shapes]
+    ours = gpugrad.einsum(equation, *[p[0] for p in pairs])
+    theirs = torch.einsum(equation, *[p[1] for p in pairs])
+    assert_forward_backward(rng, ours, theirs, pairs, 1e-12)
+
+
+def test_einsum_is_twice_differentiable(rng):
+    a, _ = make_pair(rng, (3, 4), "float64")
+    b, _ = make_pair(rng, (4, 2), "float64")
+    assert gradgradcheck(lambda x, y: gpugrad.einsum("ij,jk->ik", x, y), (a, b))

@@ -106,3 +106,42 @@ def test_gather_out_of_range_raises_on_cpu():
     x = gpugrad.zeros(2, 3)
     with pytest.raises(IndexError):
         x.gather(1, gpugrad.tensor([[0], [3]]))
+
+
+@pytest.mark.parametrize("name,ours,theirs", [
+    ("tril", lambda x: x.tril(), lambda x: x.tril()),
+    ("triu_offset", lambda x: gpugrad.triu(x, 1), lambda x: torch.triu(x, 1)),
+    ("roll", lambda x: x.roll(1, 2), lambda x: x.roll(1, 2)),
+    ("roll_dims", lambda x: x.roll((1, -2), (0, 2)), lambda x: x.roll((1, -2), (0, 2))),
+    ("roll_flat", lambda x: x.roll(3), lambda x: x.roll(3)),
+    ("flip", lambda x: x.flip(0, 2), lambda x: x.flip(0, 2)),
+    ("repeat", lambda x: x.repeat(2, 1, 3), lambda x: x.repeat(2, 1, 3)),
+    ("tile", lambda x: x.tile((2,)), lambda x: x.tile((2,))),
+    ("repeat_interleave", lambda x: x.repeat_interleave(2, 1), lambda x: x.repeat_interleave(2, 1)),
+    ("movedim", lambda x: x.movedim(0, -1), lambda x: x.movedim(0, -1)),
+    ("narrow", lambda x: x.narrow(2, 1, 2), lambda x: x.narrow(2, 1, 2)),
+    ("pad_constant", lambda x: gpugrad.nn.functional.pad(x, (1, 2, 0, 1), value=0.5),
+     lambda x: torch.nn.functional.pad(x, (1, 2, 0, 1), value=0.5)),
+    ("pad_crop", lambda x: gpugrad.nn.functional.pad(x, (-1, 1)), lambda x: torch.nn.functional.pad(x, (-1, 1))),
+    ("pad_reflect", lambda x: gpugrad.nn.functional.pad(x, (2, 1), mode="reflect"),
+     lambda x: torch.nn.functional.pad(x, (2, 1), mode="reflect")),
+    ("pad_replicate", lambda x: gpugrad.nn.functional.pad(x, (1, 2), mode="replicate"),
+     lambda x: torch.nn.functional.pad(x, (1, 2), mode="replicate")),
+    ("pad_circular", lambda x: gpugrad.nn.functional.pad(x, (1, 1), mode="circular"),
+     lambda x: torch.nn.functional.pad(x, (1, 1), mode="circular")),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_more_shape_ops_match_torch(rng, device, name, ours, theirs):
+    x, tx = make_pair(rng, (2, 3, 4), "float64", device)
+    assert_forward_backward(rng, ours(x), theirs(tx), [(x, tx)], 1e-12)
+
+
+def test_cat_edge_cases_as_torch():
+    acc = gpugrad.tensor([])
+    for i in range(3):
+        acc = gpugrad.cat([acc, gpugrad.ones(2) * i])      # the accumulate-in-a-loop idiom
+    assert acc.tolist() == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert gpugrad.cat([gpugrad.tensor([]), gpugrad.ones(2, 3)]).shape == (2, 3)
+    with pytest.raises(RuntimeError, match=r"zero-dimensional tensor \(at position 0\) cannot be concatenated"):
+        gpugrad.cat([gpugrad.tensor(1.0), gpugrad.tensor(2.0)])
+    with pytest.raises(RuntimeError, match="expected a non-empty list"):
+        gpugrad.cat([])
