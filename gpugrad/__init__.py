@@ -55,6 +55,6 @@ from gpugrad.legacy import (BFloat16Tensor, BoolTensor, ByteTensor, DoubleTensor
                             HalfTensor, IntTensor, LongTensor, ShortTensor)
 from gpugrad.serialization import load, save  # noqa: E402
 
-Size = tuple
+from gpugrad.dims import Size  # noqa: E402
 
 __version__ = "0.2.0"

@@ -1,6 +1,33 @@
 """Dimension and size arguments, read the way torch reads them."""
 
+import math
 import numbers
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints (it compares equal to one), printed
+    as ``gpugrad.Size([2, 3])``; slices and sums stay Sizes, as torch.Size's."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"gpugrad.Size({list(self)})"
+
+    __str__ = __repr__
+
+    def __getitem__(self, index):
+        item = tuple.__getitem__(self, index)
+        return Size(item) if isinstance(index, slice) else item
+
+    def __add__(self, other):
+        return Size(tuple.__add__(self, tuple(other)))
+
+    def __radd__(self, other):
+        return Size(tuple(other) + tuple(self))
+
+    def numel(self):
+        """The number of elements a tensor of this shape holds."""
+        return math.prod(self)
 
 
 def wrap_dim(dim, ndim):

@@ -70,12 +70,12 @@ class Tensor:
     # -- metadata ------------------------------------------------------------
     @property
     def shape(self):
-        return self.array.shape
+        return dims.Size(self.array.shape)
 
     def size(self, dim=None):
         """The shape, or the length of dimension ``dim``."""
         if dim is None:
-            return self.array.shape
+            return dims.Size(self.array.shape)
         return self.array.shape[dims.wrap_dim(dim, self.array.ndim)]
 
     @property

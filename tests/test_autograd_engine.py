@@ -294,3 +294,64 @@ def test_leaf_gradients_never_alias(device):
     (h + 0).backward(upstream)
     c.grad.add_(1)
     assert h.grad.tolist() == [1.0] * 3
+
+
+def test_leaf_hooks_run_on_every_path_as_in_torch():
+    """One accumulation path: a leaf's hook changes what backward(), backward(inputs=)
+    and autograd.grad all see, as in torch."""
+    results = {}
+    for lib in (gpugrad, torch):
+        x = lib.ones(2, requires_grad=True)
+        x.register_hook(lambda g: g * 2)
+        (x * 3).sum().backward()
+        plain = x.grad.tolist()
+        x.grad = None
+        (x * 3).sum().backward(inputs=[x])
+        only = x.grad.tolist()
+        g, = lib.autograd.grad((x * 3).sum(), x)
+        results[lib.__name__] = (plain, only, g.tolist())
+    assert results["gpugrad"] == results["torch"] == ([6.0, 6.0], [6.0, 6.0], [6.0, 6.0])
+
+
+def test_grad_mode_decorators_and_inference_mode():
+    x = gpugrad.ones(2, requires_grad=True)
+
+    @gpugrad.no_grad
+    def doubled(t):
+        return t * 2
+
+    @gpugrad.enable_grad
+    def tripled(t):
+        return t * 3
+
+    assert not doubled(x).requires_grad and doubled.__name__ == "doubled"
+    with gpugrad.no_grad():
+        assert tripled(x).requires_grad
+    with gpugrad.inference_mode():
+        y = x * 2
+        assert not y.requires_grad and gpugrad.is_inference_mode_enabled()
+        with gpugrad.inference_mode(False):
+            assert (x * 2).requires_grad
+    assert not gpugrad.is_inference_mode_enabled() and (x * 2).requires_grad
+
+    @gpugrad.inference_mode()
+    def infer(t):
+        return t + 1
+    assert not infer(x).requires_grad
+
+
+def test_next_functions_have_torchs_layout():
+    """``grad_fn.next_functions``: one (node, input_nr) pair per input, leaves as
+    AccumulateGrad, inputs without grad as (None, 0), ``name()`` as torch's."""
+    layouts = []
+    for lib in (gpugrad, torch):
+        a = lib.ones(2, requires_grad=True)
+        b = lib.ones(2)
+        y = (a * b + a.exp()).sum()
+        node = y.grad_fn
+        add = node.next_functions[0][0]
+        mul = add.next_functions[0][0]
+        layouts.append((node.name(), add.name(), mul.name(),
+                        [(f.name().split("::")[-1] if f is not None else None, i) for f, i in mul.next_functions]))
+        assert mul.next_functions[0][0].variable is a
+    assert layouts[0] == layouts[1]

@@ -304,3 +304,198 @@ def test_fused_forward_keeps_only_per_row_values(rng, device, op):
     out = F.cross_entropy(x, t, label_smoothing=0.1) if op == "cross_entropy" else gpugrad.logsumexp(x, 1)
     kept = [s for s in out.grad_fn._saved if s is not None and s.kind != "input"]
     assert kept and all(s.value.numel() <= 64 for s in kept if hasattr(s.value, "numel"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_smooth_l1_huber_and_kl_div_match_torch(rng, device, reduction):
+    x, tx = make_pair(rng, (5, 4), "float64", device, -3, 3)
+    y, ty = make_pair(rng, (5, 4), "float64", device, -3, 3)
+    logp, tlogp = make_pair(rng, (5, 4), "float64", device, -4, 0)
+    q, tq = make_pair(rng, (5, 4), "float64", device, 0.01, 1)
+    kl_reduction = "batchmean" if reduction == "mean" else reduction
+    cases = [
+        (F.smooth_l1_loss(x, y, reduction=reduction), TF.smooth_l1_loss(tx, ty, reduction=reduction)),
+        (F.smooth_l1_loss(x, y, reduction=reduction, beta=0.5), TF.smooth_l1_loss(tx, ty, reduction=reduction,
+                                                                                 beta=0.5)),
+        (F.smooth_l1_loss(x, y, reduction=reduction, beta=0.0), TF.smooth_l1_loss(tx, ty, reduction=reduction,
+                                                                                 beta=0.0)),
+        (F.huber_loss(x, y, reduction=reduction, delta=1.7), TF.huber_loss(tx, ty, reduction=reduction, delta=1.7)),
+        (F.kl_div(logp, q, reduction=kl_reduction), TF.kl_div(tlogp, tq, reduction=kl_reduction)),
+        (F.kl_div(logp, q.log(), reduction=kl_reduction, log_target=True),
+         TF.kl_div(tlogp, tq.log(), reduction=kl_reduction, log_target=True)),
+    ]
+    total, ttotal = 0, 0
+    for ours, theirs in cases:
+        assert_close(ours, theirs, 1e-12)
+        total = total + ours.sum()
+        ttotal = ttotal + theirs.sum()
+    total.backward()
+    ttotal.backward()
+    for ours, theirs in [(x, tx), (y, ty), (logp, tlogp), (q, tq)]:
+        assert_close(ours.grad, theirs.grad, 1e-12)
+
+
+def test_kl_div_mean_and_legacy_reduction_arguments_warn_as_torch(rng):
+    logp, q = gpugrad.randn(3, 4).log_softmax(1), gpugrad.rand(3, 4)
+    with pytest.warns(UserWarning, match="batchmean"):
+        loss = F.kl_div(logp, q)
+    with pytest.warns(UserWarning, match="batchmean"):
+        tloss = TF.kl_div(to_torch(logp), to_torch(q))
+    assert_close(loss, tloss, 1e-6)
+    x, y = gpugrad.randn(6), gpugrad.randn(6)
+    with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
+        summed = F.mse_loss(x, y, size_average=False)
+    assert_close(summed, TF.mse_loss(to_torch(x), to_torch(y), reduction="sum"), 1e-6)
+    with pytest.warns(UserWarning):
+        per_item = F.l1_loss(x, y, reduce=False)
+    assert per_item.shape == (6,)
+
+
+def test_binary_cross_entropy_at_saturated_probabilities(device):
+    """p = 0 and 1: torch clamps the log at -100, so the loss is at most 100 and
+    the gradient finite; both match torch."""
+    p = gpugrad.tensor([0.0, 1.0, 0.0, 1.0, 0.5, 1e-30], dtype=gpugrad.float64, device=device, requires_grad=True)
+    y = gpugrad.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0], dtype=gpugrad.float64, device=device)
+    tp, ty = to_torch(p, requires_grad=True), to_torch(y)
+    loss = F.binary_cross_entropy(p, y, reduction="none")
+    tloss = TF.binary_cross_entropy(tp, ty, reduction="none")
+    assert_close(loss, tloss, 1e-12)
+    loss.sum().backward()
+    tloss.sum().backward()
+    assert numpy.isfinite(p.grad.cpu().numpy()).all()
+    assert_close(p.grad, tp.grad, 1e-12)
+    with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
+        F.binary_cross_entropy(gpugrad.tensor([1.5], device=device), gpugrad.tensor([1.0], device=device))
+
+
+def test_embedding_rejects_out_of_range_indices(device):
+    """Index -1 is not the last row (torch raises); neither is one past the end."""
+    weight = gpugrad.randn(4, 3, device=device, requires_grad=True)
+    for bad in (-1, 4):
+        with pytest.raises(IndexError, match="index out of range in self"):
+            out = F.embedding(gpugrad.tensor([0, bad], device=device), weight)
+            out.sum().item()
+    with pytest.raises(RuntimeError, match="'indices' to have one of the following scalar types: Long, Int"):
+        F.embedding(gpugrad.tensor([0.0]), weight)
+
+
+def test_one_hot_matches_torch_and_checks_its_arguments(device):
+    t = gpugrad.tensor([[3, 0], [1, 1]], device=device)
+    tt = to_torch(t)
+    for classes in (-1, 5):
+        ours, theirs = F.one_hot(t, classes), TF.one_hot(tt, classes)
+        assert ours.dtype == gpugrad.int64 and ours.tolist() == theirs.tolist()
+    with pytest.raises(RuntimeError, match="Class values must be smaller than num_classes"):
+        F.one_hot(t, 3).tolist()
+    with pytest.raises(RuntimeError, match="Class values must be non-negative"):
+        F.one_hot(gpugrad.tensor([-1, 0], device=device)).tolist()
+    with pytest.raises(RuntimeError, match="one_hot is only applicable to index tensor"):
+        F.one_hot(gpugrad.tensor([1.0], device=device))
+
+
+ACTIVATIONS = [
+    ("relu", {}), ("relu6", {}), ("elu", {"alpha": 0.7}), ("selu", {}), ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}), ("silu", {}), ("mish", {}), ("softplus", {"beta": 2.0, "threshold": 5.0}),
+    ("leaky_relu", {"negative_slope": 0.1}), ("hardtanh", {"min_val": -0.5, "max_val": 1.5}),
+    ("hardsigmoid", {}), ("hardswish", {}), ("logsigmoid", {}), ("softsign", {}), ("tanhshrink", {}),
+    ("threshold", {"threshold": 0.3, "value": -2.0}), ("sigmoid", {}), ("tanh", {}),
+    ("softmin", {"dim": 1}), ("glu", {"dim": 1}), ("normalize", {"dim": 1}),
+]
+
+
+@pytest.mark.parametrize("name,options", ACTIVATIONS, ids=str)
+def test_activations_match_torch(rng, device, name, options):
+    x, tx = make_pair(rng, (4, 6), "float64", device, -4, 4)
+    # torch's hardsigmoid gradient is a float32 1/6 even in float64
+    tol = 1e-7 if name == "hardsigmoid" else 1e-12
+    assert_forward_backward(rng, getattr(F, name)(x, **options), getattr(TF, name)(tx, **options), [(x, tx)], tol)
+
+
+@pytest.mark.parametrize("name", ["hardtanh", "relu6", "hardsigmoid", "hardswish"])
+def test_hard_activations_at_their_corners(name):
+    """At the corners (-1, 1 / 0, 6 / -3, 3) the gradient is torch's one-sided choice."""
+    values = numpy.array([-6.0, -3.0, -1.0, 0.0, 0.5, 1.0, 3.0, 6.0, 7.0])
+    x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    getattr(F, name)(x).sum().backward()
+    getattr(TF, name)(tx).sum().backward()
+    assert_close(x.grad, tx.grad, 1e-7)
+
+
+@pytest.mark.parametrize("name", ["relu", "elu", "leaky_relu", "hardtanh", "relu6", "selu", "threshold"])
+def test_inplace_activations_change_their_input(rng, name):
+    values = rng.uniform(-2, 2, (3, 4))
+    x, tx = gpugrad.tensor(values), torch.tensor(values)
+    args = (0.5, 0.0) if name == "threshold" else ()
+    out, tout = getattr(F, name)(x, *args, inplace=True), getattr(TF, name)(tx, *args, inplace=True)
+    assert out is x and tout is tx
+    assert_close(x, tx, 1e-12)
+    leaf = gpugrad.tensor(values, requires_grad=True)
+    y = leaf * 1
+    getattr(F, name)(y, *args, inplace=True).sum().backward()
+    tleaf = torch.tensor(values, requires_grad=True)
+    ty = tleaf * 1
+    getattr(TF, name)(ty, *args, inplace=True).sum().backward()
+    assert_close(leaf.grad, tleaf.grad, 1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 4, 5)], ids=str)
+def test_batch_norm_matches_torch(rng, device, shape, training):
+    x, tx = make_pair(rng, shape, "float64", device, -3, 3)
+    w, tw = make_pair(rng, (3,), "float64", device, 0.5, 1.5)
+    b, tb = make_pair(rng, (3,), "float64", device)
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    rm, rv = gpugrad.tensor(mean, device=device), gpugrad.tensor(var, device=device)
+    trm, trv = to_torch(rm), to_torch(rv)
+    out = F.batch_norm(x, rm, rv, w, b, training=training, momentum=0.2, eps=1e-4)
+    tout = TF.batch_norm(tx, trm, trv, tw, tb, training=training, momentum=0.2, eps=1e-4)
+    assert_forward_backward(rng, out, tout, [(x, tx), (w, tw), (b, tb)], 1e-10)
+    assert_close(rm, trm, 1e-12)
+    assert_close(rv, trv, 1e-12)
+    if training:
+        assert gradgradcheck(lambda a: F.batch_norm(a, None, None, training=True), (x.detach().requires_grad_(),))
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            F.batch_norm(gpugrad.randn(1, 3), None, None, training=True)
+
+
+LOSSES = [
+    ("mse_loss", {}), ("smooth_l1_loss", {"beta": 0.7}), ("huber_loss", {"delta": 0.4}), ("l1_loss", {}),
+    ("binary_cross_entropy_with_logits", {}), ("binary_cross_entropy", {}),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name,options", LOSSES, ids=str)
+def test_losses_are_one_node_named_as_torch_and_twice_differentiable(rng, name, options, reduction):
+    lo = 0.05 if name == "binary_cross_entropy" else -2
+    x, tx = make_pair(rng, (3, 4), "float64", "cpu", lo, 0.95)
+    y, ty = make_pair(rng, (3, 4), "float64", "cpu", 0.0, 1.0)
+    loss = getattr(F, name)(x, y, reduction=reduction, **options)
+    tloss = getattr(TF, name)(tx, ty, reduction=reduction, **options)
+    assert loss.grad_fn.name() == tloss.grad_fn.name()
+    assert_close(loss, tloss, 1e-12)
+    assert gradgradcheck(lambda a, b: getattr(F, name)(a, b, reduction=reduction, **options), (x, y))
+
+
+def test_loss_weights_take_no_gradient_as_in_torch(rng):
+    x, y = gpugrad.randn(4, requires_grad=True), gpugrad.rand(4)
+    w = gpugrad.rand(4, requires_grad=True)
+    for function, kwargs in ((F.binary_cross_entropy_with_logits, {"weight": w}),
+                             (F.binary_cross_entropy_with_logits, {"pos_weight": w}),
+                             (lambda a, b, **k: F.binary_cross_entropy(a.sigmoid(), b, **k), {"weight": w})):
+        with pytest.raises(RuntimeError, match="is not differentiable with respect to argument"):
+            function(x, y, **kwargs)
+    with gpugrad.no_grad():
+        F.binary_cross_entropy_with_logits(x, y, weight=w)
+    tx, ty, tw = to_torch(x, requires_grad=True), to_torch(y), to_torch(w, requires_grad=True)
+    for name in ("mse_loss", "l1_loss", "huber_loss"):      # composites in torch: w gets its gradient
+        for reduction in ("mean", "sum", "none"):
+            loss = getattr(F, name)(x, y, weight=w, reduction=reduction)
+            tloss = getattr(TF, name)(tx, ty, weight=tw, reduction=reduction)
+            assert_close(loss, tloss, 1e-6)
+            loss.sum().backward()
+            tloss.sum().backward()
+        assert_close(w.grad, tw.grad, 1e-6)
+        assert_close(x.grad, tx.grad, 1e-6)
+        with pytest.raises(ValueError, match="Weights and input must have the same size"):
+            getattr(F, name)(x, y, weight=w[:2])

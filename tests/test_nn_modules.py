@@ -143,6 +143,11 @@ def test_loss_modules_match_torch(rng, device):
         (nn.BCELoss()(gy, (gy > 0.5).double()), torch.nn.BCELoss()(ty, (ty > 0.5).double())),
         (nn.BCEWithLogitsLoss(pos_weight=gpugrad.tensor(w, device=device))(gx, gy),
          torch.nn.BCEWithLogitsLoss(pos_weight=to_torch(w, device=device))(tx, ty)),
+        (nn.L1Loss(reduction="none")(gx, gy), torch.nn.L1Loss(reduction="none")(tx, ty)),
+        (nn.SmoothL1Loss(beta=0.5)(gx, gy), torch.nn.SmoothL1Loss(beta=0.5)(tx, ty)),
+        (nn.HuberLoss(delta=0.3)(gx, gy), torch.nn.HuberLoss(delta=0.3)(tx, ty)),
+        (nn.KLDivLoss(reduction="batchmean")(gpugrad.log_softmax(gx, 1), gy),
+         torch.nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(tx, 1), ty)),
     ]
     for ours, theirs in pairs:
         assert_close(ours, theirs, 1e-10)
@@ -195,3 +200,108 @@ def test_training_memory_is_flat_on_the_gpu():
             cupy.cuda.Device().synchronize()
             used[step] = cupy.get_default_memory_pool().used_bytes()
     assert used[100] == used[10_000]
+
+
+def _cnn(lib):
+    n = lib.nn
+    return n.Sequential(
+        n.Conv2d(3, 8, 3, padding=1), n.BatchNorm2d(8), n.ReLU(inplace=True), n.MaxPool2d(2),
+        n.Conv2d(8, 6, (3, 2), stride=(1, 2), bias=False), n.AvgPool2d(2, ceil_mode=True), n.Flatten(),
+        n.Unflatten(1, (6, -1)), n.Conv1d(6, 4, 2), n.BatchNorm1d(4), n.Hardtanh(), n.MaxPool1d(2), n.AvgPool1d(1),
+        n.Flatten())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_cnn_matches_torch_with_identical_weights(rng, device, training):
+    """Conv1d/2d, BatchNorm1d/2d, max and average pooling as modules: outputs,
+    parameter gradients and running statistics match torch after three steps."""
+    torch.manual_seed(0)
+    theirs = _cnn(torch).double()
+    ours = _cnn(gpugrad).double().to(device)
+    if device == "cuda":
+        theirs = theirs.cuda()
+    copy_weights(ours, theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.train(training)
+    theirs.train(training)
+    for _ in range(3):
+        x = rng.standard_normal((4, 3, 16, 18))
+        out, tout = ours(gpugrad.tensor(x, device=device)), theirs(to_torch(x, device=device))
+        assert_close(out, tout, 1e-10)
+        (out ** 2).sum().backward()
+        (tout ** 2).sum().backward()
+    theirs_params = dict(theirs.named_parameters())
+    for name, param in ours.named_parameters():
+        # a conv bias before batch norm has a gradient of zero up to rounding: floor 1
+        assert_close(param.grad, theirs_params[name].grad, 1e-10, floor=1.0)
+    theirs_state = theirs.state_dict()
+    for name, value in ours.state_dict().items():
+        assert_close(value, theirs_state[name], 1e-12)
+    assert int(ours[1].num_batches_tracked) == (3 if training else 0)
+
+
+def test_batch_norm_options_match_torch(rng):
+    for options in ({"affine": False}, {"track_running_stats": False}, {"momentum": None}, {"eps": 0.1}):
+        ours, theirs = nn.BatchNorm1d(3, **options).double(), torch.nn.BatchNorm1d(3, **options).double()
+        for _ in range(3):
+            x = rng.standard_normal((5, 3))
+            assert_close(ours(gpugrad.tensor(x)), theirs(torch.tensor(x)), 1e-12)
+        ours.eval()
+        theirs.eval()
+        x = rng.standard_normal((5, 3))
+        assert_close(ours(gpugrad.tensor(x)), theirs(torch.tensor(x)), 1e-12)
+        assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    with pytest.raises(ValueError, match=r"expected 2D or 3D input \(got 4D input\)"):
+        nn.BatchNorm1d(3)(gpugrad.randn(2, 3, 4, 5))
+
+
+def test_module_and_parameter_containers():
+    """ModuleDict, ParameterList and ParameterDict register what they hold, in
+    order, under torch's state_dict names."""
+    layers = {}
+    for lib in (gpugrad, torch):
+        n = lib.nn
+
+        class Net(n.Module):
+            def __init__(self):
+                super().__init__()
+                self.heads = n.ModuleDict({"b": n.Linear(2, 3), "a": n.Linear(2, 1)})
+                self.scales = n.ParameterList([n.Parameter(lib.ones(2)), n.Parameter(lib.zeros(3))])
+                self.extra = n.ParameterDict({"w": n.Parameter(lib.ones(1))})
+                self.heads["c"] = n.Linear(2, 2)
+                self.scales.append(n.Parameter(lib.ones(4)))
+                self.extra.update({"v": n.Parameter(lib.zeros(2))})
+
+        net = Net()
+        layers[lib.__name__] = ([(k, tuple(v.shape)) for k, v in net.state_dict().items()], list(net.heads.keys()),
+                                len(net.scales), "w" in net.extra, len(list(net.parameters())))
+        del net.heads["a"]
+        assert list(net.heads.keys()) == ["b", "c"]
+        assert net.scales[-1].shape == (4,) and net.extra["v"].shape == (2,)
+    assert layers["gpugrad"] == layers["torch"]
+
+
+def test_assigning_a_plain_tensor_to_a_parameter_raises():
+    layer = nn.Linear(2, 3)
+    with pytest.raises(TypeError, match=r"cannot assign '.*' as parameter 'weight' "
+                                        r"\(gpugrad.nn.Parameter or None expected\)"):
+        layer.weight = gpugrad.zeros(3, 2)
+    assert isinstance(layer.weight, nn.Parameter) and "weight" in dict(layer.named_parameters())
+    layer.weight = nn.Parameter(gpugrad.zeros(3, 2))
+    assert dict(layer.named_parameters())["weight"].abs().sum().item() == 0
+    layer.bias = None
+    assert "bias" not in dict(layer.named_parameters())
+    assert layer(gpugrad.ones(1, 2)).tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_inplace_activation_modules(rng):
+    values = rng.uniform(-2, 2, (3, 4))
+    for name in ("ReLU", "ReLU6", "ELU", "LeakyReLU", "Hardtanh", "SELU", "Hardswish", "Hardsigmoid", "SiLU",
+                 "Mish", "Threshold"):
+        x, tx = gpugrad.tensor(values), torch.tensor(values)
+        args = (0.2, -1.0) if name == "Threshold" else ()
+        module, tmodule = getattr(nn, name)(*args, inplace=True), getattr(torch.nn, name)(*args, inplace=True)
+        assert module(x) is x and tmodule(tx) is tx
+        assert_close(x, tx, 1e-12)
+        if name not in ("Hardswish", "Hardsigmoid"):      # torch leaves inplace out of these two
+            assert repr(module) == repr(tmodule)

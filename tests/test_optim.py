@@ -20,6 +20,11 @@ OPTIMIZERS = [
     ("Adam", {"lr": 0.01, "amsgrad": True}),
     ("AdamW", {"lr": 0.01}),
     ("AdamW", {"lr": 0.02, "weight_decay": 0.1, "amsgrad": True}),
+    ("RMSprop", {"lr": 0.01}),
+    ("RMSprop", {"lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.01}),
+    ("RMSprop", {"lr": 0.01, "momentum": 0.3, "maximize": True}),
+    ("Adagrad", {"lr": 0.1}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.02, "initial_accumulator_value": 0.1}),
 ]
 
 
@@ -63,18 +68,87 @@ def test_twenty_steps_match_torch(rng, device, name, options):
         assert_close(param, tparams[key], 1e-10)
 
 
-@pytest.mark.parametrize("scheduler,options", [("StepLR", {"step_size": 3, "gamma": 0.5}),
-                                               ("CosineAnnealingLR", {"T_max": 7, "eta_min": 0.001})])
+def _lambda(epoch):
+    return 0.9 ** epoch + 0.01 * (epoch % 3)
+
+
+SCHEDULERS = [
+    ("StepLR", {"step_size": 3, "gamma": 0.5}),
+    ("CosineAnnealingLR", {"T_max": 7, "eta_min": 0.001}),
+    ("LambdaLR", {"lr_lambda": _lambda}),
+    ("MultiplicativeLR", {"lr_lambda": lambda epoch: 0.95}),
+    ("MultiStepLR", {"milestones": [2, 5, 11], "gamma": 0.3}),
+    ("ConstantLR", {"factor": 0.25, "total_iters": 4}),
+    ("LinearLR", {"start_factor": 0.1, "end_factor": 0.8, "total_iters": 7}),
+    ("ExponentialLR", {"gamma": 0.9}),
+    ("PolynomialLR", {"total_iters": 12, "power": 2.0}),
+    ("OneCycleLR", {"max_lr": 0.5, "total_steps": 21}),
+    ("OneCycleLR", {"max_lr": [0.5, 0.2], "epochs": 3, "steps_per_epoch": 7, "anneal_strategy": "linear",
+                    "three_phase": True, "cycle_momentum": True}),
+]
+
+
+def _schedule(module, scheduler, options, opt):
+    if scheduler == "SequentialLR":
+        first = module.LinearLR(opt, start_factor=0.1, total_iters=4)
+        second = module.ExponentialLR(opt, gamma=0.8)
+        return module.SequentialLR(opt, [first, second], milestones=[5])
+    return getattr(module, scheduler)(opt, **options)
+
+
+@pytest.mark.parametrize("scheduler,options", SCHEDULERS + [("SequentialLR", {})], ids=str)
 def test_schedulers_match_torch(rng, scheduler, options):
     ours, theirs = _models("cpu")
-    opt = gpugrad.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
-    topt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
-    sched = getattr(gpugrad.optim.lr_scheduler, scheduler)(opt, **options)
-    tsched = getattr(torch.optim.lr_scheduler, scheduler)(topt, **options)
+    groups = [{"params": ours[0].parameters()}, {"params": ours[2].parameters(), "lr": 0.05}]
+    tgroups = [{"params": theirs[0].parameters()}, {"params": theirs[2].parameters(), "lr": 0.05}]
+    opt = gpugrad.optim.SGD(groups, lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(tgroups, lr=0.1, momentum=0.9)
+    sched = _schedule(gpugrad.optim.lr_scheduler, scheduler, options, opt)
+    tsched = _schedule(torch.optim.lr_scheduler, scheduler, options, topt)
+    assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
     _train(ours, theirs, opt, topt, rng, "cpu", steps=20, sched=sched, tsched=tsched)
     tparams = dict(theirs.named_parameters())
     for key, param in ours.named_parameters():
         assert_close(param, tparams[key], 1e-10)
+    assert [g["momentum"] for g in opt.param_groups] == pytest.approx([g["momentum"] for g in topt.param_groups])
+
+
+@pytest.mark.parametrize("mode,threshold_mode", [("min", "rel"), ("max", "abs")])
+def test_reduce_lr_on_plateau_matches_torch(mode, threshold_mode):
+    """The metric sequence has plateaus, improvements below the threshold and a
+    cooldown; the learning rates follow torch's at every step."""
+    param, tparam = nn.Parameter(gpugrad.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    options = {"mode": mode, "factor": 0.5, "patience": 2, "threshold": 0.05, "threshold_mode": threshold_mode,
+               "cooldown": 1, "min_lr": 0.004}
+    sched = gpugrad.optim.lr_scheduler.ReduceLROnPlateau(gpugrad.optim.SGD([param], lr=0.1), **options)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(torch.optim.SGD([tparam], lr=0.1), **options)
+    metrics = [1.0, 0.9, 0.89, 0.9, 0.91, 0.5, 0.49, 0.6, 0.7, 0.8, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+    for value in metrics:
+        sched.step(value)
+        tsched.step(value)
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
+    assert sched.get_last_lr() != [0.1]
+    sched.step(gpugrad.tensor(0.1))  # a 0-d tensor metric, as a loss is
+
+
+def test_optimizer_state_holds_tensors(rng):
+    """``opt.state[p]`` holds Tensors (``exp_avg``, ``step``) as torch does, so
+    scripts that read or edit them work."""
+    ours, theirs = _models("cpu")
+    opt = gpugrad.optim.Adam(ours.parameters(), lr=0.01)
+    topt = torch.optim.Adam(theirs.parameters(), lr=0.01)
+    _train(ours, theirs, opt, topt, rng, "cpu", steps=3)
+    param = next(iter(ours.parameters()))
+    tparam = next(iter(theirs.parameters()))
+    state, tstate = opt.state[param], topt.state[tparam]
+    assert sorted(state) == sorted(tstate)
+    assert isinstance(state["exp_avg"], gpugrad.Tensor) and state["exp_avg"].shape == param.shape
+    assert float(state["step"]) == float(tstate["step"]) == 3
+    assert_close(state["exp_avg_sq"], tstate["exp_avg_sq"], 1e-10)
+    state["exp_avg"].zero_()  # edits of the state reach the next step
+    tstate["exp_avg"].zero_()
+    _train(ours, theirs, opt, topt, rng, "cpu", steps=1)
+    assert_close(param, tparam, 1e-10)
 
 
 def test_param_groups_and_zero_grad(rng):

@@ -73,7 +73,8 @@ class enable_grad(_GradMode):
 
 class inference_mode(_GradMode):
     """``inference_mode(mode=True)``: like ``no_grad`` (gpugrad keeps no extra
-    inference-only state); ``inference_mode(False)`` changes nothing."""
+    inference-only state); ``inference_mode(False)`` turns both inference mode
+    off and grad mode on, as torch's does (even inside ``no_grad``)."""
 
     def __new__(cls, mode=True):
         self = object.__new__(cls)
@@ -88,8 +89,7 @@ class inference_mode(_GradMode):
 
     def __enter__(self):
         self._previous = (_state.enabled, _state.inference)
-        if self.active:
-            _state.enabled, _state.inference = False, True
+        _state.enabled, _state.inference = not self.active, self.active
         return self
 
     def __exit__(self, *exc):

@@ -2,9 +2,9 @@
 pooling, dropout, layer_norm, batch_norm, embedding, one_hot, pad, attention.
 
 This module validates arguments (shapes, dtypes, devices, options) and calls
-the ops: cross-entropy is the fused op of ``gpugrad/ops/fused.py``; the other
-losses are compositions of differentiable ops (binary cross-entropy is one
-Function, for torch's clamped gradient at 0 and 1).
+the ops: cross-entropy is the fused op of ``gpugrad/ops/fused.py``; mse,
+smooth_l1, huber and the binary cross-entropies are one node each, the
+reduction inside, named as torch's; the rest are compositions of ops.
 """
 
 import math
@@ -12,7 +12,7 @@ import warnings
 
 from gpugrad import dtypes, random
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.autograd.grad_mode import no_grad
+from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import fused as cuda_fused
 from gpugrad.ops import elementwise, fused
@@ -27,7 +27,7 @@ from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
     max_pool2d,
     unfold,
 )
-from gpugrad.ops.elementwise import clamp, gelu, sigmoid, silu, softplus, tanh, where  # noqa: F401 (re-exported)
+from gpugrad.ops.elementwise import clamp, gelu, sigmoid, softplus, tanh, where  # noqa: F401 (re-exported)
 from gpugrad.ops.fused import log_softmax, logsumexp, softmax  # noqa: F401 (re-exported)
 from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
 from gpugrad.ops.shape import pad  # noqa: F401 (re-exported)
@@ -175,21 +175,114 @@ def _warn_shape(input, target):
                       "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3)
 
 
+class _PointwiseLoss(InternalFunction):
+    """An elementwise loss and its reduction in one node, named as torch's
+    (``MseLossBackward0``, ...).  A subclass gives ``pointwise(ctx, input,
+    target, *extra)`` on arrays (saving what its gradient needs) and
+    ``gradients(ctx, grad)``: the (input, target) gradients in Tensor ops, for
+    a per-element ``grad``, so double backward works."""
+
+    @staticmethod
+    def forward(ctx, input, target, reduction, *extra):
+        loss = type(ctx).pointwise(ctx, input, target, *extra)
+        ctx.reduction, ctx.extra = reduction, len(extra)
+        if reduction == "none":
+            return loss.astype(input.dtype, copy=False)
+        ctx.count = loss.size
+        total = loss.sum(dtype=dtypes.accumulate_dtype(input.dtype))
+        if reduction == "mean":
+            total = total / loss.size if loss.size else total * math.nan
+        return total.astype(input.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.reduction == "mean":
+            grad = grad / ctx.count if ctx.count else grad * math.nan
+        return type(ctx).gradients(ctx, grad) + (None,) * (1 + ctx.extra)
+
+
+def _loss_operands(input, target, name):
+    """input and target in their common floating dtype (torch's promotion),
+    with torch's warning when they broadcast."""
+    _check_tensor(input, name, "input")
+    _check_tensor(target, name, "target")
+    _warn_shape(input, target)
+    dtype = dtypes.result_type(input, target)
+    if not dtypes.is_floating_point(dtype):
+        dtype = dtypes.get_default_dtype()
+    return (input if input.dtype == dtype else input.to(dtype)), (target if target.dtype == dtype else
+                                                                   target.to(dtype))
+
+
+class MseLoss(_PointwiseLoss):
+    @staticmethod
+    def pointwise(ctx, input, target):
+        ctx.save_for_backward(input, target)
+        diff = input - target
+        return diff * diff
+
+    @staticmethod
+    def gradients(ctx, grad):
+        input, target = ctx.saved_tensors
+        g = 2 * grad * (input - target)
+        return g, (-g if ctx.needs_input_grad[1] else None)
+
+
+def _weighted(loss, weight, input, reduction):
+    """torch's weighted mse and l1: the mean divides by the sum of the weights."""
+    if weight.shape != input.shape:
+        raise ValueError("Weights and input must have the same size.")
+    loss = loss * weight
+    if reduction == "mean":
+        return loss.sum() / weight.sum()
+    return _reduce(loss, reduction)
+
+
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error (broadcasting input against target, with torch's warning)."""
     reduction = _reduction(reduction, size_average, reduce)
-    _warn_shape(input, target)
+    input, target = _loss_operands(input, target, "mse_loss")
+    if weight is None:
+        return MseLoss.apply(input, target, reduction)
     diff = input - target
-    loss = diff * diff
-    return _reduce(loss if weight is None else loss * weight, reduction)
+    return _weighted(diff * diff, weight, input, reduction)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean absolute error."""
     reduction = _reduction(reduction, size_average, reduce)
-    _warn_shape(input, target)
+    input, target = _loss_operands(input, target, "l1_loss")
     loss = (input - target).abs()
-    return _reduce(loss if weight is None else loss * weight, reduction)
+    return _reduce(loss, reduction) if weight is None else _weighted(loss, weight, input, reduction)
+
+
+class _PiecewiseQuadratic(_PointwiseLoss):
+    """0.5 d^2 / beta * scale where |d| < beta, scale (|d| - 0.5 beta) elsewhere
+    (d = input - target): smooth_l1 (scale 1) and huber (beta = delta = scale)."""
+
+    @staticmethod
+    def pointwise(ctx, input, target, beta, scale):
+        ctx.save_for_backward(input, target)
+        ctx.beta, ctx.scale = beta, scale
+        diff = input - target
+        size = abs(diff)
+        return ctx.xp.where(size < beta, (0.5 * scale / beta) * diff * diff, scale * (size - 0.5 * beta))
+
+    @staticmethod
+    def gradients(ctx, grad):
+        input, target = ctx.saved_tensors
+        diff = input - target
+        beta, scale = ctx.beta, ctx.scale
+        g = grad * where(diff.abs() < beta, diff * (scale / beta), diff.sign() * scale)
+        return g, (-g if ctx.needs_input_grad[1] else None)
+
+
+class SmoothL1Loss(_PiecewiseQuadratic):
+    pass
+
+
+class HuberLoss(_PiecewiseQuadratic):
+    pass
 
 
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
@@ -197,12 +290,10 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     reduction = _reduction(reduction, size_average, reduce)
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
-    _warn_shape(input, target)
-    diff = (input - target).abs()
+    input, target = _loss_operands(input, target, "smooth_l1_loss")
     if beta == 0:
-        return _reduce(diff, reduction)
-    loss = where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
-    return _reduce(loss, reduction)
+        return _reduce((input - target).abs(), reduction)
+    return SmoothL1Loss.apply(input, target, reduction, float(beta), 1.0)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
@@ -210,10 +301,12 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     reduction = _reduction(reduction)
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
-    _warn_shape(input, target)
-    diff = (input - target).abs()
-    loss = where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
-    return _reduce(loss if weight is None else loss * weight, reduction)
+    input, target = _loss_operands(input, target, "huber_loss")
+    if weight is None:
+        return HuberLoss.apply(input, target, reduction, float(delta), float(delta))
+    if weight.shape != input.shape:
+        raise ValueError("Weights and input must have the same size.")
+    return _reduce(HuberLoss.apply(input, target, "none", float(delta), float(delta)) * weight, reduction)
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
@@ -238,31 +331,42 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return out / input.shape[0] if batchmean and input.ndim else out
 
 
-class BinaryCrossEntropy(InternalFunction):
+_BCE_EPSILON = 9.999999960041972e-13    # torch's 1e-12, a float32 constant: gradients at p = 0 and 1 agree
+
+
+def _constant_operand(value, input, function, what):
+    """A class or pos weight: no gradient flows to it (torch's error if one is asked for)."""
+    if value is None:
+        return None
+    if value.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"The function '{function}' is not differentiable with respect to argument "
+                           f"'{what}'. This input cannot have requires_grad True.")
+    return value.detach().to(input.dtype)
+
+
+class BinaryCrossEntropy(_PointwiseLoss):
     """-w (t log p + (1 - t) log(1 - p)) with the logs clamped at -100 and
     torch's gradient w (p - t) / max(p (1 - p), 1e-12): finite at p = 0 and 1."""
 
     @staticmethod
-    def forward(ctx, p, target, weight):
+    def pointwise(ctx, p, target, weight):
         xp = ctx.xp
         ctx.save_for_backward(p, target, weight)
         log_p = xp.maximum(xp.log(p), -100)
         log_q = xp.maximum(xp.log1p(-p), -100)
         loss = -(target * log_p + (1 - target) * log_q)
-        if weight is not None:
-            loss = loss * weight
-        return loss.astype(p.dtype, copy=False)
+        return loss if weight is None else loss * weight
 
     @staticmethod
-    def backward(ctx, grad):
+    def gradients(ctx, grad):
         p, target, weight = ctx.saved_tensors
         scale = grad if weight is None else grad * weight
         grad_p = grad_t = None
         if ctx.needs_input_grad[0]:
-            grad_p = scale * (p - target) / (p * (1 - p)).clamp(min=1e-12)
+            grad_p = scale * (p - target) / (p * (1 - p)).clamp(min=_BCE_EPSILON)
         if ctx.needs_input_grad[1]:
             grad_t = scale * ((1 - p).log().clamp(min=-100) - p.log().clamp(min=-100))
-        return grad_p, grad_t, None
+        return grad_p, grad_t
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
@@ -275,33 +379,36 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if input.numel() and (bool((input.array < 0).any()) or bool((input.array > 1).any())):
         raise RuntimeError("all elements of input should be between 0 and 1")
     target = target.to(input.dtype)
-    w = None if weight is None else weight.to(input.dtype).expand(input.shape)
-    return _reduce(BinaryCrossEntropy.apply(input, target, w), reduction)
+    w = _constant_operand(weight, input, "binary_cross_entropy", "weight")
+    return BinaryCrossEntropy.apply(input, target, reduction, None if w is None else w.expand(input.shape))
 
 
-class BinaryCrossEntropyWithLogits(InternalFunction):
-    """(1 - t) x + L * log(1 + exp(-x)), L = 1 + (pos_weight - 1) t, computed
-    without overflow for any |x|; d/dx = L sigmoid(x) - pos_weight t."""
+class BinaryCrossEntropyWithLogits(_PointwiseLoss):
+    """w ((1 - t) x + L log(1 + exp(-x))), L = 1 + (pos_weight - 1) t, computed
+    without overflow for any |x|; d/dx = w (L sigmoid(x) - pos_weight t)."""
 
     @staticmethod
-    def forward(ctx, x, target, pos_weight):
+    def pointwise(ctx, x, target, weight, pos_weight):
         xp = ctx.xp
-        ctx.save_for_backward(x, target, pos_weight)
+        ctx.save_for_backward(x, target, weight, pos_weight)
         softplus_neg = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)     # log(1 + e^-x)
         scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-        return ((1 - target) * x + scale * softplus_neg).astype(x.dtype, copy=False)
+        loss = (1 - target) * x + scale * softplus_neg
+        return loss if weight is None else loss * weight
 
     @staticmethod
-    def backward(ctx, grad):
-        x, target, pos_weight = ctx.saved_tensors
-        scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-        weighted_target = target if pos_weight is None else pos_weight * target
-        grad_x = grad * (scale * x.sigmoid() - weighted_target)
-        grad_target = None
+    def gradients(ctx, grad):
+        x, target, weight, pos_weight = ctx.saved_tensors
+        if weight is not None:
+            grad = grad * weight
+        grad_x = grad_target = None
+        if ctx.needs_input_grad[0]:
+            scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
+            weighted_target = target if pos_weight is None else pos_weight * target
+            grad_x = grad * (scale * x.sigmoid() - weighted_target)
         if ctx.needs_input_grad[1]:
-            softplus_neg = softplus(-x)
-            grad_target = grad * (-x + (0 if pos_weight is None else (pos_weight - 1) * softplus_neg))
-        return grad_x, grad_target, None
+            grad_target = grad * (-x + (0 if pos_weight is None else (pos_weight - 1) * softplus(-x)))
+        return grad_x, grad_target
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
@@ -313,11 +420,10 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         raise ValueError(f"Target size ({list(target.shape)}) must be the same as input size "
                          f"({list(input.shape)})")
     target = target.to(input.dtype)
-    loss = BinaryCrossEntropyWithLogits.apply(input, target,
-                                              None if pos_weight is None else pos_weight.to(input.dtype))
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, reduction)
+    function = "binary_cross_entropy_with_logits"
+    weight = _constant_operand(weight, input, function, "weight")
+    pos_weight = _constant_operand(pos_weight, input, function, "pos_weight")
+    return BinaryCrossEntropyWithLogits.apply(input, target, reduction, weight, pos_weight)
 
 
 # -- layers ---------------------------------------------------------------------------------
@@ -429,15 +535,23 @@ def one_hot(tensor, num_classes=-1):
         if not tensor.numel():
             raise RuntimeError("Can not infer total number of classes from empty tensor.")
         num_classes = int(tensor.array.max()) + 1
-    if tensor.numel() and (int(tensor.array.min()) < 0 or int(tensor.array.max()) >= num_classes):
+    if tensor.numel() and int(tensor.array.min()) < 0:
+        raise RuntimeError("Class values must be non-negative.")
+    if tensor.numel() and int(tensor.array.max()) >= num_classes:
         raise RuntimeError("Class values must be smaller than num_classes.")
     return Tensor._make((tensor.array[..., None] == xp.arange(num_classes)).astype(dtypes.int64))
 
 
 # -- activations ----------------------------------------------------------------------------
 
-def _maybe_inplace(input, out, inplace):
-    return input.copy_(out) if inplace else out
+def _activate(function, input, inplace, *args):
+    """``function(input, *args)``; with ``inplace`` written over ``input`` (its
+    version bumped, its history the activation's).  Recording, the function
+    runs on a clone, so no node of it saved the values being overwritten."""
+    if not inplace:
+        return function(input, *args)
+    source = input.clone() if is_grad_enabled() and input.requires_grad else input
+    return input.copy_(function(source, *args))
 
 
 def relu(input, inplace=False):
@@ -450,30 +564,42 @@ def relu_(input):
     return input.relu_()
 
 
+def _threshold(x, threshold, value):
+    return where(x > threshold, x, value)
+
+
 def threshold(input, threshold, value, inplace=False):
     """input where input > threshold, else value."""
-    return _maybe_inplace(input, where(input > threshold, input, value), inplace)
+    return _activate(_threshold, input, inplace, threshold, value)
+
+
+def _leaky_relu(x, negative_slope):
+    return where(x > 0, x, x * negative_slope)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """x where x > 0, negative_slope * x elsewhere."""
-    return _maybe_inplace(input, where(input > 0, input, input * negative_slope), inplace)
+    return _activate(_leaky_relu, input, inplace, negative_slope)
+
+
+def _elu(x, alpha, scale=1.0):
+    out = where(x > 0, x, alpha * (x.clamp(max=0).exp() - 1))
+    return out if scale == 1.0 else scale * out
 
 
 def elu(input, alpha=1.0, inplace=False):
     """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
-    return _maybe_inplace(input, where(input > 0, input, alpha * (input.clamp(max=0).exp() - 1)), inplace)
+    return _activate(_elu, input, inplace, alpha)
 
 
 def selu(input, inplace=False):
     """Scaled ELU with the self-normalising constants."""
-    alpha, scale = 1.6732632423543772, 1.0507009873554805
-    return _maybe_inplace(input, scale * where(input > 0, input, alpha * (input.clamp(max=0).exp() - 1)), inplace)
+    return _activate(_elu, input, inplace, 1.6732632423543772, 1.0507009873554805)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
-    """x clamped to [min_val, max_val]."""
-    return _maybe_inplace(input, clamp(input, min_val, max_val), inplace)
+    """x clamped to [min_val, max_val]; the gradient is 1 strictly inside."""
+    return _activate(elementwise.hardtanh, input, inplace, min_val, max_val)
 
 
 def relu6(input, inplace=False):
@@ -483,17 +609,26 @@ def relu6(input, inplace=False):
 
 def hardsigmoid(input, inplace=False):
     """relu6(x + 3) / 6."""
-    return _maybe_inplace(input, clamp(input / 6 + 0.5, 0.0, 1.0), inplace)
+    return _activate(elementwise.hardsigmoid, input, inplace)
 
 
 def hardswish(input, inplace=False):
     """x * relu6(x + 3) / 6."""
-    return _maybe_inplace(input, input * clamp(input / 6 + 0.5, 0.0, 1.0), inplace)
+    return _activate(elementwise.hardswish, input, inplace)
+
+
+def silu(input, inplace=False):
+    """x * sigmoid(x)."""
+    return _activate(elementwise.silu, input, inplace)
+
+
+def _mish(x):
+    return x * softplus(x).tanh()
 
 
 def mish(input, inplace=False):
     """x * tanh(softplus(x))."""
-    return _maybe_inplace(input, input * softplus(input).tanh(), inplace)
+    return _activate(_mish, input, inplace)
 
 
 def logsigmoid(input):

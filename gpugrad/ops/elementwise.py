@@ -801,6 +801,74 @@ def clamp(input, min=None, max=None):
 clip = clamp
 
 
+class Hardtanh(InternalFunction):
+    """x clamped to [low, high]; unlike clamp's, the gradient passes only
+    strictly inside (torch's hardtanh, relu6)."""
+
+    @staticmethod
+    def forward(ctx, x, low, high):
+        xp = ctx.xp
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((x > low) & (x < high))
+        return xp.minimum(xp.maximum(x, low), high).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, = ctx.saved_tensors
+        return where(inside, grad, 0.0), None, None
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    """input clamped to [min_val, max_val]; gradient 1 strictly inside, else 0."""
+    x = _unary_input(input, "hardtanh")
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    return Hardtanh.apply(x, scalar_of(x.dtype, min_val), scalar_of(x.dtype, max_val))
+
+
+class Hardsigmoid(InternalFunction):
+    """clamp(x / 6 + 1/2, 0, 1); gradient 1/6 strictly inside (-3, 3)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = ctx.xp
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((x > -3) & (x < 3))
+        return xp.clip(x / scalar_of(x.dtype, 6) + scalar_of(x.dtype, 0.5), 0, 1).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, = ctx.saved_tensors
+        return where(inside, grad / 6, 0.0)
+
+
+def hardsigmoid(input):
+    """clamp(input / 6 + 1/2, 0, 1)."""
+    return Hardsigmoid.apply(_unary_input(input, "hardsigmoid"))
+
+
+class Hardswish(InternalFunction):
+    """x * hardsigmoid(x); gradient 0 for x <= -3, 1 for x >= 3, x / 3 + 1/2
+    between (torch's)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = ctx.xp
+        ctx.save_for_backward(x)
+        gate = xp.clip(x / scalar_of(x.dtype, 6) + scalar_of(x.dtype, 0.5), 0, 1)
+        return (x * gate).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return grad * where(x <= -3, 0.0, where(x >= 3, 1.0, x / 3 + 0.5))
+
+
+def hardswish(input):
+    """input * hardsigmoid(input)."""
+    return Hardswish.apply(_unary_input(input, "hardswish"))
+
+
 def clamp_min(input, min):
     """max(input, min), elementwise (clamp with a lower bound only)."""
     return clamp(input, min=min)

@@ -49,6 +49,19 @@ def sum(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     return Sum.apply(input, dims, keepdim_arg(keepdim, keepdims), dtypes.as_dtype(dtype))
 
 
+class Mean(InternalFunction):
+    @staticmethod
+    def forward(ctx, x, dims, keepdim, count):
+        ctx.shape, ctx.dims, ctx.count = x.shape, dims, count
+        total = x.sum(axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(x.dtype))
+        return (total / count if count else total * math.nan).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        scaled = grad / ctx.count if ctx.count else grad * math.nan
+        return scaled.reshape(keepdim_shape(ctx.shape, ctx.dims)).expand(ctx.shape), None, None, None
+
+
 def mean(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     """The mean over ``dim`` (None: every element); floating-point tensors only
     (nan over an empty dim, as in torch)."""
@@ -59,8 +72,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
                            f"floating point or complex dtype. Got: {dtypes.dtype_name(input.dtype).capitalize()}")
     dims = normalize_dims(dim, input.ndim)
     count = math.prod(input.shape[d] for d in dims)
-    total = Sum.apply(input, dims, keepdim_arg(keepdim, keepdims), input.dtype)
-    return total / count if count else total * math.nan
+    return Mean.apply(input, dims, keepdim_arg(keepdim, keepdims), count)
 
 
 class SumToSize(InternalFunction):

@@ -21,6 +21,7 @@ from gpugrad.nn.modules.activation import (
                                            Softplus,
                                            Softsign,
                                            Tanh,
+                                           Threshold,
 )
 from gpugrad.nn.modules.batchnorm import BatchNorm1d, BatchNorm2d
 from gpugrad.nn.modules.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential

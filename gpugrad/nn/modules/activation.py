@@ -14,8 +14,7 @@ class _Activation(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        out = type(self).function(input)
-        return input.copy_(out) if self.inplace else out
+        return type(self).function(input, inplace=self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -129,6 +128,9 @@ class ELU(Module):
     def forward(self, input):
         return F.elu(input, self.alpha, self.inplace)
 
+    def extra_repr(self):
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
 
 class Hardtanh(Module):
     """x clamped to [min_val, max_val]."""
@@ -140,6 +142,23 @@ class Hardtanh(Module):
     def forward(self, input):
         return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class Threshold(Module):
+    """x where x > threshold, else value."""
+
+    def __init__(self, threshold, value, inplace=False):
+        super().__init__()
+        self.threshold, self.value, self.inplace = threshold, value, inplace
+
+    def forward(self, input):
+        return F.threshold(input, self.threshold, self.value, self.inplace)
+
+    def extra_repr(self):
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
+
 
 class Softplus(Module):
     """log(1 + exp(beta x)) / beta."""
@@ -150,6 +169,9 @@ class Softplus(Module):
 
     def forward(self, input):
         return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class Softmax(Module):
@@ -189,3 +211,6 @@ class GLU(Module):
 
     def forward(self, input):
         return F.glu(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
