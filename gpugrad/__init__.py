@@ -13,7 +13,7 @@ with PyTorch's API names.
 # must already be loading), then tensor_methods binds Tensor's op methods.
 from gpugrad import autograd  # noqa: I001
 from gpugrad import tensor_methods  # noqa: F401
-from gpugrad import cuda, dtypes
+from gpugrad import cuda, dtypes, return_types
 from gpugrad.autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad,
                               set_grad_enabled)
 from gpugrad.backend import device, get_default_device, set_default_device

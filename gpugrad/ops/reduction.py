@@ -8,18 +8,14 @@ accumulate in float32, as torch does.
 """
 
 import builtins
-import collections
 import math
 
-from gpugrad import dtypes
+from gpugrad import dtypes, return_types
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
 from gpugrad.ops import shape
 from gpugrad.ops.elementwise import maximum, minimum, where
 from gpugrad.tensor import Tensor
-
-MaxMin = collections.namedtuple("MaxMin", ["values", "indices"])
-SortResult = collections.namedtuple("SortResult", ["values", "indices"])
 
 
 def keepdim_arg(keepdim, keepdims):
@@ -266,7 +262,7 @@ def _max_or_min(x, dim, keepdim, largest):
     values = shape.gather(x, d, index) if x.ndim else x.clone()
     if not keepdim:
         values, index = values.squeeze(d), index.squeeze(d)
-    return MaxMin(values, index)
+    return (return_types.max if largest else return_types.min)(values, index)
 
 
 def max(input, dim=None, keepdim=False, *, keepdims=None):
@@ -468,10 +464,10 @@ def sort(input, dim=-1, descending=False, stable=False):
     """(values, indices) sorted along ``dim`` (nan last ascending, first
     descending, as in torch); the values carry the gradient."""
     if input.ndim == 0:
-        return SortResult(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
+        return return_types.sort(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
     d = wrap_dim(dim, input.ndim)
     indices = argsort(input, d, descending, stable=True)
-    return SortResult(shape.gather(input, d, indices), indices)
+    return return_types.sort(shape.gather(input, d, indices), indices)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -504,7 +500,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     order = argsort(input, d, descending=largest)
     key = (slice(None),) * d + (slice(0, k),)
     indices = order[key] if input.ndim else order
-    return SortResult(shape.gather(input, d, indices) if input.ndim else input.clone(), indices)
+    return return_types.topk(shape.gather(input, d, indices) if input.ndim else input.clone(), indices)
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):
@@ -515,7 +511,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     values, indices = values[key], indices[key]
     if not keepdim:
         values, indices = values.squeeze(d), indices.squeeze(d)
-    return SortResult(values, indices)
+    return return_types.kthvalue(values, indices)
 
 
 def median(input, dim=None, keepdim=False):
@@ -524,4 +520,4 @@ def median(input, dim=None, keepdim=False):
         flat = input.reshape(-1)
         return kthvalue(flat, (flat.shape[0] + 1) // 2, 0).values
     d = wrap_dim(dim, input.ndim)
-    return kthvalue(input, (input.shape[d] + 1) // 2, d, keepdim)
+    return return_types.median(*kthvalue(input, (input.shape[d] + 1) // 2, d, keepdim))
