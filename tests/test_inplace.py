@@ -47,6 +47,27 @@ def test_integer_and_bitwise_augmented_operators():
         x += 1.5
 
 
+def test_matmul_and_shift_augmented_operators(rng):
+    a, b = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    x, t = gpugrad.tensor(a), torch.tensor(a)
+    row = x[0]
+    same = x
+    tsame = t
+    x @= gpugrad.tensor(b)              # torch has no in-place matmul: ``x = x @ b``, a new tensor
+    t @= torch.tensor(b)
+    assert (x is same) == (t is tsame) == False  # noqa: E712
+    assert_close(x, t, 1e-12)
+    assert_close(row, tsame[0], 1e-12)
+    x @= gpugrad.ones(3, 2, dtype=gpugrad.float64)
+    assert x.shape == (3, 2)
+    s, ts = gpugrad.tensor([1, 8, 3]), torch.tensor([1, 8, 3])
+    s <<= 2
+    s >>= gpugrad.tensor([1, 2, 0])
+    ts <<= 2
+    ts >>= torch.tensor([1, 2, 0])
+    assert s.tolist() == ts.tolist()
+
+
 def test_leaf_that_requires_grad_refuses_in_place_outside_no_grad():
     w = gpugrad.ones(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
