@@ -205,6 +205,19 @@ def test_target_on_another_device_is_named():
 
 # -- other losses and layers -------------------------------------------------------------
 
+def _check_losses(cases, leaves, tol):
+    """Each (ours, torch's) loss agrees; so do the leaves' gradients of their sums."""
+    total, ttotal = 0, 0
+    for ours, theirs in cases:
+        assert_close(ours, theirs, tol)
+        total = total + ours.sum()
+        ttotal = ttotal + theirs.sum()
+    total.backward()
+    ttotal.backward()
+    for ours, theirs in leaves:
+        assert_close(ours.grad, theirs.grad, tol)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_regression_and_binary_losses(rng, device, reduction):
     x, tx = make_pair(rng, (4, 3), "float64", device, -3, 3)
@@ -222,15 +235,7 @@ def test_regression_and_binary_losses(rng, device, reduction):
         (F.binary_cross_entropy_with_logits(x * 100, y, reduction=reduction),
          TF.binary_cross_entropy_with_logits(tx * 100, ty, reduction=reduction)),
     ]
-    total, ttotal = 0, 0
-    for ours, theirs in cases:
-        assert_close(ours, theirs, 1e-10)
-        total = total + ours.sum()
-        ttotal = ttotal + theirs.sum()
-    total.backward()
-    ttotal.backward()
-    assert_close(x.grad, tx.grad, 1e-10)
-    assert_close(p.grad, tp.grad, 1e-10)
+    _check_losses(cases, [(x, tx), (p, tp)], 1e-10)
 
 
 def test_bce_with_logits_is_stable_and_twice_differentiable(rng, device):
@@ -324,15 +329,7 @@ def test_smooth_l1_huber_and_kl_div_match_torch(rng, device, reduction):
         (F.kl_div(logp, q.log(), reduction=kl_reduction, log_target=True),
          TF.kl_div(tlogp, tq.log(), reduction=kl_reduction, log_target=True)),
     ]
-    total, ttotal = 0, 0
-    for ours, theirs in cases:
-        assert_close(ours, theirs, 1e-12)
-        total = total + ours.sum()
-        ttotal = ttotal + theirs.sum()
-    total.backward()
-    ttotal.backward()
-    for ours, theirs in [(x, tx), (y, ty), (logp, tlogp), (q, tq)]:
-        assert_close(ours.grad, theirs.grad, 1e-12)
+    _check_losses(cases, [(x, tx), (y, ty), (logp, tlogp), (q, tq)], 1e-12)
 
 
 def test_kl_div_mean_and_legacy_reduction_arguments_warn_as_torch(rng):
