@@ -362,25 +362,28 @@ template <typename A> __device__ __forceinline__ A block_tree_sum(A v, A* scratc
 // resets the counter for the next launch.  Every thread of every block must call.
 template <typename A, typename Done>
 __device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned int* counter, A* scratch, Done&& done) {
+    // every block of the grid (grid.y too) adds its (a, b); the last one to finish adds the
+    // partials in block order (deterministic) and calls done(sum a, sum b) in its thread 0
     __shared__ bool is_last;
     const int flat = threadIdx.y * blockDim.x + threadIdx.x;
     const int threads = blockDim.x * blockDim.y;
+    const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
     a = block_tree_sum(a, scratch);
     b = block_tree_sum(b, scratch);
     if (flat == 0) {
-        partials[blockIdx.x] = a;
-        partials[gridDim.x + blockIdx.x] = b;
+        partials[block] = a;
+        partials[blocks + block] = b;
         __threadfence();
-        is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
+        is_last = atomicAdd(counter, 1u) == static_cast<unsigned int>(blocks - 1);
     }
     __syncthreads();
     if (!is_last) return;
     __threadfence();
     const volatile A* seen = partials;
     A sa = A(0), sb = A(0);
-    for (int k = flat; k < static_cast<int>(gridDim.x); k += threads) {
+    for (int k = flat; k < blocks; k += threads) {
         sa += seen[k];
-        sb += seen[gridDim.x + k];
+        sb += seen[blocks + k];
     }
     sa = block_tree_sum(sa, scratch);
     sb = block_tree_sum(sb, scratch);
@@ -388,6 +391,43 @@ __device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned 
         done(sa, sb);
         *counter = 0u;
     }
+}
+
+// A row split over grid.y = splits blocks (one row per block, blockDim.y == 1):
+// each block hands in the state of its chunk (st, and one more sum, `extra`,
+// when partial_x is given) from thread 0; the last block of the row to arrive
+// (an atomic counter per row, left at zero) merges all chunks in chunk order
+// (deterministic) into thread 0's st and extra.  Called by every thread of the
+// block; returns, in every thread, whether this block holds the merged row.
+template <typename A>
+__device__ __forceinline__ bool merge_split_row(MaxSum<A>& st, A& extra, A* partial_m, A* partial_s, A* partial_x,
+                                                unsigned int* row_counters, long long row) {
+    __shared__ bool last_chunk;
+    const int splits = gridDim.y;
+    const long long at = row * splits + blockIdx.y;
+    if (threadIdx.x == 0) {
+        partial_m[at] = st.m;
+        partial_s[at] = st.s;
+        if (partial_x != nullptr) partial_x[at] = extra;
+        __threadfence();
+        last_chunk = atomicAdd(row_counters + row, 1u) == static_cast<unsigned int>(splits - 1);
+    }
+    __syncthreads();
+    const bool merge_here = last_chunk;
+    __syncthreads();                      // last_chunk is rewritten for the next row
+    if (merge_here && threadIdx.x == 0) {
+        __threadfence();
+        st = empty_max_sum<A>();
+        extra = A(0);
+        for (int k = 0; k < splits; ++k) {
+            const volatile A* pm = partial_m + row * splits + k;
+            const volatile A* ps = partial_s + row * splits + k;
+            st = merge(st, MaxSum<A>{*pm, *ps});
+            if (partial_x != nullptr) extra += *(static_cast<const volatile A*>(partial_x) + row * splits + k);
+        }
+        row_counters[row] = 0u;
+    }
+    return merge_here;
 }
 
 }  // namespace gpugrad

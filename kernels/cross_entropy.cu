@@ -25,7 +25,8 @@
 //   in shared memory); ignored rows are not read; backward reads N*C and
 //   writes N*C.
 // Loss: in the input dtype (torch), or in the accumulation dtype (loss_in_acc).
-// Launch: as logsumexp.cu; the backward splits long rows over grid.y.
+// Launch: as logsumexp.cu; forward (without dx) and backward split few long
+//   rows over grid.y, the last block of a row merging its chunks in order.
 #include "common.cuh"
 
 using namespace gpugrad;
@@ -40,7 +41,8 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, Acc<T>* __restrict__ row_weight,
         T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
         Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
-        long long* __restrict__ error, int use_cache) {
+        long long* __restrict__ error, int use_cache, Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s,
+        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters) {
     using A = Acc<T>;
     extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch_m[32], scratch_s[32], scratch_x[32];
@@ -60,6 +62,10 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         denominator = block_tree_sum(denominator, scratch_block);
     }
     const A grad_scale = dx != nullptr && reduction == 2 ? A(1) / denominator : A(1);
+    // grid.y > 1: each row split into chunks, one per block (never with dx)
+    const int splits = gridDim.y, chunk = blockIdx.y;
+    const int chunk_cols = (cols + splits - 1) / splits;
+    const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     T* cache = dx != nullptr && use_cache && sc == 1
                    ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(cols) : nullptr;
     A block_loss = A(0), block_weight = A(0);
@@ -70,7 +76,7 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         const long long t = active ? static_cast<long long>(target[row]) : ignore_index;
         bool used = active && t != ignore_index;
         if (used && (t < 0 || t >= cols)) {
-            if (threadIdx.x == 0) record_bad_index(error, CLASS_INDEX, t, cols);
+            if (threadIdx.x == 0 && chunk == 0) record_bad_index(error, CLASS_INDEX, t, cols);
             used = false;
         }
         // Every lane of the group goes on to the reductions below (shuffles of
@@ -81,14 +87,19 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         MaxSum<A> st = empty_max_sum<A>();
         A weighted = A(0);                       // sum_c w_c (x_c - pivot), for smoothing only
         if (used)
-            st = lane_stats(x_row, sc, cols, threadIdx.x, blockDim.x, cache, [&](int j0, const auto& v, int count) {
+            st = lane_stats(x_row + begin * sc, sc, end - begin, threadIdx.x, blockDim.x, cache,
+                            [&](int j0, const auto& v, int count) {
                 if (smoothing == A(0)) return;
 #pragma unroll
                 for (int k = 0; k < static_cast<int>(sizeof(v) / sizeof(A)); ++k)
-                    if (k < count) weighted += (weight ? weight[j0 + k] : A(1)) * (v[k] - pivot);
+                    if (k < count) weighted += (weight ? weight[begin + j0 + k] : A(1)) * (v[k] - pivot);
             });
         st = group_merge(st, scratch_m, scratch_s);
         if (smoothing != A(0)) weighted = group_sum(weighted, scratch_x);
+        if (splits > 1 && !merge_split_row(st, weighted, partial_m, partial_s,
+                                           smoothing != A(0) ? partial_x : static_cast<A*>(nullptr), row_counters,
+                                           row))
+            continue;                            // another block of this row merges it
         A m, ls;
         finish(st, m, ls);
         const bool special = !isfinite(ls);

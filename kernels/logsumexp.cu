@@ -26,7 +26,6 @@ __global__ void __launch_bounds__(512, 1) logsumexp_forward(
         Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s, unsigned int* __restrict__ row_counters) {
     using A = Acc<T>;
     __shared__ A scratch_m[32], scratch_s[32];
-    __shared__ bool last_chunk;
     const Rows layout{inner, so, si, sc};
     const int splits = gridDim.y, chunk = blockIdx.y;
     const int chunk_cols = (cols + splits - 1) / splits;
@@ -41,27 +40,9 @@ __global__ void __launch_bounds__(512, 1) logsumexp_forward(
                             static_cast<T*>(nullptr));
         st = group_merge(st, scratch_m, scratch_s);
         if (splits > 1) {
-            // blockDim.y == 1 here: one row per block
-            if (threadIdx.x == 0) {
-                partial_m[row * splits + chunk] = st.m;
-                partial_s[row * splits + chunk] = st.s;
-                __threadfence();
-                last_chunk = atomicAdd(row_counters + row, 1u) == static_cast<unsigned int>(splits - 1);
-            }
-            __syncthreads();
-            const bool merge_here = last_chunk;
-            __syncthreads();                      // last_chunk is rewritten by the next row
-            if (!merge_here) continue;
-            if (threadIdx.x == 0) {
-                __threadfence();
-                st = empty_max_sum<A>();
-                for (int k = 0; k < splits; ++k) {
-                    const volatile A* pm = partial_m + row * splits + k;
-                    const volatile A* ps = partial_s + row * splits + k;
-                    st = merge(st, MaxSum<A>{*pm, *ps});
-                }
-                row_counters[row] = 0u;
-            }
+            A unused = A(0);
+            if (!merge_split_row(st, unused, partial_m, partial_s, static_cast<A*>(nullptr), row_counters, row))
+                continue;
         }
         if (active && threadIdx.x == 0) {
             A m, ls;

@@ -289,6 +289,55 @@ def gradient_written_by_the_forward():
                 close(x.grad, tx.grad, 1e-12, f"grad {classes} {reduction} {options}")
 
 
+@check
+def few_long_rows_split_over_blocks():
+    """Few rows of 20,011 classes: the forwards (cross-entropy too) split each row
+    over grid.y blocks, merged in order by the row's last block; values match torch."""
+    from gpugrad.cuda import fused as launchers
+    grids = []
+    original = launchers._launch
+
+    def recording(filename, name, device_id, shape, args, shared_mem=0):
+        grids.append((name.split("<")[0], shape.grid))
+        return original(filename, name, device_id, shape, args, shared_mem)
+    launchers._launch = recording
+    try:
+        rng = numpy.random.default_rng(6)
+        values = rng.standard_normal((3, 20011)) * 4
+        values[1, 7] = 1e4
+        target = numpy.array([20010, 7, 5003])
+        weight = rng.uniform(0.3, 2.0, 20011)
+        for reduction in ("mean", "sum", "none"):
+            for options in ({}, {"label_smoothing": 0.3, "weight": True}, {"ignore_index": 5003}):
+                kwargs, tkwargs = dict(options), dict(options)
+                if options.get("weight"):
+                    kwargs["weight"] = gpugrad.tensor(weight, device="cuda")
+                    tkwargs["weight"] = torch.tensor(weight)
+                x, tx = pair(values)
+                grids.clear()
+                loss = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"), reduction=reduction, **kwargs)
+                tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+                assert grids and grids[0][0] == "cross_entropy_forward" and grids[0][1][1] > 1, grids
+                close(loss, tloss, 1e-12, f"split loss {reduction} {options}")
+                loss.sum().backward()
+                tloss.sum().backward()
+                close(x.grad, tx.grad, 1e-12, f"split grad {reduction} {options}")
+        x, tx = pair(values)
+        grids.clear()
+        close(gpugrad.logsumexp(x, 1), torch.logsumexp(tx, 1), 1e-12, "split logsumexp")
+        assert grids[0][1][1] > 1, grids
+        close(gpugrad.log_softmax(x, 1), torch.log_softmax(tx, 1), 1e-12, "split log_softmax")
+        bad = gpugrad.tensor([0, 20011, 1], device="cuda")
+        try:
+            F.cross_entropy(x, bad).item()
+        except IndexError as error:
+            assert "20011" in str(error), error
+        else:
+            raise AssertionError("no IndexError for target 20011 in a split row")
+    finally:
+        launchers._launch = original
+
+
 def main():
     results = {}
     for name, function in CHECKS.items():

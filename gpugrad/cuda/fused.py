@@ -303,9 +303,9 @@ def cross_entropy_rows(x, layout, target, weight, weight_sum, ignore_index, smoo
     accumulation dtype (or None).  Returns a dict: 'loss' (per row, or a
     0-d array for 'sum' and 'mean'), 'm' and 'ls' (per-row statistics, when
     save_stats), 'dx' (the gradient for an upstream gradient of 1, when
-    with_grad), 'denominator' (a 1-element array: the mean's sum of w_t), and
-    'row_weight' (w_t per row, when asked).  One launch.  A bad target is
-    recorded in the error word."""
+    with_grad and the rows are not split: None otherwise), 'denominator' (a 1-element array: the mean's sum of w_t), and
+    'row_weight' (w_t per row, when asked).  One launch (few long rows are
+    split over blocks).  A bad target is recorded in the error word."""
     cp = cupy_module()
     device_id = x.device.id
     acc = accumulate_dtype(x.dtype)
@@ -313,7 +313,11 @@ def cross_entropy_rows(x, layout, target, weight, weight_sum, ignore_index, smoo
     code = REDUCTIONS[reduction]
     index_type = _index_type(target.dtype)
     with cp.cuda.Device(device_id):
-        shape = launch_shape(layout, x.itemsize, _sm_count(cp, device_id))
+        shape = launch_shape(layout, x.itemsize, _sm_count(cp, device_id), split_long_rows=True)
+        splits = shape.grid[1]
+        if splits > 1:
+            # few long rows: every SM gets a chunk; the gradient is then left to the backward kernel
+            with_grad = False
         loss_dtype = acc if loss_in_acc else x.dtype
         loss = cp.empty(rows if code == 0 else (), dtype=loss_dtype)
         m = cp.empty(rows, dtype=acc) if save_stats else None
@@ -321,14 +325,20 @@ def cross_entropy_rows(x, layout, target, weight, weight_sum, ignore_index, smoo
         weights = cp.empty(rows, dtype=acc) if row_weight else None
         dx, *dx_strides = _output_like(cp, x, layout) if with_grad else (None, _i64(0), _i64(0), _i64(0))
         denominator = cp.empty(1, dtype=acc) if code == 2 else None
-        partials = cp.empty(2 * shape.grid[0], dtype=acc) if code else None
-        counter = _counters(cp, device_id, 1) if code else None
+        partials = cp.empty(2 * shape.grid[0] * splits, dtype=acc) if code else None
+        counters = _counters(cp, device_id, 1 + (rows if splits > 1 else 0))
+        if splits > 1:
+            partial_m, partial_s, partial_x = (cp.empty(rows * splits, dtype=acc) for _ in range(3))
+            row_counters = counters[1:]
+        else:
+            partial_m = partial_s = partial_x = row_counters = None
         cache = _cache_bytes(shape, layout, x.itemsize) if with_grad else 0
         _launch("cross_entropy.cu", f"cross_entropy_forward<{_type(x.dtype)}, {index_type}>", device_id, shape,
                 (x, *_strides(layout), _i64(rows), numpy.int32(cols), target, weight, weight_sum,
                  _i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss, numpy.int32(int(loss_in_acc)),
-                 m, ls, weights, dx, *dx_strides, denominator, partials, counter, errors.argument(device_id),
-                 numpy.int32(1 if cache else 0)), shared_mem=cache)
+                 m, ls, weights, dx, *dx_strides, denominator, partials, counters if code else None,
+                 errors.argument(device_id), numpy.int32(1 if cache else 0), partial_m, partial_s, partial_x,
+                 row_counters), shared_mem=cache)
     errors.launched(device_id)
     return {"loss": loss, "m": m, "ls": ls, "dx": dx, "denominator": denominator, "row_weight": weights}
 
