@@ -5,13 +5,22 @@ code calls :func:`xp_for` on an array (or a Tensor's ``xp``) and writes the
 same NumPy API against whichever module comes back.  Nothing outside this
 module and ``gpugrad/cuda/`` imports CuPy; the fused kernels are the one place
 where code branches on the device, and they live in ``gpugrad/cuda/``.
+
+Floating-point edge cases: inf and nan come out as in torch, silently.  NumPy
+reports them as RuntimeWarnings attributed to the calling module, so one filter
+silences those that gpugrad's own modules raise (user code keeps NumPy's
+behaviour) at no cost per op; an op that meets ``numpy.seterr(all="raise")``
+runs again under ``numpy.errstate(all="ignore")`` (``Function.apply``).
 """
 
 import contextlib
 import functools
 import os
+import warnings
 
 import numpy
+
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"gpugrad(\.|$)")
 
 _cupy = None          # the cupy module once probed and usable, else False
 
@@ -231,3 +240,19 @@ def _scipy_erf():
         import math  # exact but slow fallback
         return numpy.vectorize(math.erf, otypes=[numpy.float64])
     return scipy_erf
+
+
+def array_sum(x, axis=None, dtype=None, keepdims=False):
+    """``x.sum(...)`` of a NumPy or CuPy array.  On NumPy through ``add.reduce``
+    directly: NumPy's Python layer would claim the inf/nan warnings of the sum
+    as its own, past gpugrad's filter (and costs a microsecond)."""
+    if type(x) is numpy.ndarray:
+        return numpy.add.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
+    return x.sum(axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def array_prod(x, axis=None, dtype=None, keepdims=False):
+    """``x.prod(...)``, as :func:`array_sum`."""
+    if type(x) is numpy.ndarray:
+        return numpy.multiply.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
+    return x.prod(axis=axis, dtype=dtype, keepdims=keepdims)

@@ -27,7 +27,7 @@ bool_ = numpy.dtype("bool")
 
 FLOATING = (float16, bfloat16, float32, float64)
 SUPPORTED = FLOATING + (int8, int16, int32, int64, uint8, bool_)
-_FLOATING = frozenset(FLOATING)
+FLOATING_SET = frozenset(FLOATING)
 _LOW_PRECISION = frozenset((float16, bfloat16))
 
 _default_float = float32
@@ -35,7 +35,7 @@ _default_float = float32
 
 def is_floating_point(dtype):
     """True for float16, bfloat16, float32 and float64 (bfloat16's NumPy kind is 'V')."""
-    return dtype in _FLOATING
+    return dtype in FLOATING_SET
 
 
 def accumulate_dtype(dtype):
@@ -81,7 +81,7 @@ def as_dtype(dtype):
 
 def category(dtype):
     """0 for bool, 1 for integers, 2 for floating point."""
-    if dtype in _FLOATING:
+    if dtype in FLOATING_SET:
         return 2
     return 0 if dtype == bool_ else 1
 
@@ -108,7 +108,7 @@ def promote_types(a, b):
         return a
     if a == bfloat16 or b == bfloat16:
         other = b if a == bfloat16 else a
-        if other in _FLOATING:
+        if other in FLOATING_SET:
             return float32 if other == float16 else other
         return bfloat16
     return numpy.promote_types(a, b)

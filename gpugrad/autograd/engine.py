@@ -7,8 +7,7 @@ Gradients reaching a node from several consumers are summed in its input
 buffer.  A leaf's gradient passes through the leaf's hooks, then goes to
 ``.grad`` (``backward``) or to the caller (``grad``): one path for both.
 Each node's saved values are released as soon as its backward has run,
-unless ``retain_graph``.  On the CPU the whole pass runs under one
-``numpy.errstate`` (inf and nan as in torch, without warnings).
+unless ``retain_graph``.
 
 Gradients are validated against each input's metadata, as torch's engine
 does: a gradient of a broadcast shape is summed back to the input's shape, and
@@ -16,18 +15,18 @@ one of another dtype is cast to the input's dtype.  Op backward formulas can
 therefore return the gradient of the broadcast result as it is.
 """
 
-import collections
 import heapq
 import threading
 
 import numpy
 
 from gpugrad import backend
-from gpugrad.autograd.function import numerics
 from gpugrad.autograd.grad_mode import set_grad_enabled
 from gpugrad.autograd.graph import AccumulateGrad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.tensor import Tensor
+
+_NDARRAY = numpy.ndarray
 
 
 class _Seeds(threading.local):
@@ -201,7 +200,9 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     # Holders of each gradient array (buffers, the caller, retained .grad): a
     # leaf keeps an array as its .grad without a copy only when nothing else
     # holds it (Add's backward hands one array to both of its inputs).
-    holders = collections.Counter(id(g.array) for g in root_grads)
+    holders = {}
+    for g in root_grads:
+        holders[id(g.array)] = holders.get(id(g.array), 0) + 1
 
     capture = None
     if inputs is not None:
@@ -219,7 +220,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     needed = None if capture is None else _needed(roots, [node for node, _ in capture], dependencies)
     buffers = {}
     for (node, nr), g in zip(roots, root_grads):
-        _route(buffers, holders, node, nr, g)
+        _route(buffers, holders, node, nr, g, create_graph)
     ready = []
     for node, _ in roots:
         if dependencies.get(node, 0) == 0 and node in buffers:
@@ -227,11 +228,11 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
 
     cpu = all(t.is_cpu for t in tensors)
     previous_seeds, _seeds.arrays = _seeds.arrays, frozenset(seeds)
-    previous_quiet, numerics.quiet = numerics.quiet, cpu
+    heappop, heappush = heapq.heappop, heapq.heappush
     try:
-        with set_grad_enabled(create_graph), numpy.errstate(all="ignore"):
+        with set_grad_enabled(create_graph):
             while ready:
-                _, _, node = heapq.heappop(ready)
+                node = heappop(ready)[2]
                 grads = buffers.pop(node, None)
                 if grads is None:        # no gradient reached it: its inputs get none from it either
                     _release_children(node, dependencies, ready)
@@ -239,14 +240,16 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 for g in grads:
                     if g is not None:
                         holders[id(g.array)] -= 1
-                grads = _run_pre_hooks(node, grads, holders)
+                leaf = type(node) is AccumulateGrad
+                if leaf or node._pre_hooks is not None or node._retained is not None:
+                    grads = _run_pre_hooks(node, grads, holders)
                 if capture is not None:
                     for nr, g in enumerate(grads):
                         for i in capture.get((node, nr), ()):
                             captured[i] = g
                             if g is not None:
-                                holders[id(g.array)] += 1
-                if type(node) is AccumulateGrad:
+                                holders[id(g.array)] = holders.get(id(g.array), 0) + 1
+                if leaf:
                     if accumulate_leaves and grads[0] is not None:
                         _accumulate(node.variable, grads[0], create_graph, holders)
                     continue
@@ -257,20 +260,33 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 in_grads = _call_backward(node, grads)
                 if not retain_graph:
                     node.release()
-                for index, edge in enumerate(node._edges):
+                meta = node._input_meta
+                count = len(in_grads)
+                index = -1
+                for edge in node._edges:
+                    index += 1
                     if not edge:
                         continue
                     child, nr = edge
-                    g = in_grads[index] if index < len(in_grads) else None
+                    g = in_grads[index] if index < count else None
                     if g is not None:
-                        _route(buffers, holders, child, nr,
-                               _validate(g, node._input_meta[index], node, index))
-                    dependencies[child] -= 1
-                    if dependencies[child] == 0:
-                        heapq.heappush(ready, (-child._sequence_nr, id(child), child))
+                        array = g.array
+                        expected = meta[index]
+                        if type(array) is not _NDARRAY or node._device != -1 or array.shape != expected[0] \
+                                or array.dtype != expected[1]:
+                            g = _validate(g, expected, node, index)
+                            array = g.array
+                        if child._num_outputs == 1 and child not in buffers:    # _route's common case
+                            buffers[child] = [g]
+                            holders[id(array)] = holders.get(id(array), 0) + 1
+                        else:
+                            _route(buffers, holders, child, nr, g, create_graph)
+                    left = dependencies[child] - 1
+                    dependencies[child] = left
+                    if left == 0:
+                        heappush(ready, (-child._sequence_nr, id(child), child))
     finally:
         _seeds.arrays = previous_seeds
-        numerics.quiet = previous_quiet
     if not cpu:
         device_errors.poll()     # a bad index a finished kernel recorded: raised here, without waiting
 
@@ -299,17 +315,21 @@ def _release_children(node, dependencies, ready):
                 heapq.heappush(ready, (-child._sequence_nr, id(child), child))
 
 
-def _route(buffers, holders, node, nr, grad):
-    """Add a gradient to the input buffer of ``node`` at output ``nr``."""
+def _route(buffers, holders, node, nr, grad, create_graph):
+    """Add a gradient to the input buffer of ``node`` at output ``nr`` (both
+    already of the input's shape and dtype: a plain array sum unless the sum
+    is to be differentiated)."""
     buf = buffers.get(node)
     if buf is None:
         buf = buffers[node] = [None] * node._num_outputs
-    old = buf[nr]
-    if old is not None:
-        holders[id(old.array)] -= 1
-        grad = old + grad
+    else:
+        old = buf[nr]
+        if old is not None:
+            holders[id(old.array)] -= 1
+            grad = old + grad if create_graph else Tensor._make(old.array + grad.array)
     buf[nr] = grad
-    holders[id(grad.array)] += 1
+    key = id(grad.array)
+    holders[key] = holders.get(key, 0) + 1
 
 
 def _run_pre_hooks(node, grads, holders):
@@ -343,14 +363,19 @@ def _run_pre_hooks(node, grads, holders):
 
 
 def _call_backward(node, grads):
-    present = missing = False
-    for g in grads:
-        if g is None:
-            missing = True
-        else:
-            present = True
-    if not present:
-        return ()
+    if len(grads) == 1:
+        if grads[0] is None:
+            return ()
+        missing = False
+    else:
+        present = missing = False
+        for g in grads:
+            if g is None:
+                missing = True
+            else:
+                present = True
+        if not present:
+            return ()
     if missing and node.materialize_grads:
         meta = node._output_meta
         grads = [Tensor._make(node.xp.zeros(meta[i][0], dtype=meta[i][1])) if g is None else g
@@ -380,10 +405,11 @@ def _accumulate(tensor, grad, create_graph, holders):
             # Own the array: the gradient may be a (broadcast) view, the caller's
             # array, or handed to another input as well.
             array = grad.array
-            if array.base is not None or holders[id(array)] > 0 or not getattr(array.flags, "writeable", True):
+            if array.base is not None or holders.get(id(array), 0) > 0 or \
+                    not getattr(array.flags, "writeable", True):
                 array = array.copy()
             tensor.grad = Tensor._make(array)
-            holders[id(array)] += 1
+            holders[id(array)] = holders.get(id(array), 0) + 1
     elif create_graph or current.grad_fn is not None:
         tensor.grad = current + grad
     else:

@@ -26,7 +26,6 @@ When no graph is recorded (grad mode off, or no input requires grad),
 """
 
 import itertools
-import threading
 import weakref
 
 import numpy
@@ -47,13 +46,7 @@ _FREED_MESSAGE = (
     "you need to access saved tensors after calling backward.")
 
 
-class _Numerics(threading.local):
-    # True while the engine holds one numpy.errstate for a whole backward pass,
-    # so the ops inside it need not enter their own (1 us each).
-    quiet = False
-
-
-numerics = _Numerics()
+_FLOATING = dtypes.FLOATING_SET
 _ALL_FALSE = [()]
 for _n in range(1, 16):
     _ALL_FALSE.append((False,) * _n)
@@ -72,7 +65,8 @@ class SavedTensor:
         self.version = version_counter[0] if version_counter is not None else 0
 
     def unpack(self, node):
-        if self.version_counter is not None and self.version_counter[0] != self.version:
+        counter = self.version_counter
+        if counter is not None and counter[0] != self.version:
             value = self.value
             which = (f", which is output {self.output_nr} of {node.name()}"
                      if self.kind == "output" else "")
@@ -113,6 +107,9 @@ class Function:
     """
 
     forward_takes_arrays = False   # gpugrad's own ops: forward works on arrays
+    # forward calls NumPy functions written in Python (cumsum, cumprod, ...), whose warnings the
+    # module filter of gpugrad/backend.py cannot see: it runs under numpy.errstate on the CPU
+    numpy_errstate = False
     is_view = False                # output shares memory (and version) with input 0
     _backward_suffix = "Backward"
 
@@ -145,7 +142,7 @@ class Function:
             if self._had_saved:
                 raise RuntimeError(_FREED_MESSAGE)
             return ()
-        return tuple(None if s is None else s.unpack(self) for s in self._saved)
+        return tuple([None if s is None else s.unpack(self) for s in self._saved])
 
     def mark_non_differentiable(self, *outputs):
         """Outputs (arrays or tensors returned by forward) that get no grad_fn."""
@@ -209,54 +206,90 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        # Hot path: plain loops, no generators (this runs for every op).
+        # Hot path: plain loops, no generators (this runs for every op, and for
+        # every op of every backward formula).  One pass over the arguments
+        # collects the arrays, checks the device and, when a graph is being
+        # recorded, the edges to the inputs' nodes.
         arrays = []
-        record = False
         device_key = None          # -1 for the CPU, the CUDA ordinal otherwise
-        for a in args:
-            if isinstance(a, Tensor):
-                data = a.array
-                arrays.append(data)
-                if a._requires_grad or a.grad_fn is not None:
-                    record = True
-                key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
-                if device_key is None:
-                    device_key = key
-                elif key != device_key:
-                    raise RuntimeError(
-                        "Expected all tensors to be on the same device, but found at least two "
-                        f"devices, {backend.device_from_key(device_key)} and "
-                        f"{backend.device_from_key(key)}! (in {cls.__name__})")
-            else:
-                arrays.append(a)
-        record = record and _grad_state.enabled
+        record = False
+        if _grad_state.enabled:
+            edges = []
+            meta = []
+            for a in args:
+                if isinstance(a, Tensor):
+                    data = a.array
+                    arrays.append(data)
+                    key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
+                    if device_key is None:
+                        device_key = key
+                    elif key != device_key:
+                        raise _device_mismatch(cls, device_key, key)
+                    if a._requires_grad or a.grad_fn is not None:
+                        record = True
+                        edges.append(a.gradient_edge())
+                        meta.append((data.shape, data.dtype))
+                        continue
+                    edges.append(None)
+                else:
+                    arrays.append(a)
+                    edges.append(None if isinstance(a, numpy.generic) else False)
+                meta.append(None)
+        else:
+            for a in args:
+                if isinstance(a, Tensor):
+                    data = a.array
+                    arrays.append(data)
+                    key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
+                    if device_key is None:
+                        device_key = key
+                    elif key != device_key:
+                        raise _device_mismatch(cls, device_key, key)
+                else:
+                    arrays.append(a)
         ctx = cls.__new__(cls)
-        xp = numpy if device_key is None or device_key == -1 else backend.cupy_module()
-        ctx.xp = xp
+        ctx.xp = numpy if device_key is None or device_key == -1 else backend.cupy_module()
         if record:
             ctx._sequence_nr = next(_sequence)
-            needs = []
-            for a in args:
-                needs.append(isinstance(a, Tensor) and (a._requires_grad or a.grad_fn is not None))
-            ctx.needs_input_grad = tuple(needs)
+            ctx.needs_input_grad = tuple([edge is not None and edge is not False for edge in edges])
+            ctx._edges = tuple(edges)
+            ctx._input_meta = meta
+            ctx._device = device_key
         else:
             ctx.needs_input_grad = _ALL_FALSE[len(args)] if len(args) < 16 else (False,) * len(args)
 
         if cls.forward_takes_arrays:
-            if xp is numpy and not numerics.quiet:
-                with numpy.errstate(all="ignore"):    # inf and nan as in torch, without warnings
+            try:
+                if cls.numpy_errstate and ctx.xp is numpy:
+                    with numpy.errstate(all="ignore"):
+                        raw = cls.forward(ctx, *arrays)
+                else:
                     raw = cls.forward(ctx, *arrays)
-            else:
-                raw = cls.forward(ctx, *arrays)
+            except FloatingPointError:     # numpy.seterr(all="raise") by the caller: inf and nan as torch
+                with numpy.errstate(all="ignore"):
+                    raw = cls.forward(ctx, *arrays)
             single = type(raw) is not tuple
-            raws = (raw,) if single else raw
-            if record:
-                _connect(ctx, args, device_key)
-                non_diff = ctx._non_differentiable
-                outputs = tuple([Tensor._make(_array(o), ctx if dtypes.is_floating_point(o.dtype) and (
-                    not non_diff or id(o) not in non_diff) else None, nr) for nr, o in enumerate(raws)])
+            if single:                     # the common case, spelled out
+                data = numpy.asarray(raw) if isinstance(raw, numpy.generic) else raw
+                if not record:
+                    out = Tensor._make(data)
+                else:
+                    non_diff = ctx._non_differentiable
+                    out = Tensor._make(data, ctx if data.dtype in _FLOATING and (
+                        not non_diff or id(raw) not in non_diff) else None)
+                    if ctx._to_save:
+                        ctx._saved = _resolve_saved(ctx._to_save, args, (out,), (raw,))
+                        ctx._had_saved = True
+                        ctx._to_save = ()
+                if cls.is_view:
+                    _mark_view(cls, out, args)
+                return out
+            if not record:
+                outputs = tuple([Tensor._make(_array(o)) for o in raw])
             else:
-                outputs = tuple([Tensor._make(_array(o)) for o in raws])
+                non_diff = ctx._non_differentiable
+                outputs = tuple([Tensor._make(_array(o), ctx if o.dtype in _FLOATING and (
+                    not non_diff or id(o) not in non_diff) else None, nr) for nr, o in enumerate(raw)])
         else:
             with no_grad():
                 raw = cls.forward(ctx, *args)
@@ -264,7 +297,6 @@ class Function:
             raws = (raw,) if single else raw
             outputs = tuple([_own_output(o, args) for o in raws])
             if record:
-                _connect(ctx, args, device_key)
                 non_diff = ctx._non_differentiable
                 for nr, out in enumerate(outputs):
                     if isinstance(out, Tensor) and dtypes.is_floating_point(out.array.dtype) and \
@@ -272,39 +304,30 @@ class Function:
                         out.set_history(ctx, nr)
 
         if cls.is_view:
-            base = args[0]
             for out in outputs:
-                if backend.may_share_memory(out.array, base.array):
-                    out.become_view_of(base, cls, args[1:])
+                _mark_view(cls, out, args)
         if record:
             if not single:
                 ctx._num_outputs = len(outputs)
                 ctx._output_meta = tuple([(o.shape, o.dtype) for o in outputs])
             if ctx._to_save:
-                ctx._saved = _resolve_saved(ctx._to_save, args, outputs, raws)
+                ctx._saved = _resolve_saved(ctx._to_save, args, outputs, (raw,) if single else raw)
                 ctx._had_saved = True
-        if ctx._to_save:
-            ctx._to_save = ()
+                ctx._to_save = ()
         return outputs[0] if single else outputs
 
 
-def _connect(ctx, args, device_key):
-    """The node's edges to its inputs' nodes, and the inputs' metadata for the engine."""
-    edges = []
-    meta = []
-    for a in args:
-        if isinstance(a, Tensor):
-            if a._requires_grad or a.grad_fn is not None:
-                edges.append(a.gradient_edge())
-                meta.append((a.array.shape, a.array.dtype))
-                continue
-            edges.append(None)
-        else:
-            edges.append(None if isinstance(a, numpy.generic) else False)
-        meta.append(None)
-    ctx._edges = tuple(edges)
-    ctx._input_meta = meta
-    ctx._device = device_key
+def _device_mismatch(cls, first, other):
+    return RuntimeError(
+        "Expected all tensors to be on the same device, but found at least two devices, "
+        f"{backend.device_from_key(first)} and {backend.device_from_key(other)}! (in {cls.__name__})")
+
+
+def _mark_view(cls, out, args):
+    """A view op's output shares its input's memory and version counter."""
+    base = args[0]
+    if backend.may_share_memory(out.array, base.array):
+        out.become_view_of(base, cls, args[1:])
 
 
 class InternalFunction(Function):
@@ -330,28 +353,29 @@ def _own_output(out, args):
 
 
 def _resolve_saved(values, args, outputs, raw_outputs):
+    """What save_for_backward was given, as SavedTensors: an output (kept as
+    its array), an input (kept with its version), or a constant."""
     saved = []
     for value in values:
         if value is None:
             saved.append(None)
             continue
         match = None
-        for nr in range(len(outputs)):
-            if value is raw_outputs[nr] or value is outputs[nr] or value is outputs[nr].array:
-                out = outputs[nr]
+        for nr, out in enumerate(outputs):
+            if value is raw_outputs[nr] or value is out or value is out.array:
                 match = SavedTensor(out.array, "output", out._version_counter, nr)
                 break
-        if match is None:
+        else:
             for a in args:
                 if isinstance(a, Tensor) and (value is a.array or value is a):
                     match = SavedTensor(a, "input", a._version_counter)
                     break
-        if match is None:
-            if isinstance(value, Tensor):
-                match = SavedTensor(value.detach(), "constant")
-            elif backend.is_array(value):
-                match = SavedTensor(Tensor._make(value), "constant")
-            else:   # a Python or NumPy scalar, kept as it is
-                match = SavedTensor(value, "constant")
+            else:
+                if isinstance(value, Tensor):
+                    match = SavedTensor(value.detach(), "constant")
+                elif backend.is_array(value):
+                    match = SavedTensor(Tensor._make(value), "constant")
+                else:   # a Python or NumPy scalar, kept as it is
+                    match = SavedTensor(value, "constant")
         saved.append(match)
     return saved

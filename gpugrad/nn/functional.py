@@ -10,7 +10,7 @@ reduction inside, named as torch's; the rest are compositions of ops.
 import math
 import warnings
 
-from gpugrad import dtypes, random
+from gpugrad import backend, dtypes, random
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
@@ -189,7 +189,7 @@ class _PointwiseLoss(InternalFunction):
         if reduction == "none":
             return loss.astype(input.dtype, copy=False)
         ctx.count = loss.size
-        total = loss.sum(dtype=dtypes.accumulate_dtype(input.dtype))
+        total = backend.array_sum(loss, dtype=dtypes.accumulate_dtype(input.dtype))
         if reduction == "mean":
             total = total / loss.size if loss.size else total * math.nan
         return total.astype(input.dtype, copy=False)

@@ -91,8 +91,24 @@ class Mul(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            return MulBackward.apply(grad, a, b)
         return (grad * b if ctx.needs_input_grad[0] else None,
                 grad * a if ctx.needs_input_grad[1] else None)
+
+
+class MulBackward(InternalFunction):
+    """(grad * b, grad * a) in one dispatch; differentiable again."""
+
+    @staticmethod
+    def forward(ctx, grad, a, b):
+        ctx.save_for_backward(grad, a, b)
+        return grad * b, grad * a
+
+    @staticmethod
+    def backward(ctx, grad_a, grad_b):
+        grad, a, b = ctx.saved_tensors
+        return grad_a * b + grad_b * a, grad_b * grad, grad_a * grad
 
 
 def mul(input, other):
@@ -565,9 +581,11 @@ class Sigmoid(InternalFunction):
     @staticmethod
     def forward(ctx, x):
         xp = ctx.xp
-        # exp of -|x| only: no overflow warning or inf for large |x|
-        e = xp.exp(-xp.abs(x))
-        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        # torch's 1 / (1 + exp(-x)), in place after the first op: exp(-x) = inf gives 0 exactly
+        y = xp.negative(x)
+        xp.exp(y, out=y)
+        y += 1
+        xp.reciprocal(y, out=y)
         ctx.save_for_backward(y)
         return y
 
@@ -1072,9 +1090,7 @@ def _no_grad_binary(compute, a, b):
     xp = (a if isinstance(a, Tensor) else b).xp
     x = a.array if isinstance(a, Tensor) else a
     y = b.array if isinstance(b, Tensor) else b
-    with numpy.errstate(all="ignore"):
-        out = compute(xp, x, y)
-    return Tensor._make(xp.asarray(out))
+    return Tensor._make(xp.asarray(compute(xp, x, y)))
 
 
 _COMPARABLE = (Tensor, bool, int, float, numpy.generic)
@@ -1220,10 +1236,9 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     y = (b.array if isinstance(b, Tensor) else b)
     acc = dtypes.accumulate_dtype(dtype) if dtypes.is_floating_point(dtype) else dtypes.float64
     x, y = xp.asarray(x).astype(acc), xp.asarray(y).astype(acc)
-    with numpy.errstate(all="ignore"):
-        close = (x == y) | (xp.abs(x - y) <= atol + rtol * xp.abs(y))
-        if equal_nan:
-            close |= xp.isnan(x) & xp.isnan(y)
+    close = (x == y) | (xp.abs(x - y) <= atol + rtol * xp.abs(y))
+    if equal_nan:
+        close |= xp.isnan(x) & xp.isnan(y)
     return Tensor._make(close)
 
 

@@ -59,7 +59,7 @@ def row_stats(xp, x, axis, weight=None, smoothing=False):
     e = xp.subtract(a, m)
     weighted = None
     if smoothing:
-        weighted = (e.sum(axis=axis, keepdims=True) if weight is None else
+        weighted = (backend.array_sum(e, axis=axis, keepdims=True) if weight is None else
                     xp.moveaxis(xp.tensordot(e, weight, axes=([axis], [0]))[..., None], -1, axis))
     xp.exp(e, out=e)
     ls = xp.log(e.sum(axis=axis, keepdims=True))
@@ -315,11 +315,11 @@ def _ce_forward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing,
     if special is not None:
         loss = xp.where(special, xp.nan, loss)
     loss = xp.where(valid, loss, 0)
-    denominator = w_t.sum(keepdims=True) if reduction == "mean" else None      # a 1-element array, as on the GPU
+    denominator = backend.array_sum(w_t, keepdims=True) if reduction == "mean" else None   # 1 element, as on the GPU
     if reduction == "none":
         result = loss
     else:
-        result = loss.sum()
+        result = backend.array_sum(loss)
         if reduction == "mean":
             result = result / denominator[0]
     dx = None

@@ -12,6 +12,7 @@ import math
 
 from gpugrad import dtypes, return_types
 from gpugrad.autograd.function import InternalFunction
+from gpugrad.backend import array_prod, array_sum
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
 from gpugrad.ops import shape
 from gpugrad.ops.elementwise import maximum, minimum, where
@@ -29,7 +30,7 @@ class Sum(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim, dtype):
         ctx.shape, ctx.dims = x.shape, dims
-        out = x.sum(axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(dtype))
+        out = array_sum(x, axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(dtype))
         return out.astype(dtype, copy=False)
 
     @staticmethod
@@ -49,7 +50,7 @@ class Mean(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim, count):
         ctx.shape, ctx.dims, ctx.count = x.shape, dims, count
-        total = x.sum(axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(x.dtype))
+        total = array_sum(x, axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(x.dtype))
         return (total / count if count else total * math.nan).astype(x.dtype, copy=False)
 
     @staticmethod
@@ -80,7 +81,7 @@ class SumToSize(InternalFunction):
         lead = x.ndim - len(size)
         dims = tuple(range(lead)) + tuple(
             lead + i for i, n in enumerate(size) if n == 1 and x.shape[lead + i] != 1)
-        out = x.sum(axis=dims, keepdims=True, dtype=dtypes.accumulate_dtype(x.dtype)) if dims else x
+        out = array_sum(x, axis=dims, keepdims=True, dtype=dtypes.accumulate_dtype(x.dtype)) if dims else x
         return out.astype(x.dtype, copy=False).reshape(size)
 
     @staticmethod
@@ -105,7 +106,7 @@ class Prod(InternalFunction):
         ctx.shape, ctx.dims = x.shape, dims
         ctx.save_for_backward(x)
         acc = dtypes.accumulate_dtype(x.dtype) if dtypes.is_floating_point(x.dtype) else dtypes.int64
-        out = x.prod(axis=dims, keepdims=keepdim, dtype=acc)
+        out = array_prod(x, axis=dims, keepdims=keepdim, dtype=acc)
         return out.astype(x.dtype if dtypes.is_floating_point(x.dtype) else dtypes.int64, copy=False)
 
     @staticmethod
@@ -119,6 +120,8 @@ class ProductOfOthers(InternalFunction):
     """For each element, the product of the other elements of its group (the
     gradient of prod), exact with zeros; differentiable once more, so that
     ``hessian(prod)`` is right at zeros too."""
+
+    numpy_errstate = True
 
     @staticmethod
     def forward(ctx, x, dims):
@@ -397,6 +400,8 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
 # -- scans ------------------------------------------------------------------------------------
 
 class CumSum(InternalFunction):
+    numpy_errstate = True
+
     @staticmethod
     def forward(ctx, x, dim, dtype):
         ctx.dim = dim
@@ -418,6 +423,8 @@ def cumsum(input, dim, *, dtype=None):
 
 
 class CumProd(InternalFunction):
+    numpy_errstate = True
+
     @staticmethod
     def forward(ctx, x, dim):
         out = ctx.xp.cumprod(x, axis=dim)
