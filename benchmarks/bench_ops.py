@@ -21,20 +21,47 @@ def _family(machine):
     return "gpugrad" if machine.cuda else "cpu"
 
 
+def _softmax_arrays(xp):
+    """softmax / log_softmax forward+backward as array code in the fewest passes."""
+
+    def softmax(x, g):
+        y = xp.subtract(x, x.max(axis=1, keepdims=True))
+        xp.exp(y, out=y)
+        y *= 1 / y.sum(axis=1, keepdims=True)
+        dot = xp.einsum("ij,ij->i", g, y)[:, None]
+        out = xp.subtract(g, dot)
+        out *= y
+        return out
+
+    def log_softmax(x, g):
+        y = xp.subtract(x, x.max(axis=1, keepdims=True))
+        y -= xp.log(xp.exp(y).sum(axis=1, keepdims=True))
+        out = xp.exp(y)
+        out *= g.sum(axis=1, keepdims=True)
+        xp.subtract(g, out, out=out)
+        return out
+
+    return {"softmax": softmax, "log_softmax": log_softmax}
+
+
 def softmax_cases(machine, quick, compile_torch):
     torch = machine.torch
-    sizes = [(64, 1000)] if quick else ([(8192, 4096), (4096, 32000)] if machine.cuda else [(1024, 1024)])
+    sizes = [(64, 1000)] if quick else ([(8192, 4096), (4096, 32000)] if machine.cuda else [(4096, 1000)])
     dtypes = ["float32"] if quick or not machine.cuda else ["float32", "float16"]
+    xp = machine.cupy if machine.cuda else __import__("numpy")
+    arrays = _softmax_arrays(xp)
     for rows, cols in sizes:
         for dtype in dtypes:
             gx, tx = _pair(machine, (rows, cols), dtype, 3.0)
             gg, tg = _pair(machine, (rows, cols), dtype)
             gg, tg = gg.detach(), tg.detach()
+            raw_x, raw_g = xp.from_dlpack(tx.detach()), xp.from_dlpack(tg)
             for name, ours, theirs in (("softmax", gpugrad.softmax, torch.softmax),
                                        ("log_softmax", gpugrad.log_softmax, torch.log_softmax)):
                 impls = {
                     "gpugrad": (lambda o=ours: gpugrad.autograd.grad(o(gx, 1), gx, gg), _family(machine)),
                     "torch": (lambda t=theirs: torch.autograd.grad(t(tx, 1), tx, tg), "torch"),
+                    "array code, fewest passes": (lambda f=arrays[name]: f(raw_x, raw_g), _family(machine)),
                 }
                 if compile_torch:
                     compiled = torch.compile(lambda a, t=theirs: t(a, 1))
@@ -145,34 +172,91 @@ def mlp_cases(machine, quick, compile_torch):
         yield Case("mlp", f"training step ({label})", f"width {width}, batch {batch}", "float32", impls,
                    flops=6 * batch * weights, memory=impls, x=batch * weights,
                    wall_calls=50 if label == "small" else 0)
+    yield from digits_cases(machine, quick)
+
+
+def _digits_models(machine, hidden=128):
+    torch = machine.torch
+    torch.manual_seed(0)
+
+    def build(lib):
+        nn = lib.nn
+        return nn.Sequential(nn.Linear(64, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, hidden),
+                             nn.GELU(), nn.Linear(hidden, 10))
+    theirs = build(torch).to(machine.device)
+    mine = build(gpugrad).to(machine.device)
+    mine.load_state_dict({k: gpugrad.from_dlpack(v.detach().contiguous()) for k, v in theirs.state_dict().items()})
+    return mine, theirs
+
+
+def digits_cases(machine, quick):
+    """One epoch of examples/train_digits.py's loop (1,347 samples of 64
+    features, batches of 64, the MLP 64-128-128-10 with GELU and dropout,
+    AdamW, the loss read back each step), on random data of that shape."""
+    torch = machine.torch
+    samples = 256 if quick else 1347
+    mine, theirs = _digits_models(machine)
+    opt_mine = gpugrad.optim.AdamW(mine.parameters(), lr=2e-3, weight_decay=1e-4)
+    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=2e-3, weight_decay=1e-4, foreach=False)
+    tx = torch.randn(samples, 64, device=machine.device)
+    ty = torch.randint(0, 10, (samples,), device=machine.device)
+    gx, gy = gpugrad.from_dlpack(tx), gpugrad.from_dlpack(ty)
+    order = torch.randperm(samples, device=machine.device)
+    gorder = gpugrad.from_dlpack(order)
+
+    def epoch(lib, model, optimizer, x, y, order):
+        total = 0.0
+        for start in range(0, samples, 64):
+            index = order[start:start + 64]
+            loss = lib.nn.functional.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        return total
+
+    impls = {"gpugrad": (lambda: epoch(gpugrad, mine, opt_mine, gx, gy, gorder), _family(machine)),
+             "torch": (lambda: epoch(torch, theirs, opt_theirs, tx, ty, order), "torch")}
+    yield Case("mlp", "train_digits epoch", f"{samples} samples, batch 64", "float32", impls,
+               wall_calls=1 if quick else 3)
+
+
+CHAIN_NODES = 100
+
+
+def _chain(lib, x, w):
+    """100 graph nodes on 4x4 tensors (mul, tanh, add, sigmoid, 25 times) and their sum."""
+    y = x
+    for _ in range(CHAIN_NODES // 4):
+        y = ((y * w).tanh() + y).sigmoid()
+    return y.sum()
 
 
 def overhead_cases(machine, quick, compile_torch):
-    """Host wall time of a tiny op forward+backward: the dispatch cost."""
+    """Host wall time of small graphs: the cost of each node, forward and backward."""
     torch = machine.torch
     for device in (["cpu", "cuda"] if machine.cuda else ["cpu"]):
-        tx = torch.ones(1, device=device, requires_grad=True)
+        family = "gpugrad" if device == "cuda" else "cpu"
+        tx = torch.ones(4, 4, device=device, requires_grad=True)
+        tw = torch.full((4, 4), 0.5, device=device, requires_grad=True)
         gx = gpugrad.from_dlpack(tx.detach()).requires_grad_(True)
-        impls = {
-            "gpugrad": (lambda x=gx: (x * 2.0).sum().backward(), "gpugrad" if device == "cuda" else "cpu"),
-            "torch": (lambda x=tx: (x * 2.0).sum().backward(), "torch"),
-        }
-        yield Case("overhead", "mul+sum fwd+bwd, 1 element", device, "float32", impls,
-                   wall_calls=200 if quick else 2000)
-        impls = {
-            "gpugrad": (lambda x=gx: x * 2.0, "gpugrad" if device == "cuda" else "cpu"),
-            "torch": (lambda x=tx: x * 2.0, "torch"),
-        }
-        yield Case("overhead", "mul forward (graph recorded), 1 element", device, "float32", impls,
-                   wall_calls=500 if quick else 5000)
+        gw = gpugrad.from_dlpack(tw.detach()).requires_grad_(True)
+        calls = 20 if quick else 200
+        impls = {"gpugrad": (lambda: _chain(gpugrad, gx, gw), family),
+                 "torch": (lambda: _chain(torch, tx, tw), "torch")}
+        yield Case("overhead", f"chain of {CHAIN_NODES} ops, 4x4: forward", device, "float32", impls,
+                   wall_calls=calls)
+        impls = {"gpugrad": (lambda: _chain(gpugrad, gx, gw).backward(), family),
+                 "torch": (lambda: _chain(torch, tx, tw).backward(), "torch")}
+        yield Case("overhead", f"chain of {CHAIN_NODES} ops, 4x4: fwd+bwd", device, "float32", impls,
+                   wall_calls=calls)
         # host time of a fused loss on a small batch: validation, dispatch and kernel launches
         tl = torch.randn(64, 1000, device=device, requires_grad=True)
         tt = torch.randint(0, 1000, (64,), device=device)
         gl = gpugrad.from_dlpack(tl.detach()).requires_grad_(True)
         gt = gpugrad.from_dlpack(tt)
         impls = {
-            "gpugrad": (lambda x=gl, t=gt: gpugrad.nn.functional.cross_entropy(x, t).backward(),
-                        "gpugrad" if device == "cuda" else "cpu"),
+            "gpugrad": (lambda x=gl, t=gt: gpugrad.nn.functional.cross_entropy(x, t).backward(), family),
             "torch": (lambda x=tl, t=tt: torch.nn.functional.cross_entropy(x, t).backward(), "torch"),
         }
         yield Case("overhead", "cross_entropy fwd+bwd, 64x1000 (host time)", device, "float32", impls,

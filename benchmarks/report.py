@@ -17,19 +17,70 @@ def markdown(record):
              f"Ceilings measured in this run: copy {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s "
              f"(read + write), float32 matmul {ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s.",
              "",
-             "| group | case | size | dtype | impl | time (ms) | GB/s | % of copy | TFLOP/s | peak MB "
+             "| group | case | size | dtype | impl | time (ms) | spread | GB/s | % of copy | TFLOP/s | peak MB "
              "| gpugrad speedup |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in record["results"]:
         gbps = f"{row['gb_per_s']:.0f}" if "gb_per_s" in row else ""
         pct = f"{row['pct_of_copy']:.0f}%" if "pct_of_copy" in row else ""
         tflops = f"{row['tflop_per_s']:.2f}" if "tflop_per_s" in row else ""
         peak = f"{row['peak_bytes'] / 2**20:.0f}" if row.get("peak_bytes") is not None else ""
         speedup = f"{row['gpugrad_speedup']:.2f}x" if "gpugrad_speedup" in row else ""
+        spread = f"±{100 * row['spread']:.0f}%" if "spread" in row else ""
         lines.append(f"| {row['group']} | {row['case']} | {row['size']} | {row['dtype']} | {row['impl']} | "
-                     f"{_ms(row['seconds'])} | {gbps} | {pct} | {tflops} | {peak} | {speedup} |")
-    lines += ["", "gpugrad speedup = the other implementation's time / gpugrad's time (> 1: gpugrad is faster)."]
+                     f"{_ms(row['seconds'])} | {spread} | {gbps} | {pct} | {tflops} | {peak} | {speedup} |")
+    lines += ["", "gpugrad speedup = the other implementation's time / gpugrad's time (> 1: gpugrad is faster); "
+              "spread = half the interquartile range of the samples, over the median."]
+    lines += [""] + ratios(record) + [""] + node_costs(record)
     return "\n".join(lines)
+
+
+def _by_case(record):
+    cases = collections.OrderedDict()
+    for row in record["results"]:
+        cases.setdefault((row["group"], row["case"], row["size"], row["dtype"]), {})[row["impl"]] = row["seconds"]
+    return cases
+
+
+def ratios(record):
+    """gpugrad's time over each other implementation's, case by case (< 1: gpugrad is faster)."""
+    cases = _by_case(record)
+    others = []
+    for times in cases.values():
+        for impl in times:
+            if impl != "gpugrad" and impl not in others:
+                others.append(impl)
+    lines = ["gpugrad's time / the other's (< 1: gpugrad is faster):", "",
+             "| case | size | dtype | " + " | ".join(f"gpugrad / {o}" for o in others) + " |",
+             "|---|---|---|" + "---:|" * len(others)]
+    for (_, case, size, dtype), times in cases.items():
+        if "gpugrad" not in times:
+            continue
+        cells = [f"{times['gpugrad'] / times[o]:.2f}" if o in times else "" for o in others]
+        lines.append(f"| {case} | {size} | {dtype} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def node_costs(record):
+    """Cost per graph node from the chain cases: forward = forward / nodes,
+    backward = (forward+backward - forward) / nodes (the chain's sum counted)."""
+    cases = _by_case(record)
+    lines = []
+    for (group, case, size, dtype), forward in cases.items():
+        if group != "overhead" or not case.endswith(": forward"):
+            continue
+        both = cases.get((group, case.replace(": forward", ": fwd+bwd"), size, dtype))
+        if both is None:
+            continue
+        nodes = int(case.split()[2]) + 1
+        if not lines:
+            lines = ["Cost per graph node (4x4 tensors), microseconds:", "",
+                     "| device | impl | forward | backward |", "|---|---|---:|---:|"]
+        for impl, seconds in forward.items():
+            if impl in both:
+                lines.append(f"| {size} | {impl} | {seconds / nodes * 1e6:.2f} | "
+                             f"{(both[impl] - seconds) / nodes * 1e6:.2f} |")
+    return lines
 
 
 def write(record, directory, stem):

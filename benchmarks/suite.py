@@ -10,26 +10,29 @@ class Case:
     name: str                       # what is measured, e.g. "cross_entropy fwd+bwd"
     size: str                       # human-readable size, e.g. "4096x32000"
     dtype: str
-    impls: dict                     # label -> (callable, family: "gpugrad" | "cupy" | "torch")
+    impls: dict                     # label -> (callable, family: "gpugrad" | "cpu" | "torch"); on the CPU a
+    #                                 "torch (1 thread)" twin of "torch" is added (family "torch-1")
     bytes: int = None               # fewest bytes one call must move through memory
     flops: int = None               # floating-point operations of one call
     memory: dict = None             # label -> (callable, family): one call, for peak memory
-    wall_calls: int = 0             # > 0: host wall time per call over bursts (dispatch overhead)
+    wall_calls: int = 0             # > 0: host wall time per call over bursts of this many calls
     x: float = None                 # numeric size for plots
 
 
 def run_case(machine, case, repeats, warmup, ceilings):
     """One row per implementation, with rates against the ceilings and the ratio to gpugrad."""
-    if case.wall_calls:
-        seconds = {label: machine.wall_per_call(fn, case.wall_calls) for label, (fn, _) in case.impls.items()}
-    else:
-        seconds = machine.interleaved(case.impls, repeats, warmup)
+    impls = dict(case.impls)
+    if not machine.cuda and "torch" in impls:
+        impls["torch (1 thread)"] = (impls["torch"][0], "torch-1")
+    timings = machine.measure(impls, repeats, warmup, calls=case.wall_calls or None)
     peaks = {label: machine.peak_bytes(fn, family) for label, (fn, family) in (case.memory or {}).items()}
-    ours = seconds.get("gpugrad")
+    ours = timings["gpugrad"].median if "gpugrad" in timings else None
     rows = []
-    for label, value in seconds.items():
+    for label, timing in timings.items():
+        value = timing.median
         row = {"group": case.group, "case": case.name, "size": case.size, "dtype": case.dtype, "impl": label,
-               "seconds": value, "x": case.x, "peak_bytes": peaks.get(label)}
+               "seconds": value, "q1": timing.q1, "q3": timing.q3, "spread": timing.spread, "x": case.x,
+               "peak_bytes": peaks.get(label)}
         if case.bytes:
             row["gb_per_s"] = case.bytes / value / 1e9
             row["pct_of_copy"] = 100 * case.bytes / value / ceilings["copy_bytes_per_s"]

@@ -1,9 +1,12 @@
 """Clocks, interleaved timing, ceilings and peak memory, on the GPU and the CPU.
 
 On the GPU each repetition is bracketed by CUDA events of the library that
-ran it (CuPy for gpugrad and plain CuPy, torch for torch), after warm-up; on
-the CPU by perf_counter.  Implementations are interleaved repetition by
-repetition, so drifting clocks affect all alike; the median is reported.
+ran it (CuPy for gpugrad and plain CuPy, torch for torch), after warm-up.  On
+the CPU each repetition is a burst of calls (about 20 ms) timed by
+perf_counter after a 10 ms idle gap, so that one library's spinning thread
+pool does not slow the next one down, and one untimed call.  Implementations are interleaved
+repetition by repetition, in rotating order, so drifting clocks affect all
+alike; the median and the quartiles are reported.
 """
 
 import gc
@@ -14,6 +17,42 @@ import tracemalloc
 import numpy
 
 import gpugrad
+
+
+class Timing:
+    """Seconds per call: the median of the samples and their quartiles."""
+
+    def __init__(self, median, q1, q3, samples):
+        self.median, self.q1, self.q3, self.samples = median, q1, q3, samples
+
+    @classmethod
+    def of(cls, values):
+        values = sorted(values)
+        if len(values) < 2:
+            return cls(values[0], values[0], values[0], len(values))
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(statistics.median(values), q1, q3, len(values))
+
+    @property
+    def spread(self):
+        """Half the interquartile range over the median (0.05: +-5%)."""
+        return (self.q3 - self.q1) / 2 / self.median if self.median else 0.0
+
+
+class _torch_threads:
+    """torch on ``threads`` intra-op threads inside the block (None: as it is)."""
+
+    def __init__(self, torch, threads, default):
+        self.torch, self.threads, self.default = torch, threads, default
+
+    def __enter__(self):
+        if self.threads is not None:
+            self.torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        if self.threads is not None:
+            self.torch.set_num_threads(self.default)
+        return False
 
 
 class Machine:
@@ -69,13 +108,17 @@ class Machine:
             self.cupy.cuda.Device().synchronize()
             self.torch.cuda.synchronize()
 
+    def _threads(self, family):
+        """torch's intra-op thread count for this family: 1 for 'torch-1', else unchanged (None)."""
+        return 1 if family == "torch-1" else None
+
     def once(self, fn, family):
-        """Seconds one call of fn takes on the device."""
+        """Seconds one call of fn takes on the device (CUDA events on the GPU)."""
         if not self.cuda:
             start = time.perf_counter()
             fn()
             return time.perf_counter() - start
-        if family == "torch":
+        if family.startswith("torch"):
             begin, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
             begin.record()
             fn()
@@ -89,30 +132,53 @@ class Machine:
         end.synchronize()
         return self.cupy.cuda.get_elapsed_time(begin, end) / 1e3
 
-    def interleaved(self, impls, repeats, warmup):
-        """{name: median seconds} for impls = {name: (fn, family)}, interleaved."""
-        for fn, family in impls.values():
-            for _ in range(warmup):
-                fn()
+    def _burst(self, fn, calls):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
         self.synchronize()
-        samples = {name: [] for name in impls}
-        for _ in range(repeats):
-            for name, (fn, family) in impls.items():
-                samples[name].append(self.once(fn, family))
-        return {name: statistics.median(values) for name, values in samples.items()}
+        return (time.perf_counter() - start) / calls
 
-    def wall_per_call(self, fn, calls, repeats=5):
-        """Host wall time per call over a burst of calls (dispatch overhead), median of bursts."""
-        fn()
-        self.synchronize()
-        bursts = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            self.synchronize()
-            bursts.append((time.perf_counter() - start) / calls)
-        return statistics.median(bursts)
+    def measure(self, impls, repeats, warmup, calls=None, burst_seconds=0.02, gap_seconds=0.01):
+        """{label: Timing} for impls = {label: (fn, family)}.
+
+        On the CPU (and for host-time cases, ``calls`` given, on the GPU) each
+        sample is the wall time per call over a burst of calls, after an idle
+        gap (the thread pools of the implementation timed before, torch's or
+        OpenBLAS's, stop spinning) and one untimed call (this implementation's
+        threads wake up: after tens of milliseconds idle that can take ten);
+        the order of the implementations rotates from one repetition to the
+        next.  On the GPU otherwise, each sample is
+        one call between CUDA events.  ``torch-1`` implementations run with
+        torch on one thread.
+        """
+        torch = self.torch
+        default_threads = torch.get_num_threads()
+        labels = list(impls)
+        samples = {label: [] for label in labels}
+        per_burst = {}
+        for label in labels:
+            fn, family = impls[label]
+            with _torch_threads(torch, self._threads(family), default_threads):
+                for _ in range(warmup):
+                    fn()
+                self.synchronize()
+                if calls is not None:
+                    per_burst[label] = calls
+                elif not self.cuda:
+                    one = self._burst(fn, 1)
+                    per_burst[label] = max(1, min(10_000, int(burst_seconds / max(one, 1e-7))))
+        for r in range(repeats):
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                fn, family = impls[label]
+                with _torch_threads(torch, self._threads(family), default_threads):
+                    if label in per_burst:
+                        time.sleep(gap_seconds)
+                        fn()                  # untimed: wakes this implementation's threads
+                        samples[label].append(self._burst(fn, per_burst[label]))
+                    else:
+                        samples[label].append(self.once(fn, family))
+        return {label: Timing.of(values) for label, values in samples.items()}
 
     # -- ceilings -----------------------------------------------------------------------------
     def copy_bandwidth(self, nbytes=1 << 30):
@@ -122,12 +188,13 @@ class Machine:
         if self.cuda:
             src = torch.randn(n, device="cuda")
             dst = torch.empty_like(src)
-            seconds = self.interleaved({"copy": (lambda: dst.copy_(src), "torch")}, repeats=20, warmup=3)["copy"]
+            seconds = self.measure({"copy": (lambda: dst.copy_(src), "torch")}, repeats=20, warmup=3)["copy"].median
         else:
             n = min(n, 1 << 26)
             src = numpy.random.default_rng(0).standard_normal(n, dtype=numpy.float32)
             dst = numpy.empty_like(src)
-            seconds = self.interleaved({"copy": (lambda: numpy.copyto(dst, src), "cpu")}, repeats=10, warmup=2)["copy"]
+            seconds = self.measure({"copy": (lambda: numpy.copyto(dst, src), "cpu")}, repeats=10,
+                                   warmup=2)["copy"].median
         return 2 * n * 4 / seconds
 
     def matmul_rate(self):
@@ -138,7 +205,7 @@ class Machine:
         b = torch.randn(n, n, device=self.device)
         if self.cuda:
             torch.backends.cuda.matmul.allow_tf32 = False
-        seconds = self.interleaved({"mm": (lambda: a @ b, "torch")}, repeats=10, warmup=2)["mm"]
+        seconds = self.measure({"mm": (lambda: a @ b, "torch")}, repeats=10, warmup=2)["mm"].median
         return 2 * n ** 3 / seconds
 
 

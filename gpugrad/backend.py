@@ -256,3 +256,40 @@ def array_prod(x, axis=None, dtype=None, keepdims=False):
     if type(x) is numpy.ndarray:
         return numpy.multiply.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
     return x.prod(axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+# Matrix products of this many floating-point operations run on one BLAS thread on
+# the CPU: OpenBLAS threads them at two or more, which saves at most tens of
+# microseconds there but costs milliseconds when another thread pool (torch's, a
+# data loader's) holds the cores.  Below the band OpenBLAS uses one thread anyway.
+SMALL_MATMUL_FLOPS = (1 << 22, 1 << 26)
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's handle on NumPy's BLAS, or None (not installed, several BLAS)."""
+    try:
+        import threadpoolctl  # on the first matrix product in the band: its import scans the loaded libraries
+        controllers = [c for c in threadpoolctl.ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    except Exception:  # threadpoolctl missing or unable to inspect this process
+        return None
+    return controllers[0] if len(controllers) == 1 else None
+
+
+def matmul(a, b):
+    """``a @ b`` of NumPy or CuPy arrays of two or more dims; on the CPU, a
+    product in the SMALL_MATMUL_FLOPS band runs on one BLAS thread (the
+    thread count is restored after)."""
+    if type(a) is not numpy.ndarray:
+        return a @ b
+    flops = 2 * max(a.size * b.shape[-1], b.size * a.shape[-2])
+    if SMALL_MATMUL_FLOPS[0] <= flops < SMALL_MATMUL_FLOPS[1]:
+        blas = _blas_controller()
+        threads = blas.get_num_threads() if blas is not None else 1
+        if threads and threads > 1:
+            blas.set_num_threads(1)
+            try:
+                return numpy.matmul(a, b)
+            finally:
+                blas.set_num_threads(threads)
+    return numpy.matmul(a, b)

@@ -13,7 +13,9 @@ def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
     assert record["ceilings"]["copy_bytes_per_s"] > 0 and record["ceilings"]["matmul_flops_per_s"] > 0
     assert all(row["seconds"] > 0 for row in record["results"])
     impls = {row["impl"] for row in record["results"]}
-    assert {"gpugrad", "torch", "array composition"} <= impls
+    assert {"gpugrad", "torch", "torch (1 thread)", "array code, fewest passes"} <= impls
+    assert all(row["q1"] <= row["seconds"] <= row["q3"] for row in record["results"])
+    assert "Cost per graph node" in out and "gpugrad / torch (1 thread)" in out
     losses = [r for r in record["results"] if r["group"] == "losses"]
     assert all("gb_per_s" in r and "pct_of_copy" in r for r in losses)
     assert all("gpugrad_speedup" in r for r in losses if r["impl"] != "gpugrad")

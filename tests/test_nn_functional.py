@@ -36,9 +36,14 @@ def _ce_args(rng, options, classes, dtype, device):
 
 
 def _targets(rng, classes, shape, ignore_index=None, dtype="int64"):
+    """Random class indices; with ignore_index, the first is ignored and the
+    last is not (test_all_rows_ignored covers a batch with none used)."""
     t = rng.integers(0, classes, size=shape)
     if ignore_index is not None and t.size > 1:
-        t.reshape(-1)[0] = ignore_index
+        flat = t.reshape(-1)
+        flat[0] = ignore_index
+        if flat[-1] == ignore_index:
+            flat[-1] = (ignore_index + 1) % classes
     return t.astype(dtype)
 
 

@@ -229,10 +229,14 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     cpu = all(t.is_cpu for t in tensors)
     previous_seeds, _seeds.arrays = _seeds.arrays, frozenset(seeds)
     heappop, heappush = heapq.heappop, heapq.heappush
+    following = None    # a node that became ready while no other was: it runs next, past the heap
     try:
         with set_grad_enabled(create_graph):
-            while ready:
-                node = heappop(ready)[2]
+            while following is not None or ready:
+                if following is not None:
+                    node, following = following, None
+                else:
+                    node = heappop(ready)[2]
                 grads = buffers.pop(node, None)
                 if grads is None:        # no gradient reached it: its inputs get none from it either
                     _release_children(node, dependencies, ready)
@@ -284,7 +288,13 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                     left = dependencies[child] - 1
                     dependencies[child] = left
                     if left == 0:
-                        heappush(ready, (-child._sequence_nr, id(child), child))
+                        if following is None and not ready:
+                            following = child
+                        else:
+                            if following is not None:
+                                heappush(ready, (-following._sequence_nr, id(following), following))
+                                following = None
+                            heappush(ready, (-child._sequence_nr, id(child), child))
     finally:
         _seeds.arrays = previous_seeds
     if not cpu:

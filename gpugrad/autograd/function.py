@@ -216,6 +216,7 @@ class Function:
         if _grad_state.enabled:
             edges = []
             meta = []
+            needs = []
             for a in args:
                 if isinstance(a, Tensor):
                     data = a.array
@@ -225,16 +226,25 @@ class Function:
                         device_key = key
                     elif key != device_key:
                         raise _device_mismatch(cls, device_key, key)
-                    if a._requires_grad or a.grad_fn is not None:
+                    node = a.grad_fn
+                    if node is not None and a._view is None:      # gradient_edge()'s common case
+                        record = True
+                        edges.append((node, a._output_nr))
+                        meta.append((data.shape, data.dtype))
+                        needs.append(True)
+                        continue
+                    if a._requires_grad or node is not None:
                         record = True
                         edges.append(a.gradient_edge())
                         meta.append((data.shape, data.dtype))
+                        needs.append(True)
                         continue
                     edges.append(None)
                 else:
                     arrays.append(a)
                     edges.append(None if isinstance(a, numpy.generic) else False)
                 meta.append(None)
+                needs.append(False)
         else:
             for a in args:
                 if isinstance(a, Tensor):
@@ -248,10 +258,11 @@ class Function:
                 else:
                     arrays.append(a)
         ctx = cls.__new__(cls)
-        ctx.xp = numpy if device_key is None or device_key == -1 else backend.cupy_module()
+        if device_key is not None and device_key != -1:
+            ctx.xp = backend.cupy_module()       # the class default is numpy
         if record:
             ctx._sequence_nr = next(_sequence)
-            ctx.needs_input_grad = tuple([edge is not None and edge is not False for edge in edges])
+            ctx.needs_input_grad = tuple(needs)
             ctx._edges = tuple(edges)
             ctx._input_meta = meta
             ctx._device = device_key

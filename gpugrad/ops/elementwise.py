@@ -677,33 +677,39 @@ _GELU_C = 0.044715
 
 class Gelu(InternalFunction):
     """x * Phi(x), exactly (erf) or with torch's tanh approximation.  The
-    forward keeps only x; the backward is one Function."""
+    forward keeps x (and on the CPU, where erf is compute-bound, Phi(x) as
+    well: the GPU recomputes it rather than hold another array); the backward
+    is one Function."""
 
     @staticmethod
     def forward(ctx, x, approximate):
-        ctx.save_for_backward(x)
         ctx.approximate = approximate
         xp = ctx.xp
         if approximate == "tanh":
+            ctx.save_for_backward(x, None)
             inner = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+            inner += 1
+            inner *= 0.5
         else:
             inner = _erf(x * x.dtype.type(_INV_SQRT_2))
-        inner += 1
-        inner *= x
-        inner *= 0.5
-        return inner.astype(x.dtype, copy=False)
+            inner += 1
+            inner *= 0.5                 # Phi(x)
+            ctx.save_for_backward(x, None if backend.is_cupy_array(x) else inner)
+        out = inner * x
+        return out.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        return GeluBackward.apply(grad, x, ctx.approximate), None
+        x, cdf = ctx.saved_tensors
+        return GeluBackward.apply(grad, x, ctx.approximate, cdf), None
 
 
 class GeluBackward(InternalFunction):
-    """grad * gelu'(x), one pass for erf; differentiable again."""
+    """grad * gelu'(x), one pass for erf (Phi(x) from the forward when it kept
+    it); differentiable again."""
 
     @staticmethod
-    def forward(ctx, grad, x, approximate):
+    def forward(ctx, grad, x, approximate, cdf=None):
         ctx.save_for_backward(grad, x)
         ctx.approximate = approximate
         xp = ctx.xp
@@ -712,9 +718,12 @@ class GeluBackward(InternalFunction):
             t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x2 * x))
             slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x2)
         else:
-            slope = _erf(x * x.dtype.type(_INV_SQRT_2))
-            slope += 1
-            slope *= 0.5
+            if cdf is None:
+                slope = _erf(x * x.dtype.type(_INV_SQRT_2))
+                slope += 1
+                slope *= 0.5
+            else:
+                slope = cdf.copy()
             pdf = xp.exp(-0.5 * x * x)
             pdf *= _INV_SQRT_2PI
             pdf *= x
@@ -737,7 +746,7 @@ class GeluBackward(InternalFunction):
             pdf = (-0.5 * x * x).exp() * _INV_SQRT_2PI
             slope = 0.5 * (1 + (x * _INV_SQRT_2).erf()) + x * pdf
             curvature = pdf * (2 - x * x)
-        return grad_grad * slope, grad_grad * grad * curvature, None
+        return grad_grad * slope, grad_grad * grad * curvature, None, None
 
 
 def gelu(input, approximate="none"):

@@ -66,6 +66,28 @@ def row_stats(xp, x, axis, weight=None, smoothing=False):
     return m, ls, e, weighted
 
 
+def _softmax_times(xp, x, m, ls, scale):
+    """scale * exp((x - m) - ls) in three passes over x: exp(x - m) * (scale *
+    exp(-ls)), where 0 < exp(x - m) <= 1 and 1 <= exp(ls) <= C (no overflow, no
+    cancellation of a large m against ls); rows whose statistics are not
+    finite (nan, +inf, all -inf) take the direct formula, as torch's.  m, ls
+    and scale broadcast against x (kept dims); the result is in the
+    accumulation dtype."""
+    out = xp.subtract(x.astype(m.dtype, copy=False), m)
+    xp.exp(out, out=out)
+    out *= scale * xp.exp(-ls)
+    special = _special(xp, ls)
+    if special is not None:
+        direct = xp.exp((x.astype(m.dtype, copy=False) - m) - ls) * scale
+        out = xp.where(special, direct, out)
+    return out
+
+
+def _lse_backward_twin(xp, x, m, ls, grad):
+    """grad * exp((x - m) - ls) (m, ls, grad with kept dims), in x's dtype."""
+    return _softmax_times(xp, x, m, ls, grad.astype(m.dtype, copy=False)).astype(x.dtype, copy=False)
+
+
 def _special(xp, ls):
     """Rows whose statistics are not finite (nan, +inf, or only -inf): nan for softmax and cross-entropy."""
     special = ~xp.isfinite(ls)
@@ -124,11 +146,7 @@ class LogSumExp(InternalFunction):
             out = kernels.apply_row_stats(*rows, m.array.reshape(-1), ls.array.reshape(-1), "lse_grad", g,
                                           g.strides[0] // g.itemsize)
             return Tensor._make(out), None, None
-        out = xp.subtract(x.array, m.array)
-        out -= ls.array
-        xp.exp(out, out=out)
-        out *= grad.array
-        return Tensor._make(out.astype(x.dtype, copy=False)), None, None
+        return Tensor._make(_lse_backward_twin(xp, x.array, m.array, ls.array, grad.array)), None, None
 
     def release(self):
         super().release()
@@ -346,10 +364,8 @@ def _ce_backward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing
     valid, safe, w_t = _target_rows(xp, target, weight, ignore_index, classes, acc)
     total = classes if weight is None else weight_sum[0]
     g = xp.where(valid, xp.broadcast_to(per_row, (rows,)), 0)
-    out = xp.subtract(x.astype(acc, copy=False), m[:, None])
-    out -= ls[:, None]
-    xp.exp(out, out=out)
-    out *= (g * ((1 - smoothing) * w_t + (smoothing / classes) * total))[:, None]
+    scale = g * ((1 - smoothing) * w_t + (smoothing / classes) * total)
+    out = _softmax_times(xp, x, m[:, None], ls[:, None], scale[:, None])
     if smoothing:
         spread = xp.ones(classes, dtype=acc) if weight is None else weight
         out -= (g * (smoothing / classes))[:, None] * spread[None, :]
