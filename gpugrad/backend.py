@@ -259,10 +259,12 @@ def array_prod(x, axis=None, dtype=None, keepdims=False):
 
 
 # Matrix products of this many floating-point operations run on one BLAS thread on
-# the CPU: OpenBLAS threads them at two or more, which saves at most tens of
-# microseconds there but costs milliseconds when another thread pool (torch's, a
-# data loader's) holds the cores.  Below the band OpenBLAS uses one thread anyway.
-SMALL_MATMUL_FLOPS = (1 << 22, 1 << 26)
+# the CPU.  OpenBLAS threads them, which on an idle 2-core machine makes them up to
+# 1.8x faster (tens of microseconds), but when the cores are busy (data-loading
+# processes, another job, a second thread pool in the process) its spinning
+# threads wait for a scheduler tick: 16 ms for a 37 us product, measured.  Below
+# the band OpenBLAS uses one thread anyway; above it, the default count.
+SMALL_MATMUL_FLOPS = (1 << 17, 1 << 26)
 
 
 @functools.lru_cache(maxsize=None)

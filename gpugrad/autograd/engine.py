@@ -261,7 +261,13 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                     _release_children(node, dependencies, ready)
                     continue
 
-                in_grads = _call_backward(node, grads)
+                if len(grads) == 1 and grads[0] is not None:       # _call_backward's common case
+                    in_grads = type(node).backward(node, grads[0])
+                    if type(in_grads) is not tuple or len(in_grads) < len(node._edges) or \
+                            not node.forward_takes_arrays:       # gpugrad's own ops return well-formed tuples
+                        in_grads = _check_result(node, in_grads)
+                else:
+                    in_grads = _call_backward(node, grads)
                 if not retain_graph:
                     node.release()
                 meta = node._input_meta
@@ -390,7 +396,11 @@ def _call_backward(node, grads):
         meta = node._output_meta
         grads = [Tensor._make(node.xp.zeros(meta[i][0], dtype=meta[i][1])) if g is None else g
                  for i, g in enumerate(grads)]
-    result = type(node).backward(node, *grads)
+    return _check_result(node, type(node).backward(node, *grads))
+
+
+def _check_result(node, result):
+    """A backward's return value as a tuple of one gradient (or None) per input."""
     if type(result) is not tuple:
         result = (result,)
     edges = node._edges

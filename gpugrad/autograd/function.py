@@ -142,7 +142,15 @@ class Function:
             if self._had_saved:
                 raise RuntimeError(_FREED_MESSAGE)
             return ()
-        return tuple([None if s is None else s.unpack(self) for s in self._saved])
+        values = []
+        for s in self._saved:
+            if s is None:
+                values.append(None)
+            elif s.kind == "input" and s.version_counter[0] == s.version:     # unpack()'s common case
+                values.append(s.value)
+            else:
+                values.append(s.unpack(self))
+        return tuple(values)
 
     def mark_non_differentiable(self, *outputs):
         """Outputs (arrays or tensors returned by forward) that get no grad_fn."""

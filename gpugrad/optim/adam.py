@@ -50,9 +50,14 @@ class Adam(Optimizer):
             else:
                 grad = grad + weight_decay * param
         exp_avg, exp_avg_sq = state["exp_avg"].array, state["exp_avg_sq"].array
-        exp_avg += (grad - exp_avg) * (1 - beta1)           # torch's lerp_
+        # in place, through one scratch array
+        scratch = xp.subtract(grad, exp_avg)
+        scratch *= 1 - beta1
+        exp_avg += scratch                                  # torch's lerp_(grad, 1 - beta1)
         exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        xp.multiply(grad, grad, out=scratch)
+        scratch *= 1 - beta2
+        exp_avg_sq += scratch
         bias_correction1 = 1 - beta1 ** step
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
         if group["amsgrad"]:
@@ -60,10 +65,12 @@ class Adam(Optimizer):
             xp.maximum(second, exp_avg_sq, out=second)
         else:
             second = exp_avg_sq
-        denom = xp.sqrt(second)
+        denom = xp.sqrt(second, out=scratch)
         denom /= bias_correction2_sqrt
         denom += eps
-        param -= (lr / bias_correction1) * (exp_avg / denom)
+        xp.divide(exp_avg, denom, out=denom)
+        denom *= lr / bias_correction1
+        param -= denom
 
 
 class AdamW(Adam):
