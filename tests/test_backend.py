@@ -50,3 +50,30 @@ def test_device_errors_name_the_problem():
     with pytest.raises(TypeError, match="expects a string, an int or a device"):
         gpugrad.device(1.5)
     assert gpugrad.device("cpu") == "cpu" and hash(gpugrad.device("cpu")) == hash(gpugrad.device("cpu"))
+
+
+def test_small_matmuls_run_on_one_blas_thread_and_restore_the_count(monkeypatch):
+    """A product in the SMALL_MATMUL_FLOPS band runs with OpenBLAS on one
+    thread; the count the process had is restored after, also on error."""
+    from gpugrad import backend
+    blas = backend._blas_controller()
+    if blas is None:
+        pytest.skip("threadpoolctl cannot see NumPy's BLAS here")
+    seen = []
+    original = numpy.matmul
+
+    def spy(a, b):
+        seen.append(blas.get_num_threads())
+        return original(a, b)
+    before = blas.get_num_threads()
+    monkeypatch.setattr(backend.numpy, "matmul", spy)
+    rng = numpy.random.default_rng(0)
+    small = rng.standard_normal((64, 256)), rng.standard_normal((256, 256))       # 8.4 M flops: in the band
+    large = rng.standard_normal((512, 512)), rng.standard_normal((512, 512))      # 268 M flops: above it
+    assert numpy.allclose(backend.matmul(*small), small[0] @ small[1])
+    backend.matmul(*large)
+    assert seen == [1, before]
+    assert blas.get_num_threads() == before
+    with pytest.raises(ValueError):
+        backend.matmul(numpy.ones((64, 256)), numpy.ones((255, 256)))
+    assert blas.get_num_threads() == before

@@ -634,7 +634,7 @@ class ThresholdBackward(InternalFunction):
     def forward(ctx, grad, x, threshold):
         ctx.save_for_backward(x)
         ctx.threshold = threshold
-        return ctx.xp.where(x <= threshold, 0, grad).astype(grad.dtype, copy=False)
+        return backend.keep_where(~(x <= threshold), grad)
 
     @staticmethod
     def backward(ctx, grad_grad):
