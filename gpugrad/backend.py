@@ -18,6 +18,7 @@ import functools
 import os
 import warnings
 
+import ml_dtypes
 import numpy
 
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"gpugrad(\.|$)")
@@ -265,6 +266,7 @@ def array_prod(x, axis=None, dtype=None, keepdims=False):
 # threads wait for a scheduler tick: 16 ms for a 37 us product, measured.  Below
 # the band OpenBLAS uses one thread anyway; above it, the default count.
 SMALL_MATMUL_FLOPS = (1 << 17, 1 << 26)
+_HALF_TYPES = (numpy.dtype(numpy.float16), numpy.dtype(ml_dtypes.bfloat16))
 
 
 @functools.lru_cache(maxsize=None)
@@ -284,6 +286,9 @@ def matmul(a, b):
     thread count is restored after)."""
     if type(a) is not numpy.ndarray:
         return a @ b
+    if a.dtype in _HALF_TYPES:
+        # NumPy has no BLAS for half types: float32 products, rounded once (torch's CPU rule)
+        return matmul(a.astype(numpy.float32), b.astype(numpy.float32)).astype(a.dtype)
     flops = 2 * max(a.size * b.shape[-1], b.size * a.shape[-2])
     if SMALL_MATMUL_FLOPS[0] <= flops < SMALL_MATMUL_FLOPS[1]:
         blas = _blas_controller()
@@ -310,3 +315,15 @@ def keep_where(keep, values):
             return out
         return numpy.where(keep, values, zero)
     return cupy_module().where(keep, values, zero)
+
+
+def einsum(subscripts, *arrays):
+    """``einsum`` of NumPy or CuPy arrays of one dtype; half types on the CPU
+    are summed in float32 and rounded once (NumPy has no fast half loops)."""
+    first = arrays[0]
+    if type(first) is numpy.ndarray:
+        if first.dtype in _HALF_TYPES:
+            return numpy.einsum(subscripts, *[a.astype(numpy.float32) for a in arrays],
+                                optimize=len(arrays) > 2).astype(first.dtype)
+        return numpy.einsum(subscripts, *arrays, optimize=len(arrays) > 2)
+    return _probe_cupy().einsum(subscripts, *arrays)

@@ -111,9 +111,10 @@ def from_dlpack(ext_tensor):
     if int(device_type) == 1:          # kDLCPU
         try:
             return Tensor._make(numpy.from_dlpack(ext_tensor))
-        except (BufferError, TypeError) as error:
-            raise RuntimeError(f"from_dlpack: NumPy cannot import this tensor ({error}); bfloat16 has no "
-                               "DLPack exchange with NumPy: convert it to float32 first") from None
+        except (BufferError, TypeError, RuntimeError) as error:
+            raise RuntimeError(f"from_dlpack: NumPy cannot import this tensor ({error}). On the CPU bfloat16 "
+                               "has no DLPack exchange (NumPy's DLPack has no bfloat16): convert it to float32 "
+                               "first, or go through the GPU, where CuPy's has") from None
     if int(device_type) == 2:          # kDLCUDA
         cp = backend.cupy_module()
         with cp.cuda.Device(int(device_id)):

@@ -23,9 +23,25 @@ def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=N
     _options["sci_mode"] = sci_mode
 
 
+def _shown(data):
+    """The elements a summarised print shows (edge items of each dim), or all."""
+    if data.size <= _options["threshold"]:
+        return data
+    edge = _options["edgeitems"]
+    for axis in range(data.ndim):
+        if data.shape[axis] > 2 * edge:
+            data = numpy.concatenate([numpy.take(data, range(edge), axis),
+                                      numpy.take(data, range(data.shape[axis] - edge, data.shape[axis]), axis)],
+                                     axis)
+    return data
+
+
 def _float_formatter(data):
+    """One element as torch writes it: fixed or scientific notation, then
+    padded to the widest shown element so the columns line up."""
     precision = _options["precision"]
-    finite = data[numpy.isfinite(data)]
+    shown = _shown(data)
+    finite = shown[numpy.isfinite(shown)]
     integral = finite.size == 0 or bool(numpy.all(finite == numpy.round(finite)))
     nonzero = numpy.abs(finite[finite != 0])
     scientific = _options["sci_mode"]
@@ -33,10 +49,20 @@ def _float_formatter(data):
         scientific = bool(nonzero.size) and (nonzero.max() >= 1e8 or nonzero.min() < 10 ** -precision
                                              or nonzero.max() / nonzero.min() > 1000 and not integral)
     if scientific:
-        return lambda v: f"{v:.{precision}e}" if numpy.isfinite(v) else str(v)
-    if integral:
-        return lambda v: f"{v:.0f}." if numpy.isfinite(v) else str(v)
-    return lambda v: f"{v:.{precision}f}" if numpy.isfinite(v) else str(v)
+        def plain(v):
+            return f"{v:.{precision}e}" if numpy.isfinite(v) else str(v)
+    elif integral:
+        def plain(v):
+            return f"{v:.0f}." if numpy.isfinite(v) else str(v)
+    else:
+        def plain(v):
+            return f"{v:.{precision}f}" if numpy.isfinite(v) else str(v)
+    width = max((len(plain(v)) for v in _nonzero(finite)), default=0)     # torch's rule
+    return lambda v: plain(v).rjust(width)
+
+
+def _nonzero(finite):
+    return finite[finite != 0].reshape(-1)
 
 
 def format_tensor(t):
@@ -54,7 +80,7 @@ def format_tensor(t):
     elif data.ndim:
         body = numpy.array2string(data, **kwargs)
     else:
-        body = formatter(data.item()) if formatter else repr(data.item())
+        body = formatter(data.item()).strip() if formatter else repr(data.item())
     extras = []
     if t.device.type == "cuda":
         extras.append(f"device='{t.device}'")

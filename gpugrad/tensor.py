@@ -374,7 +374,14 @@ class Tensor:
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def __dlpack__(self, *args, **kwargs):
-        return self.array.__dlpack__(*args, **kwargs)
+        try:
+            return self.array.__dlpack__(*args, **kwargs)
+        except BufferError:
+            if self.array.dtype == dtypes.bfloat16:
+                raise BufferError("a bfloat16 tensor on the CPU cannot be exported through DLPack (NumPy's "
+                                  "DLPack has no bfloat16): convert it to float32 first (x.float()), or export "
+                                  "it from the GPU, where CuPy's has") from None
+            raise
 
     def __dlpack_device__(self):
         return self.array.__dlpack_device__()

@@ -338,6 +338,41 @@ def few_long_rows_split_over_blocks():
         launchers._launch = original
 
 
+@check
+def bfloat16_kernels():
+    """The __nv_bfloat16 instantiations: forward within one bfloat16 ulp of the
+    exact result (torch float64 on the same values), gradients within bfloat16
+    rounding; strided rows and the gradient written by the forward included."""
+    import ml_dtypes
+    rng = numpy.random.default_rng(7)
+    for shape, dim in (((6, 37), 1), ((3, 4100), 1), ((4, 9, 5), 1)):
+        values = (rng.standard_normal(shape) * 4).astype(ml_dtypes.bfloat16).astype(numpy.float64)
+        target = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+        for op in ("cross_entropy", "logsumexp", "softmax", "log_softmax"):
+            x = gpugrad.tensor(values, device="cuda").to(gpugrad.bfloat16).requires_grad_()
+            x64 = torch.tensor(values, requires_grad=True)
+            if op == "cross_entropy":
+                out = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"), label_smoothing=0.1)
+                ref = torch.nn.functional.cross_entropy(x64, torch.tensor(target), label_smoothing=0.1)
+            else:
+                out, ref = getattr(gpugrad, op)(x, dim), getattr(torch, op)(x64, dim)
+            assert out.dtype == gpugrad.bfloat16, out.dtype
+            got = out.detach().float().cpu().numpy().astype(numpy.float64)
+            want = ref.detach().numpy()
+            ulp = numpy.abs(want) * 2.0 ** -8 + 1e-30
+            assert (numpy.abs(got - want) <= ulp * 1.01).all(), f"{op} {shape}: forward beyond one ulp"
+            g = rng.uniform(-1, 1, want.shape) if op != "cross_entropy" else numpy.ones(())
+            if op == "cross_entropy":
+                out.backward()
+                ref.backward()
+            else:
+                out.backward(gpugrad.tensor(g, device="cuda").to(gpugrad.bfloat16))
+                ref.backward(torch.tensor(g).bfloat16().double())
+            grad = x.grad.float().cpu().numpy().astype(numpy.float64)
+            scale = numpy.abs(x64.grad.numpy()).max()
+            assert numpy.abs(grad - x64.grad.numpy()).max() <= 2 ** -6 * scale, f"{op} {shape}: gradient"
+
+
 def main():
     results = {}
     for name, function in CHECKS.items():

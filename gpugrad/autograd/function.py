@@ -47,6 +47,7 @@ _FREED_MESSAGE = (
 
 
 _FLOATING = dtypes.FLOATING_SET
+_HALF = (dtypes.float16, dtypes.bfloat16)
 _ALL_FALSE = [()]
 for _n in range(1, 16):
     _ALL_FALSE.append((False,) * _n)
@@ -110,6 +111,9 @@ class Function:
     # forward calls NumPy functions written in Python (cumsum, cumprod, ...), whose warnings the
     # module filter of gpugrad/backend.py cannot see: it runs under numpy.errstate on the CPU
     numpy_errstate = False
+    # a forward of several NumPy passes: on the CPU, float16 / bfloat16 inputs are computed in float32
+    # and the results rounded once, as torch's CPU kernels do (CuPy's kernels compute in float anyway)
+    half_in_float32 = False
     is_view = False                # output shares memory (and version) with input 0
     _backward_suffix = "Backward"
 
@@ -282,6 +286,8 @@ class Function:
                 if cls.numpy_errstate and ctx.xp is numpy:
                     with numpy.errstate(all="ignore"):
                         raw = cls.forward(ctx, *arrays)
+                elif cls.half_in_float32 and ctx.xp is numpy:
+                    raw = _forward_in_float32(cls, ctx, arrays)
                 else:
                     raw = cls.forward(ctx, *arrays)
             except FloatingPointError:     # numpy.seterr(all="raise") by the caller: inf and nan as torch
@@ -334,6 +340,23 @@ class Function:
                 ctx._had_saved = True
                 ctx._to_save = ()
         return outputs[0] if single else outputs
+
+
+def _forward_in_float32(cls, ctx, arrays):
+    """cls.forward with float16 / bfloat16 arrays widened to float32, and its
+    float32 results rounded back to that type once."""
+    half = None
+    for a in arrays:
+        if isinstance(a, numpy.ndarray) and a.dtype in _HALF:
+            half = a.dtype
+            break
+    if half is None:
+        return cls.forward(ctx, *arrays)
+    raw = cls.forward(ctx, *[a.astype(numpy.float32) if isinstance(a, numpy.ndarray) and a.dtype == half else a
+                             for a in arrays])
+    if type(raw) is tuple:
+        return tuple([o.astype(half) if o.dtype == numpy.float32 else o for o in raw])
+    return raw.astype(half) if raw.dtype == numpy.float32 else raw
 
 
 def _device_mismatch(cls, first, other):

@@ -434,6 +434,8 @@ def sqrt(input):
 
 
 class Rsqrt(InternalFunction):
+    half_in_float32 = True
+
     @staticmethod
     def forward(ctx, x):
         y = 1 / ctx.xp.sqrt(x)
@@ -561,6 +563,8 @@ class Tanh(InternalFunction):
 class TanhBackward(InternalFunction):
     """grad * (1 - y^2) in one dispatch; differentiable again."""
 
+    half_in_float32 = True
+
     @staticmethod
     def forward(ctx, grad, y):
         ctx.save_for_backward(grad, y)
@@ -578,6 +582,8 @@ def tanh(input):
 
 
 class Sigmoid(InternalFunction):
+    half_in_float32 = True
+
     @staticmethod
     def forward(ctx, x):
         xp = ctx.xp
@@ -597,6 +603,8 @@ class Sigmoid(InternalFunction):
 
 class SigmoidBackward(InternalFunction):
     """grad * y (1 - y) in one dispatch; differentiable again."""
+
+    half_in_float32 = True
 
     @staticmethod
     def forward(ctx, grad, y):
@@ -681,6 +689,8 @@ class Gelu(InternalFunction):
     well: the GPU recomputes it rather than hold another array); the backward
     is one Function."""
 
+    half_in_float32 = True
+
     @staticmethod
     def forward(ctx, x, approximate):
         ctx.approximate = approximate
@@ -707,6 +717,8 @@ class Gelu(InternalFunction):
 class GeluBackward(InternalFunction):
     """grad * gelu'(x), one pass for erf (Phi(x) from the forward when it kept
     it); differentiable again."""
+
+    half_in_float32 = True
 
     @staticmethod
     def forward(ctx, grad, x, approximate, cdf=None):
@@ -763,6 +775,8 @@ def silu(input):
 
 class Softplus(InternalFunction):
     """log(1 + exp(beta x)) / beta, linear where beta x > threshold."""
+
+    half_in_float32 = True
 
     @staticmethod
     def forward(ctx, x, beta, threshold):
@@ -856,6 +870,8 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
 class Hardsigmoid(InternalFunction):
     """clamp(x / 6 + 1/2, 0, 1); gradient 1/6 strictly inside (-3, 3)."""
 
+    half_in_float32 = True
+
     @staticmethod
     def forward(ctx, x):
         xp = ctx.xp
@@ -877,6 +893,8 @@ def hardsigmoid(input):
 class Hardswish(InternalFunction):
     """x * hardsigmoid(x); gradient 0 for x <= -3, 1 for x >= 3, x / 3 + 1/2
     between (torch's)."""
+
+    half_in_float32 = True
 
     @staticmethod
     def forward(ctx, x):

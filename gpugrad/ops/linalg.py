@@ -193,7 +193,7 @@ class Einsum(InternalFunction):
         ctx.inputs, ctx.output = inputs, output
         ctx.save_for_backward(*arrays)
         ctx.shapes = [a.shape for a in arrays]
-        return ctx.xp.einsum(",".join(inputs) + "->" + output, *arrays)
+        return backend.einsum(",".join(inputs) + "->" + output, *arrays)
 
     @staticmethod
     def backward(ctx, grad):
