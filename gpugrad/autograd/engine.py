@@ -21,6 +21,7 @@ import threading
 import numpy
 
 from gpugrad import backend
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd.grad_mode import set_grad_enabled
 from gpugrad.autograd.graph import AccumulateGrad
 from gpugrad.cuda import errors as device_errors
@@ -231,7 +232,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     heappop, heappush = heapq.heappop, heapq.heappush
     following = None    # a node that became ready while no other was: it runs next, past the heap
     try:
-        with set_grad_enabled(create_graph):
+        with set_grad_enabled(create_graph), autocast_mode.suspended():
             while following is not None or ready:
                 if following is not None:
                     node, following = following, None

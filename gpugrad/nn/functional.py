@@ -11,6 +11,7 @@ import math
 import warnings
 
 from gpugrad import backend, dtypes, random
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
@@ -103,6 +104,7 @@ def _class_indices(target):
     return target if target.dtype in (dtypes.int32, dtypes.int64) else target.to(dtypes.int64)
 
 
+@autocast_mode.float32
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy between logits ``input`` and ``target``.
@@ -151,6 +153,7 @@ def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, cl
     return loss.sum() / (input.numel() // classes)
 
 
+@autocast_mode.float32
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` at class indices
     ``target`` (shapes as in cross_entropy); ``nll_loss(log_softmax(x, 1), t)``
@@ -240,6 +243,7 @@ def _weighted(loss, weight, input, reduction):
     return _reduce(loss, reduction)
 
 
+@autocast_mode.float32
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error (broadcasting input against target, with torch's warning)."""
     reduction = _reduction(reduction, size_average, reduce)
@@ -250,6 +254,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     return _weighted(diff * diff, weight, input, reduction)
 
 
+@autocast_mode.float32
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean absolute error."""
     reduction = _reduction(reduction, size_average, reduce)
@@ -287,6 +292,7 @@ class HuberLoss(_PiecewiseQuadratic):
     pass
 
 
+@autocast_mode.float32
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta = 0: l1)."""
     reduction = _reduction(reduction, size_average, reduce)
@@ -298,6 +304,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return SmoothL1Loss.apply(input, target, reduction, float(beta), 1.0)
 
 
+@autocast_mode.float32
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere."""
     reduction = _reduction(reduction)
@@ -311,6 +318,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     return _reduce(HuberLoss.apply(input, target, "none", float(delta), float(delta)) * weight, reduction)
 
 
+@autocast_mode.float32
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """KL(target || exp(input)) elementwise: target (log target - input); 'batchmean'
     divides the sum by the batch size (what the math calls KL divergence)."""
@@ -371,6 +379,7 @@ class BinaryCrossEntropy(_PointwiseLoss):
         return grad_p, grad_t
 
 
+@autocast_mode.float32
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Binary cross-entropy of probabilities ``input`` in [0, 1] (logs clamped
     at -100 as in torch, so a saturated sigmoid gives a finite gradient)."""
@@ -413,6 +422,7 @@ class BinaryCrossEntropyWithLogits(_PointwiseLoss):
         return grad_x, grad_target
 
 
+@autocast_mode.float32
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one stable expression (no overflow for
@@ -504,6 +514,7 @@ def _count(shape, dims):
     return math.prod(shape[d] for d in dims)
 
 
+@autocast_mode.float32
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims (biased variance), then scale and shift."""
     if isinstance(normalized_shape, int):
@@ -709,6 +720,7 @@ def glu(input, dim=-1):
     return a * b.sigmoid()
 
 
+@autocast_mode.float32
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p over dim, eps)."""
     return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
@@ -725,6 +737,7 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     return (x1 - x2 + eps).norm(p, -1, keepdim=keepdim)
 
 
+@autocast_mode.float32
 def softmin(input, dim=None, dtype=None):
     """softmax of -input along dim."""
     return softmax(-input, dim, dtype)
@@ -767,6 +780,7 @@ def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_ca
     return weights @ value
 
 
+@autocast_mode.lower_precision
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """softmax(q k^T * scale + mask) v over the last two dims (torch's

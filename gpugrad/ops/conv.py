@@ -8,6 +8,7 @@ order."""
 import math
 
 from gpugrad import dtypes
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.ops.shape import stack
 from gpugrad.tensor import Tensor
@@ -117,6 +118,7 @@ def _same_padding(kernel, dilation):
     return tuple(t // 2 for t in total)
 
 
+@autocast_mode.lower_precision
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation of (N, C, H, W) (or (C, H, W)) with weight
     (O, C / groups, kh, kw), plus bias (O,); padding may be 'valid' or 'same'."""
@@ -156,6 +158,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
+@autocast_mode.lower_precision
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D cross-correlation of (N, C, L) with weight (O, C / groups, k)."""
     if input.ndim == 2:

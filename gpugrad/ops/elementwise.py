@@ -15,6 +15,7 @@ import math
 import numpy
 
 from gpugrad import backend, dtypes
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.ops._promote import floating, promote, rounded, scalar_of
 from gpugrad.tensor import Tensor
@@ -180,6 +181,7 @@ class Pow(InternalFunction):
         return grad_a, grad_b
 
 
+@autocast_mode.float32
 def pow(input, exponent):
     """input ** exponent (either may be a number); integer tensors to a
     negative integer power raise, as in torch."""
@@ -343,6 +345,7 @@ class Exp(InternalFunction):
         return grad * y
 
 
+@autocast_mode.float32
 def exp(input):
     """e ** input."""
     return Exp.apply(_unary_input(input, "exp"))
@@ -365,16 +368,19 @@ class Log(InternalFunction):
         return grad / x
 
 
+@autocast_mode.float32
 def log(input):
     """The natural logarithm (-inf at 0, nan below)."""
     return Log.apply(_unary_input(input, "log"))
 
 
+@autocast_mode.float32
 def log2(input):
     """The base-2 logarithm."""
     return Log.apply(_unary_input(input, "log2")) * (1 / math.log(2))
 
 
+@autocast_mode.float32
 def log10(input):
     """The base-10 logarithm."""
     return Log.apply(_unary_input(input, "log10")) * (1 / math.log(10))
@@ -392,6 +398,7 @@ class Log1p(InternalFunction):
         return grad / (x + 1)
 
 
+@autocast_mode.float32
 def log1p(input):
     """log(1 + input), accurate for small input."""
     return Log1p.apply(_unary_input(input, "log1p"))
@@ -410,6 +417,7 @@ class Expm1(InternalFunction):
         return grad * (y + 1)
 
 
+@autocast_mode.float32
 def expm1(input):
     """exp(input) - 1, accurate for small input."""
     return Expm1.apply(_unary_input(input, "expm1"))
@@ -448,6 +456,7 @@ class Rsqrt(InternalFunction):
         return grad * (-0.5 * y * y * y)
 
 
+@autocast_mode.float32
 def rsqrt(input):
     """1 / sqrt(input)."""
     return Rsqrt.apply(_unary_input(input, "rsqrt"))
@@ -458,6 +467,7 @@ def square(input):
     return mul(input, input)
 
 
+@autocast_mode.float32
 def reciprocal(input):
     """1 / input."""
     return div(1.0, _unary_input(input, "reciprocal"))
@@ -510,6 +520,7 @@ class Tan(InternalFunction):
         return grad * (1 + y * y)
 
 
+@autocast_mode.float32
 def tan(input):
     """The tangent, elementwise."""
     return Tan.apply(_unary_input(input, "tan"))
@@ -535,12 +546,14 @@ def atan(input):
 arctan = atan
 
 
+@autocast_mode.float32
 def sinh(input):
     """The hyperbolic sine, elementwise."""
     x = _unary_input(input, "sinh")
     return (x.exp() - (-x).exp()) * 0.5
 
 
+@autocast_mode.float32
 def cosh(input):
     """The hyperbolic cosine, elementwise."""
     x = _unary_input(input, "cosh")
@@ -794,6 +807,7 @@ class Softplus(InternalFunction):
         return where(bx > ctx.threshold, grad, grad * bx.sigmoid()), None, None
 
 
+@autocast_mode.float32
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta * input)) / beta (linear above threshold)."""
     return Softplus.apply(_unary_input(input, "softplus"), beta, threshold)

@@ -24,6 +24,7 @@ import weakref
 import numpy
 
 from gpugrad import backend, dtypes
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd import engine
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
@@ -153,6 +154,7 @@ class LogSumExp(InternalFunction):
         self.rows = None
 
 
+@autocast_mode.float32
 def logsumexp(input, dim, keepdim=False, *, keepdims=None):
     """log(sum(exp(input), dim)), computed stably: -inf over an empty dim or a
     row of -inf, +inf with a +inf in the row, nan with a nan (fused on CUDA)."""
@@ -258,6 +260,7 @@ def _softmax_dim(x, dim, name):
     return wrap_dim(dim, x.ndim) if x.ndim else 0
 
 
+@autocast_mode.float32
 def softmax(input, dim=None, dtype=None):
     """exp(x) / sum(exp(x), dim), computed stably (nan for a row holding nan or
     +inf, or only -inf, as torch); fused on CUDA."""
@@ -268,6 +271,7 @@ def softmax(input, dim=None, dtype=None):
     return Softmax.apply(x, dim)
 
 
+@autocast_mode.float32
 def log_softmax(input, dim=None, dtype=None):
     """x - logsumexp(x, dim), computed stably; fused on CUDA."""
     x = _floating_input(input, "log_softmax", dtype)

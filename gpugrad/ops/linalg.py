@@ -6,6 +6,7 @@ are given a unit dim first and lose it after, as torch.matmul does.  Linear
 import string
 
 from gpugrad import backend, dtypes
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.tensor import Tensor
 
@@ -36,6 +37,7 @@ def _shape_error(a, b):
                         f"{b.shape[-2] if b.ndim > 1 else (b.shape[0] if b.ndim else 'scalar')})")
 
 
+@autocast_mode.lower_precision
 def matmul(input, other):
     """Matrix product with torch.matmul's rules for 1-D, 2-D and batched
     operands (both of one dtype: float32 @ float64 raises, as in torch)."""
@@ -57,6 +59,7 @@ def matmul(input, other):
     return MatMul.apply(a, b)
 
 
+@autocast_mode.lower_precision
 def mm(input, mat2):
     """The product of two matrices."""
     if input.ndim != 2 or mat2.ndim != 2:
@@ -67,6 +70,7 @@ def mm(input, mat2):
     return matmul(input, mat2)
 
 
+@autocast_mode.lower_precision
 def bmm(input, mat2):
     """Batched matrix product of (B, n, m) and (B, m, p)."""
     if input.ndim != 3 or mat2.ndim != 3:
@@ -76,6 +80,7 @@ def bmm(input, mat2):
     return matmul(input, mat2)
 
 
+@autocast_mode.lower_precision
 def mv(input, vec):
     """The product of a matrix and a vector."""
     if input.ndim != 2 or vec.ndim != 1:
@@ -83,6 +88,7 @@ def mv(input, vec):
     return matmul(input, vec)
 
 
+@autocast_mode.lower_precision
 def dot(input, other):
     """The inner product of two 1-D tensors."""
     if input.ndim != 1 or other.ndim != 1:
@@ -93,6 +99,7 @@ def dot(input, other):
 inner = dot
 
 
+@autocast_mode.lower_precision
 def outer(input, vec2):
     """The outer product of two 1-D tensors."""
     if input.ndim != 1 or vec2.ndim != 1:
@@ -103,6 +110,7 @@ def outer(input, vec2):
 ger = outer
 
 
+@autocast_mode.lower_precision
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     """beta * input + alpha * (mat1 @ mat2)."""
     product = mm(mat1, mat2)
@@ -133,6 +141,7 @@ class Linear(InternalFunction):
         return grad_x, grad_weight, grad_bias
 
 
+@autocast_mode.lower_precision
 def linear(input, weight, bias=None):
     """input @ weight.T + bias; input (..., in_features), weight
     (out_features, in_features), bias (out_features,)."""
@@ -219,6 +228,7 @@ class Einsum(InternalFunction):
         return tuple(grads)
 
 
+@autocast_mode.lower_precision
 def einsum(equation, *operands):
     """Einstein summation (``einsum('ij,jk->ik', a, b)``), with an ellipsis
     for broadcast dims; differentiable through einsum."""

@@ -11,6 +11,7 @@ import builtins
 import math
 
 from gpugrad import dtypes, return_types
+from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.backend import array_prod, array_sum
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
@@ -38,6 +39,7 @@ class Sum(InternalFunction):
         return grad.reshape(keepdim_shape(ctx.shape, ctx.dims)).expand(ctx.shape), None, None, None
 
 
+@autocast_mode.float32
 def sum(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     """The sum over ``dim`` (None: every element).  Integer and bool tensors sum to int64."""
     dims = normalize_dims(dim, input.ndim)
@@ -178,6 +180,7 @@ def _groups_last(xp, x, dims):
     return flat, back
 
 
+@autocast_mode.float32
 def prod(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     """The product over ``dim`` (None: every element); integer tensors give int64.
     The gradient is exact with zeros, up to the second order."""
@@ -375,6 +378,7 @@ class Norm2(InternalFunction):
         return where(out == 0, 0.0, grad * x / out), None, None
 
 
+@autocast_mode.float32
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
     """The p-norm over ``dim`` (None: every element): 2 / 'fro' (default), 1,
     inf, -inf, 0 (the count of non-zeros) or any other number."""
@@ -412,6 +416,7 @@ class CumSum(InternalFunction):
         return grad.flip(ctx.dim).cumsum(ctx.dim).flip(ctx.dim), None, None
 
 
+@autocast_mode.float32
 def cumsum(input, dim, *, dtype=None):
     """Running sums along ``dim`` (integer tensors give int64)."""
     if dtype is None:
@@ -453,6 +458,7 @@ class CumProd(InternalFunction):
         return grad_before + at_zero, None
 
 
+@autocast_mode.float32
 def cumprod(input, dim, *, dtype=None):
     """Running products along ``dim``; the gradient is exact with zeros."""
     if dtype is not None:

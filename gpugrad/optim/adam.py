@@ -1,8 +1,6 @@
 """Adam and AdamW (with AMSGrad), torch's update rules."""
 
-import math
-
-from gpugrad.optim.optimizer import Optimizer, step_counter, zeros_state
+from gpugrad.optim.optimizer import Optimizer, step_counter, step_value, zeros_state
 
 
 class Adam(Optimizer):
@@ -43,7 +41,7 @@ class Adam(Optimizer):
         if group["maximize"]:
             grad = -grad
         state["step"].array += 1
-        step = float(state["step"].array)
+        step = step_value(state["step"].array)
         if weight_decay != 0:
             if self.decoupled_weight_decay:
                 param *= 1 - lr * weight_decay
@@ -59,7 +57,7 @@ class Adam(Optimizer):
         scratch *= 1 - beta2
         exp_avg_sq += scratch
         bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
         if group["amsgrad"]:
             second = state["max_exp_avg_sq"].array
             xp.maximum(second, exp_avg_sq, out=second)

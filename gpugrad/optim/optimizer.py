@@ -79,6 +79,41 @@ class Optimizer:
                 p.increment_version()
         return loss
 
+    @no_grad()
+    def step_unless(self, found_inf, closure=None):
+        """``step()``, skipped where the 0-d device array ``found_inf`` is set,
+        without reading it back to the host (GradScaler on the GPU): each
+        update runs on copies of the parameter and its state, which are
+        written back only where ``found_inf`` is false.  The step count moves
+        to the parameter's device for this (as torch's capturable optimizers)."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = self.init_state(p, group)
+                xp = p.xp
+                keep = xp.logical_not(found_inf)
+                for name, value in state.items():
+                    if isinstance(value, Tensor) and value.device != p.device:
+                        state[name] = value.to(p.device)
+                work = {name: Tensor._make(value.array.copy()) if isinstance(value, Tensor) else value
+                        for name, value in state.items()}
+                param = p.array.copy()
+                self.update(param, grad.array, work, group)
+                xp.copyto(p.array, param, where=keep)
+                for name, value in work.items():
+                    if isinstance(value, Tensor):
+                        xp.copyto(state[name].array, value.array, where=keep)
+                p.increment_version()
+        return loss
+
     def init_state(self, param, group):
         """The state of a parameter on its first step (a dict of Tensors)."""
         return {}
@@ -144,3 +179,9 @@ def zeros_state(param):
 def step_counter():
     """The step count of a parameter's state, a float32 0-d tensor on the CPU, as torch keeps it."""
     return Tensor._make(backend.xp_for_device(backend.CPU).zeros((), dtype="float32"))
+
+
+def step_value(step):
+    """A step count for the update's arithmetic: a Python float when it lives on
+    the CPU (torch's default), else the device's 0-d array (no host sync)."""
+    return float(step) if backend.is_array(step) and not backend.is_cupy_array(step) else step

@@ -1,6 +1,6 @@
 """RMSprop and Adagrad, torch's update rules."""
 
-from gpugrad.optim.optimizer import Optimizer, step_counter, zeros_state
+from gpugrad.optim.optimizer import Optimizer, step_counter, step_value, zeros_state
 from gpugrad.tensor import Tensor
 
 
@@ -76,7 +76,7 @@ class Adagrad(Optimizer):
         if group["maximize"]:
             grad = -grad
         state["step"].array += 1
-        step = float(state["step"].array)
+        step = step_value(state["step"].array)
         if group["weight_decay"] != 0:
             grad = grad + group["weight_decay"] * param
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])

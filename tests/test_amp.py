@@ -1,0 +1,223 @@
+"""Mixed precision against torch: autocast's casting decisions, its cache,
+backward under it, a training loop under it (CPU, bfloat16), and GradScaler's
+scale, skip and growth behaviour step by step."""
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import gpugrad
+import gpugrad.nn.functional as F
+from gpugrad.amp import autocast_mode
+
+
+def _name(dtype):
+    return str(dtype).replace("torch.", "").replace("gpugrad.", "")
+
+
+def _ops(lib, functional, x, w, t, y):
+    return {
+        "matmul": lambda: x @ w.T, "linear": lambda: functional.linear(x, w), "mm": lambda: lib.mm(x, w.T),
+        "bmm": lambda: lib.bmm(x[None], w.T[None]), "einsum": lambda: lib.einsum("ij,kj->ik", x, w),
+        "addmm": lambda: lib.addmm(lib.zeros(4, 6), x, w.T),
+        "cross_entropy": lambda: functional.cross_entropy(x, t), "nll_loss": lambda: functional.nll_loss(x, t),
+        "mse_loss": lambda: functional.mse_loss(x, y), "l1_loss": lambda: functional.l1_loss(x, y),
+        "smooth_l1_loss": lambda: functional.smooth_l1_loss(x, y), "huber_loss": lambda: functional.huber_loss(x, y),
+        "kl_div": lambda: functional.kl_div(x, y, reduction="batchmean"),
+        "bce_with_logits": lambda: functional.binary_cross_entropy_with_logits(x, y),
+        "prod": lambda: x.prod(),
+        "relu": lambda: x.relu(), "tanh": lambda: x.tanh(), "add": lambda: x + y, "max": lambda: x.amax(),
+        "dropout": lambda: functional.dropout(x, 0.5, training=False), "cat": lambda: lib.cat([x, y]),
+    }
+
+
+@pytest.mark.parametrize("input_dtype", ["float32", "bfloat16"])
+def test_casting_decisions_match_torch_on_the_cpu(rng, input_dtype):
+    """Lower-precision ops, float32 ops (the losses, prod) and untouched ops
+    give torch's dtypes, inputs of float32 or bfloat16 alike."""
+    values = [rng.standard_normal((4, 8)), rng.standard_normal((6, 8)), rng.uniform(0, 1, (4, 8))]
+    t = rng.integers(0, 6, 4)
+    ours = [gpugrad.tensor(v, dtype=input_dtype if i != 1 else "float32") for i, v in enumerate(values)]
+    theirs = [torch.tensor(v, dtype=getattr(torch, input_dtype) if i != 1 else torch.float32)
+              for i, v in enumerate(values)]
+    with gpugrad.autocast("cpu"):
+        got = {k: _name(f().dtype) for k, f in _ops(gpugrad, F, ours[0], ours[1], gpugrad.tensor(t), ours[2]).items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = {k: _name(f().dtype) for k, f in _ops(torch, TF, theirs[0], theirs[1], torch.tensor(t),
+                                                     theirs[2]).items()}
+    assert got == want
+
+
+def test_float32_list_follows_torchs_cuda_list():
+    """softmax, log_softmax, logsumexp, layer_norm, normalize, sum, cumsum, norm
+    and exp/log/pow run in float32 under autocast, on either device type, as
+    in torch's CUDA list (torch's CPU list leaves these in bfloat16)."""
+    x = gpugrad.randn(4, 8).bfloat16()
+    with gpugrad.autocast("cpu"):
+        for name, run in [("softmax", lambda: x.softmax(1)), ("log_softmax", lambda: F.log_softmax(x, 1)),
+                          ("logsumexp", lambda: x.logsumexp(1)), ("layer_norm", lambda: F.layer_norm(x, (8,))),
+                          ("normalize", lambda: F.normalize(x)), ("sum", lambda: x.sum()),
+                          ("cumsum", lambda: x.cumsum(1)), ("norm", lambda: x.norm()), ("exp", lambda: x.exp()),
+                          ("log", lambda: x.abs().log()), ("pow", lambda: x ** 2)]:
+            assert run().dtype == gpugrad.float32, name
+        assert x.relu().dtype == gpugrad.bfloat16 and x.mean().dtype == gpugrad.bfloat16
+
+
+def test_what_autocast_leaves_alone():
+    x64 = gpugrad.randn(3, 3, dtype=gpugrad.float64)
+    i = gpugrad.ones(3, 3, dtype=gpugrad.int64)
+    x = gpugrad.randn(3, 3)
+    with gpugrad.autocast("cpu"):
+        assert (x64 @ x64).dtype == gpugrad.float64                # float64 is never cast
+        assert (i + i).dtype == gpugrad.int64
+        with gpugrad.autocast("cpu", enabled=False):
+            assert (x @ x).dtype == gpugrad.float32 and not gpugrad.is_autocast_enabled("cpu")
+        assert (x @ x).dtype == gpugrad.bfloat16
+        with gpugrad.autocast("cpu", dtype=gpugrad.float16):
+            assert (x @ x).dtype == gpugrad.float16
+        assert gpugrad.get_autocast_dtype("cpu") == gpugrad.bfloat16
+    with gpugrad.autocast("cuda"):                                  # a CUDA region leaves CPU tensors alone
+        assert (x @ x).dtype == gpugrad.float32
+    assert (x @ x).dtype == gpugrad.float32 and not gpugrad.is_autocast_enabled("cpu")
+
+    @gpugrad.autocast("cpu")
+    def product(a):
+        return a @ a
+    assert product(x).dtype == gpugrad.bfloat16
+    with pytest.raises(RuntimeError, match="unsupported autocast device_type 'tpu'"):
+        gpugrad.autocast("tpu")
+    with pytest.warns(UserWarning, match="Disabling autocast"):
+        region = gpugrad.autocast("cpu", dtype=gpugrad.float64)
+    with region:
+        assert (x @ x).dtype == gpugrad.float32
+
+
+def test_weights_are_cast_once_per_region():
+    w = gpugrad.nn.Parameter(gpugrad.randn(5, 4))
+    x = gpugrad.randn(3, 4)
+    with gpugrad.autocast("cpu"):
+        a, b = F.linear(x, w), F.linear(x * 2, w)
+        cast_a = a.grad_fn.next_functions[1][0]
+        assert cast_a is b.grad_fn.next_functions[1][0]           # one cast node for both uses
+        assert len(autocast_mode._state.cache) == 1
+        with gpugrad.no_grad():
+            w.add_(1)                                              # a new version: cast again
+        c = F.linear(x, w)
+        assert c.grad_fn.next_functions[1][0] is not cast_a
+    assert not autocast_mode._state.cache                          # cleared with the outermost region
+    (a.sum() + b.sum()).backward()
+    assert w.grad.dtype == gpugrad.float32
+
+
+def _models(seed=0):
+    torch.manual_seed(seed)
+    theirs = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.GELU(), torch.nn.LayerNorm(32),
+                                 torch.nn.Linear(32, 4))
+    ours = gpugrad.nn.Sequential(gpugrad.nn.Linear(10, 32), gpugrad.nn.GELU(), gpugrad.nn.LayerNorm(32),
+                                 gpugrad.nn.Linear(32, 4))
+    ours.load_state_dict({k: gpugrad.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    return ours, theirs
+
+
+def _batches(seed, steps):
+    rng = numpy.random.default_rng(seed)
+    centers = rng.standard_normal((4, 10)) * 2
+    for _ in range(steps):
+        t = rng.integers(0, 4, 32)
+        yield (centers[t] + rng.standard_normal((32, 10))).astype(numpy.float32), t
+
+
+def _train(lib, model, steps, amp, seed=3):
+    functional = gpugrad.nn.functional if lib is gpugrad else torch.nn.functional
+    optimizer = lib.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for x, t in _batches(seed, steps):
+        x, t = lib.tensor(x), lib.tensor(t)
+        with lib.autocast("cpu", dtype=lib.bfloat16, enabled=amp):
+            loss = functional.cross_entropy(model(x), t)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return numpy.array(losses)
+
+
+def test_training_under_autocast_matches_torchs_and_float32():
+    """The same model and batches, 60 AdamW steps under bfloat16 autocast:
+    gpugrad's losses follow torch's step by step (bfloat16 rounding apart),
+    and end where float32 training ends."""
+    ours, theirs = _models()
+    ours_losses = _train(gpugrad, ours, 60, amp=True)
+    theirs_losses = _train(torch, theirs, 60, amp=True)
+    assert numpy.abs(ours_losses - theirs_losses).max() < 0.05 * theirs_losses.max()
+    full, _ = _models()
+    full_losses = _train(gpugrad, full, 60, amp=False)
+    assert abs(ours_losses[-10:].mean() - full_losses[-10:].mean()) < 0.05
+    assert ours_losses[-10:].mean() < 0.5 * ours_losses[:5].mean()
+
+
+# -- GradScaler -------------------------------------------------------------------------------------
+
+def _scaler_run(lib, bad_steps, steps=9):
+    torch.manual_seed(0)
+    values = numpy.random.default_rng(1).standard_normal((6, 3)).astype(numpy.float32)
+    p = lib.nn.Parameter(lib.tensor(values))
+    optimizer = lib.optim.Adam([p], lr=0.1)
+    scaler = lib.amp.GradScaler("cpu", init_scale=8.0, growth_factor=2.0, backoff_factor=0.25, growth_interval=3)
+    trace = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = (p * p).sum() * (float("inf") if step in bad_steps else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        trace.append((scaler.get_scale(), p.detach().numpy().copy(), scaler.state_dict()["_growth_tracker"]))
+    return trace, scaler
+
+
+def test_grad_scaler_matches_torch_step_by_step():
+    """Skipped steps on inf, backoff, growth every growth_interval clean steps:
+    the same scales and parameters as torch's GradScaler."""
+    ours, scaler = _scaler_run(gpugrad, bad_steps={1, 5})
+    theirs, tscaler = _scaler_run(torch, bad_steps={1, 5})
+    for (scale, params, tracker), (tscale, tparams, ttracker) in zip(ours, theirs):
+        assert scale == tscale and tracker == ttracker
+        numpy.testing.assert_allclose(params, tparams, rtol=1e-6, atol=1e-7)
+    assert [s for s, _, _ in ours] != [8.0] * len(ours)            # it did back off and grow
+    assert scaler.state_dict() == tscaler.state_dict()
+    restored = gpugrad.amp.GradScaler("cpu")
+    restored.load_state_dict(scaler.state_dict())
+    assert restored.get_scale() == scaler.get_scale()
+
+
+def test_grad_scaler_unscale_and_errors():
+    p = gpugrad.nn.Parameter(gpugrad.ones(3))
+    optimizer = gpugrad.optim.SGD([p], lr=0.1)
+    scaler = gpugrad.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale((p * 3).sum()).backward()
+    assert p.grad.tolist() == [12.0] * 3
+    scaler.unscale_(optimizer)
+    assert p.grad.tolist() == [3.0] * 3                              # e.g. for clip_grad_norm_
+    with pytest.raises(RuntimeError, match="unscale_\\(\\) has already been called"):
+        scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    with pytest.raises(RuntimeError, match="step\\(\\) has already been called since the last update"):
+        scaler.step(optimizer)
+    with pytest.raises(RuntimeError, match="unscale_\\(\\) is being called after step"):
+        scaler.unscale_(optimizer)
+    scaler.update()
+    assert p.tolist() == pytest.approx([0.7] * 3)
+    with pytest.raises(RuntimeError, match="Closure use is not currently supported"):
+        scaler.step(optimizer, closure=lambda: None)
+    half = gpugrad.nn.Parameter(gpugrad.ones(2, dtype=gpugrad.float16))
+    half_opt = gpugrad.optim.SGD([half], lr=0.1)
+    scaler.scale(half.float().sum()).backward()
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        scaler.unscale_(half_opt)
+    off = gpugrad.amp.GradScaler("cpu", enabled=False)
+    loss = (p * 1).sum()
+    assert off.scale(loss) is loss and off.get_scale() == 1.0 and off.state_dict() == {}
+    if not gpugrad.cuda.is_available():
+        with pytest.warns(UserWarning, match="CUDA is not available"):
+            assert not gpugrad.amp.GradScaler().is_enabled()
