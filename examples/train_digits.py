@@ -3,6 +3,7 @@ scikit-learn (8x8 images, 10 classes, 1797 samples), with gpugrad.
 
     python examples/train_digits.py                # CUDA when available, else the CPU
     python examples/train_digits.py --device cpu --epochs 40 --seed 1
+    python examples/train_digits.py --amp          # mixed precision: bfloat16 on the CPU, float16 + GradScaler on CUDA
 
 Prints the device, a tqdm bar with the running loss, the test accuracy at the
 end, and writes a PNG of the loss and accuracy curves.
@@ -37,6 +38,8 @@ def parse_args(argv=None):
                         help="where to write the loss/accuracy plot")
     parser.add_argument("--save", default=None, help="write the trained weights here (.npz)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: autocast (bfloat16 on the CPU, float16 on CUDA, with a GradScaler)")
     return parser.parse_args(argv)
 
 
@@ -68,7 +71,8 @@ def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
     where = gpugrad.cuda.get_device_name() if device.type == "cuda" else "the CPU (NumPy)"
-    print(f"gpugrad {gpugrad.__version__}: training on {device} ({where})")
+    precision = f", mixed precision ({gpugrad.get_autocast_dtype(device.type)})" if args.amp else ""
+    print(f"gpugrad {gpugrad.__version__}: training on {device} ({where}){precision}")
 
     gpugrad.manual_seed(args.seed)
     shuffle = numpy.random.default_rng(args.seed)
@@ -83,6 +87,8 @@ def main(argv=None):
     optimizer = gpugrad.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = gpugrad.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    # float16 needs loss scaling (small gradients underflow); bfloat16 has float32's range and does not
+    scaler = gpugrad.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
 
     history = {"loss": [], "train_accuracy": [], "test_accuracy": []}
     n = x_train.shape[0]
@@ -93,10 +99,12 @@ def main(argv=None):
         total, batches = 0.0, 0
         for start in range(0, n, args.batch_size):
             index = order[start:start + args.batch_size]
-            loss = loss_fn(model(x_train[index]), y_train[index])
+            with gpugrad.autocast(device.type, enabled=args.amp):
+                loss = loss_fn(model(x_train[index]), y_train[index])
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += loss.item()
             batches += 1
             bar.set_postfix(loss=f"{total / batches:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")

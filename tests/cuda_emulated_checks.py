@@ -373,6 +373,41 @@ def bfloat16_kernels():
             assert numpy.abs(grad - x64.grad.numpy()).max() <= 2 ** -6 * scale, f"{op} {shape}: gradient"
 
 
+@check
+def grad_scaler_steps_without_a_host_sync():
+    """float16 autocast + GradScaler + Adam on the GPU: no host read in a step;
+    a step whose gradients hold inf is skipped on the device (parameters and
+    Adam's state unchanged, the scale backed off), a clean one is taken."""
+    rng = numpy.random.default_rng(8)
+    model = gpugrad.nn.Linear(8, 4).cuda()
+    optimizer = gpugrad.optim.Adam(model.parameters(), lr=0.01)
+    scaler = gpugrad.amp.GradScaler("cuda", init_scale=2.0 ** 10, growth_interval=2)
+    x = gpugrad.tensor(rng.standard_normal((16, 8)), dtype=gpugrad.float32, device="cuda")
+    t = gpugrad.tensor(rng.integers(0, 4, 16), device="cuda")
+
+    def step(scale_input=1.0):
+        with gpugrad.autocast("cuda"):
+            loss = F.cross_entropy(model(x * scale_input), t)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    step()
+    syncs = _count_host_syncs(step)
+    assert syncs == 0, f"{syncs} host syncs in a GradScaler step"
+    before = [p.detach().cpu().numpy().copy() for p in model.parameters()]
+    moments = [optimizer.state[p]["exp_avg"].cpu().numpy().copy() for p in model.parameters()]
+    scale = scaler.get_scale()
+    step(scale_input=float("inf"))                 # inf logits: inf/nan gradients
+    after = [p.detach().cpu().numpy() for p in model.parameters()]
+    assert all(numpy.array_equal(a, b) for a, b in zip(before, after)), "the bad step changed the parameters"
+    assert all(numpy.array_equal(optimizer.state[p]["exp_avg"].cpu().numpy(), m)
+               for p, m in zip(model.parameters(), moments)), "the bad step changed Adam's state"
+    assert scaler.get_scale() == scale / 2
+    step()
+    assert not all(numpy.array_equal(a, p.detach().cpu().numpy()) for a, p in zip(before, model.parameters()))
+
+
 def main():
     results = {}
     for name, function in CHECKS.items():

@@ -221,3 +221,27 @@ def test_grad_scaler_unscale_and_errors():
     if not gpugrad.cuda.is_available():
         with pytest.warns(UserWarning, match="CUDA is not available"):
             assert not gpugrad.amp.GradScaler().is_enabled()
+
+
+@pytest.mark.cuda
+def test_float16_training_with_grad_scaler_matches_torch_cuda():
+    """CUDA: float16 autocast with a GradScaler, gpugrad and torch side by side."""
+    ours, theirs = _models()
+    ours, theirs = ours.cuda(), theirs.cuda()
+    losses = {}
+    for lib, model in ((gpugrad, ours), (torch, theirs)):
+        functional = gpugrad.nn.functional if lib is gpugrad else torch.nn.functional
+        optimizer = lib.optim.AdamW(model.parameters(), lr=3e-3)
+        scaler = lib.amp.GradScaler("cuda")
+        trace = []
+        for x, t in _batches(3, 40):
+            x, t = lib.tensor(x, device="cuda"), lib.tensor(t, device="cuda")
+            with lib.autocast("cuda"):
+                loss = functional.cross_entropy(model(x), t)
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            trace.append(loss.item())
+        losses[lib.__name__] = numpy.array(trace)
+    assert numpy.abs(losses["gpugrad"] - losses["torch"]).max() < 0.05 * losses["torch"].max()

@@ -56,3 +56,13 @@ def test_train_digits_on_the_gpu(tmp_path):
     example = _load("train_digits")
     accuracy, _ = example.main(["--device", "cuda", "--epochs", "15", "--quiet", "--plot", str(tmp_path / "c.png")])
     assert accuracy >= 0.95
+
+
+def test_train_digits_with_mixed_precision_ends_where_float32_does(tmp_path):
+    pytest.importorskip("sklearn")
+    example = _load("train_digits")
+    common = ["--device", "cpu", "--epochs", "15", "--quiet", "--plot", str(tmp_path / "p.png")]
+    amp_accuracy, amp = example.main(common + ["--amp"])
+    full_accuracy, full = example.main(common)
+    assert amp["loss"] != full["loss"]                           # bfloat16 did run
+    assert abs(amp["loss"][-1] - full["loss"][-1]) < 0.02 and amp_accuracy >= 0.95
