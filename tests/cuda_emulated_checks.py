@@ -408,6 +408,35 @@ def grad_scaler_steps_without_a_host_sync():
     assert not all(numpy.array_equal(a, p.detach().cpu().numpy()) for a, p in zip(before, model.parameters()))
 
 
+@check
+def linear_cross_entropy_chunks():
+    """The chunked linear + cross-entropy through the kernels: gradient written
+    by the forward, the backward kernel where a chunk's rows are split over
+    blocks, and the recompute of reduction='none'; against torch float64."""
+    rng = numpy.random.default_rng(9)
+    for classes in (37, 20011):
+        x = rng.standard_normal((12, 8))
+        w = rng.standard_normal((classes, 8)) / 3
+        b = rng.standard_normal(classes)
+        t = rng.integers(0, classes, 12)
+        t[4] = -100
+        for options in ({}, {"reduction": "sum", "label_smoothing": 0.2}, {"reduction": "none"}):
+            leaves = [gpugrad.tensor(a, device="cuda", requires_grad=True) for a in (x, w, b)]
+            tleaves = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+            loss = F.linear_cross_entropy(leaves[0], leaves[1], gpugrad.tensor(t, device="cuda"),
+                                          linear_bias=leaves[2],
+                                          options=gpugrad.nn.LinearCrossEntropyOptions(batch_chunk_size=5),
+                                          **options)
+            tloss = torch.nn.functional.cross_entropy(torch.nn.functional.linear(*tleaves), torch.tensor(t),
+                                                      **options)
+            close(loss, tloss, 1e-12, f"loss {classes} {options}")
+            g = rng.standard_normal(tuple(tloss.shape))
+            loss.backward(gpugrad.tensor(g, device="cuda"))
+            tloss.backward(torch.tensor(g))
+            for ours, theirs, name in zip(leaves, tleaves, ("input", "weight", "bias")):
+                close(ours.grad, theirs.grad, 1e-11, f"{name} grad {classes} {options}")
+
+
 def main():
     results = {}
     for name, function in CHECKS.items():

@@ -17,6 +17,7 @@ from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import fused as cuda_fused
 from gpugrad.ops import elementwise, fused
+from gpugrad.ops import linear_cross_entropy as chunked
 from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
     adaptive_avg_pool2d,
     avg_pool1d,
@@ -154,6 +155,99 @@ def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, cl
 
 
 @autocast_mode.float32
+class LinearCrossEntropyOptions:
+    """How :func:`linear_cross_entropy` chunks (torch's class of that name):
+    ``batch_chunk_size`` rows per chunk (default: as many as one chunk's
+    logits and their gradient fit in ``memory_budget`` bytes, 128 MiB),
+    ``acc_dtype`` the dtype the weight and bias gradients accumulate in
+    (float32 for half types by default).  ``chunking_method`` and
+    ``acc_policy`` take only ``'auto'`` (gpugrad has one strategy)."""
+
+    def __init__(self, allow_retain_graph=False, batch_chunk_size=None, chunking_method="auto", acc_policy="auto",
+                 acc_dtype=None, *, memory_budget=None):
+        if chunking_method not in (None, "auto"):
+            raise NotImplementedError(f"LinearCrossEntropyOptions: chunking_method={chunking_method!r} is not "
+                                      "supported by gpugrad (rows are chunked by batch_chunk_size or the memory "
+                                      "budget)")
+        if acc_policy != "auto":
+            raise NotImplementedError(f"LinearCrossEntropyOptions: acc_policy={acc_policy!r} is not supported by "
+                                      "gpugrad (use acc_dtype)")
+        if batch_chunk_size is not None and batch_chunk_size < 1:
+            raise ValueError(f"batch_chunk_size must be positive, got {batch_chunk_size}")
+        self.allow_retain_graph = bool(allow_retain_graph)    # a second backward always works: it recomputes
+        self.batch_chunk_size = batch_chunk_size
+        self.chunking_method, self.acc_policy = chunking_method, acc_policy
+        self.acc_dtype = acc_dtype
+        self.memory_budget = memory_budget
+
+    def __repr__(self):
+        return (f"LinearCrossEntropyOptions(batch_chunk_size={self.batch_chunk_size}, "
+                f"memory_budget={self.memory_budget}, acc_dtype={self.acc_dtype})")
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
+                         ignore_index=None, label_smoothing=0.0, options=None):
+    """``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
+    (torch 2.13's function) without the N x V logits: rows go through in chunks,
+    the gradients of input, weight and bias computed as each chunk's loss is
+    (``LinearCrossEntropyOptions`` sets the chunk).  input (D,) or (N, D) (and,
+    beyond torch, (B, T, D): leading dims flattened, 'none' keeps them),
+    linear_weight (V, D), target class indices.  Probability targets and
+    K-dimensional weights run the unfused reference.  Double backward raises."""
+    reduction = _reduction(reduction)
+    if ignore_index is None:
+        ignore_index = -100
+    for value, what in ((input, "input"), (linear_weight, "linear_weight"), (target, "target")):
+        _check_tensor(value, "linear_cross_entropy", what)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if linear_weight.ndim > 2 or dtypes.is_floating_point(target.dtype) or input.ndim == 0:
+        if linear_weight.ndim > 2 and input.ndim != 2:
+            raise RuntimeError("linear_cross_entropy: a K-dimensional linear_weight needs (N, in_features) input")
+        classes_shape = tuple(linear_weight.shape[:-1])
+        logits = linear(input, linear_weight.reshape(-1, linear_weight.shape[-1]),
+                        None if linear_bias is None else linear_bias.reshape(-1))
+        if linear_weight.ndim > 2:
+            logits = logits.reshape((input.shape[0],) + classes_shape)
+        return cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                             label_smoothing=label_smoothing)
+    if linear_weight.ndim != 2 or input.shape[-1] != linear_weight.shape[1]:
+        raise RuntimeError(f"linear_cross_entropy: input has {input.shape[-1]} features (shape "
+                           f"{list(input.shape)}) but linear_weight is of shape {list(linear_weight.shape)}")
+    if input.dtype != linear_weight.dtype:
+        raise RuntimeError(f"linear_cross_entropy: expected input and linear_weight to have the same dtype, but "
+                           f"got: {dtypes.dtype_name(input.dtype)} != {dtypes.dtype_name(linear_weight.dtype)}")
+    classes = linear_weight.shape[0]
+    if linear_bias is not None and tuple(linear_bias.shape) != (classes,):
+        raise RuntimeError(f"linear_cross_entropy: linear_bias of shape {list(linear_bias.shape)} for {classes} "
+                           "classes")
+    batch_shape = tuple(input.shape[:-1])
+    if tuple(target.shape) != batch_shape:
+        raise RuntimeError(f"linear_cross_entropy: expected target of shape {list(batch_shape)} for input of shape "
+                           f"{list(input.shape)}, got {list(target.shape)}")
+    if not dtypes.is_floating_point(input.dtype):
+        raise RuntimeError(f"linear_cross_entropy: expected a floating-point input, got "
+                           f"{dtypes.dtype_name(input.dtype)}")
+    if target.dtype not in (dtypes.int64, dtypes.int32, dtypes.uint8, dtypes.int16, dtypes.int8):
+        raise RuntimeError(f"linear_cross_entropy: expected target of dtype int64 (class indices), got "
+                           f"{dtypes.dtype_name(target.dtype)}")
+    for other, what in ((linear_weight, "linear_weight"), (target, "target"), (weight, "weight"),
+                        (linear_bias, "linear_bias")):
+        if other is not None and other.device != input.device:
+            raise RuntimeError(f"linear_cross_entropy: expected {what} on {input.device} like the input, but it "
+                               f"is on {other.device}")
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+        raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but "
+                           f"got weight tensor of shape: {list(weight.shape)}")
+    options = options or LinearCrossEntropyOptions()
+    rows = input.reshape(-1, input.shape[-1])
+    loss = chunked.linear_cross_entropy(rows, linear_weight, linear_bias, _class_indices(target.reshape(-1)),
+                                        weight, ignore_index, reduction, label_smoothing,
+                                        chunk=options.batch_chunk_size, memory_budget=options.memory_budget,
+                                        acc_dtype=options.acc_dtype)
+    return loss.reshape(batch_shape) if reduction == "none" else loss
+
+
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` at class indices
     ``target`` (shapes as in cross_entropy); ``nll_loss(log_softmax(x, 1), t)``

@@ -321,7 +321,8 @@ def _target_rows(xp, target, weight, ignore_index, classes, acc):
     return valid, safe, w_t
 
 
-def _ce_forward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad):
+def _ce_forward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
+                     loss_in_acc=False):
     """The NumPy twin of the fused forward over (R, C) rows: (loss, m, ls, dx, denominator)."""
     rows, classes = x.shape
     acc = dtypes.accumulate_dtype(x.dtype)
@@ -358,7 +359,8 @@ def _ce_forward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing,
         if not bool(valid.all()):
             e[~valid] = 0
         dx = e.astype(x.dtype, copy=False)
-    return xp.asarray(result).astype(x.dtype, copy=False), m, ls, dx, denominator
+    result = xp.asarray(result)
+    return (result if loss_in_acc else result.astype(x.dtype, copy=False)), m, ls, dx, denominator
 
 
 def _ce_backward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing, m, ls, per_row):

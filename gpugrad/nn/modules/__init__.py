@@ -35,6 +35,7 @@ from gpugrad.nn.modules.loss import (
                                            HuberLoss,
                                            KLDivLoss,
                                            L1Loss,
+                                           LinearCrossEntropyLoss,
                                            MSELoss,
                                            NLLLoss,
                                            SmoothL1Loss,

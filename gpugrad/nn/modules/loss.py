@@ -1,6 +1,7 @@
 """Loss modules: each calls its functional form (cross-entropy is the fused op)."""
 
 from gpugrad.nn import functional as F
+from gpugrad.nn.modules.linear import Linear
 from gpugrad.nn.modules.module import Module
 
 
@@ -106,3 +107,34 @@ class KLDivLoss(Module):
 
     def forward(self, input, target):
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class LinearCrossEntropyLoss(Module):
+    """A linear layer (``self.linear``, in_features -> num_classes) and the
+    softmax cross-entropy of its output, fused and chunked
+    (F.linear_cross_entropy): the N x num_classes logits are never held."""
+
+    def __init__(self, in_features, num_classes, *, out_features=(), bias=False, device=None, dtype=None,
+                 reduction="mean", weight=None, ignore_index=None, label_smoothing=0.0, options=None):
+        super().__init__()
+        self.in_features, self.num_classes, self.out_features = in_features, num_classes, tuple(out_features)
+        size = num_classes
+        for d in self.out_features:
+            size *= d
+        self.linear = Linear(in_features, size, bias=bias, device=device, dtype=dtype)
+        self.register_buffer("weight", weight)
+        self.reduction, self.ignore_index = F._reduction(reduction), ignore_index
+        self.label_smoothing, self.options = label_smoothing, options
+
+    def forward(self, input, target):
+        linear_weight = self.linear.weight.reshape((self.num_classes, *self.out_features, self.in_features))
+        bias = self.linear.bias
+        linear_bias = None if bias is None else bias.reshape((self.num_classes, *self.out_features))
+        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
+                                      reduction=self.reduction, ignore_index=self.ignore_index,
+                                      label_smoothing=self.label_smoothing, options=self.options)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, out_features={self.out_features}, "
+                f"bias={self.linear.bias is not None}, reduction={self.reduction}, ignore_index={self.ignore_index}, "
+                f"label_smoothing={self.label_smoothing}, options={self.options}")
