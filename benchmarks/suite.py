@@ -16,6 +16,8 @@ class Case:
     flops: int = None               # floating-point operations of one call
     memory: dict = None             # label -> (callable, family): one call, for peak memory
     wall_calls: int = 0             # > 0: host wall time per call over bursts of this many calls
+    peaks: dict = None              # label -> peak extra bytes measured elsewhere (a subprocess), instead of memory
+    repeats: int = None             # timed repetitions for this case (long calls), instead of the suite's
     x: float = None                 # numeric size for plots
 
 
@@ -24,8 +26,10 @@ def run_case(machine, case, repeats, warmup, ceilings):
     impls = dict(case.impls)
     if not machine.cuda and "torch" in impls:
         impls["torch (1 thread)"] = (impls["torch"][0], "torch-1")
-    timings = machine.measure(impls, repeats, warmup, calls=case.wall_calls or None)
-    peaks = {label: machine.peak_bytes(fn, family) for label, (fn, family) in (case.memory or {}).items()}
+    timings = machine.measure(impls, case.repeats or repeats, min(warmup, case.repeats or warmup),
+                              calls=case.wall_calls or None)
+    peaks = case.peaks if case.peaks is not None else {
+        label: machine.peak_bytes(fn, family) for label, (fn, family) in (case.memory or {}).items()}
     ours = timings["gpugrad"].median if "gpugrad" in timings else None
     rows = []
     for label, timing in timings.items():

@@ -158,7 +158,8 @@ def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, cl
 class LinearCrossEntropyOptions:
     """How :func:`linear_cross_entropy` chunks (torch's class of that name):
     ``batch_chunk_size`` rows per chunk (default: as many as one chunk's
-    logits and their gradient fit in ``memory_budget`` bytes, 128 MiB),
+    logits and their gradient fit in ``memory_budget`` bytes: 32 MiB on the
+    CPU, 512 MiB on a GPU),
     ``acc_dtype`` the dtype the weight and bias gradients accumulate in
     (float32 for half types by default).  ``chunking_method`` and
     ``acc_policy`` take only ``'auto'`` (gpugrad has one strategy)."""

@@ -46,18 +46,19 @@ def _kernel_rows(x, dims):
 
 # -- the NumPy twin --------------------------------------------------------------------
 
-def row_stats(xp, x, axis, weight=None, smoothing=False):
+def row_stats(xp, x, axis, weight=None, smoothing=False, overwrite=False):
     """(m, ls, e, weighted) over ``axis`` (keepdims, the accumulation dtype):
     m = the max (0 where it is not finite, so (m, ls) follow the kernels'
     conventions for nan and infinite rows), ls = log(sum(exp(x - m))), e =
     exp(x - m) (a new array the caller may reuse), and with ``smoothing``
     weighted = sum_c w_c (x_c - m), taken before the exp (no cancellation for
-    large logits)."""
+    large logits).  ``overwrite``: e may be written over x (when x is in the
+    accumulation dtype already)."""
     acc = dtypes.accumulate_dtype(x.dtype)
     a = x.astype(acc, copy=False)
     m = a.max(axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0).astype(acc, copy=False)
-    e = xp.subtract(a, m)
+    e = xp.subtract(a, m, out=a if overwrite and a is x else None)
     weighted = None
     if smoothing:
         weighted = (backend.array_sum(e, axis=axis, keepdims=True) if weight is None else
@@ -322,14 +323,16 @@ def _target_rows(xp, target, weight, ignore_index, classes, acc):
 
 
 def _ce_forward_twin(xp, x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                     loss_in_acc=False):
-    """The NumPy twin of the fused forward over (R, C) rows: (loss, m, ls, dx, denominator)."""
+                     loss_in_acc=False, overwrite=False):
+    """The NumPy twin of the fused forward over (R, C) rows: (loss, m, ls, dx,
+    denominator); ``overwrite``: x is the caller's scratch, dx may take its place."""
     rows, classes = x.shape
     acc = dtypes.accumulate_dtype(x.dtype)
     valid, safe, w_t = _target_rows(xp, target, weight, ignore_index, classes, acc)
-    m, ls, e, weighted = row_stats(xp, x, 1, weight, smoothing=bool(smoothing))
+    x_t = x[xp.arange(rows), safe].astype(acc)
+    m, ls, e, weighted = row_stats(xp, x, 1, weight, smoothing=bool(smoothing), overwrite=overwrite)
     m, ls = m[:, 0], ls[:, 0]
-    shifted_t = x[xp.arange(rows), safe].astype(acc) - m            # x_t - m
+    shifted_t = x_t - m                                              # x_t - m
     loss = (1 - smoothing) * w_t * (ls - shifted_t)
     total = classes if weight is None else weight_sum[0]
     if smoothing:
