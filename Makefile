@@ -1,4 +1,4 @@
-# gpugrad: `make demo` trains the example, `make test` runs the test suite.
+# gpugrad: `make demo` trains the GPT example, `make test` runs the test suite.
 # Both create .venv and install what they need on a fresh clone.
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The GPU machines have torch, cupy and pytest in their system python and no network.
 GPU_PYTHON ?= python3
 
-.PHONY: demo test test-gpu bench bench-gpu bench-quick kernels-check clean
+.PHONY: demo digits test test-gpu bench bench-gpu bench-quick kernels-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,example,kernel-check]'
 	touch $@
 
+# the main job: a GPT on the Python standard library (the small one on an NVIDIA GPU, else the tiny one)
 demo: $(VENV)/.demo
+	bash scripts/demo.sh
+
+digits: $(VENV)/.demo
 	$(PY) examples/classics.py
 	$(PY) examples/train_digits.py
 

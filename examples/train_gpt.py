@@ -1,0 +1,286 @@
+"""Train a small GPT on the Python standard library's own source code, with
+gpugrad: on the GPU when there is one (bfloat16 autocast), else on the CPU.
+
+    python examples/train_gpt.py                          # tiny on the CPU, small on a GPU
+    python examples/train_gpt.py --size tiny --device cpu --max-minutes 2.5
+    python examples/train_gpt.py --resume --steps 0 --sample "def parse("
+
+The data is on every machine: the .py files of ``sysconfig.get_paths()
+["stdlib"]`` (about 12 MB outside the test folders), split into training and
+validation by file.  A byte-level BPE tokenizer (the ``tokenizers`` package)
+is trained on the training files; it and the tokenized corpus are cached.
+Prints the unigram entropy of the tokens (the loss of a model that ignores
+context), then the training loss and tokens/s, the validation loss and
+perplexity every ``--eval-interval`` steps, writes a PNG of the curves and a
+checkpoint, and a generated sample at the end.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import math
+import os
+import pathlib
+import sys
+import sysconfig
+import time
+import zlib
+
+import matplotlib
+import numpy
+from tqdm import tqdm
+
+import gpugrad
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from gpt_model import GPT, SIZES, GPTConfig  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+EOT = "<|endoftext|>"
+SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+TRAINING = {   # per size: batch, steps, learning rate, warmup, eval interval
+    "tiny": dict(batch_size=16, steps=2000, lr=2e-3, warmup=100, eval_interval=250),
+    "small": dict(batch_size=32, steps=3000, lr=1e-3, warmup=200, eval_interval=250),
+    "medium": dict(batch_size=32, steps=6000, lr=6e-4, warmup=400, eval_interval=500),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default=None,
+                        help="model size (default: small on a GPU, tiny on the CPU)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary size (up to 50257)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: per size)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--eval-interval", type=int, default=None)
+    parser.add_argument("--eval-batches", type=int, default=20)
+    parser.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                        help="bfloat16 autocast (auto: on the GPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "runs" / "gpt"),
+                        help="directory for the checkpoint and the plot")
+    parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "gpugrad", "gpt"),
+                        help="directory for the tokenizer and the tokenized corpus")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--sample", default="def ", help="prompt for the sample printed at the end ('' for none)")
+    parser.add_argument("--sample-tokens", type=int, default=120)
+    parser.add_argument("--max-files", type=int, default=None, help="use only this many source files (tests)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+def source_files(limit=None):
+    """The standard library's .py files outside test folders, sorted; 1 in 20 (by a hash of the path) for validation."""
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if not SKIP & set(p.relative_to(root).parts))
+    if limit is not None:
+        files = files[:limit]
+    train = [p for p in files if zlib.crc32(str(p.relative_to(root)).encode()) % 20]
+    val = [p for p in files if not zlib.crc32(str(p.relative_to(root)).encode()) % 20]
+    return root, train, val
+
+
+def _read(path):
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def prepare(vocab, cache, limit=None, log=print):
+    """(tokenizer, training tokens, validation tokens), built once and cached."""
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer  # the example's own dependency, used here only
+
+    root, train, val = source_files(limit)
+    key = hashlib.sha1(f"{sys.version}|{vocab}|{len(train)}|{len(val)}|{root}".encode()).hexdigest()[:12]
+    folder = pathlib.Path(cache) / key
+    names = [folder / "tokenizer.json", folder / "train.npy", folder / "val.npy"]
+    if all(p.exists() for p in names):
+        return Tokenizer.from_file(str(names[0])), numpy.load(names[1]), numpy.load(names[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    size = sum(p.stat().st_size for p in train + val)
+    log(f"data: {len(train)} training and {len(val)} validation files of the standard library ({root}), "
+        f"{size / 1e6:.1f} MB; training a byte-level BPE tokenizer of {vocab} tokens (cached in {folder})")
+    tokenizer = ByteLevelBPETokenizer()
+    tokenizer.train_from_iterator((_read(p) for p in train), vocab_size=vocab, min_frequency=2,
+                                  special_tokens=[EOT], show_progress=False)
+    eot = tokenizer.token_to_id(EOT)
+
+    def encode(paths):
+        ids = []
+        for batch in range(0, len(paths), 64):
+            for encoding in tokenizer.encode_batch([_read(p) for p in paths[batch:batch + 64]]):
+                ids.extend(encoding.ids)
+                ids.append(eot)
+        return numpy.array(ids, dtype=numpy.uint16 if vocab <= 65536 else numpy.int32)
+
+    train_ids, val_ids = encode(train), encode(val)
+    tokenizer.save(str(names[0]))
+    numpy.save(names[1], train_ids)
+    numpy.save(names[2], val_ids)
+    return Tokenizer.from_file(str(names[0])), train_ids, val_ids
+
+
+def unigram_entropy(ids, vocab):
+    """The entropy (nats) of the tokens' frequencies: the loss of the best model without context."""
+    counts = numpy.bincount(ids, minlength=vocab).astype(numpy.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * numpy.log(p)).sum())
+
+
+def batch(ids, batch_size, block, rng, device):
+    if len(ids) <= block + 1:
+        raise SystemExit(f"{len(ids)} tokens are too few for a context of {block}: use more files")
+    starts = rng.integers(0, len(ids) - block - 1, batch_size)
+    x = numpy.stack([ids[s:s + block] for s in starts]).astype(numpy.int64)
+    y = numpy.stack([ids[s + 1:s + 1 + block] for s in starts]).astype(numpy.int64)
+    return gpugrad.tensor(x, device=device), gpugrad.tensor(y, device=device)
+
+
+# -- training ------------------------------------------------------------------------------------
+
+def pick_device(requested):
+    if requested is not None:
+        return gpugrad.device(requested)
+    return gpugrad.device("cuda") if gpugrad.cuda.is_available() else gpugrad.device("cpu")
+
+
+def schedule(step, warmup, total, floor=0.1):
+    """Linear warmup, then cosine decay to ``floor`` of the peak: the factor on the learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def evaluate(model, ids, args, config, device, amp):
+    rng = numpy.random.default_rng(1234)
+    model.eval()
+    losses = []
+    with gpugrad.no_grad(), gpugrad.autocast(device.type, dtype=gpugrad.bfloat16, enabled=amp):
+        for _ in range(args.eval_batches):
+            x, y = batch(ids, args.batch_size, config.block_size, rng, device)
+            losses.append(model(x, y)[1].item())
+    model.train()
+    return float(numpy.mean(losses))
+
+
+def sample(model, tokenizer, prompt, tokens, device, seed):
+    ids = tokenizer.encode(prompt).ids or [tokenizer.token_to_id(EOT)]
+    generator = gpugrad.Generator(device=device).manual_seed(seed)
+    model.eval()
+    out = model.generate(gpugrad.tensor([ids], device=device), tokens, temperature=0.8, top_k=40,
+                         generator=generator)
+    model.train()
+    return tokenizer.decode(out[0].tolist())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    size = args.size or ("small" if device.type == "cuda" else "tiny")
+    settings = dict(TRAINING[size])
+    for name in ("batch_size", "steps", "lr", "eval_interval"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    args.batch_size, args.eval_interval = settings["batch_size"], settings["eval_interval"]
+    amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
+    where = gpugrad.cuda.get_device_name() if device.type == "cuda" else "the CPU (NumPy)"
+    print(f"gpugrad {gpugrad.__version__}: training the {size} GPT on {device} ({where})"
+          f"{', bfloat16 autocast' if amp else ''}")
+
+    tokenizer, train_ids, val_ids = prepare(args.vocab, args.cache, args.max_files)
+    vocab = tokenizer.get_vocab_size()
+    entropy = unigram_entropy(train_ids, vocab)
+    print(f"tokens: {len(train_ids):,} training, {len(val_ids):,} validation (vocabulary {vocab}); unigram "
+          f"entropy of the training tokens {entropy:.3f} nats (perplexity {math.exp(entropy):.0f})")
+
+    gpugrad.manual_seed(args.seed)
+    rng = numpy.random.default_rng(args.seed)
+    config = GPTConfig(vocab_size=vocab, **SIZES[size])
+    model = GPT(config).to(device)
+    optimizer = model.configure_optimizer(weight_decay=0.1, learning_rate=settings["lr"], betas=(0.9, 0.95))
+    scheduler = gpugrad.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: schedule(step, settings["warmup"], settings["steps"]))
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / f"{size}.pt"
+    history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    start = 0
+    if args.resume:
+        checkpoint = gpugrad.load(checkpoint_path, map_location=device)
+        if checkpoint["config"] != dataclasses.asdict(config):
+            raise SystemExit(f"{checkpoint_path} holds a model of another configuration")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start, history = int(checkpoint["step"]), checkpoint["history"]
+        print(f"resumed from {checkpoint_path} at step {start}")
+    print(f"model: {model.num_parameters() / 1e6:.2f} M parameters, {config.n_layer} layers, {config.n_head} heads, "
+          f"width {config.n_embd}, context {config.block_size}; batch {args.batch_size}, {settings['steps']} steps")
+
+    tokens_per_step = args.batch_size * config.block_size
+    deadline = time.perf_counter() + 60 * args.max_minutes if args.max_minutes else None
+    bar = tqdm(range(start, settings["steps"]), desc="steps", disable=args.quiet, unit="step", initial=start,
+               total=settings["steps"])
+    step, started, val = start, time.perf_counter(), None
+    for step in bar:
+        tick = time.perf_counter()
+        x, y = batch(train_ids, args.batch_size, config.block_size, rng, device)
+        with gpugrad.autocast(device.type, dtype=gpugrad.bfloat16, enabled=amp):
+            _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        gpugrad.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        history["step"].append(step)
+        history["loss"].append(value)
+        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):,.0f}")
+        last = step + 1 == settings["steps"] or (deadline is not None and time.perf_counter() > deadline)
+        if (step + 1) % args.eval_interval == 0 or last:
+            val = evaluate(model, val_ids, args, config, device, amp)
+            history["val_step"].append(step + 1)
+            history["val_loss"].append(val)
+            tqdm.write(f"step {step + 1}: training loss {value:.3f}, validation loss {val:.3f} "
+                       f"(perplexity {math.exp(val):.1f}; unigram {entropy:.3f})")
+        if last:
+            step += 1
+            break
+    else:
+        step = settings["steps"] if settings["steps"] > start else start
+    seconds = time.perf_counter() - started
+    if step > start:
+        print(f"trained {step - start} steps in {seconds:.0f} s ({(step - start) * tokens_per_step / seconds:,.0f} "
+              f"tokens/s); validation loss {val:.3f} nats against the unigram entropy {entropy:.3f}")
+        gpugrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "step": step, "history": history,
+                      "config": dataclasses.asdict(config)}, checkpoint_path)
+        write_plot(history, entropy, out / f"{size}.png", size, device)
+        print(f"checkpoint written to {checkpoint_path}, curves to {out / f'{size}.png'}")
+    if args.sample:
+        text = sample(model, tokenizer, args.sample, args.sample_tokens, device, args.seed)
+        print("sample:\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
+    return {"val_loss": val, "entropy": entropy, "history": history, "steps": step - start, "seconds": seconds}
+
+
+def write_plot(history, entropy, path, size, device):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(history["step"], history["loss"], linewidth=0.8, alpha=0.6, label="training loss")
+    if history["val_step"]:
+        ax.plot(history["val_step"], history["val_loss"], marker="o", label="validation loss")
+    ax.axhline(entropy, color="gray", linestyle="--", label=f"unigram entropy ({entropy:.2f})")
+    ax.set(xlabel="step", ylabel="cross-entropy (nats)", title=f"gpugrad GPT ({size}) on the Python stdlib, {device}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The language-model example: examples/gpt_model.py against its torch twin
+(the same file on torch) from identical weights in float64 — loss, every
+parameter's gradient, and the first AdamW steps — and a short run of
+examples/train_gpt.py on the standard library whose loss falls."""
+
+import importlib.util
+import pathlib
+import sys
+
+import numpy
+import pytest
+import torch
+from conftest import assert_close
+
+import gpugrad
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import gpt_model  # noqa: E402
+
+from benchmarks.gpt_torch import copy_weights, load  # noqa: E402
+
+CONFIG = dict(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_embd=32)
+
+
+def _pair(**extra):
+    twin = load()
+    ours = gpt_model.GPT(gpt_model.GPTConfig(**CONFIG, **extra)).double()
+    theirs = twin.GPT(twin.GPTConfig(**CONFIG, **extra)).double()
+    copy_weights(ours, theirs)
+    return ours, theirs
+
+
+def test_forward_and_backward_match_the_torch_twin(rng):
+    ours, theirs = _pair()
+    idx, targets = rng.integers(0, 97, (3, 16)), rng.integers(0, 97, (3, 16))
+    _, loss = ours(gpugrad.tensor(idx), gpugrad.tensor(targets))
+    _, tloss = theirs(torch.tensor(idx), torch.tensor(targets))
+    assert_close(loss, tloss, 1e-12)
+    loss.backward()
+    tloss.backward()
+    tparams = dict(theirs.named_parameters())
+    assert sorted(dict(ours.named_parameters())) == sorted(tparams)
+    for name, param in ours.named_parameters():
+        assert_close(param.grad, tparams[name].grad, 1e-10, floor=1e-8)
+    logits, _ = ours(gpugrad.tensor(idx[:, :5]))
+    tlogits, _ = theirs(torch.tensor(idx[:, :5]))
+    assert_close(logits, tlogits, 1e-12)
+
+
+def test_first_training_steps_agree_with_torch(rng):
+    ours, theirs = _pair()
+    opt = ours.configure_optimizer(0.1, 3e-3, (0.9, 0.95))
+    topt = theirs.configure_optimizer(0.1, 3e-3, (0.9, 0.95))
+    for _ in range(4):
+        idx, targets = rng.integers(0, 97, (4, 16)), rng.integers(0, 97, (4, 16))
+        _, loss = ours(gpugrad.tensor(idx), gpugrad.tensor(targets))
+        _, tloss = theirs(torch.tensor(idx), torch.tensor(targets))
+        assert_close(loss, tloss, 1e-10)
+        for model, optimizer, value, lib in ((ours, opt, loss, gpugrad), (theirs, topt, tloss, torch)):
+            optimizer.zero_grad()
+            value.backward()
+            lib.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+    tparams = dict(theirs.named_parameters())
+    for name, param in ours.named_parameters():
+        assert_close(param, tparams[name], 1e-10)
+
+
+def test_generation_is_seeded_and_dropout_only_in_training(rng):
+    model, _ = _pair(dropout=0.2)
+    prompt = gpugrad.tensor(rng.integers(0, 97, (1, 3)))
+    idx = gpugrad.tensor(rng.integers(0, 97, (2, 16)))
+    assert model(idx, idx)[1].item() != model(idx, idx)[1].item()    # dropout in training
+    model.eval()
+    assert model(idx, idx)[1].item() == model(idx, idx)[1].item()
+    a = model.generate(prompt, 20, top_k=10, generator=gpugrad.Generator().manual_seed(3))
+    b = model.generate(prompt, 20, top_k=10, generator=gpugrad.Generator().manual_seed(3))
+    assert tuple(a.shape) == (1, 23) and a.tolist() == b.tolist()   # longer than the block: the context slides
+    model.train()
+    with pytest.raises(ValueError, match="longer than the block size"):
+        model(gpugrad.tensor(rng.integers(0, 97, (1, 17))))
+
+
+def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path, capsys):
+    pytest.importorskip("tokenizers")
+    spec = importlib.util.spec_from_file_location("train_gpt", EXAMPLES / "train_gpt.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    common = ["--device", "cpu", "--size", "tiny", "--vocab", "512", "--max-files", "80", "--batch-size", "8",
+              "--eval-batches", "4", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--quiet",
+              "--sample-tokens", "10"]
+    result = example.main(common + ["--steps", "60", "--eval-interval", "30"])
+    losses = result["history"]["loss"]
+    assert numpy.mean(losses[-10:]) < numpy.mean(losses[:5]) - 1.0
+    assert result["val_loss"] < result["entropy"]
+    out = capsys.readouterr().out
+    assert "unigram entropy" in out and "sample:" in out and (tmp_path / "run" / "tiny.png").exists()
+    resumed = example.main(common + ["--steps", "70", "--resume", "--eval-interval", "5", "--sample", ""])
+    assert resumed["steps"] == 10 and len(resumed["history"]["loss"]) == 70
+    assert "resumed from" in capsys.readouterr().out
