@@ -11,11 +11,12 @@ import sys
 import time
 
 import gpugrad
-from benchmarks import bench_linear_ce, bench_losses, bench_ops, report
+from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report
 from benchmarks.suite import run_case
 from benchmarks.timing import Machine, describe
 
-GROUPS = {"losses": bench_losses.cases, "linear_ce": bench_linear_ce.cases, **bench_ops.GROUPS}
+GROUPS = {"losses": bench_losses.cases, "linear_ce": bench_linear_ce.cases, "gpt": bench_gpt.cases,
+          **bench_ops.GROUPS}
 
 
 def parse_args(argv):

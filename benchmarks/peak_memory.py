@@ -7,7 +7,8 @@ and MALLOC_TRIM_THRESHOLD_ set low (``run`` does): glibc then maps and
 unmaps every large array, so the resident set follows the live memory instead
 of keeping freed pages that a second call reuses unseen.
 
-    python -m benchmarks.peak_memory IMPL N V D      # prints the bytes
+    python -m benchmarks.peak_memory IMPL N V D      # linear_cross_entropy; prints the bytes
+    python -m benchmarks.peak_memory "gpt gpugrad" SIZE BATCH     # a GPT training step (or "gpt torch")
 """
 
 import os
@@ -48,8 +49,13 @@ def _calls(impl, rows, classes, features):
     return lambda: torch.nn.functional.cross_entropy(torch.nn.functional.linear(tx, tw), tt).backward()
 
 
-def measure(impl, rows, classes, features):
-    run = _calls(impl, rows, classes, features)
+def _gpt_step(impl, size, batch):
+    from benchmarks.bench_gpt import training_step
+    return training_step(impl.split()[1], size, int(batch), "cpu")
+
+
+def measure(impl, *args):
+    run = _gpt_step(impl, *args) if impl.startswith("gpt ") else _calls(impl, *map(int, args))
     run()                                       # warm: the gradients exist, as in training
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")                        # resets VmHWM, the peak resident set
@@ -58,14 +64,13 @@ def measure(impl, rows, classes, features):
     return _status("VmHWM") - before
 
 
-def run(impl, rows, classes, features):
+def run(impl, *args):
     """measure() in a fresh process with glibc's thresholds fixed; bytes."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.peak_memory", impl, str(rows), str(classes),
-                           str(features)], capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.peak_memory", impl, *map(str, args)],
+                          capture_output=True, text=True, env=env, check=True)
     return int(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
-    impl, rows, classes, features = sys.argv[1], *map(int, sys.argv[2:5])
-    print(measure(impl, rows, classes, features))
+    print(measure(sys.argv[1], *sys.argv[2:]))

@@ -9,7 +9,7 @@ def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
     record = main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     groups = {row["group"] for row in record["results"]}
-    assert groups == {"losses", "linear_ce", "softmax", "elementwise", "matmul", "mlp", "overhead"}
+    assert groups == {"losses", "linear_ce", "gpt", "softmax", "elementwise", "matmul", "mlp", "overhead"}
     linear_ce = {row["impl"]: row for row in record["results"] if row["group"] == "linear_ce"}
     assert linear_ce["gpugrad"]["peak_bytes"] < linear_ce["torch"]["peak_bytes"]
     assert record["ceilings"]["copy_bytes_per_s"] > 0 and record["ceilings"]["matmul_flops_per_s"] > 0
