@@ -54,7 +54,7 @@ from gpugrad import nn, optim, utils, viz  # noqa: E402,I001  (built on the name
 from gpugrad.legacy import (BFloat16Tensor, BoolTensor, ByteTensor, DoubleTensor, FloatTensor,  # noqa: E402
                             HalfTensor, IntTensor, LongTensor, ShortTensor)
 from gpugrad.serialization import load, save  # noqa: E402
-from gpugrad import amp  # noqa: E402,I001
+from gpugrad import amp, distributed  # noqa: E402,I001
 from gpugrad.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
 
 from gpugrad.dims import Size  # noqa: E402

@@ -19,6 +19,8 @@ from gpugrad.autograd.graph import AccumulateGrad, RemovableHandle
 from gpugrad.cuda import errors as device_errors
 from gpugrad.printing import format_tensor
 
+_post_accumulate_hooks = {}     # id(leaf) -> (weak reference, [hook]): rare, so kept off the Tensor's slots
+
 
 class Tensor:
     """A multi-dimensional array on the CPU or a CUDA GPU that records the
@@ -273,6 +275,29 @@ class Tensor:
     def leaf_hooks(self):
         """The hooks registered on this leaf (run by the engine before accumulation)."""
         return self._hooks or ()
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` after this leaf's ``.grad`` has been
+        accumulated by a backward pass (torch's; DistributedDataParallel uses
+        it to start all-reducing a bucket of gradients).  Returns a handle."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        key = id(self)
+        entry = _post_accumulate_hooks.get(key)
+        if entry is None or entry[0]() is not self:
+            entry = (weakref.ref(self, lambda _, key=key: _post_accumulate_hooks.pop(key, None)), [])
+            _post_accumulate_hooks[key] = entry
+        entry[1].append(hook)
+        return RemovableHandle(entry[1], hook)
+
+    def post_accumulate_hooks(self):
+        """The hooks to call after this leaf's gradient is accumulated."""
+        if not _post_accumulate_hooks:
+            return ()
+        entry = _post_accumulate_hooks.get(id(self))
+        return entry[1] if entry is not None and entry[0]() is self else ()
 
     def gradient_edge(self):
         """(node, output number) of the graph: the grad_fn that made this

@@ -30,6 +30,22 @@ from gpugrad.tensor import Tensor
 _NDARRAY = numpy.ndarray
 
 
+class _Callbacks(threading.local):
+    pending = None        # the callbacks queued during the running backward pass, or None outside one
+
+
+_callbacks = _Callbacks()
+
+
+def queue_callback(callback):
+    """Run ``callback()`` once the running backward pass has finished
+    (torch's ``Variable._execution_engine.queue_callback``): DistributedDataParallel
+    waits for its gradient all-reduces there."""
+    if _callbacks.pending is None:
+        raise RuntimeError("queue_callback can only be called during a backward pass")
+    _callbacks.pending.append(callback)
+
+
 class _Seeds(threading.local):
     arrays = frozenset()      # ids of the implicit all-ones root gradients of the running pass
 
@@ -229,6 +245,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
 
     cpu = all(t.is_cpu for t in tensors)
     previous_seeds, _seeds.arrays = _seeds.arrays, frozenset(seeds)
+    previous_callbacks, _callbacks.pending = _callbacks.pending, []
     heappop, heappush = heapq.heappop, heapq.heappush
     following = None    # a node that became ready while no other was: it runs next, past the heap
     try:
@@ -256,7 +273,10 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                                 holders[id(g.array)] = holders.get(id(g.array), 0) + 1
                 if leaf:
                     if accumulate_leaves and grads[0] is not None:
-                        _accumulate(node.variable, grads[0], create_graph, holders)
+                        variable = node.variable
+                        _accumulate(variable, grads[0], create_graph, holders)
+                        for hook in list(variable.post_accumulate_hooks()):
+                            hook(variable)
                     continue
                 if needed is not None and node not in needed:
                     _release_children(node, dependencies, ready)
@@ -302,8 +322,12 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                                 heappush(ready, (-following._sequence_nr, id(following), following))
                                 following = None
                             heappush(ready, (-child._sequence_nr, id(child), child))
+        callbacks = _callbacks.pending
+        while callbacks:                 # a callback may queue another
+            callbacks.pop(0)()
     finally:
         _seeds.arrays = previous_seeds
+        _callbacks.pending = previous_callbacks
     if not cpu:
         device_errors.poll()     # a bad index a finished kernel recorded: raised here, without waiting
 

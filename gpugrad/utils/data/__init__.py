@@ -4,6 +4,7 @@ from gpugrad.utils.data.dataloader import DataLoader, default_collate
 from gpugrad.utils.data.dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
 from gpugrad.utils.data.sampler import (
                                         BatchSampler,
+                                        DistributedSampler,
                                         RandomSampler,
                                         Sampler,
                                         SequentialSampler,
@@ -13,4 +14,4 @@ from gpugrad.utils.data.sampler import (
 
 __all__ = ["DataLoader", "default_collate", "Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "Subset",
            "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-           "WeightedRandomSampler", "BatchSampler"]
+           "WeightedRandomSampler", "BatchSampler", "DistributedSampler"]

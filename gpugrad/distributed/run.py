@@ -1,0 +1,73 @@
+"""Start a data-parallel job: ``python -m gpugrad.distributed.run --nproc-per-node 4 script.py [args]``.
+
+With MPI's ``mpiexec`` (MPICH's wheel puts one beside this Python) the
+processes are started by it, and ``init_process_group`` takes rank and world
+size from MPI (either backend).  Without one (or with ``--no-mpi``) they are
+started here with torchrun's environment variables (RANK, LOCAL_RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT): the nccl backend then meets over a TCP
+store.  If one process fails, the others are stopped and the exit code is
+the failing one's.
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gpugrad.distributed.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nproc-per-node", "--nproc_per_node", type=int, default=1, help="processes to start")
+    parser.add_argument("--no-mpi", action="store_true", help="start the processes here, torchrun-style")
+    parser.add_argument("--master-port", type=int, default=None)
+    parser.add_argument("script")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    return parser.parse_args(argv)
+
+
+def find_mpiexec():
+    """MPI's launcher: the one beside this Python (pip's MPICH) first, then PATH."""
+    beside = pathlib.Path(sys.executable).with_name("mpiexec")
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = [sys.executable, args.script, *args.args]
+    mpiexec = None if args.no_mpi else find_mpiexec()
+    if mpiexec is not None:
+        return subprocess.call([mpiexec, "-n", str(args.nproc_per_node), *command])
+    port = str(args.master_port or _free_port())
+    processes = []
+    for rank in range(args.nproc_per_node):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc_per_node),
+                   LOCAL_WORLD_SIZE=str(args.nproc_per_node), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        processes.append(subprocess.Popen(command, env=env))
+    code = 0
+    while processes:
+        for p in list(processes):
+            status = p.poll()
+            if status is None:
+                continue
+            processes.remove(p)
+            if status != 0 and code == 0:
+                code = status
+                for other in processes:           # one failed: stop the rest, as torchrun does
+                    other.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

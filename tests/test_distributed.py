@@ -1,0 +1,169 @@
+"""gpugrad.distributed on the CPU over MPI (mpiexec from MPICH's wheel): the
+collectives, DistributedDataParallel against one process trained on the
+concatenated batch (SGD and AdamW, float64, 2 and 3 ranks, buckets of several
+sizes, no_sync accumulation), failures that end the job instead of hanging,
+the torchrun-style launcher with its TCP store, and the sampler."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gpugrad.distributed import run as launcher
+
+HERE = pathlib.Path(__file__).resolve().parent
+WORKER = HERE / "distributed_worker.py"
+ROOT = HERE.parent
+MPIEXEC = launcher.find_mpiexec()
+pytest.importorskip("mpi4py")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+
+
+def _env(out=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    if out is not None:
+        env["GPUGRAD_TEST_OUT"] = str(out)
+    return env
+
+
+@pytest.fixture
+def _mpi(tmp_path):
+    def run(ranks, *args, timeout=120):
+        started = time.monotonic()
+        done = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=_env(tmp_path))
+        done.results = [tmp_path / f"rank{r}.json" for r in range(ranks)]
+        return done, time.monotonic() - started
+    return run
+
+
+def _results(done, ranks):
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert all(path.exists() for path in done.results), done.stdout
+    return [json.loads(path.read_text()) for path in done.results]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_collectives(_mpi, ranks):
+    _results(_mpi(ranks, "collectives")[0], ranks)
+
+
+@pytest.mark.parametrize("ranks,optimizer,bucket_mb,accumulate", [
+    (2, "sgd", 1e-6, 0), (3, "sgd", 25, 0), (2, "adamw", 3e-4, 0), (3, "adamw", 25, 0),
+    (2, "sgd", 3e-4, 1), (3, "adamw", 1e-6, 1),
+])
+def test_ddp_equals_one_process_on_the_whole_batch(_mpi, ranks, optimizer, bucket_mb, accumulate):
+    """Every rank's weights after 3 steps equal a single process trained on the
+    concatenated batch (1e-10, float64); the bucket sizes give 1 to 6 buckets."""
+    results = _results(_mpi(ranks, "ddp", optimizer, bucket_mb, accumulate)[0], ranks)
+    assert all(r["max_difference"] <= 1e-10 for r in results)
+    expected = {1e-6: 6, 3e-4: 4, 25: 1}[bucket_mb]
+    assert {r["buckets"] for r in results} == {expected}
+
+
+@pytest.mark.parametrize("how,message", [("raise", "rank 1 failed on purpose"),
+                                          ("exit", "timed out after 4 s waiting for the other ranks")])
+def test_a_failing_rank_ends_the_job(_mpi, how, message):
+    """One rank raises (the job is aborted at once), or leaves without joining
+    a collective (the others' wait times out with a clear error): no hang."""
+    done, seconds = _mpi(2, "failing", how, timeout=60)
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+    assert seconds < 30
+
+
+def test_torchrun_style_launch_and_store(tmp_path):
+    script = tmp_path / "store_worker.py"
+    script.write_text(
+        "import json, os\n"
+        "import gpugrad.distributed as dist\n"
+        "rank, size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])\n"
+        "store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), size, rank == 0, 20)\n"
+        "store.set(f'from {rank}', rank * 10)\n"
+        "seen = sorted(store.get(f'from {r}') for r in range(size))\n"
+        "try:\n"
+        "    dist.init_process_group('mpi')\n"
+        "except RuntimeError as error:\n"
+        "    seen.append(str(error))\n"
+        "open(os.path.join(os.environ['GPUGRAD_TEST_OUT'], f'rank{rank}'), 'w').write(json.dumps(seen))\n"
+        "store.set(f'done {rank}', True)\n"
+        "if rank == 0:\n"
+        "    [store.get(f'done {r}') for r in range(size)]   # the server lives until every rank is done\n")
+    done = subprocess.run([sys.executable, "-m", "gpugrad.distributed.run", "--no-mpi", "--nproc-per-node", "3",
+                           str(script)], capture_output=True, text=True, timeout=60, env=_env(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in range(3):
+        seen = json.loads((tmp_path / f"rank{rank}").read_text())
+        assert seen[:3] == [0, 10, 20] and "needs its processes started by mpiexec" in seen[3]
+    failing = tmp_path / "fail.py"
+    failing.write_text("import os, sys, time\nif os.environ['RANK'] == '1':\n    sys.exit(3)\ntime.sleep(60)\n")
+    started = time.monotonic()
+    code = subprocess.run([sys.executable, "-m", "gpugrad.distributed.run", "--no-mpi", "--nproc-per-node", "2",
+                           str(failing)], timeout=60, env=_env()).returncode
+    assert code == 3 and time.monotonic() - started < 30        # the sleeping rank was stopped
+
+
+def test_launcher_uses_mpiexec(tmp_path):
+    script = tmp_path / "hello.py"
+    script.write_text("import sys, gpugrad.distributed as dist\ndist.init_process_group('mpi')\n"
+                      "open(f'{sys.argv[1]}/rank{dist.get_rank()}', 'w').write(str(dist.get_world_size()))\n")
+    done = subprocess.run([sys.executable, "-m", "gpugrad.distributed.run", "--nproc-per-node", "2", str(script),
+                           str(tmp_path)], capture_output=True, text=True, timeout=60, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["2", "2"]
+
+
+def test_sampler_matches_torchs_partition():
+    torch = pytest.importorskip("torch")
+    from gpugrad.utils.data import DistributedSampler
+    for n, ranks, drop_last in [(10, 3, False), (10, 3, True), (7, 2, False), (4, 4, False)]:
+        for rank in range(ranks):
+            ours = DistributedSampler(range(n), ranks, rank, shuffle=False, drop_last=drop_last)
+            theirs = torch.utils.data.DistributedSampler(range(n), ranks, rank, shuffle=False, drop_last=drop_last)
+            assert list(ours) == list(theirs) and len(ours) == len(theirs)
+    first = [list(DistributedSampler(range(20), 2, r, seed=5)) for r in range(2)]
+    assert sorted(first[0] + first[1]) == list(range(20))
+    sampler = DistributedSampler(range(20), 2, 0, seed=5)
+    sampler.set_epoch(1)
+    assert list(sampler) != first[0]
+    with pytest.raises(ValueError, match="Invalid rank 2"):
+        DistributedSampler(range(5), 2, 2)
+
+
+@pytest.mark.cuda
+def test_nccl_world_of_one():
+    """One process, one GPU: the nccl backend's collectives on CUDA tensors and DDP over them."""
+    import gpugrad
+    import gpugrad.distributed as dist
+    dist.init_process_group("nccl")
+    try:
+        assert dist.get_world_size() == 1 and dist.get_backend() == "nccl"
+        t = gpugrad.arange(6, dtype=gpugrad.float32, device="cuda")
+        dist.all_reduce(t)
+        dist.broadcast(t, 0)
+        parts = [gpugrad.zeros(6, device="cuda")]
+        dist.all_gather(parts, t)
+        dist.barrier()
+        assert t.tolist() == list(range(6)) and parts[0].tolist() == list(range(6))
+        model = gpugrad.nn.Linear(4, 2).cuda()
+        ddp = gpugrad.nn.parallel.DistributedDataParallel(model)
+        ddp(gpugrad.ones(3, 4, device="cuda")).sum().backward()
+        assert model.weight.grad.tolist() == [[3.0] * 4] * 2
+    finally:
+        dist.destroy_process_group()
+
+
+def test_without_a_process_group():
+    import gpugrad
+    import gpugrad.distributed as dist
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="Default process group has not been initialized"):
+        dist.get_rank()
+    with pytest.raises(RuntimeError, match="needs init_process_group"):
+        gpugrad.nn.parallel.DistributedDataParallel(gpugrad.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="Invalid backend"):
+        dist.init_process_group("tcp")
