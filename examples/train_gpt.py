@@ -67,7 +67,11 @@ def parse_args(argv=None):
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "gpugrad", "gpt"),
                         help="directory for the tokenizer and the tokenized corpus")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--sample", default="def ", help="prompt for the sample printed at the end ('' for none)")
+    parser.add_argument("--sample", default="class Parser:\n    def __init__(self",
+                        help="prompt for the sample printed at the end ('' for none)")
+    parser.add_argument("--ddp", action="store_true",
+                        help="data-parallel over the processes of mpiexec or python -m gpugrad.distributed.run: "
+                             "nccl on GPUs (one per process), mpi on the CPU")
     parser.add_argument("--sample-tokens", type=int, default=120)
     parser.add_argument("--max-files", type=int, default=None, help="use only this many source files (tests)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -181,6 +185,15 @@ def sample(model, tokenizer, prompt, tokens, device, seed):
 
 def main(argv=None):
     args = parse_args(argv)
+    rank, world = 0, 1
+    if args.ddp:
+        gpugrad.distributed.init_process_group("nccl" if gpugrad.cuda.is_available() and args.device != "cpu"
+                                               else "mpi")
+        rank, world = gpugrad.distributed.get_rank(), gpugrad.distributed.get_world_size()
+        if gpugrad.distributed.get_backend() == "nccl":
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % gpugrad.cuda.device_count()}"
+    main_rank = rank == 0
+    say = print if main_rank else (lambda *a, **k: None)
     device = pick_device(args.device)
     size = args.size or ("small" if device.type == "cuda" else "tiny")
     settings = dict(TRAINING[size])
@@ -190,17 +203,23 @@ def main(argv=None):
     args.batch_size, args.eval_interval = settings["batch_size"], settings["eval_interval"]
     amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
     where = gpugrad.cuda.get_device_name() if device.type == "cuda" else "the CPU (NumPy)"
-    print(f"gpugrad {gpugrad.__version__}: training the {size} GPT on {device} ({where})"
-          f"{', bfloat16 autocast' if amp else ''}")
+    replicas = f", data-parallel over {world} processes ({gpugrad.distributed.get_backend()})" if args.ddp else ""
+    say(f"gpugrad {gpugrad.__version__}: training the {size} GPT on {device} ({where})"
+        f"{', bfloat16 autocast' if amp else ''}{replicas}")
 
-    tokenizer, train_ids, val_ids = prepare(args.vocab, args.cache, args.max_files)
+    if main_rank:                          # one process builds the tokenizer and the corpus; the others read them
+        tokenizer, train_ids, val_ids = prepare(args.vocab, args.cache, args.max_files, log=say)
+    if args.ddp:
+        gpugrad.distributed.barrier()
+    if not main_rank:
+        tokenizer, train_ids, val_ids = prepare(args.vocab, args.cache, args.max_files)
     vocab = tokenizer.get_vocab_size()
     entropy = unigram_entropy(train_ids, vocab)
-    print(f"tokens: {len(train_ids):,} training, {len(val_ids):,} validation (vocabulary {vocab}); unigram "
-          f"entropy of the training tokens {entropy:.3f} nats (perplexity {math.exp(entropy):.0f})")
+    say(f"tokens: {len(train_ids):,} training, {len(val_ids):,} validation (vocabulary {vocab}); unigram "
+        f"entropy of the training tokens {entropy:.3f} nats (perplexity {math.exp(entropy):.0f})")
 
     gpugrad.manual_seed(args.seed)
-    rng = numpy.random.default_rng(args.seed)
+    rng = numpy.random.default_rng(args.seed + rank)          # each replica its own batches
     config = GPTConfig(vocab_size=vocab, **SIZES[size])
     model = GPT(config).to(device)
     optimizer = model.configure_optimizer(weight_decay=0.1, learning_rate=settings["lr"], betas=(0.9, 0.95))
@@ -219,20 +238,22 @@ def main(argv=None):
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start, history = int(checkpoint["step"]), checkpoint["history"]
-        print(f"resumed from {checkpoint_path} at step {start}")
-    print(f"model: {model.num_parameters() / 1e6:.2f} M parameters, {config.n_layer} layers, {config.n_head} heads, "
-          f"width {config.n_embd}, context {config.block_size}; batch {args.batch_size}, {settings['steps']} steps")
+        say(f"resumed from {checkpoint_path} at step {start}")
+    train_model = gpugrad.nn.parallel.DistributedDataParallel(model) if args.ddp else model
+    say(f"model: {model.num_parameters() / 1e6:.2f} M parameters, {config.n_layer} layers, {config.n_head} heads, "
+        f"width {config.n_embd}, context {config.block_size}; batch {args.batch_size}"
+        f"{f' per process ({args.batch_size * world} in all)' if world > 1 else ''}, {settings['steps']} steps")
 
-    tokens_per_step = args.batch_size * config.block_size
+    tokens_per_step = args.batch_size * config.block_size * world
     deadline = time.perf_counter() + 60 * args.max_minutes if args.max_minutes else None
-    bar = tqdm(range(start, settings["steps"]), desc="steps", disable=args.quiet, unit="step", initial=start,
-               total=settings["steps"])
+    bar = tqdm(range(start, settings["steps"]), desc="steps", disable=args.quiet or not main_rank, unit="step",
+               initial=start, total=settings["steps"])
     step, started, val = start, time.perf_counter(), None
     for step in bar:
         tick = time.perf_counter()
         x, y = batch(train_ids, args.batch_size, config.block_size, rng, device)
         with gpugrad.autocast(device.type, dtype=gpugrad.bfloat16, enabled=amp):
-            _, loss = model(x, y)
+            _, loss = train_model(x, y)
         optimizer.zero_grad()
         loss.backward()
         gpugrad.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -242,31 +263,61 @@ def main(argv=None):
         history["step"].append(step)
         history["loss"].append(value)
         bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):,.0f}")
-        last = step + 1 == settings["steps"] or (deadline is not None and time.perf_counter() > deadline)
+        last = step + 1 == settings["steps"] or (deadline is not None and _agree(time.perf_counter() > deadline,
+                                                                               args.ddp))
         if (step + 1) % args.eval_interval == 0 or last:
-            val = evaluate(model, val_ids, args, config, device, amp)
-            history["val_step"].append(step + 1)
-            history["val_loss"].append(val)
-            tqdm.write(f"step {step + 1}: training loss {value:.3f}, validation loss {val:.3f} "
-                       f"(perplexity {math.exp(val):.1f}; unigram {entropy:.3f})")
+            if main_rank:
+                val = evaluate(model, val_ids, args, config, device, amp)
+                history["val_step"].append(step + 1)
+                history["val_loss"].append(val)
+                tqdm.write(f"step {step + 1}: training loss {value:.3f}, validation loss {val:.3f} "
+                           f"(perplexity {math.exp(val):.1f}; unigram {entropy:.3f})")
         if last:
             step += 1
             break
     else:
         step = settings["steps"] if settings["steps"] > start else start
     seconds = time.perf_counter() - started
-    if step > start:
-        print(f"trained {step - start} steps in {seconds:.0f} s ({(step - start) * tokens_per_step / seconds:,.0f} "
-              f"tokens/s); validation loss {val:.3f} nats against the unigram entropy {entropy:.3f}")
+    if args.ddp:
+        _check_replicas(model, world, say)
+    if step > start and main_rank:
+        say(f"trained {step - start} steps in {seconds:.0f} s ({(step - start) * tokens_per_step / seconds:,.0f} "
+            f"tokens/s); validation loss {val:.3f} nats against the unigram entropy {entropy:.3f}")
         gpugrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "step": step, "history": history,
                       "config": dataclasses.asdict(config)}, checkpoint_path)
         write_plot(history, entropy, out / f"{size}.png", size, device)
-        print(f"checkpoint written to {checkpoint_path}, curves to {out / f'{size}.png'}")
-    if args.sample:
+        say(f"checkpoint written to {checkpoint_path}, curves to {out / f'{size}.png'}")
+    if args.sample and main_rank:
         text = sample(model, tokenizer, args.sample, args.sample_tokens, device, args.seed)
-        print("sample:\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
+        say("sample:\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
+    if args.ddp:
+        gpugrad.distributed.barrier()
+        gpugrad.distributed.destroy_process_group()
     return {"val_loss": val, "entropy": entropy, "history": history, "steps": step - start, "seconds": seconds}
+
+
+def _agree(flag, ddp):
+    """Every replica stops at the same step: the deadline is any replica's."""
+    if not ddp:
+        return flag
+    value = gpugrad.tensor([1.0 if flag else 0.0])
+    gpugrad.distributed.all_reduce(value, op=gpugrad.distributed.ReduceOp.MAX)
+    return value.item() > 0
+
+
+def _check_replicas(model, world, say):
+    """The replicas' weights must be identical: a checksum from each, compared."""
+    checksum = gpugrad.tensor([float(sum(float(p.detach().double().sum()) for p in model.parameters()))],
+                              dtype=gpugrad.float64)
+    everyone = [gpugrad.zeros(1, dtype=gpugrad.float64) for _ in range(world)]
+    gpugrad.distributed.all_gather(everyone, checksum.cpu() if gpugrad.distributed.get_backend() == "mpi" else
+                                   checksum.to(next(model.parameters()).device))
+    values = [e.item() for e in everyone]
+    if len(set(values)) == 1:
+        say(f"the {world} replicas' weights are identical (checksum {values[0]:.10g})")
+    else:
+        raise RuntimeError(f"the replicas' weights differ: checksums {values}")
 
 
 def write_plot(history, entropy, path, size, device):

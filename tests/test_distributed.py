@@ -117,6 +117,14 @@ def test_launcher_uses_mpiexec(tmp_path):
     assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["2", "2"]
 
 
+def test_launcher_shares_the_cores_out(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    env = launcher.thread_environment(4, {"PATH": "/bin"})
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "4" and env["PATH"] == "/bin"
+    assert launcher.thread_environment(32, {})["OMP_NUM_THREADS"] == "1"
+    assert launcher.thread_environment(4, {"OMP_NUM_THREADS": "7"}) == {"OMP_NUM_THREADS": "7"}  # the user's choice
+
+
 def test_sampler_matches_torchs_partition():
     torch = pytest.importorskip("torch")
     from gpugrad.utils.data import DistributedSampler
@@ -167,3 +175,17 @@ def test_without_a_process_group():
         gpugrad.nn.parallel.DistributedDataParallel(gpugrad.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="Invalid backend"):
         dist.init_process_group("tcp")
+
+
+def test_the_gpt_example_trains_data_parallel(tmp_path):
+    """examples/train_gpt.py --ddp on 2 CPU processes: it trains, the replicas end identical."""
+    pytest.importorskip("tokenizers")
+    done = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, str(ROOT / "examples" / "train_gpt.py"), "--ddp", "--device", "cpu",
+         "--size", "tiny", "--vocab", "512", "--max-files", "80", "--batch-size", "4", "--steps", "12",
+         "--eval-interval", "6", "--eval-batches", "2", "--cache", str(tmp_path / "cache"), "--out",
+         str(tmp_path / "out"), "--quiet", "--sample", ""], capture_output=True, text=True, timeout=300, env=_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "data-parallel over 2 processes (mpi)" in done.stdout
+    assert "the 2 replicas' weights are identical" in done.stdout
+    assert (tmp_path / "out" / "tiny.pt").exists()

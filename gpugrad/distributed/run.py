@@ -6,7 +6,10 @@ size from MPI (either backend).  Without one (or with ``--no-mpi``) they are
 started here with torchrun's environment variables (RANK, LOCAL_RANK,
 WORLD_SIZE, MASTER_ADDR, MASTER_PORT): the nccl backend then meets over a TCP
 store.  If one process fails, the others are stopped and the exit code is
-the failing one's.
+the failing one's.  Each process gets its share of the CPU cores for its
+BLAS and OpenMP threads (OMP_NUM_THREADS, unless already set), as torchrun
+does: N processes each spinning the machine's full thread pool run slower
+than one.
 """
 
 import argparse
@@ -42,16 +45,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def thread_environment(nproc, environ=None):
+    """The environment for one of ``nproc`` processes on this machine: the
+    cores shared out to BLAS and OpenMP thread pools (OMP_NUM_THREADS and
+    OPENBLAS_NUM_THREADS), unless the user set OMP_NUM_THREADS."""
+    env = dict(os.environ if environ is None else environ)
+    if "OMP_NUM_THREADS" not in env:
+        threads = str(max(1, (os.cpu_count() or 1) // max(1, nproc)))
+        env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = threads
+    return env
+
+
 def main(argv=None):
     args = parse_args(argv)
     command = [sys.executable, args.script, *args.args]
     mpiexec = None if args.no_mpi else find_mpiexec()
+    base = thread_environment(args.nproc_per_node)
     if mpiexec is not None:
-        return subprocess.call([mpiexec, "-n", str(args.nproc_per_node), *command])
+        return subprocess.call([mpiexec, "-n", str(args.nproc_per_node), *command], env=base)
     port = str(args.master_port or _free_port())
     processes = []
     for rank in range(args.nproc_per_node):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc_per_node),
+        env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc_per_node),
                    LOCAL_WORLD_SIZE=str(args.nproc_per_node), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         processes.append(subprocess.Popen(command, env=env))
     code = 0
