@@ -501,3 +501,73 @@ def test_loss_weights_take_no_gradient_as_in_torch(rng):
         assert_close(x.grad, tx.grad, 1e-6)
         with pytest.raises(ValueError, match="Weights and input must have the same size"):
             getattr(F, name)(x, y, weight=w[:2])
+
+
+SDPA_CASES = [
+    ("plain", (2, 3, 4, 5), (2, 3, 6, 5), {}),
+    ("causal", (2, 3, 6, 5), (2, 3, 6, 5), {"is_causal": True}),
+    ("causal, L < S", (1, 2, 3, 4), (1, 2, 7, 4), {"is_causal": True}),
+    ("scale", (3, 4, 5), (3, 4, 5), {"scale": 0.3}),
+    ("bool mask with a closed row", (2, 2, 4, 3), (2, 2, 5, 3), {"mask": "bool"}),
+    ("float mask with a -inf row", (2, 2, 4, 3), (2, 2, 5, 3), {"mask": "float"}),
+    ("grouped query heads", (2, 4, 3, 5), (2, 2, 6, 5), {"enable_gqa": True}),
+    ("unbatched", (4, 5), (6, 5), {}),
+]
+
+
+@pytest.mark.parametrize("case", SDPA_CASES, ids=[c[0] for c in SDPA_CASES])
+def test_scaled_dot_product_attention_matches_torch(rng, device, case):
+    _, q_shape, k_shape, options = case
+    q, tq = make_pair(rng, q_shape, "float64", device)
+    k, tk = make_pair(rng, k_shape, "float64", device)
+    v, tv = make_pair(rng, k_shape[:-1] + (7,), "float64", device)
+    kwargs, tkwargs, pairs = dict(options), dict(options), [(q, tq), (k, tk), (v, tv)]
+    mask_kind = kwargs.pop("mask", None)
+    tkwargs.pop("mask", None)
+    if mask_kind == "bool":
+        allowed = rng.random((q_shape[-2], k_shape[-2])) > 0.4
+        allowed[1] = False                                   # a query that may attend to nothing
+        kwargs["attn_mask"], tkwargs["attn_mask"] = gpugrad.tensor(allowed, device=device), to_torch(allowed, device)
+    elif mask_kind == "float":
+        bias, tbias = make_pair(rng, (q_shape[-2], k_shape[-2]), "float64", device)
+        with gpugrad.no_grad():
+            bias[2] = -float("inf")
+        with torch.no_grad():
+            tbias[2] = -float("inf")
+        kwargs["attn_mask"], tkwargs["attn_mask"] = bias, tbias
+        pairs.append((bias, tbias))
+    out = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    tout = TF.scaled_dot_product_attention(tq, tk, tv, **tkwargs)
+    if mask_kind:
+        assert (out.detach().cpu().numpy()[..., 1 if mask_kind == "bool" else 2, :] == 0).all()
+    assert_forward_backward(rng, out, tout, pairs, 1e-10)
+
+
+def test_scaled_dot_product_attention_second_derivatives_and_dropout(rng):
+    q, k, v = (gpugrad.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True) for _ in range(3))
+    allowed = gpugrad.tensor(rng.random((3, 3)) > 0.3)
+    assert gradgradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=allowed), (q, k, v))
+    assert gradgradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), (q, k, v))
+    # dropout acts on the attention weights, in training or not (as torch's function)
+    big = gpugrad.ones(1, 64, 8)
+    values = gpugrad.tensor(rng.standard_normal((1, 64, 8)), dtype=gpugrad.float32)
+    plain = F.scaled_dot_product_attention(big, big, values)
+    dropped = F.scaled_dot_product_attention(big, big, values, dropout_p=0.5)
+    assert not numpy.allclose(dropped.numpy(), plain.numpy())
+    assert abs(dropped.mean().item() - plain.mean().item()) < 0.5 * abs(plain.abs().mean().item()) + 0.05
+
+
+def test_scaled_dot_product_attention_errors(rng):
+    q, k, v = (gpugrad.tensor(rng.standard_normal(s)) for s in ((2, 4, 5), (2, 6, 5), (2, 6, 7)))
+    with pytest.raises(RuntimeError, match=r"shapes do not match: query \[2, 4, 5\], key \[2, 6, 4\]"):
+        F.scaled_dot_product_attention(q, k[..., :4], v)
+    with pytest.raises(RuntimeError, match="shapes do not match"):
+        F.scaled_dot_product_attention(q, k, v[:, :5])
+    with pytest.raises(RuntimeError, match="attn_mask should not be set when is_causal=True"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=gpugrad.ones(4, 6, dtype=gpugrad.bool), is_causal=True)
+    with pytest.raises(RuntimeError, match="same dtype, but got query.dtype: float32 key.dtype: float64"):
+        F.scaled_dot_product_attention(q.float(), k, v.float())
+    with pytest.raises(RuntimeError, match="attn_mask dtype to be bool or float"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=gpugrad.ones(4, 6, dtype=gpugrad.int64))
+    with pytest.raises(TypeError, match="query"):
+        F.scaled_dot_product_attention(q.numpy(), k, v)

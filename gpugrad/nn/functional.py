@@ -861,15 +861,22 @@ def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_ca
         key = key.repeat_interleave(repeat, -3)
         value = value.repeat_interleave(repeat, -3)
     scores = (query @ key.mT) * scale
+    dead = None
     if is_causal:
         allowed = Tensor._make(query.xp.tril(query.xp.ones((length, source), dtype=bool)))
         scores = scores.masked_fill(~allowed, -math.inf)
     elif mask is not None:
+        # rows the mask closes entirely give zeros (as torch), not softmax's nan: such a
+        # row is opened for the softmax, then its weights are zeroed (gradients stay finite)
         if mask.dtype == dtypes.bool_:
-            scores = scores.masked_fill(~mask, -math.inf)
+            dead = ~mask.detach().any(-1, keepdim=True)
+            scores = scores.masked_fill(~(mask | dead), -math.inf)
         else:
-            scores = scores + mask
+            dead = (mask.detach() == -math.inf).all(-1, keepdim=True)
+            scores = scores + mask.masked_fill(dead, 0.0)
     weights = softmax(scores, -1)
+    if dead is not None:
+        weights = weights.masked_fill(dead, 0.0)
     if dropout_p > 0:
         weights = dropout(weights, dropout_p)
     return weights @ value
@@ -881,9 +888,19 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     """softmax(q k^T * scale + mask) v over the last two dims (torch's
     signature): query (..., L, E), key (..., S, E), value (..., S, Ev).
     ``is_causal=True`` masks the upper triangle; a bool ``attn_mask`` says
-    where to attend, a float one is added.  The softmax is the fused kernel on CUDA."""
+    where to attend, a float one is added (both broadcast to (..., L, S)); a
+    row the mask closes entirely gives zeros, as in torch.  The softmax is the
+    fused kernel on CUDA."""
     for t, name in ((query, "query"), (key, "key"), (value, "value")):
         _check_tensor(t, "scaled_dot_product_attention", name)
+    if not query.dtype == key.dtype == value.dtype:
+        raise RuntimeError("Expected query, key, and value to have the same dtype, but got query.dtype: "
+                           f"{dtypes.dtype_name(query.dtype)} key.dtype: {dtypes.dtype_name(key.dtype)} and "
+                           f"value.dtype: {dtypes.dtype_name(value.dtype)} instead.")
+    if attn_mask is not None and attn_mask.dtype != dtypes.bool_ and not dtypes.is_floating_point(attn_mask.dtype):
+        raise RuntimeError("Expected attn_mask dtype to be bool or float or to match query dtype, but got "
+                           f"attn_mask.dtype: {dtypes.dtype_name(attn_mask.dtype)} and query.dtype: "
+                           f"{dtypes.dtype_name(query.dtype)} instead.")
     if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
         raise RuntimeError(f"scaled_dot_product_attention: shapes do not match: query {list(query.shape)}, "
                            f"key {list(key.shape)}, value {list(value.shape)}")
