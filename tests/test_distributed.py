@@ -175,6 +175,11 @@ def test_without_a_process_group():
         gpugrad.nn.parallel.DistributedDataParallel(gpugrad.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="Invalid backend"):
         dist.init_process_group("tcp")
+    with pytest.raises(ValueError, match="init_method 'file:///tmp/rendezvous'"):
+        dist.init_process_group("mpi", init_method="file:///tmp/rendezvous")
+    assert not dist.is_initialized()
+    assert dist._rendezvous_address("tcp://10.1.2.3:1234") == ("10.1.2.3", 1234)
+    assert dist._rendezvous_address("tcp://[::1]:29501") == ("::1", 29501)
 
 
 def test_the_gpt_example_trains_data_parallel(tmp_path):

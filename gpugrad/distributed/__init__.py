@@ -99,12 +99,26 @@ def _mpi_world():
     return MPI.COMM_WORLD
 
 
+def _rendezvous_address(init_method):
+    """(host, port) of the TCP rendezvous named by ``init_method``."""
+    if init_method is None or init_method == "env://":
+        return os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500"))
+    if isinstance(init_method, str) and init_method.startswith("tcp://"):
+        host, _, port = init_method[len("tcp://"):].rpartition(":")
+        if host and port.isdigit():
+            return host.strip("[]"), int(port)
+    raise ValueError(f"init_method {init_method!r}: gpugrad understands 'env://' and 'tcp://host:port'")
+
+
 def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
                        device_id=None):
     """Form the default process group.  ``backend``: "nccl" (CUDA tensors),
     "mpi" (CPU tensors; "gloo" is taken as "mpi"), or None (nccl when CUDA is
     usable, else mpi).  ``timeout`` (a timedelta or seconds, 30 minutes by
-    default) bounds every collective's wait for the other ranks."""
+    default) bounds every collective's wait for the other ranks.
+    ``init_method``: "env://" (the default: MASTER_ADDR and MASTER_PORT) or
+    "tcp://host:port", where the nccl backend meets when MPI did not start
+    the processes."""
     if _world.engine is not None:
         raise RuntimeError("trying to initialize the default process group twice!")
     name = backend or ("nccl" if is_nccl_available() else "mpi")
@@ -112,6 +126,7 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     if name not in ("mpi", "nccl"):
         raise ValueError(f"Invalid backend: '{name}' (gpugrad has 'nccl' and 'mpi')")
     seconds = _seconds(timeout)
+    address = _rendezvous_address(init_method)
     env_rank, env_size = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
     comm = _mpi_world()
     if name == "mpi":
@@ -131,9 +146,7 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
             group_rank = rank if rank >= 0 else int(env_rank or 0)
             group_size = world_size if world_size > 0 else int(env_size or 1)
             if group_size > 1:
-                store = store or TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"),
-                                          int(os.environ.get("MASTER_PORT", "29500")), group_size,
-                                          is_master=group_rank == 0, timeout=seconds)
+                store = store or TCPStore(*address, group_size, is_master=group_rank == 0, timeout=seconds)
                 if group_rank == 0:
                     store.set("nccl_unique_id", engines.NCCLBackend.unique_id())
                 uid = store.get("nccl_unique_id")
