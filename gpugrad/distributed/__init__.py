@@ -19,6 +19,7 @@ exception on one rank aborts the MPI job, so the others end too.
 import datetime
 import os
 import sys
+import time
 import traceback
 
 from gpugrad import backend as arrays
@@ -177,6 +178,9 @@ def _install_abort_hook(comm):
                          f"{kind.__name__}; aborting the job\n")
         traceback.print_exception(kind, value, tb)
         sys.stderr.flush()
+        # mpiexec forwards output asynchronously and drops what it has not read when the job
+        # is aborted: give it a moment to pass this traceback on
+        time.sleep(0.5)
         comm.Abort(1)
     sys.excepthook = hook
 
