@@ -75,21 +75,14 @@ class LinearCrossEntropy(InternalFunction):
     @staticmethod
     def forward(ctx, x, weight, bias, target, w, w_sum, ignore_index, reduction, smoothing, chunk, acc):
         xp = ctx.xp
-        rows, classes = x.shape[0], weight.shape[0]
+        rows = x.shape[0]
         needs = ctx.needs_input_grad
         grads_now = reduction != "none" and (needs[0] or needs[1] or needs[2])
         loss_acc = dtypes.accumulate_dtype(x.dtype)
         losses = xp.empty(rows, dtype=loss_acc)
         m_all, ls_all = xp.empty(rows, dtype=loss_acc), xp.empty(rows, dtype=loss_acc)
-        gx = xp.empty_like(x) if grads_now and needs[0] else None
-        gw = xp.zeros(weight.shape, dtype=acc) if grads_now and needs[1] else None
-        gb = xp.zeros(classes, dtype=acc) if grads_now and needs[2] else None
-        for start in range(0, rows, chunk):
-            stop = min(rows, start + chunk)
-            xc = x[start:stop]
-            z = backend.matmul(xc, weight.T)
-            if bias is not None:
-                z += bias
+        gx, gw, gb = _gradient_buffers(xp, x, weight, acc, needs if grads_now else (False,) * 3)
+        for start, stop, xc, z in _chunk_logits(x, weight, bias, chunk):
             loss, m, ls, dz = _chunk_forward(xp, z, target[start:stop], w, w_sum, ignore_index, smoothing,
                                              grads_now)
             losses[start:stop], m_all[start:stop], ls_all[start:stop] = loss, m, ls
@@ -166,15 +159,8 @@ def _recompute(ctx, grad):
     if reduction == "mean":
         denominator = ctx.denominator
         per_row = per_row * xp.where(denominator != 0, 1 / denominator, 0).astype(loss_acc)
-    gx = xp.empty_like(x) if needs[0] else None
-    gw = xp.zeros(weight.shape, dtype=acc) if needs[1] else None
-    gb = xp.zeros(weight.shape[0], dtype=acc) if needs[2] else None
-    for start in range(0, rows, chunk):
-        stop = min(rows, start + chunk)
-        xc = x[start:stop]
-        z = backend.matmul(xc, weight.T)
-        if bias is not None:
-            z += bias
+    gx, gw, gb = _gradient_buffers(xp, x, weight, acc, needs)
+    for start, stop, xc, z in _chunk_logits(x, weight, bias, chunk):
         dz = _chunk_backward(xp, z, target[start:stop], w, w_sum, ignore_index, smoothing, m[start:stop],
                              ls[start:stop], per_row[start:stop])
         del z
@@ -182,6 +168,24 @@ def _recompute(ctx, grad):
     return (None if gx is None else Tensor._make(gx),
             None if gw is None else Tensor._make(gw.astype(weight.dtype, copy=False)),
             None if gb is None else Tensor._make(gb.astype(bias.dtype, copy=False)))
+
+
+def _gradient_buffers(xp, x, weight, acc, needs):
+    """The input's gradient (written chunk by chunk), and the weight's and bias's
+    (accumulated in ``acc``), each only where ``needs`` says."""
+    return (xp.empty_like(x) if needs[0] else None, xp.zeros(weight.shape, dtype=acc) if needs[1] else None,
+            xp.zeros(weight.shape[0], dtype=acc) if needs[2] else None)
+
+
+def _chunk_logits(x, weight, bias, chunk):
+    """(start, stop, the chunk's rows of x, their logits) for each chunk of rows."""
+    for start in range(0, x.shape[0], chunk):
+        stop = min(x.shape[0], start + chunk)
+        xc = x[start:stop]
+        z = backend.matmul(xc, weight.T)
+        if bias is not None:
+            z += bias
+        yield start, stop, xc, z
 
 
 def linear_cross_entropy(input, weight, bias, target, class_weight, ignore_index, reduction, smoothing,

@@ -60,10 +60,40 @@ class Optimizer:
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns the
         closure's loss when a closure (which recomputes it) is given."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _call(closure)
+        for p, grad, state, group in self._updates():
+            self.update(p.array, grad.array, state, group)
+            p.increment_version()
+        return loss
+
+    @no_grad()
+    def step_unless(self, found_inf, closure=None):
+        """``step()``, skipped where the 0-d device array ``found_inf`` is set,
+        without reading it back to the host (GradScaler on the GPU): each
+        update runs on copies of the parameter and its state, which are
+        written back only where ``found_inf`` is false.  The step count moves
+        to the parameter's device for this (as torch's capturable optimizers)."""
+        loss = _call(closure)
+        for p, grad, state, group in self._updates():
+            xp = p.xp
+            keep = xp.logical_not(found_inf)
+            for name, value in state.items():
+                if isinstance(value, Tensor) and value.device != p.device:
+                    state[name] = value.to(p.device)
+            work = {name: Tensor._make(value.array.copy()) if isinstance(value, Tensor) else value
+                    for name, value in state.items()}
+            param = p.array.copy()
+            self.update(param, grad.array, work, group)
+            xp.copyto(p.array, param, where=keep)
+            for name, value in work.items():
+                if isinstance(value, Tensor):
+                    xp.copyto(state[name].array, value.array, where=keep)
+            p.increment_version()
+        return loss
+
+    def _updates(self):
+        """(parameter, gradient, state, group) for each parameter with a gradient, its
+        state created on the first step; a gradient that does not fit raises."""
         for group in self.param_groups:
             for p in group["params"]:
                 grad = p.grad
@@ -75,44 +105,7 @@ class Optimizer:
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = self.init_state(p, group)
-                self.update(p.array, grad.array, state, group)
-                p.increment_version()
-        return loss
-
-    @no_grad()
-    def step_unless(self, found_inf, closure=None):
-        """``step()``, skipped where the 0-d device array ``found_inf`` is set,
-        without reading it back to the host (GradScaler on the GPU): each
-        update runs on copies of the parameter and its state, which are
-        written back only where ``found_inf`` is false.  The step count moves
-        to the parameter's device for this (as torch's capturable optimizers)."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                state = self.state.get(p)
-                if state is None:
-                    state = self.state[p] = self.init_state(p, group)
-                xp = p.xp
-                keep = xp.logical_not(found_inf)
-                for name, value in state.items():
-                    if isinstance(value, Tensor) and value.device != p.device:
-                        state[name] = value.to(p.device)
-                work = {name: Tensor._make(value.array.copy()) if isinstance(value, Tensor) else value
-                        for name, value in state.items()}
-                param = p.array.copy()
-                self.update(param, grad.array, work, group)
-                xp.copyto(p.array, param, where=keep)
-                for name, value in work.items():
-                    if isinstance(value, Tensor):
-                        xp.copyto(state[name].array, value.array, where=keep)
-                p.increment_version()
-        return loss
+                yield p, grad, state, group
 
     def init_state(self, param, group):
         """The state of a parameter on its first step (a dict of Tensors)."""
@@ -185,3 +178,11 @@ def step_value(step):
     """A step count for the update's arithmetic: a Python float when it lives on
     the CPU (torch's default), else the device's 0-d array (no host sync)."""
     return float(step) if backend.is_array(step) and not backend.is_cupy_array(step) else step
+
+
+def _call(closure):
+    """The closure's loss, computed with grad on (None without a closure)."""
+    if closure is None:
+        return None
+    with enable_grad():
+        return closure()
