@@ -82,7 +82,9 @@ class LinearCrossEntropy(InternalFunction):
         losses = xp.empty(rows, dtype=loss_acc)
         m_all, ls_all = xp.empty(rows, dtype=loss_acc), xp.empty(rows, dtype=loss_acc)
         gx, gw, gb = _gradient_buffers(xp, x, weight, acc, needs if grads_now else (False,) * 3)
-        for start, stop, xc, z in _chunk_logits(x, weight, bias, chunk):
+        for start in range(0, rows, chunk):
+            stop = min(rows, start + chunk)
+            xc, z = _chunk_logits(x, weight, bias, start, stop)
             loss, m, ls, dz = _chunk_forward(xp, z, target[start:stop], w, w_sum, ignore_index, smoothing,
                                              grads_now)
             losses[start:stop], m_all[start:stop], ls_all[start:stop] = loss, m, ls
@@ -160,7 +162,9 @@ def _recompute(ctx, grad):
         denominator = ctx.denominator
         per_row = per_row * xp.where(denominator != 0, 1 / denominator, 0).astype(loss_acc)
     gx, gw, gb = _gradient_buffers(xp, x, weight, acc, needs)
-    for start, stop, xc, z in _chunk_logits(x, weight, bias, chunk):
+    for start in range(0, rows, chunk):
+        stop = min(rows, start + chunk)
+        xc, z = _chunk_logits(x, weight, bias, start, stop)
         dz = _chunk_backward(xp, z, target[start:stop], w, w_sum, ignore_index, smoothing, m[start:stop],
                              ls[start:stop], per_row[start:stop])
         del z
@@ -177,15 +181,14 @@ def _gradient_buffers(xp, x, weight, acc, needs):
             xp.zeros(weight.shape[0], dtype=acc) if needs[2] else None)
 
 
-def _chunk_logits(x, weight, bias, chunk):
-    """(start, stop, the chunk's rows of x, their logits) for each chunk of rows."""
-    for start in range(0, x.shape[0], chunk):
-        stop = min(x.shape[0], start + chunk)
-        xc = x[start:stop]
-        z = backend.matmul(xc, weight.T)
-        if bias is not None:
-            z += bias
-        yield start, stop, xc, z
+def _chunk_logits(x, weight, bias, start, stop):
+    """Rows start:stop of x and their logits (a plain function, not a generator,
+    so that the caller's ``del z`` frees the chunk before the gradient products)."""
+    xc = x[start:stop]
+    z = backend.matmul(xc, weight.T)
+    if bias is not None:
+        z += bias
+    return xc, z
 
 
 def linear_cross_entropy(input, weight, bias, target, class_weight, ignore_index, reduction, smoothing,

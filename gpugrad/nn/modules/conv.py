@@ -1,10 +1,8 @@
 """Convolution and pooling layers (im2col and a matrix product, on NumPy or CuPy)."""
 
-import math
-
 from gpugrad import creation
 from gpugrad.nn import functional as F
-from gpugrad.nn import init
+from gpugrad.nn.modules.linear import Linear
 from gpugrad.nn.modules.module import Module, Parameter
 from gpugrad.ops.conv import pair
 
@@ -37,12 +35,7 @@ class _ConvNd(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
-    def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+    reset_parameters = Linear.reset_parameters     # torch's default init, the same as Linear's
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}")
