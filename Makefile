@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The GPU machines have torch, cupy and pytest in their system python and no network.
 GPU_PYTHON ?= python3
 
-.PHONY: demo digits test test-gpu bench bench-gpu bench-quick kernels-check clean
+.PHONY: demo digits test test-gpu test-emulated bench bench-gpu bench-quick kernels-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(VENV)/.test
 # On a GPU machine: the CUDA half of the suite against torch CUDA, from the tree.
 test-gpu:
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q -m cuda -p no:cacheprovider
+
+# No GPU: the same CUDA half with gpugrad's "cuda" simulated on the CPU by the emulator in
+# ../shared/tools/cuemu (the real kernels; torch's references on the CPU). Finds GPU-path bugs, not speed.
+test-emulated: $(VENV)/.test
+	PYTHONPATH=$(CURDIR)/../shared/tools/cuemu/autoinstall $(PY) -m pytest -q -m cuda -p no:cacheprovider
 
 bench: $(VENV)/.test
 	$(PY) -m benchmarks

@@ -1,8 +1,14 @@
 """Shared fixtures: devices (cuda auto-skipped without a GPU), fresh random
 inputs each run (the seed is printed on failure; GPUGRAD_TEST_SEED replays
-it) and comparison with torch."""
+it) and comparison with torch.
+
+Under the CUDA emulator (``../shared/tools/cuemu/autoinstall`` on PYTHONPATH,
+``make test-emulated``) gpugrad's "cuda" device is simulated on the CPU with
+the real kernels, and the torch references the tests build on "cuda" are
+built on the CPU instead (``torch_device``)."""
 
 import os
+import sys
 import zlib
 
 import numpy
@@ -12,7 +18,34 @@ import gpugrad
 
 torch = pytest.importorskip("torch")
 
-CUDA = gpugrad.cuda.is_available() and torch.cuda.is_available()
+EMULATED = bool(getattr(sys.modules.get("cupy"), "__cuemu__", False))
+CUDA = gpugrad.cuda.is_available() and (torch.cuda.is_available() or EMULATED)
+needs_torch_cuda = pytest.mark.skipif(EMULATED, reason="the reference needs torch's own CUDA (emulated run)")
+
+
+def torch_device(device):
+    """Where a test's torch reference lives for a gpugrad tensor on ``device``."""
+    return "cpu" if EMULATED and str(device).startswith("cuda") else device
+
+
+TORCH_CUDA = torch_device("cuda")
+if EMULATED:
+    import cupy
+
+    class _RandomState(cupy.random.RandomState):
+        """The emulator's RandomState takes NumPy's 32-bit seeds; CuPy's takes 64-bit ones."""
+
+        def __init__(self, seed=None):
+            super().__init__(None if seed is None else int(seed) % 2**32)
+
+    def _as_strided(x, shape=None, strides=None):
+        """cupy.lib.stride_tricks.as_strided returns a device array; the emulator's gave a host one."""
+        return numpy.lib.stride_tricks.as_strided(x, shape, strides, subok=True)
+
+    cupy.random.RandomState = _RandomState
+    cupy.lib = type(sys)("cupy.lib")
+    cupy.lib.stride_tricks = type(sys)("cupy.lib.stride_tricks")
+    cupy.lib.stride_tricks.as_strided = _as_strided
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 FLOAT_TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 
@@ -36,7 +69,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_report_header(config):
-    return f"gpugrad test seed: {_SEED} (replay with GPUGRAD_TEST_SEED={_SEED}); cuda: {CUDA}"
+    return (f"gpugrad test seed: {_SEED} (replay with GPUGRAD_TEST_SEED={_SEED}); cuda: {CUDA}"
+            + (" (emulated on the CPU; torch's references on the CPU)" if EMULATED else ""))
 
 
 @pytest.fixture
@@ -58,7 +92,7 @@ def to_torch(t, device=None, requires_grad=None):
     out = torch.from_numpy(numpy.array(data, copy=True))
     if device is None and isinstance(t, gpugrad.Tensor):
         device = t.device.type
-    if device == "cuda":
+    if torch_device(device) == "cuda":
         out = out.cuda()
     if requires_grad:
         out.requires_grad_(True)

@@ -6,6 +6,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import needs_torch_cuda
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -224,6 +225,7 @@ def test_grad_scaler_unscale_and_errors():
 
 
 @pytest.mark.cuda
+@needs_torch_cuda
 def test_float16_training_with_grad_scaler_matches_torch_cuda():
     """CUDA: float16 autocast with a GradScaler, gpugrad and torch side by side."""
     ours, theirs = _models()

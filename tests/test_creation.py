@@ -3,7 +3,7 @@
 import numpy
 import pytest
 import torch
-from conftest import assert_close
+from conftest import assert_close, needs_torch_cuda
 
 import gpugrad
 
@@ -55,6 +55,7 @@ def test_dlpack_zero_copy_with_torch_and_numpy():
 
 
 @pytest.mark.cuda
+@needs_torch_cuda
 def test_cuda_round_trip_and_dlpack_with_torch(rng):
     x = gpugrad.tensor(rng.standard_normal(5), device="cuda", requires_grad=True)
     assert x.is_cuda and str(x.device) == "cuda:0"

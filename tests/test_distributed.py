@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import EMULATED
 
 from gpugrad.distributed import run as launcher
 
@@ -143,6 +144,7 @@ def test_sampler_matches_torchs_partition():
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(EMULATED, reason="the CUDA emulator has no NCCL")
 def test_nccl_world_of_one():
     """One process, one GPU: the nccl backend's collectives on CUDA tensors and DDP over them."""
     import gpugrad

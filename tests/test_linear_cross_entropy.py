@@ -10,7 +10,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import FLOAT_TOLERANCE, assert_close
+from conftest import FLOAT_TOLERANCE, assert_close, torch_device
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -35,9 +35,9 @@ def _case(rng, batch_shape, features, classes, dtype, options, bias=True, device
     theirs = dict(options)
     if options.get("weight"):
         ours["weight"] = gpugrad.tensor(cw, device=device)
-        theirs["weight"] = torch.tensor(cw, device=device)
+        theirs["weight"] = torch.tensor(cw, device=torch_device(device))
     leaves = [gpugrad.tensor(a, device=device, requires_grad=True) for a in (x, w, b) if a is not None]
-    tleaves = [torch.tensor(a, device=device, requires_grad=True) for a in (x, w, b) if a is not None]
+    tleaves = [torch.tensor(a, device=torch_device(device), requires_grad=True) for a in (x, w, b) if a is not None]
     return leaves, tleaves, t, ours, theirs
 
 
@@ -61,13 +61,13 @@ def test_matches_the_unfused_reference(rng, device, dtype, batch_shape, chunk, o
         pytest.skip("one ignored row is the all-ignored case (covered by test_all_rows_ignored)")
     loss = F.linear_cross_entropy(leaves[0], leaves[1], gpugrad.tensor(t, device=device), linear_bias=leaves[2],
                                   options=gpugrad.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk), **ours)
-    tloss = _reference(tleaves, torch.tensor(t, device=device), theirs)
+    tloss = _reference(tleaves, torch.tensor(t, device=torch_device(device)), theirs)
     tol = FLOAT_TOLERANCE[dtype]
     assert tuple(loss.shape) == tuple(tloss.shape) and loss.dtype == leaves[0].dtype
     assert_close(loss, tloss, tol)
     upstream = rng.standard_normal(tuple(tloss.shape)).astype(dtype)
     loss.backward(gpugrad.tensor(upstream, device=device))
-    tloss.backward(torch.tensor(upstream, device=device))
+    tloss.backward(torch.tensor(upstream, device=torch_device(device)))
     for ours_leaf, theirs_leaf in zip(leaves, tleaves):
         assert ours_leaf.grad.dtype == ours_leaf.dtype
         assert_close(ours_leaf.grad, theirs_leaf.grad, tol, floor=1e-3)

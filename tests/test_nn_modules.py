@@ -7,7 +7,7 @@ import math
 import numpy
 import pytest
 import torch
-from conftest import assert_close, to_torch
+from conftest import assert_close, to_torch, torch_device
 
 import gpugrad
 from gpugrad import nn
@@ -34,8 +34,7 @@ def build_pair(device):
     ours = nn.Sequential(
         nn.Linear(6, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 16), nn.Tanh(), nn.Dropout(0.2),
         nn.Linear(16, 8), nn.Sigmoid(), nn.Linear(8, 5)).double().to(device)
-    if device == "cuda":
-        theirs = theirs.cuda()
+    theirs = theirs.to(torch_device(device))
     copy_weights(ours, theirs)
     return ours, theirs
 
@@ -218,8 +217,7 @@ def test_cnn_matches_torch_with_identical_weights(rng, device, training):
     torch.manual_seed(0)
     theirs = _cnn(torch).double()
     ours = _cnn(gpugrad).double().to(device)
-    if device == "cuda":
-        theirs = theirs.cuda()
+    theirs = theirs.to(torch_device(device))
     copy_weights(ours, theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.train(training)

@@ -4,7 +4,7 @@
 import numpy
 import pytest
 import torch
-from conftest import assert_close, to_torch
+from conftest import assert_close, to_torch, torch_device
 
 import gpugrad
 from gpugrad import nn
@@ -32,8 +32,7 @@ def _models(device):
     torch.manual_seed(1)
     theirs = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
     ours = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double().to(device)
-    if device == "cuda":
-        theirs = theirs.cuda()
+    theirs = theirs.to(torch_device(device))
     ours.load_state_dict({k: gpugrad.tensor(v.detach().cpu().numpy(), device=device)
                           for k, v in theirs.state_dict().items()})
     return ours, theirs
