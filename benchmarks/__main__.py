@@ -9,10 +9,11 @@ import argparse
 import datetime
 import sys
 import time
+import traceback
 
 import gpugrad
 from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report
-from benchmarks.suite import run_case
+from benchmarks.suite import run_case, usable
 from benchmarks.timing import Machine, describe
 
 GROUPS = {"losses": bench_losses.cases, "linear_ce": bench_linear_ce.cases, "gpt": bench_gpt.cases,
@@ -48,23 +49,49 @@ def main(argv=None):
                 "matmul_flops_per_s": machine.matmul_rate()}
     print(f"copy bandwidth {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s, float32 matmul "
           f"{ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s", flush=True)
-    results = []
+    results, errors = [], []
+    record = {"machine": describe(machine), "ceilings": ceilings, "results": results, "errors": errors,
+              "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+              "quick": args.quick, "compile": compile_torch, "repeats": repeats, "complete": False}
+    stem = f"{datetime.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{device}" + ("-quick" if args.quick else "")
     for group in args.only or list(GROUPS):
-        for case in GROUPS[group](machine, args.quick, compile_torch):
-            rows = run_case(machine, case, repeats, warmup, ceilings)
+        for case in _cases(group, machine, args.quick, compile_torch, errors):
+            try:
+                rows = run_case(machine, case, repeats, warmup, ceilings, usable(machine, case, errors))
+            except Exception as error:  # noqa: BLE001 (a failing case is reported; the others still run)
+                _failed(errors, group, case.name, f"{case.size} {case.dtype}", error)
+                continue
             results.extend(rows)
             summary = ", ".join(f"{r['impl']} {r['seconds'] * 1e3:.3f} ms" for r in rows)
             print(f"  {case.group:11s} {case.name:34s} {case.size:22s} {case.dtype:8s} {summary}", flush=True)
-    record = {"machine": describe(machine), "ceilings": ceilings, "results": results,
-              "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
-              "seconds": round(time.time() - started, 1), "quick": args.quick, "compile": compile_torch,
-              "repeats": repeats}
-    stem = f"{datetime.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{device}" + ("-quick" if args.quick else "")
+            record["seconds"] = round(time.time() - started, 1)
+            report.write(record, args.out, stem, plots=False)      # what is measured survives a killed run
+    record["seconds"], record["complete"] = round(time.time() - started, 1), True
     path, plots = report.write(record, args.out, stem)
     print()
     print(report.markdown(record))
     print(f"\nwritten: {path}" + "".join(f", {p}" for p in plots))
     return record
+
+
+def _cases(group, machine, quick, compile_torch, errors):
+    """The group's cases; one that fails while being set up ends its group, reported."""
+    generator = GROUPS[group](machine, quick, compile_torch)
+    while True:
+        try:
+            case = next(generator)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001
+            _failed(errors, group, "(setting up the next case)", "", error)
+            return
+        yield case
+
+
+def _failed(errors, group, case, size, error):
+    traceback.print_exc()
+    errors.append({"group": group, "case": case, "size": size, "error": f"{type(error).__name__}: {error}"[:500]})
+    print(f"  {group:11s} {case} {size}: FAILED ({errors[-1]['error']}); going on", flush=True)
 
 
 if __name__ == "__main__":

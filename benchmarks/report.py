@@ -32,6 +32,13 @@ def markdown(record):
     lines += ["", "gpugrad speedup = the other implementation's time / gpugrad's time (> 1: gpugrad is faster); "
               "spread = half the interquartile range of the samples, over the median."]
     lines += [""] + ratios(record) + [""] + node_costs(record)
+    if record.get("errors"):
+        lines += ["", "Left out (the error each raised):", ""]
+        lines += [f"- {e['group']} {e['case']} {e['size']} {e.get('dtype', '')} {e.get('impl', '')}: {e['error']}"
+                  for e in record["errors"]]
+    if record.get("complete") is False:
+        lines += ["", f"**Incomplete**: the run stopped after {record.get('seconds', 0):.0f} s; these are the cases "
+                      "measured until then."]
     return "\n".join(lines)
 
 
@@ -83,14 +90,14 @@ def node_costs(record):
     return lines
 
 
-def write(record, directory, stem):
+def write(record, directory, stem, plots=True):
+    """The JSON record and the markdown (and with ``plots`` the PNGs): (json path, plot paths)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stem}.json"
     path.write_text(json.dumps(record, indent=1))
     (directory / f"{stem}.md").write_text(markdown(record) + "\n")
-    plots = plot(record, directory, stem)
-    return path, plots
+    return path, plot(record, directory, stem) if plots else []
 
 
 def plot(record, directory, stem):

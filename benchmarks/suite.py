@@ -21,15 +21,35 @@ class Case:
     x: float = None                 # numeric size for plots
 
 
-def run_case(machine, case, repeats, warmup, ceilings):
-    """One row per implementation, with rates against the ceilings and the ratio to gpugrad."""
-    impls = dict(case.impls)
+def usable(machine, case, errors):
+    """The case's implementations that run: each is called once (a warm-up; torch.compile
+    compiles here); one that raises is left out and its error appended to ``errors``, so a
+    baseline this torch lacks, or a failing compile, costs its row and not the run."""
+    impls = {}
+    for label, (fn, family) in case.impls.items():
+        try:
+            machine.once(fn, family)
+        except Exception as error:  # noqa: BLE001 (any failure of one implementation is reported, not fatal)
+            errors.append({"group": case.group, "case": case.name, "size": case.size, "dtype": case.dtype,
+                           "impl": label, "error": f"{type(error).__name__}: {error}"[:500]})
+            print(f"  {case.group:11s} {case.name} {case.size} {case.dtype}: {label} left out: "
+                  f"{errors[-1]['error']}", flush=True)
+        else:
+            impls[label] = (fn, family)
+    return impls
+
+
+def run_case(machine, case, repeats, warmup, ceilings, impls=None):
+    """One row per implementation (``impls``: those of the case that run, default all), with
+    rates against the ceilings and the ratio to gpugrad."""
+    impls = dict(case.impls if impls is None else impls)
     if not machine.cuda and "torch" in impls:
         impls["torch (1 thread)"] = (impls["torch"][0], "torch-1")
     timings = machine.measure(impls, case.repeats or repeats, min(warmup, case.repeats or warmup),
                               calls=case.wall_calls or None)
     peaks = case.peaks if case.peaks is not None else {
-        label: machine.peak_bytes(fn, family) for label, (fn, family) in (case.memory or {}).items()}
+        label: machine.peak_bytes(fn, family) for label, (fn, family) in (case.memory or {}).items()
+        if label in impls}
     ours = timings["gpugrad"].median if "gpugrad" in timings else None
     rows = []
     for label, timing in timings.items():

@@ -18,6 +18,7 @@ checkpoint, and a generated sample at the end.
 import argparse
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import pathlib
@@ -202,9 +203,9 @@ def main(argv=None):
             settings[name] = getattr(args, name)
     args.batch_size, args.eval_interval = settings["batch_size"], settings["eval_interval"]
     amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
-    where = gpugrad.cuda.get_device_name() if device.type == "cuda" else "the CPU (NumPy)"
+    where = gpugrad.cuda.get_device_name() if device.type == "cuda" else "the CPU"
     replicas = f", data-parallel over {world} processes ({gpugrad.distributed.get_backend()})" if args.ddp else ""
-    say(f"gpugrad {gpugrad.__version__}: training the {size} GPT on {device} ({where})"
+    say(f"{gpugrad.__name__} {gpugrad.__version__}: training the {size} GPT on {device} ({where})"
         f"{', bfloat16 autocast' if amp else ''}{replicas}")
 
     if main_rank:                          # one process builds the tokenizer and the corpus; the others read them
@@ -228,7 +229,7 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / f"{size}.pt"
-    history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    history = {"step": [], "loss": [], "val_step": [], "val_loss": [], "gpu_memory": []}
     start = 0
     if args.resume:
         checkpoint = gpugrad.load(checkpoint_path, map_location=device)
@@ -267,11 +268,15 @@ def main(argv=None):
                                                                                args.ddp))
         if (step + 1) % args.eval_interval == 0 or last:
             if main_rank:
+                # device memory in use between steps (the same point every time): flat if nothing leaks
+                memory = gpugrad.cuda.memory_allocated(device) if device.type == "cuda" else None
                 val = evaluate(model, val_ids, args, config, device, amp)
                 history["val_step"].append(step + 1)
                 history["val_loss"].append(val)
+                history.setdefault("gpu_memory", []).append(memory)
                 tqdm.write(f"step {step + 1}: training loss {value:.3f}, validation loss {val:.3f} "
-                           f"(perplexity {math.exp(val):.1f}; unigram {entropy:.3f})")
+                           f"(perplexity {math.exp(val):.1f}; unigram {entropy:.3f})"
+                           + (f"; GPU memory in use {memory / 2**20:.1f} MiB" if memory is not None else ""))
         if last:
             step += 1
             break
@@ -286,8 +291,16 @@ def main(argv=None):
         gpugrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "step": step, "history": history,
                       "config": dataclasses.asdict(config)}, checkpoint_path)
+        summary = {"library": f"{gpugrad.__name__} {gpugrad.__version__}", "device": str(device), "where": where,
+                   "size": size, "parameters": model.num_parameters(), "amp": amp, "batch_size": args.batch_size,
+                   "block_size": config.block_size, "steps": step - start, "seconds": seconds,
+                   "tokens_per_s": (step - start) * tokens_per_step / seconds, "val_loss": val,
+                   "unigram_entropy": entropy, "val_steps": history["val_step"], "val_losses": history["val_loss"],
+                   "gpu_memory": history.get("gpu_memory", [])}
+        (out / f"{size}.json").write_text(json.dumps(summary, indent=1))
         write_plot(history, entropy, out / f"{size}.png", size, device)
-        say(f"checkpoint written to {checkpoint_path}, curves to {out / f'{size}.png'}")
+        say(f"checkpoint written to {checkpoint_path}, curves to {out / f'{size}.png'}, figures to "
+            f"{out / f'{size}.json'}")
     if args.sample and main_rank:
         text = sample(model, tokenizer, args.sample, args.sample_tokens, device, args.seed)
         say("sample:\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)

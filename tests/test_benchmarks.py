@@ -27,3 +27,31 @@ def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
     saved = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert saved["results"] == record["results"]
     assert "| group | case |" in out
+    assert saved["complete"] and saved["errors"] == []
+
+
+def test_a_failing_implementation_or_case_is_reported_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    """A baseline this torch lacks (or a failing compile) loses its row, a case that fails
+    to set up ends its group, and everything else is still measured and written."""
+    import torch
+
+    from benchmarks import __main__ as suite_main
+    from benchmarks.suite import Case
+
+    def broken_group(machine, quick, compile_torch):
+        yield Case("broken", "works", "1", "float32", {"gpugrad": (lambda: None, "cpu")})
+        raise RuntimeError("no such shape")
+
+    monkeypatch.setitem(suite_main.GROUPS, "broken", broken_group)
+    monkeypatch.delattr(torch.nn, "LinearCrossEntropyOptions")
+    record = main(["--quick", "--only", "linear_ce", "broken", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    impls = {(row["group"], row["impl"]) for row in record["results"]}
+    assert {("linear_ce", "gpugrad"), ("linear_ce", "torch"), ("broken", "gpugrad")} <= impls
+    assert ("linear_ce", "torch linear_cross_entropy") not in impls
+    errors = {(e["group"], e.get("impl")): e["error"] for e in record["errors"]}
+    assert "has no chunked F.linear_cross_entropy" in errors["linear_ce", "torch linear_cross_entropy"]
+    assert "RuntimeError: no such shape" in errors["broken", None]
+    assert "Left out (the error each raised)" in out and "no such shape" in out
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert saved["complete"] and len(saved["errors"]) == 2

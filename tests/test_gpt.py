@@ -4,6 +4,7 @@ parameter's gradient, and the first AdamW steps — and a short run of
 examples/train_gpt.py on the standard library whose loss falls."""
 
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -19,7 +20,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 import gpt_model  # noqa: E402
 
-from benchmarks.gpt_torch import copy_weights, load  # noqa: E402
+from benchmarks.gpt_torch import copy_weights, load, load_trainer  # noqa: E402
 
 CONFIG = dict(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
@@ -100,3 +101,34 @@ def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path, capsys):
     resumed = example.main(common + ["--steps", "70", "--resume", "--eval-interval", "5", "--sample", ""])
     assert resumed["steps"] == 10 and len(resumed["history"]["loss"]) == 70
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_the_torch_twin_without_linear_cross_entropy_uses_its_reference(rng, monkeypatch):
+    """A torch older than F.linear_cross_entropy (2.11 on the GPU machines): the twin's
+    loss is cross_entropy(linear(...)), the same value."""
+    monkeypatch.delattr(torch.nn.functional, "linear_cross_entropy")
+    load.cache_clear()
+    try:
+        ours, theirs = _pair()
+        assert "no linear_cross_entropy" in load().LOSS and not hasattr(torch.nn.functional, "linear_cross_entropy")
+        idx, targets = rng.integers(0, 97, (2, 16)), rng.integers(0, 97, (2, 16))
+        _, loss = ours(gpugrad.tensor(idx), gpugrad.tensor(targets))
+        _, tloss = theirs(torch.tensor(idx), torch.tensor(targets))
+        assert_close(loss, tloss, 1e-12)
+    finally:
+        load.cache_clear()          # the next load() sees torch's own function again
+
+
+def test_the_training_script_runs_on_torch_with_its_import_changed(tmp_path, capsys):
+    """examples/train_gpt.py with ``import torch as gpugrad`` (benchmarks/gpt_torch.py): the
+    script is torch code; its loss falls and it writes its figures."""
+    pytest.importorskip("tokenizers")
+    result = load_trainer().main(
+        ["--device", "cpu", "--size", "tiny", "--vocab", "512", "--max-files", "80", "--batch-size", "8",
+         "--eval-batches", "4", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--quiet",
+         "--sample", "", "--steps", "40", "--eval-interval", "20"])
+    assert f"torch {torch.__version__}: training the tiny GPT" in capsys.readouterr().out
+    losses = result["history"]["loss"]
+    assert numpy.mean(losses[-5:]) < numpy.mean(losses[:5]) - 0.5
+    summary = json.loads((tmp_path / "run" / "tiny.json").read_text())
+    assert summary["library"].startswith("torch") and summary["steps"] == 40 and summary["val_steps"] == [20, 40]
