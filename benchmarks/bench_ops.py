@@ -260,7 +260,7 @@ def overhead_cases(machine, quick, compile_torch):
             "torch": (lambda x=tl, t=tt: torch.nn.functional.cross_entropy(x, t).backward(), "torch"),
         }
         yield Case("overhead", "cross_entropy fwd+bwd, 64x1000 (host time)", device, "float32", impls,
-                   wall_calls=20 if quick else 500)
+                   wall_calls=20 if quick else 500, count_launches=True)
 
 
 GROUPS = {

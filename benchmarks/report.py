@@ -31,7 +31,7 @@ def markdown(record):
                      f"{_ms(row['seconds'])} | {spread} | {gbps} | {pct} | {tflops} | {peak} | {speedup} |")
     lines += ["", "gpugrad speedup = the other implementation's time / gpugrad's time (> 1: gpugrad is faster); "
               "spread = half the interquartile range of the samples, over the median."]
-    lines += [""] + ratios(record) + [""] + node_costs(record)
+    lines += [""] + ratios(record) + [""] + node_costs(record) + launch_counts(record)
     if record.get("errors"):
         lines += ["", "Left out (the error each raised):", ""]
         lines += [f"- {e['group']} {e['case']} {e['size']} {e.get('dtype', '')} {e.get('impl', '')}: {e['error']}"
@@ -65,6 +65,22 @@ def ratios(record):
             continue
         cells = [f"{times['gpugrad'] / times[o]:.2f}" if o in times else "" for o in others]
         lines.append(f"| {case} | {size} | {dtype} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def launch_counts(record):
+    """Kernel launches per call (GPU cases that count them) and which kernels."""
+    rows = [r for r in record["results"] if "launches_per_call" in r or "launches_error" in r]
+    if not rows:
+        return []
+    lines = ["", "Kernel launches per call (CUPTI, through torch's profiler):", "",
+             "| case | impl | launches | kernels (per call) |", "|---|---|---:|---|"]
+    for r in rows:
+        if "launches_error" in r:
+            lines.append(f"| {r['case']} | {r['impl']} | | not counted: {r['launches_error']} |")
+            continue
+        kernels = "; ".join(f"{name[:60]} x{n:g}" for name, n in r["kernels"].items())
+        lines.append(f"| {r['case']} | {r['impl']} | {r['launches_per_call']:g} | {kernels} |")
     return lines
 
 

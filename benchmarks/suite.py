@@ -18,6 +18,7 @@ class Case:
     wall_calls: int = 0             # > 0: host wall time per call over bursts of this many calls
     peaks: dict = None              # label -> peak extra bytes measured elsewhere (a subprocess), instead of memory
     repeats: int = None             # timed repetitions for this case (long calls), instead of the suite's
+    count_launches: bool = False    # on the GPU, count each implementation's kernel launches per call
     x: float = None                 # numeric size for plots
 
 
@@ -65,5 +66,10 @@ def run_case(machine, case, repeats, warmup, ceilings, impls=None):
             row["pct_of_matmul"] = 100 * case.flops / value / ceilings["matmul_flops_per_s"]
         if ours and label != "gpugrad":
             row["gpugrad_speedup"] = value / ours      # > 1: gpugrad is faster
+        if case.count_launches and machine.cuda:
+            try:
+                row["launches_per_call"], row["kernels"] = machine.kernel_launches(impls[label][0])
+            except Exception as error:  # noqa: BLE001 (the profiler is optional to the timing)
+                row["launches_error"] = f"{type(error).__name__}: {error}"[:300]
         rows.append(row)
     return rows

@@ -102,6 +102,14 @@ class Machine:
             tracemalloc.stop()
         return peak
 
+    # -- launches --------------------------------------------------------------------------
+    def kernel_launches(self, fn):
+        """(kernel launches per call of fn, {kernel: per call}) on the GPU; None on the CPU."""
+        if not self.cuda:
+            return None
+        from benchmarks import launches
+        return launches.per_call(self.torch, fn, self.synchronize)
+
     # -- time ------------------------------------------------------------------------------
     def synchronize(self):
         if self.cuda:

@@ -55,3 +55,30 @@ def test_a_failing_implementation_or_case_is_reported_and_the_run_goes_on(tmp_pa
     assert "Left out (the error each raised)" in out and "no such shape" in out
     saved = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert saved["complete"] and len(saved["errors"]) == 2
+
+
+def test_kernel_launch_counting_reads_the_profilers_trace():
+    """The counter counts the trace's kernel events (CUPTI's, whoever launched them) and
+    nothing else; on this machine's torch the profiler runs and finds no kernels."""
+    import torch
+
+    from benchmarks import launches, report
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "kernel", "name": "cross_entropy_forward<float>"},
+        {"ph": "X", "cat": "kernel", "name": "cupy_multiply__float_float_float"},
+        {"ph": "X", "cat": "kernel", "name": "cross_entropy_forward<float>"},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel"},
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH (Device -> Pageable)"},
+        {"ph": "f", "cat": "kernel", "name": "flow end"}]}
+    assert launches.kernels_in_trace(trace) == {"cross_entropy_forward<float>": 2,
+                                                "cupy_multiply__float_float_float": 1}
+    calls = []
+    total, kernels = launches.per_call(torch, lambda: calls.append(torch.ones(3).sum()), lambda: None, calls=4)
+    assert len(calls) == 5 and total == 0 and kernels == {}         # CPU work: no kernels
+    record = {"results": [{"case": "cross_entropy", "impl": "gpugrad", "launches_per_call": 2.0,
+                           "kernels": {"cross_entropy_forward<float>": 1.0, "cross_entropy_backward<float>": 1.0}},
+                          {"case": "cross_entropy", "impl": "torch", "launches_error": "RuntimeError: no CUPTI"}]}
+    table = "\n".join(report.launch_counts(record))
+    assert ("| cross_entropy | gpugrad | 2 | cross_entropy_forward<float> x1; cross_entropy_backward<float> x1 |"
+            in table)
+    assert "not counted: RuntimeError: no CUPTI" in table
