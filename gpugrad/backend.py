@@ -285,7 +285,10 @@ def matmul(a, b):
     product in the SMALL_MATMUL_FLOPS band runs on one BLAS thread (the
     thread count is restored after)."""
     if type(a) is not numpy.ndarray:
-        return a @ b
+        out = a @ b
+        # the operands' dtype, as torch: a bfloat16 product that some array library widens
+        # to float32 (NumPy does, through ml_dtypes) would route float32 gradients into it
+        return out if out.dtype == a.dtype else out.astype(a.dtype)
     if a.dtype in _HALF_TYPES:
         # NumPy has no BLAS for half types: float32 products, rounded once (torch's CPU rule)
         return matmul(a.astype(numpy.float32), b.astype(numpy.float32)).astype(a.dtype)

@@ -437,6 +437,42 @@ def linear_cross_entropy_chunks():
                 close(ours.grad, theirs.grad, 1e-11, f"{name} grad {classes} {options}")
 
 
+@check
+def gpt_example_in_bfloat16_autocast():
+    """The main example's model (examples/gpt_model.py) on the GPU under bfloat16
+    autocast: a bfloat16 product stays bfloat16 (NumPy's widens it to float32,
+    which routed float32 gradients into bfloat16 matmuls), the loss and every
+    gradient agree with the same weights on the CPU path, and an AdamW step keeps
+    the parameters float32 and finite."""
+    sys.path.insert(0, str(HERE.parent / "examples"))
+    import gpt_model
+    a = gpugrad.ones(4, 8, device="cuda", dtype=gpugrad.bfloat16)
+    assert (a @ a.T).dtype == gpugrad.bfloat16 and F.linear(a, a).dtype == gpugrad.bfloat16
+    config = gpt_model.GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+    gpugrad.manual_seed(3)
+    cpu = gpt_model.GPT(config)
+    gpu = gpt_model.GPT(config).to("cuda")
+    gpu.load_state_dict({k: v.to("cuda") for k, v in cpu.state_dict().items()})
+    rng = numpy.random.default_rng(4)
+    idx, targets = rng.integers(0, 97, (3, 16)), rng.integers(0, 97, (3, 16))
+    losses = {}
+    for device, model in (("cpu", cpu), ("cuda", gpu)):
+        with gpugrad.autocast(device, dtype=gpugrad.bfloat16):
+            _, loss = model(gpugrad.tensor(idx, device=device), gpugrad.tensor(targets, device=device))
+        loss.backward()
+        losses[device] = loss.item()
+    assert abs(losses["cuda"] - losses["cpu"]) <= 1e-2 * abs(losses["cpu"]), losses
+    grads = dict(cpu.named_parameters())
+    for name, p in gpu.named_parameters():
+        assert p.grad is not None and p.grad.dtype == gpugrad.float32, name
+        ours, theirs = p.grad.cpu().numpy().astype(numpy.float64), grads[name].grad.numpy().astype(numpy.float64)
+        err = numpy.linalg.norm(ours - theirs) / max(numpy.linalg.norm(theirs), 1e-12)
+        assert err < 5e-2, f"{name}: gradient differs from the CPU path's by {err:.3g}"
+    optimizer = gpu.configure_optimizer(0.1, 1e-3, (0.9, 0.95))
+    optimizer.step()
+    assert all(p.dtype == gpugrad.float32 and bool(gpugrad.isfinite(p).all()) for p in gpu.parameters())
+
+
 def main():
     results = {}
     for name, function in CHECKS.items():
