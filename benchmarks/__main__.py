@@ -40,6 +40,8 @@ def main(argv=None):
     device = args.device or ("cuda" if gpugrad.cuda.is_available() and torch.cuda.is_available() else "cpu")
     machine = Machine(device)
     compile_torch = args.compile_torch if args.compile_torch is not None else (device == "cuda" and not args.quick)
+    if compile_torch:
+        _specialise_compiles(torch)
     repeats = args.repeats or (3 if args.quick else (50 if device == "cuda" else 7))
     warmup = 1 if args.quick else (5 if device == "cuda" else 2)
     started = time.time()
@@ -72,6 +74,18 @@ def main(argv=None):
     print(report.markdown(record))
     print(f"\nwritten: {path}" + "".join(f", {p}" for p in plots))
     return record
+
+
+def _specialise_compiles(torch):
+    """torch.compile at its best: the cases compile with dynamic=False (a kernel
+    specialised to each shape and dtype), and a function compiled for many shapes
+    must not hit dynamo's recompile limit (8), past which it would run eagerly and
+    its row would time torch eager under torch.compile's name."""
+    import torch._dynamo
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 1024))
 
 
 def _cases(group, machine, quick, compile_torch, errors):

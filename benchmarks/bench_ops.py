@@ -64,7 +64,7 @@ def softmax_cases(machine, quick, compile_torch):
                     "array code, fewest passes": (lambda f=arrays[name]: f(raw_x, raw_g), _family(machine)),
                 }
                 if compile_torch:
-                    compiled = torch.compile(lambda a, t=theirs: t(a, 1))
+                    compiled = torch.compile(lambda a, t=theirs: t(a, 1), dynamic=False)
                     impls["torch.compile"] = (lambda c=compiled: torch.autograd.grad(c(tx), tx, tg), "torch")
                 # forward reads x, writes y; backward reads y and g, writes the gradient
                 yield Case("softmax", f"{name} fwd+bwd", f"{rows}x{cols}", dtype, impls,
@@ -88,7 +88,7 @@ def elementwise_cases(machine, quick, compile_torch):
 
         impls = {"gpugrad": (ours, _family(machine)), "torch": (theirs, "torch")}
         if compile_torch:
-            compiled = torch.compile(lambda x, w: ((x * w + 1.0).tanh() * x).sigmoid().sum())
+            compiled = torch.compile(lambda x, w: ((x * w + 1.0).tanh() * x).sigmoid().sum(), dynamic=False)
             impls["torch.compile"] = (lambda: torch.autograd.grad(compiled(tx, tw), [tx, tw]), "torch")
         n = shape[0] * shape[1]
         # a fused forward+backward must read x (twice: forward and backward) and write its gradient
