@@ -8,8 +8,11 @@
 #   scripts/gpu_session.sh quick [GROUP ...]  # the same without torch.compile (faster)
 #   scripts/gpu_session.sh gpt [STEPS]        # the GPT example (small) on the GPU, then the same script on
 #                                             # torch (python -m benchmarks.gpt_torch): wall time, final loss
-#   scripts/gpu_session.sh memory [STEPS]     # 10,000 training steps, GPU memory in use at every 1000th
+#   scripts/gpu_session.sh memory [STEPS [SIZE]]  # 10,000 training steps (small), GPU memory in use at
+#                                             # every 1000th; training stops at 7.5 minutes with what it has
 # Logs and results go under $OUT (the device tool brings them back), else ./gpu-results.
+# A 30-minute session, one call each: tests; bench losses; bench softmax elementwise matmul mlp overhead
+# linear_ce gpt; gpt; memory (issue 8's points 1-5 in that order).
 set -uo pipefail
 out=${OUT:-gpu-results}
 mkdir -p "$out"
@@ -39,7 +42,8 @@ case "$mode" in
     train gpt-torch python3 -m benchmarks.gpt_torch --size small --steps "$steps" ;;
   memory)
     steps=${1:-10000}
-    train gpt-memory python3 examples/train_gpt.py --size small --steps "$steps" --eval-interval 1000 \
-      --eval-batches 2 --sample '' ;;
-  *) echo "usage: $0 tests | bench [GROUP ...] | quick [GROUP ...] | gpt [STEPS] | memory [STEPS]" >&2; exit 2 ;;
+    train gpt-memory python3 examples/train_gpt.py --size "${2:-small}" --steps "$steps" --eval-interval 1000 \
+      --eval-batches 2 --sample '' --max-minutes 7.5 ;;
+  *) echo "usage: $0 tests | bench [GROUP ...] | quick [GROUP ...] | gpt [STEPS] | memory [STEPS [SIZE]]" >&2
+     exit 2 ;;
 esac
