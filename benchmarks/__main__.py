@@ -13,7 +13,7 @@ import traceback
 
 import gpugrad
 from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report
-from benchmarks.suite import run_case, usable
+from benchmarks.suite import report_failure, run_case, usable
 from benchmarks.timing import Machine, describe
 
 GROUPS = {"losses": bench_losses.cases, "linear_ce": bench_linear_ce.cases, "gpt": bench_gpt.cases,
@@ -61,7 +61,8 @@ def main(argv=None):
             try:
                 rows = run_case(machine, case, repeats, warmup, ceilings, usable(machine, case, errors))
             except Exception as error:  # noqa: BLE001 (a failing case is reported; the others still run)
-                _failed(errors, group, case.name, f"{case.size} {case.dtype}", error)
+                traceback.print_exc()
+                report_failure(errors, error, group=group, case=case.name, size=case.size, dtype=case.dtype)
                 continue
             results.extend(rows)
             summary = ", ".join(f"{r['impl']} {r['seconds'] * 1e3:.3f} ms" for r in rows)
@@ -97,15 +98,10 @@ def _cases(group, machine, quick, compile_torch, errors):
         except StopIteration:
             return
         except Exception as error:  # noqa: BLE001
-            _failed(errors, group, "(setting up the next case)", "", error)
+            traceback.print_exc()
+            report_failure(errors, error, group=group, case="(setting up the next case)")
             return
         yield case
-
-
-def _failed(errors, group, case, size, error):
-    traceback.print_exc()
-    errors.append({"group": group, "case": case, "size": size, "error": f"{type(error).__name__}: {error}"[:500]})
-    print(f"  {group:11s} {case} {size}: FAILED ({errors[-1]['error']}); going on", flush=True)
 
 
 if __name__ == "__main__":

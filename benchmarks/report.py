@@ -34,7 +34,7 @@ def markdown(record):
     lines += [""] + ratios(record) + [""] + node_costs(record) + launch_counts(record)
     if record.get("errors"):
         lines += ["", "Left out (the error each raised):", ""]
-        lines += [f"- {e['group']} {e['case']} {e['size']} {e.get('dtype', '')} {e.get('impl', '')}: {e['error']}"
+        lines += ["- " + " ".join(str(v) for k, v in e.items() if k != "error" and v) + f": {e['error']}"
                   for e in record["errors"]]
     if record.get("complete") is False:
         lines += ["", f"**Incomplete**: the run stopped after {record.get('seconds', 0):.0f} s; these are the cases "

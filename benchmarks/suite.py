@@ -22,6 +22,14 @@ class Case:
     x: float = None                 # numeric size for plots
 
 
+def report_failure(errors, error, **where):
+    """Append {where..., error: 'Type: message'} to ``errors`` and print it: a failing
+    implementation or case is reported, and the suite goes on."""
+    errors.append({**where, "error": f"{type(error).__name__}: {error}"[:500]})
+    place = " ".join(str(v) for v in where.values() if v)
+    print(f"  {place}: left out ({errors[-1]['error']})", flush=True)
+
+
 def usable(machine, case, errors):
     """The case's implementations that run: each is called once (a warm-up; torch.compile
     compiles here); one that raises is left out and its error appended to ``errors``, so a
@@ -31,10 +39,8 @@ def usable(machine, case, errors):
         try:
             machine.once(fn, family)
         except Exception as error:  # noqa: BLE001 (any failure of one implementation is reported, not fatal)
-            errors.append({"group": case.group, "case": case.name, "size": case.size, "dtype": case.dtype,
-                           "impl": label, "error": f"{type(error).__name__}: {error}"[:500]})
-            print(f"  {case.group:11s} {case.name} {case.size} {case.dtype}: {label} left out: "
-                  f"{errors[-1]['error']}", flush=True)
+            report_failure(errors, error, group=case.group, case=case.name, size=case.size, dtype=case.dtype,
+                           impl=label)
         else:
             impls[label] = (fn, family)
     return impls
