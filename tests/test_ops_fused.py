@@ -203,6 +203,27 @@ def test_strided_class_dims(rng, reduction, layout):
     assert_close(x.grad, tx.grad, 1e-12)
 
 
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.3}, {"weight": True}], ids=str)
+def test_all_ignored_batch_has_zero_second_derivatives_as_torch(rng, device, options):
+    """mean over no rows: the loss is nan, the gradient and the gradient of its square are 0."""
+    values = rng.standard_normal((4, 5))
+    kwargs, tkwargs = dict(options), dict(options)
+    if options.get("weight"):
+        w = rng.uniform(0.5, 2.0, 5)
+        kwargs["weight"], tkwargs["weight"] = gpugrad.tensor(w, device=device), torch.tensor(w)
+    x = gpugrad.tensor(values, device=device, requires_grad=True)
+    tx = torch.tensor(values, requires_grad=True)
+    g, = gpugrad.autograd.grad(F.cross_entropy(x, gpugrad.full((4,), 2, device=device), ignore_index=2, **kwargs),
+                               x, create_graph=True)
+    tg, = torch.autograd.grad(TF.cross_entropy(tx, torch.full((4,), 2), ignore_index=2, **tkwargs), tx,
+                              create_graph=True)
+    h, = gpugrad.autograd.grad((g * g).sum(), x)
+    th, = torch.autograd.grad((tg * tg).sum(), tx)
+    assert_close(g, tg, 1e-12)
+    assert_close(h, th, 1e-12)
+    assert not th.abs().sum() and not h.abs().sum().item()
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.3}, {"weight": True, "ignore_index": 1}],
                          ids=str)

@@ -487,7 +487,11 @@ def _cross_entropy_double_backward(ctx, grad):
     dist = Tensor._make(_rows_back(xp, dist.astype(x.dtype), x.shape))
     g = grad if reduction == "none" else grad.expand(shape)
     if reduction == "mean":
-        g = g / denominator.to(x.dtype)
+        # an all-ignored batch has a zero denominator; every row's scale and target are 0 then,
+        # so dividing by 1 instead changes nothing but keeps inf out of the graph: through
+        # where's gradient it met 0 * inf = nan in the second derivative (torch's is 0)
+        d = denominator.array
+        g = g / Tensor._make(xp.where(d == 0, 1, d).astype(x.dtype))
     probabilities = softmax(x, 1)
     out = g.reshape(column) * (probabilities * scale - dist)
     return where(Tensor._make(valid.reshape(column)), out, 0.0)
