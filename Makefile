@@ -18,7 +18,7 @@ $(VENV)/.demo: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test,example,kernel-check]'
+	$(PY) -m pip install -q -e '.[test,example,kernel-check,tensorboard]'
 	touch $@
 
 # the main job: a GPT on the Python standard library (the small one on an NVIDIA GPU, else the tiny one)

@@ -58,5 +58,14 @@ from gpugrad import amp, distributed  # noqa: E402,I001
 from gpugrad.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
 
 from gpugrad.dims import Size  # noqa: E402
+# the plumbing at the top of scripts: torch.backends, torch.accelerator, torch.cpu, torch.onnx,
+# torch.compile, thread counts (gpugrad.cuda.amp is imported here, once gpugrad.amp is loaded)
+from gpugrad import accelerator, backends, compiler, cpu, onnx  # noqa: E402,I001
+from gpugrad.cuda import amp as _cuda_amp  # noqa: E402,F401  (binds gpugrad.cuda.amp)
+from gpugrad.backends.cuda import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402
+from gpugrad.compiler import compile  # noqa: E402,A004
+from gpugrad.threads import get_num_threads, set_num_threads  # noqa: E402
+
+del _cuda_amp
 
 __version__ = "0.2.0"

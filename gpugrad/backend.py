@@ -37,7 +37,51 @@ def _probe_cupy():
         except Exception:  # not installed, no driver, broken CUDA install
             usable = False
         _cupy = cupy if usable else False
+        if usable:
+            _track_peak_memory(cupy)
     return _cupy
+
+
+_peak_bytes = {}      # CUDA ordinal -> the most bytes in use in CuPy's default pool, since the last reset
+
+
+def _track_peak_memory(cp):
+    """Route CuPy's allocations through its default memory pool, noting the
+    pool's use after each (torch.cuda.max_memory_allocated): a Python call per
+    allocation.  An allocator the user set before gpugrad's first CUDA use is
+    left alone, and then no peak is noted."""
+    pool = cp.get_default_memory_pool()
+    get_allocator = getattr(cp.cuda, "get_allocator", None)
+    if get_allocator is None or get_allocator() != pool.malloc:
+        return
+    current_device = cp.cuda.runtime.getDevice
+
+    def malloc(size):
+        memory = pool.malloc(size)
+        used = pool.used_bytes()
+        device = current_device()
+        if used > _peak_bytes.get(device, 0):
+            _peak_bytes[device] = used
+        return memory
+
+    cp.cuda.set_allocator(malloc)
+
+
+def memory_in_use(index):
+    """Bytes in use in CuPy's default memory pool on CUDA device ``index``."""
+    cp = cupy_module()
+    with cp.cuda.Device(index):
+        return cp.get_default_memory_pool().used_bytes()
+
+
+def peak_memory_in_use(index):
+    """The most bytes in use in CuPy's pool on device ``index`` since the start or the
+    last :func:`reset_peak_memory` (at least the bytes in use now)."""
+    return max(_peak_bytes.get(index, 0), memory_in_use(index))
+
+
+def reset_peak_memory(index):
+    _peak_bytes[index] = memory_in_use(index)
 
 
 def cuda_available():

@@ -113,3 +113,32 @@ def test_iterable_dataset_and_workers():
     serial = [b["x"].tolist() for b in DataLoader(data, batch_size=4)]
     parallel = [b["x"].tolist() for b in DataLoader(data, batch_size=4, num_workers=2)]
     assert serial == parallel
+
+
+class _WhoLoads(Dataset):
+    """Each sample says which worker loaded it and a draw from that worker's streams."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        info = gpugrad.utils.data.get_worker_info()
+        if info is None:
+            return [index, -1, 0, 0, 0.0]
+        assert isinstance(info.dataset, _WhoLoads)
+        return [index, info.id, info.num_workers, info.seed, gpugrad.rand(()).item()]
+
+
+def test_get_worker_info_inside_workers_only():
+    data = _WhoLoads()
+    assert gpugrad.utils.data.get_worker_info() is None
+    assert [row[1] for row in DataLoader(data, batch_size=None)] == [-1] * 8
+    rows = [[v.item() for v in sample] for batch in DataLoader(data, batch_size=2, num_workers=2)
+            for sample in zip(*batch)]
+    assert [int(r[0]) for r in rows] == list(range(8))
+    assert {int(r[1]) for r in rows} == {0, 1} and {int(r[2]) for r in rows} == {2}
+    seeds = {int(r[1]): int(r[3]) for r in rows}
+    assert seeds[1] == seeds[0] + 1                       # base seed + worker id, as torch
+    draws = [r[4] for r in rows]
+    assert len(set(draws)) == len(draws)                  # the workers' streams differ
+    assert gpugrad.utils.data.get_worker_info() is None

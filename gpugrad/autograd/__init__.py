@@ -14,7 +14,8 @@ from gpugrad.autograd.grad_mode import (
                                         set_grad_enabled,
 )
 from gpugrad.autograd.gradcheck import GradcheckError, gradcheck, gradgradcheck
+from gpugrad.autograd.variable import Variable
 
 __all__ = ["Function", "backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode",
            "is_grad_enabled", "is_inference_mode_enabled", "functional", "graph", "gradcheck", "gradgradcheck",
-           "GradcheckError"]
+           "GradcheckError", "Variable"]

@@ -1,3 +1,4 @@
-"""gpugrad.utils: data loading (torch.utils.data's names)."""
+"""gpugrad.utils: data loading (torch.utils.data's names); ``gpugrad.utils.tensorboard``
+(SummaryWriter) is imported on its own, as torch's, since it needs the tensorboard package."""
 
 from gpugrad.utils import data

@@ -1,12 +1,15 @@
 """DataLoader: batches from a dataset, with torch's arguments and collation."""
 
 import collections.abc
+import dataclasses
 import multiprocessing
 import numbers
+import random as python_random
 
 import numpy
 
 from gpugrad import backend, dtypes
+from gpugrad import random as gpugrad_random
 from gpugrad.creation import as_tensor, tensor
 from gpugrad.ops.shape import stack
 from gpugrad.tensor import Tensor
@@ -61,11 +64,34 @@ def default_collate(batch):
 _worker_state = {}
 
 
-def _worker_start(dataset, collate_fn, worker_init_fn, counter):
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """What a DataLoader worker process knows of itself (torch's fields):
+    ``id`` (0 to num_workers - 1), ``num_workers``, ``seed`` (of this worker's
+    gpugrad and Python random streams) and its copy of the ``dataset``."""
+
+    id: int
+    num_workers: int
+    seed: int
+    dataset: object
+
+
+def get_worker_info():
+    """This worker's :class:`WorkerInfo` inside a DataLoader worker process
+    (from ``worker_init_fn`` on), None in the main process."""
+    return _worker_state.get("info")
+
+
+def _worker_start(dataset, collate_fn, worker_init_fn, counter, num_workers, base_seed):
     with counter.get_lock():
         worker_id = counter.value
         counter.value += 1
-    _worker_state.update(dataset=dataset, collate_fn=collate_fn)
+    # each worker its own random streams, as torch (forked workers would otherwise repeat the parent's)
+    seed = base_seed + worker_id
+    gpugrad_random.manual_seed(seed)
+    python_random.seed(seed)
+    _worker_state.update(dataset=dataset, collate_fn=collate_fn,
+                         info=WorkerInfo(worker_id, num_workers, seed, dataset))
     if worker_init_fn is not None:
         worker_init_fn(worker_id)
 
@@ -154,8 +180,10 @@ class DataLoader:
         if isinstance(context, str):
             context = multiprocessing.get_context(context)
         counter = context.Value("i", 0)
+        base_seed = int(gpugrad_random.randint(0, 2 ** 62, (), generator=self.generator).item())
         with context.Pool(self.num_workers, initializer=_worker_start,
-                          initargs=(self.dataset, self.collate_fn, self.worker_init_fn, counter)) as pool:
+                          initargs=(self.dataset, self.collate_fn, self.worker_init_fn, counter, self.num_workers,
+                                    base_seed)) as pool:
             results = pool.imap(_worker_fetch, iter(self.batch_sampler), chunksize=1)
             for batch in results:
                 yield batch
