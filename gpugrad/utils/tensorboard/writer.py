@@ -294,7 +294,7 @@ def _image(tag, value, dataformats):
 def _figure_to_chw(figure, close):
     # matplotlib is the caller's (they pass a figure): imported when one is drawn
     import matplotlib.backends.backend_agg as backend_agg
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (as the line above)
     canvas = backend_agg.FigureCanvasAgg(figure)
     canvas.draw()
     width, height = figure.canvas.get_width_height()
