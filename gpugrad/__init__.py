@@ -35,7 +35,8 @@ from gpugrad.ops.elementwise import (abs, absolute, add, allclose, argwhere, ata
                                      rsqrt, rsub, sigmoid, sign, silu, sin, sinh, sqrt, square, sub, tan, tanh,
                                      trunc, where)
 from gpugrad.ops.elementwise import div as divide, div as true_divide, mul as multiply, sub as subtract
-from gpugrad.ops.fused import log_softmax, logsumexp, softmax
+from gpugrad.ops.fused.logsumexp import logsumexp
+from gpugrad.ops.fused.softmax import log_softmax, softmax
 from gpugrad.ops.linalg import addmm, bmm, dot, einsum, ger, inner, linear, matmul, mm, mv, outer
 from gpugrad.ops.reduction import (all, amax, amin, any, argmax, argmin, argsort, count_nonzero,  # noqa: A004
                                    cumprod, cumsum, kthvalue, max, mean, median, min, norm, prod, sort, std,

@@ -1,4 +1,4 @@
-"""gpugrad/ops/fused.py: log-sum-exp, softmax, log_softmax and cross-entropy
+"""gpugrad/ops/fused/: log-sum-exp, softmax, log_softmax and cross-entropy
 against torch at the edges: nan, +-inf, rows of -inf, empty tensors, 0-d
 tensors, strided class dims, the gradient written by the forward, every
 reduction.  (Values on random inputs are in test_ops_reduction.py and
@@ -293,3 +293,31 @@ def test_class_weights_are_converted_once_and_follow_in_place_changes():
     tw = torch.tensor([2.0, 4.0, 6.0])
     assert F.cross_entropy(x, t, weight=w, reduction="sum").item() == pytest.approx(
         TF.cross_entropy(to_torch(x), torch.tensor([1, 2]), weight=tw, reduction="sum").item())
+
+
+def _implementations():
+    """{(module, step): {"numpy": function, "cuda": function}} over gpugrad/ops/fused/."""
+    import importlib
+    import pkgutil
+
+    import gpugrad.ops.fused as package
+    found = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for name, value in vars(module).items():
+            for kind in ("numpy", "cuda"):
+                if name.endswith("_" + kind) and callable(value) and value.__module__ == module.__name__:
+                    found.setdefault((info.name, name[:-len(kind) - 1]), {})[kind] = value
+    return found
+
+
+def test_each_fused_step_has_a_numpy_twin_and_a_cuda_launcher_of_one_signature():
+    import inspect
+    found = _implementations()
+    assert {("logsumexp", "forward"), ("logsumexp", "backward"), ("softmax", "forward"), ("softmax", "backward"),
+            ("cross_entropy", "forward"), ("cross_entropy", "backward"), ("indices", "check")} <= set(found)
+    for (module, step), pair in found.items():
+        assert set(pair) == {"numpy", "cuda"}, f"{module}.{step}: only {sorted(pair)}"
+        assert inspect.signature(pair["numpy"]) == inspect.signature(pair["cuda"]), (
+            f"{module}.{step}_numpy{inspect.signature(pair['numpy'])} != "
+            f"{module}.{step}_cuda{inspect.signature(pair['cuda'])}")

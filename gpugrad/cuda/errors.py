@@ -35,27 +35,18 @@ class _Word:
     ``argument`` is what a kernel launch takes for it."""
 
     def __init__(self, cp, device_id):
-        allocate = getattr(cp.cuda, "alloc_pinned_memory", None)
         with cp.cuda.Device(device_id):
-            if allocate is not None:
-                self._memory = allocate(3 * 8)
-                self._host = numpy.frombuffer(self._memory, dtype=numpy.int64, count=3)
-                self._host[...] = 0
-                self.argument = numpy.uint64(self._memory.ptr)
-            else:   # a CuPy stand-in without pinned memory: a device word, read by copy
-                self._host = None
-                self._device = cp.zeros(3, dtype=cp.int64)
-                self.argument = self._device
+            self._memory = cp.cuda.alloc_pinned_memory(3 * 8)
+        self._host = numpy.frombuffer(self._memory, dtype=numpy.int64, count=3)
+        self._host[...] = 0
+        self.argument = numpy.uint64(self._memory.ptr)
 
     def get(self):
         """The word's three values (a copy)."""
-        return self._host.copy() if self._host is not None else self._device.get()
+        return self._host.copy()
 
     def fill(self, value):
-        if self._host is not None:
-            self._host[...] = value
-        else:
-            self._device.fill(value)
+        self._host[...] = value
 
 
 def buffer(device_id):
@@ -73,13 +64,10 @@ def argument(device_id):
 
 def launched(device_id):
     """Note a launch that may write the word; checks at once under GPUGRAD_DEBUG=1."""
-    cp = backend.cupy_module()
-    get_stream = getattr(cp.cuda, "get_current_stream", None)   # (absent from minimal stand-ins)
-    stream = get_stream() if get_stream is not None else None
-    _pending.setdefault(device_id, {})[getattr(stream, "ptr", 0)] = stream
+    stream = backend.cupy_module().cuda.get_current_stream()
+    _pending.setdefault(device_id, {})[stream.ptr] = stream
     if os.environ.get("GPUGRAD_DEBUG") == "1":
-        if stream is not None:
-            stream.synchronize()
+        stream.synchronize()
         raise_recorded(device_id)
 
 
@@ -94,12 +82,10 @@ def raise_recorded(device_id=None):
     was recorded.  A no-op when no such kernel ran since the last call."""
     if not _pending:
         return
-    cp = backend.cupy_module()
-    get_stream = getattr(cp.cuda, "get_current_stream", None)
-    current = get_stream().ptr if get_stream is not None else 0
+    current = backend.cupy_module().cuda.get_current_stream().ptr
     for dev in [d for d in _pending if device_id is None or d == device_id]:
         for pointer, stream in _pending.pop(dev).items():
-            if pointer != current and stream is not None:
+            if pointer != current:
                 stream.synchronize()
     _raise_from_words(device_id)
 

@@ -2,7 +2,7 @@
 pooling, dropout, layer_norm, batch_norm, embedding, one_hot, pad, attention.
 
 This module validates arguments (shapes, dtypes, devices, options) and calls
-the ops: cross-entropy is the fused op of ``gpugrad/ops/fused.py``; mse,
+the ops: cross-entropy is the fused op of ``gpugrad/ops/fused/cross_entropy.py``; mse,
 smooth_l1, huber and the binary cross-entropies are one node each, the
 reduction inside, named as torch's; the rest are compositions of ops.
 """
@@ -15,9 +15,7 @@ from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
-from gpugrad.cuda import fused as cuda_fused
-from gpugrad.ops import elementwise, fused
-from gpugrad.ops import linear_cross_entropy as chunked
+from gpugrad.ops import elementwise
 from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
     adaptive_avg_pool2d,
     avg_pool1d,
@@ -30,8 +28,12 @@ from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
     unfold,
 )
 from gpugrad.ops.elementwise import clamp, gelu, sigmoid, softplus, tanh, where  # noqa: F401 (re-exported)
-from gpugrad.ops.fused import log_softmax, logsumexp, softmax  # noqa: F401 (re-exported)
+from gpugrad.ops.fused import linear_cross_entropy as chunked
+from gpugrad.ops.fused.cross_entropy import cross_entropy as fused_cross_entropy
+from gpugrad.ops.fused.indices import check_indices
+from gpugrad.ops.fused.softmax import log_softmax, softmax  # noqa: F401 (re-exported)
 from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
+from gpugrad.ops.loss import nll_loss_gather
 from gpugrad.ops.shape import pad  # noqa: F401 (re-exported)
 from gpugrad.tensor import Tensor
 
@@ -128,9 +130,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     _check_class_targets(input, target, "cross_entropy")
     target = _class_indices(target)
     if input.ndim == 1:
-        return fused.cross_entropy(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction,
+        return fused_cross_entropy(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction,
                                    label_smoothing).reshape(())
-    return fused.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
+    return fused_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
 
 
 def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, classes):
@@ -259,9 +261,9 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     target = _class_indices(target)
     if input.ndim == 1:
         input, target = input.unsqueeze(0), target.reshape(1)
-        loss = fused.nll_loss_gather(input, target, weight, int(ignore_index), reduction)
+        loss = nll_loss_gather(input, target, weight, int(ignore_index), reduction)
         return loss.reshape(()) if reduction == "none" else loss
-    return fused.nll_loss_gather(input, target, weight, int(ignore_index), reduction)
+    return nll_loss_gather(input, target, weight, int(ignore_index), reduction)
 
 
 # -- other losses -----------------------------------------------------------------------
@@ -673,14 +675,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar types: "
                            f"Long, Int; but got {dtypes.dtype_name(input.dtype)} instead")
     rows = weight.shape[0]
-    if input.numel():
-        if input.is_cuda:
-            cuda_fused.check_index_range(input.array, 0, rows, device_errors.POSITION, rows)
-        else:
-            low, high = int(input.array.min()), int(input.array.max())
-            if low < 0 or high >= rows:
-                raise IndexError(f"index out of range in self (index {high if high >= rows else low}, "
-                                 f"num_embeddings {rows})")
+    check_indices(input.array, rows, device_errors.POSITION)
     out = weight[input]
     if padding_idx is not None:
         padding_idx = padding_idx % rows

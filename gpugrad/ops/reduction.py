@@ -1,6 +1,6 @@
 """Reductions and scans: sum, mean, prod, max/min, var/std, norm, cumsum,
 cumprod, sort and topk.  (log-sum-exp, softmax and log_softmax are the fused
-row reductions of ``ops/fused.py``.)
+row reductions of ``ops/fused/``.)
 
 Every reduction takes ``dim`` (None, an int or a tuple) and ``keepdim``
 (``keepdims=`` is accepted as numpy's spelling).  Half-precision inputs

@@ -20,8 +20,8 @@ from gpugrad import backend, dtypes
 from gpugrad.autograd import engine
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.cuda import fused as kernels
-from gpugrad.ops import fused
+from gpugrad.ops.fused import cross_entropy
+from gpugrad.ops.fused.rows import pick
 from gpugrad.tensor import Tensor
 
 # bytes for one chunk's logits and their gradient, by default: on the CPU small chunks cost no speed
@@ -40,28 +40,19 @@ def chunk_rows(rows, classes, itemsize, device_type, budget=None, chunk=None):
 
 def _chunk_forward(xp, z, target, w, w_sum, ignore_index, smoothing, with_grad):
     """(per-row losses in the accumulation dtype, m, ls, the gradient of their sum w.r.t. z or None)."""
-    if backend.is_cupy_array(z):
-        layout = kernels.row_layout(z, 1)
-        out = kernels.cross_entropy_rows(z, layout, target, w, w_sum, ignore_index, smoothing, "none",
-                                         save_stats=True, with_grad=with_grad, loss_in_acc=True)
-        dz = out["dx"]
-        if with_grad and dz is None:          # few long rows, split over blocks: the backward kernel
-            ones = xp.ones(1, dtype=z.dtype)
-            dz = kernels.cross_entropy_rows_backward(z, layout, target, w, w_sum, ignore_index, smoothing,
-                                                     out["m"], out["ls"], ones, 0, None)
-        return out["loss"], out["m"], out["ls"], dz
-    loss, m, ls, dz, _ = fused._ce_forward_twin(xp, z, target, w, w_sum, ignore_index, smoothing, "none",
-                                                with_grad, loss_in_acc=True, overwrite=True)
-    return loss, m, ls, dz
+    forward = pick(cross_entropy.forward_numpy, cross_entropy.forward_cuda, z, (1,))
+    out = forward(z, target, w, w_sum, ignore_index, smoothing, "none", with_grad, loss_in_acc=True, overwrite=True)
+    dz = out.grad
+    if with_grad and dz is None:          # declined by the kernels (few long rows, split over blocks)
+        dz = _chunk_backward(z, target, w, w_sum, ignore_index, smoothing, out.m, out.ls,
+                             xp.ones(1, dtype=z.dtype))
+    return out.loss, out.m, out.ls, dz
 
 
-def _chunk_backward(xp, z, target, w, w_sum, ignore_index, smoothing, m, ls, per_row):
-    """The gradient w.r.t. z of sum_r per_row[r] * loss_r."""
-    if backend.is_cupy_array(z):
-        g = xp.ascontiguousarray(per_row, dtype=z.dtype)
-        return kernels.cross_entropy_rows_backward(z, kernels.row_layout(z, 1), target, w, w_sum, ignore_index,
-                                                   smoothing, m, ls, g, 1, None)
-    return fused._ce_backward_twin(xp, z, target, w, w_sum, ignore_index, smoothing, m, ls, per_row)
+def _chunk_backward(z, target, w, w_sum, ignore_index, smoothing, m, ls, per_row):
+    """The gradient w.r.t. z of sum_r per_row[r] * loss_r (per_row: one value per row, or one for all)."""
+    backward = pick(cross_entropy.backward_numpy, cross_entropy.backward_cuda, z, (1,))
+    return backward(z, target, w, w_sum, ignore_index, smoothing, m, ls, per_row, None)
 
 
 def _wide(array, acc):
@@ -165,7 +156,7 @@ def _recompute(ctx, grad):
     for start in range(0, rows, chunk):
         stop = min(rows, start + chunk)
         xc, z = _chunk_logits(x, weight, bias, start, stop)
-        dz = _chunk_backward(xp, z, target[start:stop], w, w_sum, ignore_index, smoothing, m[start:stop],
+        dz = _chunk_backward(z, target[start:stop], w, w_sum, ignore_index, smoothing, m[start:stop],
                              ls[start:stop], per_row[start:stop])
         del z
         _accumulate(xp, dz, xc, weight, gx, gw, gb, start, stop, acc)
@@ -196,12 +187,10 @@ def linear_cross_entropy(input, weight, bias, target, class_weight, ignore_index
     """The chunked op on (N, D) input, (V, D) weight, (V,) bias or None and (N,)
     class indices (validated by ``nn.functional.linear_cross_entropy``)."""
     acc = dtypes.as_dtype(acc_dtype) if acc_dtype is not None else dtypes.accumulate_dtype(weight.dtype)
-    w, w_sum = fused.class_weight_arrays(class_weight, input.dtype)
+    w, w_sum = cross_entropy.class_weight_arrays(class_weight, input.dtype)
     rows = chunk_rows(input.shape[0], weight.shape[0], input.array.itemsize, input.device.type, memory_budget,
                       chunk)
-    target = target.detach()
-    if backend.is_cupy_array(target.array):
-        target = Tensor._make(target.xp.ascontiguousarray(target.array))
+    target = Tensor._make(target.xp.ascontiguousarray(target.array))     # (a kernel reads it contiguous)
     return LinearCrossEntropy.apply(input, weight, bias, target, None if w is None else Tensor._make(w),
                                     None if w_sum is None else Tensor._make(w_sum), int(ignore_index), reduction,
                                     float(smoothing), rows, acc)

@@ -1,0 +1,202 @@
+"""The launch machinery the fused ops' CUDA launchers share (plain CuPy).
+
+An op reduces its input ``x`` along one dim: :func:`row_layout` describes x
+as R = outer * inner rows of C elements with element strides (so, si, sc),
+without copying (strided kernels; a copy only where the outer or inner dims
+cannot be merged, :func:`layout_of`).  Outputs of x's shape are written
+contiguous (:func:`output_like`); per-row results come in row order (the
+shape of x without the reduced dim).
+
+Launch shape (:func:`launch_shape`): contiguous rows get G lanes each (a
+slice of a warp for short rows, several rows per warp; a warp; or a block of
+128-512 threads for long rows), strided rows a thread each; the grid strides
+over row groups (at most ``BLOCKS_PER_SM`` x SMs blocks), and few long rows
+are split over grid.y.  A row group whose rows fit in shared memory is read
+from global memory once (:func:`cache_bytes`).
+
+:func:`launch` looks the kernel up in the loader (``gpugrad/cuda/kernels.py``,
+compiled once per device) and launches it.
+"""
+
+import collections
+import math
+
+import numpy
+
+from gpugrad import dtypes
+from gpugrad.backend import cupy_module
+from gpugrad.cuda import kernels
+
+MAX_THREADS = 512            # the kernels' __launch_bounds__
+CACHE_BYTES = 32 * 1024      # dynamic shared memory a block may use to keep its rows
+BLOCKS_PER_SM = 8
+SPLIT_MIN_COLS = 16384       # rows at least this long are split when there are too few of them
+
+RowLayout = collections.namedtuple("RowLayout", "shape dim rows cols inner so si sc")
+LaunchShape = collections.namedtuple("LaunchShape", "grid block lanes rows_per_block")
+
+_sm_counts = {}
+_scratch = {}                # (device, stream) -> cached zeroed counters
+
+
+def float_type(dtype):
+    """The kernels' template argument for a floating dtype (``float``, ``__half``, ...)."""
+    return kernels.FLOAT_TYPES[dtypes.dtype_name(numpy.dtype(dtype))]
+
+
+def index_type(dtype):
+    """The kernels' template argument for an index dtype (``int``, ``long long``)."""
+    return kernels.INDEX_TYPES[numpy.dtype(dtype).name]
+
+
+def _merged_stride(shape, strides):
+    """The one element stride that walks the flattened dims (0 if they hold
+    at most one element), or None when they cannot be walked with one stride."""
+    stride = None
+    for n, s in zip(reversed(shape), reversed(strides)):
+        if n == 1:
+            continue
+        if stride is None:
+            stride, span = s, s * n
+        elif s != span:
+            return None
+        else:
+            span = s * n
+    return 0 if stride is None else stride
+
+
+def row_layout(x, dim):
+    """x reduced along ``dim`` as rows (RowLayout), or None when its outer or
+    inner dims cannot be merged without a copy."""
+    shape = x.shape
+    strides = [s // x.itemsize for s in x.strides]
+    if any(s * x.itemsize != b for s, b in zip(strides, x.strides)):
+        return None
+    so = _merged_stride(shape[:dim], strides[:dim])
+    si = _merged_stride(shape[dim + 1:], strides[dim + 1:])
+    if so is None or si is None:
+        return None
+    outer, inner = math.prod(shape[:dim]), math.prod(shape[dim + 1:])
+    return RowLayout(shape, dim, outer * inner, shape[dim], inner, so, si, strides[dim])
+
+
+def contiguous_layout(shape, dim):
+    """The RowLayout of a C-contiguous array of ``shape`` reduced along ``dim``."""
+    cols, inner = shape[dim], math.prod(shape[dim + 1:])
+    return RowLayout(tuple(shape), dim, math.prod(shape[:dim]) * inner, cols, inner, cols * inner, 1, inner)
+
+
+def layout_of(x, dim):
+    """(x, its RowLayout): x itself when its layout allows, else a C-contiguous copy."""
+    layout = row_layout(x, dim)
+    if layout is None:
+        x = cupy_module().ascontiguousarray(x)
+        layout = contiguous_layout(x.shape, dim)
+    return x, layout
+
+
+def sm_count(device_id):
+    """The device's multiprocessor count (cached)."""
+    count = _sm_counts.get(device_id)
+    if count is None:
+        count = _sm_counts[device_id] = int(cupy_module().cuda.Device(device_id).attributes["MultiProcessorCount"])
+    return count
+
+
+def launch_shape(layout, itemsize, device_id, split_long_rows=False):
+    """(grid, block) and the lanes per row for a row kernel on a device."""
+    rows, cols = layout.rows, layout.cols
+    sms = sm_count(device_id)
+    contiguous = layout.sc == 1
+    splits = 1
+    if not contiguous:
+        lanes, per_block = 1, 256
+    else:
+        vector = 16 // itemsize
+        vectors = max(1, -(-cols // vector))
+        if vectors <= 16:                            # short rows: several rows per warp
+            lanes = 1 << (vectors - 1).bit_length()
+            per_block = 256 // lanes
+        elif vectors <= 256:                         # a warp per row
+            lanes, per_block = 32, 8
+        else:                                        # a block per row
+            lanes = 128 if vectors <= 2048 else 256 if vectors <= 8192 else MAX_THREADS
+            per_block = 1
+            if split_long_rows and cols >= SPLIT_MIN_COLS and rows < 2 * sms:
+                splits = max(1, min(-(-2 * sms // max(rows, 1)), cols // 4096, 65535))
+    blocks = max(1, min(-(-rows // per_block), BLOCKS_PER_SM * sms * max(1, 256 // (lanes * per_block))))
+    return LaunchShape((blocks, splits), (lanes, per_block), lanes, per_block)
+
+
+def _room(cols, itemsize):
+    vector = 16 // itemsize
+    return -(-(cols + vector) // vector) * vector * itemsize
+
+
+def cache_bytes(shape, layout, itemsize, arrays=1):
+    """Dynamic shared memory to keep a block's rows (0: do not cache)."""
+    if layout.sc != 1:
+        return 0
+    need = shape.rows_per_block * arrays * _room(layout.cols, itemsize)
+    return need if need <= CACHE_BYTES else 0
+
+
+def counters(device_id, count):
+    """At least ``count`` zeroed uint32 counters for last-block reductions on
+    this device and the current stream (the kernels leave them at zero; per
+    stream, so concurrent launches on two streams do not share one)."""
+    cp = cupy_module()
+    key = (device_id, cp.cuda.get_current_stream().ptr)
+    buffer = _scratch.get(key)
+    if buffer is None or buffer.size < count:
+        buffer = cp.zeros(max(count, 1024), dtype=numpy.uint32)
+        _scratch[key] = buffer
+    return buffer
+
+
+def launch(filename, name, device_id, shape, args, shared_mem=0):
+    """Launch the kernel ``name`` of ``filename`` with a LaunchShape."""
+    function = kernels.get_function(filename, name, device_id)
+    if shared_mem:
+        function(shape.grid, shape.block, args, shared_mem=shared_mem)
+    else:
+        function(shape.grid, shape.block, args)
+
+
+def i64(value):
+    """A 64-bit integer kernel argument."""
+    return numpy.int64(value)
+
+
+def strides(layout):
+    """inner, so, si, sc of a layout as kernel arguments."""
+    return i64(layout.inner), i64(layout.so), i64(layout.si), i64(layout.sc)
+
+
+def output_like(x, layout):
+    """(an array of x's shape for a kernel to write, its so, si, sc).  Rows of
+    x that do not start on a 16-byte boundary (a view such as
+    logits[:, :50257] of a wider array, or x[:, 1:]) get output rows with the
+    same 16-byte phase, so the kernel stores whole vectors; otherwise the
+    output is contiguous."""
+    cp = cupy_module()
+    vector = 16 // x.itemsize
+    phase = x.data.ptr % 16
+    rows, cols, so = layout.rows, layout.cols, layout.so
+    if layout.inner == 1 and layout.sc == 1 and (so != cols or phase) and cols <= so <= cols + cols // 8 + vector \
+            and phase % x.itemsize == 0:
+        offset = phase // x.itemsize
+        flat = cp.empty(rows * so + vector, dtype=x.dtype)
+        out = flat[offset:offset + rows * so].reshape(rows, so)[:, :cols]
+        return out.reshape(layout.shape), i64(so), i64(0), i64(1)
+    return cp.empty(layout.shape, dtype=x.dtype), i64(layout.cols * layout.inner), i64(1), i64(layout.inner)
+
+
+def per_row(grad, shape, dtype):
+    """An upstream gradient as one value per row, in ``dtype``, and its element
+    stride: a 1-D view (stride 0 for one value broadcast to every row), copied
+    only when it must be."""
+    g = cupy_module().broadcast_to(grad, shape).reshape(-1)
+    if g.dtype != dtype:
+        g = g.astype(dtype)
+    return g, 0 if g.size == 1 else g.strides[0] // g.itemsize

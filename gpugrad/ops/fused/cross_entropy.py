@@ -1,0 +1,321 @@
+"""cross_entropy: softmax cross-entropy over (N, C, d...) logits (class dim 1)
+and class indices, fused: one pass forward, one backward
+(kernels/cross_entropy.cu on CUDA).
+
+The forward keeps the rows' statistics (m, ls) and, under 'mean', the
+denominator (the sum of the targets' weights); the backward recomputes the
+softmax from them.  When the gradient will be wanted with the engine's
+implicit upstream 1 (``loss.backward()`` on the scalar loss), the forward
+writes it while it holds the row, and the backward returns it without
+touching the logits again (``engine.is_implicit_seed``).  Class indices out
+of range raise IndexError: on the CPU at once, on the GPU at the next
+synchronising read (the kernel records them in the error word).
+"""
+
+import collections
+import weakref
+
+import numpy
+
+from gpugrad import backend, dtypes
+from gpugrad.autograd import engine
+from gpugrad.autograd.function import InternalFunction
+from gpugrad.autograd.grad_mode import is_grad_enabled
+from gpugrad.backend import cupy_module
+from gpugrad.cuda import errors, launch
+from gpugrad.ops.elementwise import where
+from gpugrad.ops.fused import rows
+from gpugrad.ops.fused.softmax import softmax
+from gpugrad.tensor import Tensor
+
+REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
+# On CUDA under 'mean' the forward writes the gradient from this many classes on: each block then
+# reads the N targets once more for the denominator, cheap next to N * C logits
+GRAD_IN_FORWARD_MIN_COLS = 4096
+
+Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
+Forward.__doc__ = """The forward's result: ``loss`` per row in row order ('none') or 0-d, in
+x's dtype (the accumulation dtype with ``loss_in_acc``); ``m``, ``ls`` the
+rows' statistics; ``grad`` the gradient w.r.t. x for an upstream gradient of 1
+(x's shape) when asked for and computed, else None; ``denominator`` under
+'mean' (a 1-element array: the sum of the targets' weights), else None;
+``source``: x as the implementation read it, what the backward takes."""
+
+_class_weights = {}      # id(weight tensor) -> (weakref to it, its array, its version, {dtype: (w, W)})
+
+
+def class_weight_arrays(weight, dtype):
+    """(w, W): class weights in the accumulation dtype of ``dtype`` and their
+    sum as a 1-element array, cached per weight tensor and version (a module's
+    weight buffer is converted and summed once, not on every call)."""
+    if weight is None:
+        return None, None
+    acc = dtypes.accumulate_dtype(dtype)
+    key = id(weight)
+    entry = _class_weights.get(key)
+    if entry is None or entry[0]() is not weight or entry[1] is not weight.array or entry[2] != weight._version:
+        # (a WeakKeyDictionary would compare tensors with their elementwise ==)
+        entry = (weakref.ref(weight, lambda _, key=key: _class_weights.pop(key, None)), weight.array,
+                 weight._version, {})
+        _class_weights[key] = entry
+    cached = entry[3].get(acc)
+    if cached is None:
+        w = weight.xp.ascontiguousarray(weight.array, dtype=acc)
+        cached = entry[3][acc] = (w, w.sum(keepdims=True))
+    return cached
+
+
+# -- the NumPy twin ---------------------------------------------------------------------
+
+def _target_rows(xp, target, weight, ignore_index, classes, acc):
+    """(valid, safe target, w_t) per row; bad targets raise on the CPU."""
+    valid = target != ignore_index
+    bad = valid & ((target < 0) | (target >= classes))
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        raise IndexError(f"Target {value} is out of bounds: class indices must lie in [0, {classes}) "
+                         f"or equal ignore_index ({ignore_index})")
+    safe = xp.where(valid, target, 0)
+    w_t = valid.astype(acc) if weight is None else weight[safe] * valid
+    return valid, safe, w_t
+
+
+def _rows_last(xp, x):
+    """(N, C, d...) logits as (R, C) rows (a copy on the CPU when d... is not empty)."""
+    if x.ndim == 2:
+        return x
+    return xp.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def _rows_back(xp, rows_, shape):
+    if len(shape) == 2:
+        return rows_
+    moved = rows_.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],))
+    return xp.moveaxis(moved, -1, 1)
+
+
+def forward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
+                  loss_in_acc=False, overwrite=False):
+    """The loss of (N, C, d...) logits x and their R = N * d... class indices
+    ``target`` (contiguous, row order), with class weights ``weight`` and their
+    sum ``weight_sum`` in the accumulation dtype (or None); the gradient too
+    when ``with_grad``.  ``overwrite``: x is the caller's scratch, the
+    gradient may take its place.  Returns a Forward."""
+    xp = backend.xp_for(x)
+    logits = _rows_last(xp, x)
+    count, classes = logits.shape
+    acc = dtypes.accumulate_dtype(x.dtype)
+    valid, safe, w_t = _target_rows(xp, target, weight, ignore_index, classes, acc)
+    x_t = logits[xp.arange(count), safe].astype(acc)
+    m, ls, e, weighted = rows.row_stats(xp, logits, 1, weight, smoothing=bool(smoothing), overwrite=overwrite)
+    m, ls = m[:, 0], ls[:, 0]
+    shifted_t = x_t - m                                              # x_t - m
+    loss = (1 - smoothing) * w_t * (ls - shifted_t)
+    total = classes if weight is None else weight_sum[0]
+    if smoothing:
+        loss = loss + (smoothing / classes) * (total * ls - weighted[:, 0])
+    special = rows.special_rows(xp, ls)
+    if special is not None:
+        loss = xp.where(special, xp.nan, loss)
+    loss = xp.where(valid, loss, 0)
+    denominator = backend.array_sum(w_t, keepdims=True) if reduction == "mean" else None   # 1 element, as on the GPU
+    if reduction == "none":
+        result = loss
+    else:
+        result = backend.array_sum(loss)
+        if reduction == "mean":
+            result = result / denominator[0]
+    dx = None
+    if with_grad:
+        g = 1 / denominator[0] if reduction == "mean" else acc.type(1)
+        scale = g * ((1 - smoothing) * w_t + (smoothing / classes) * total)
+        e *= (scale * xp.exp(-ls))[:, None]
+        if smoothing:
+            spread = xp.ones(classes, dtype=acc) if weight is None else weight
+            e -= (g * smoothing / classes) * spread[None, :]
+        e[xp.arange(count), safe] -= g * (1 - smoothing) * w_t
+        if special is not None:
+            e[special & valid] = xp.nan
+        if not bool(valid.all()):
+            e[~valid] = 0
+        dx = _rows_back(xp, e.astype(x.dtype, copy=False), x.shape)
+    result = xp.asarray(result)
+    return Forward(result if loss_in_acc else result.astype(x.dtype, copy=False), m, ls, dx, denominator, x)
+
+
+def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator):
+    """The gradient w.r.t. x (the forward's source): G * (softmax * S - T), T
+    the target distribution, S its total weight per row, G = ``grad`` (R
+    values, or one for all rows) divided by ``denominator`` when given;
+    ignored rows are 0."""
+    xp = backend.xp_for(x)
+    logits = _rows_last(xp, x)
+    count, classes = logits.shape
+    acc = dtypes.accumulate_dtype(x.dtype)
+    per_row = grad.astype(acc, copy=False).reshape(-1)
+    if denominator is not None:
+        per_row = per_row / denominator[0]
+    valid, safe, w_t = _target_rows(xp, target, weight, ignore_index, classes, acc)
+    total = classes if weight is None else weight_sum[0]
+    g = xp.where(valid, xp.broadcast_to(per_row, (count,)), 0)
+    scale = g * ((1 - smoothing) * w_t + (smoothing / classes) * total)
+    out = rows.softmax_times(xp, logits, m[:, None], ls[:, None], scale[:, None])
+    if smoothing:
+        spread = xp.ones(classes, dtype=acc) if weight is None else weight
+        out -= (g * (smoothing / classes))[:, None] * spread[None, :]
+    out[xp.arange(count), safe] -= g * (1 - smoothing) * w_t
+    special = rows.special_rows(xp, ls)
+    if special is not None:
+        out[special & valid] = xp.nan
+    if not bool(valid.all()):
+        out[~valid] = 0          # also where an ignored row's logits are all -inf
+    return _rows_back(xp, out.astype(x.dtype, copy=False), x.shape)
+
+
+# -- the CUDA launcher ------------------------------------------------------------------
+
+def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
+                 loss_in_acc=False, overwrite=False):
+    """forward_numpy's result in one launch (few long rows are split over
+    blocks: the gradient is then left to the backward, as it is under 'mean'
+    for fewer than GRAD_IN_FORWARD_MIN_COLS classes).  A bad target is
+    recorded in the error word.  (The kernel writes a new gradient: overwrite
+    has no use here.)"""
+    cp = cupy_module()
+    x, layout = launch.layout_of(x, 1)
+    device_id = x.device.id
+    acc = dtypes.accumulate_dtype(x.dtype)
+    count, cols = layout.rows, layout.cols
+    code = REDUCTIONS[reduction]
+    if code == 2 and cols < GRAD_IN_FORWARD_MIN_COLS:
+        with_grad = False
+    with cp.cuda.Device(device_id):
+        shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
+        splits = shape.grid[1]
+        if splits > 1:
+            # few long rows: every SM gets a chunk; the gradient is then left to the backward kernel
+            with_grad = False
+        loss = cp.empty(count if code == 0 else (), dtype=acc if loss_in_acc else x.dtype)
+        m, ls = cp.empty(count, dtype=acc), cp.empty(count, dtype=acc)
+        dx, *dx_strides = launch.output_like(x, layout) if with_grad else (None, launch.i64(0), launch.i64(0),
+                                                                            launch.i64(0))
+        denominator = cp.empty(1, dtype=acc) if code == 2 else None
+        partials = cp.empty(2 * shape.grid[0] * splits, dtype=acc) if code else None
+        counters = launch.counters(device_id, 1 + (count if splits > 1 else 0))
+        if splits > 1:
+            partial_m, partial_s, partial_x = (cp.empty(count * splits, dtype=acc) for _ in range(3))
+            row_counters = counters[1:]
+        else:
+            partial_m = partial_s = partial_x = row_counters = None
+        cache = launch.cache_bytes(shape, layout, x.itemsize) if with_grad else 0
+        name = f"cross_entropy_forward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
+        launch.launch("cross_entropy.cu", name, device_id, shape,
+                      (x, *launch.strides(layout), launch.i64(count), numpy.int32(cols), target, weight, weight_sum,
+                       launch.i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss,
+                       numpy.int32(int(loss_in_acc)), m, ls, None, dx, *dx_strides, denominator, partials,
+                       counters if code else None, errors.argument(device_id), numpy.int32(1 if cache else 0),
+                       partial_m, partial_s, partial_x, row_counters), shared_mem=cache)
+    errors.launched(device_id)
+    return Forward(loss, m, ls, dx, denominator, x)
+
+
+def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator):
+    """backward_numpy's result (x's shape, contiguous) in one launch."""
+    cp = cupy_module()
+    x, layout = launch.layout_of(x, 1)
+    device_id = x.device.id
+    acc = dtypes.accumulate_dtype(x.dtype)
+    g, stride = launch.per_row(grad, grad.shape, x.dtype)
+    with cp.cuda.Device(device_id):
+        shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
+        dx, *dx_strides = launch.output_like(x, layout)
+        name = f"cross_entropy_backward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
+        launch.launch("cross_entropy.cu", name, device_id, shape,
+                      (x, *launch.strides(layout), launch.i64(layout.rows), numpy.int32(layout.cols), target,
+                       weight, weight_sum, launch.i64(ignore_index), acc.type(smoothing), m, ls, g,
+                       launch.i64(stride), denominator, dx, *dx_strides))
+    return dx
+
+
+# -- the op -----------------------------------------------------------------------------
+
+class CrossEntropy(InternalFunction):
+    """Fused softmax cross-entropy over (N, C, d...) logits (class dim 1) with
+    class-index targets of shape (N, d...)."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, weight_sum, ignore_index, reduction, smoothing):
+        ctx.options = (ignore_index, reduction, smoothing)
+        flat_target = ctx.xp.ascontiguousarray(target.reshape(-1))
+        # the gradient in the forward pass, for loss.backward() (the implementation may decline)
+        with_grad = ctx.needs_input_grad[0] and reduction != "none" and x.size > 0
+        forward = rows.pick(forward_numpy, forward_cuda, x, (1,))
+        result = forward(x, flat_target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad)
+        ctx.dx = result.grad
+        ctx.save_for_backward(x, result.source, flat_target, weight, weight_sum, result.m, result.ls,
+                              result.denominator)
+        return result.loss.reshape(target.shape) if reduction == "none" else result.loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        dx, ctx.dx = ctx.dx, None          # the forward's gradient is used once
+        if is_grad_enabled():
+            return _cross_entropy_double_backward(ctx, grad), None, None, None, None, None, None
+        if dx is not None and engine.is_implicit_seed(grad):
+            return Tensor._make(dx), None, None, None, None, None, None
+        ignore_index, _, smoothing = ctx.options
+        _, source, target, weight, weight_sum, m, ls, denominator = [
+            None if t is None else t.array for t in ctx.saved_tensors]
+        backward = rows.pick(backward_numpy, backward_cuda, source, (1,))
+        out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array, denominator)
+        return Tensor._make(out), None, None, None, None, None, None
+
+    def release(self):
+        super().release()
+        self.dx = None
+
+
+def _cross_entropy_double_backward(ctx, grad):
+    """The gradient as ordinary differentiable ops: G * (softmax(x) * S - T),
+    T the target distribution, S its total weight per row, G the upstream
+    gradient per row (divided by the mean's denominator)."""
+    x, _, target, weight, weight_sum, m, ls, denominator = ctx.saved_tensors
+    ignore_index, reduction, smoothing = ctx.options
+    xp = x.xp
+    classes = x.shape[1]
+    acc = dtypes.accumulate_dtype(x.dtype)
+    t = target.array
+    valid = t != ignore_index
+    safe = xp.where(valid, t, 0)
+    w = xp.ones(classes, dtype=acc) if weight is None else weight.array
+    w_t = w[safe] * valid
+    total = classes if weight is None else weight_sum.array[0]
+    scale = (1 - smoothing) * w_t + (smoothing / classes) * total * valid
+    dist = xp.zeros((t.size, classes), dtype=acc)
+    dist += (smoothing / classes) * w[None, :] * valid[:, None]
+    dist[xp.arange(t.size), safe] += (1 - smoothing) * w_t
+    shape = (x.shape[0],) + tuple(x.shape[2:])                    # the target's shape
+    column = (x.shape[0], 1) + tuple(x.shape[2:])
+    scale = Tensor._make(scale.astype(x.dtype).reshape(column))
+    dist = Tensor._make(_rows_back(xp, dist.astype(x.dtype), x.shape))
+    g = grad if reduction == "none" else grad.expand(shape)
+    if reduction == "mean":
+        # an all-ignored batch has a zero denominator; every row's scale and target are 0 then,
+        # so dividing by 1 instead changes nothing but keeps inf out of the graph: through
+        # where's gradient it met 0 * inf = nan in the second derivative (torch's is 0)
+        d = denominator.array
+        g = g / Tensor._make(xp.where(d == 0, 1, d).astype(x.dtype))
+    probabilities = softmax(x, 1)
+    out = g.reshape(column) * (probabilities * scale - dist)
+    return where(Tensor._make(valid.reshape(column)), out, 0.0)
+
+
+def cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
+    """The fused cross-entropy of (N, C, d...) logits and (N, d...) class
+    indices (validated by ``nn.functional.cross_entropy``)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    w, w_sum = class_weight_arrays(weight, input.dtype)
+    return CrossEntropy.apply(input, target.detach(), None if w is None else Tensor._make(w),
+                              None if w_sum is None else Tensor._make(w_sum), int(ignore_index), reduction,
+                              float(label_smoothing))
