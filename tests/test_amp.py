@@ -247,3 +247,38 @@ def test_float16_training_with_grad_scaler_matches_torch_cuda():
             trace.append(loss.item())
         losses[lib.__name__] = numpy.array(trace)
     assert numpy.abs(losses["gpugrad"] - losses["torch"]).max() < 0.05 * losses["torch"].max()
+
+
+def _autocast_ops():
+    """{function: kind} of every op function of gpugrad that carries an autocast kind."""
+    import importlib
+    import pkgutil
+    found = {}
+    for info in pkgutil.walk_packages(gpugrad.__path__, "gpugrad."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if hasattr(value, "autocast") and getattr(value, "__module__", None) == info.name:
+                found[value] = value.autocast
+    return found
+
+
+def test_every_op_in_autocasts_lists_carries_its_kind_and_no_other_does():
+    """The decorator on each function of autocast's lists (nll_loss lost its float32 kind to a
+    class it slipped onto), and nothing else decorated: a list and the code cannot drift."""
+    def resolve(name):
+        value = gpugrad
+        for part in name.split("."):
+            value = getattr(value, part)
+        return value
+
+    listed = {}
+    for names, kind in ((autocast_mode.LOWER_PRECISION_OPS, "lower precision"),
+                        (autocast_mode.FLOAT32_OPS, "float32")):
+        for name in names:
+            op = resolve(name)
+            assert getattr(op, "autocast", None) == kind, f"gpugrad.{name} does not carry autocast kind {kind}"
+            listed[op] = kind
+    assert "nn.functional.nll_loss" in autocast_mode.FLOAT32_OPS
+    assert _autocast_ops() == listed
+    with pytest.raises(TypeError, match="not <class"):
+        autocast_mode.float32(type("Options", (), {}))

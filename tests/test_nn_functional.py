@@ -582,3 +582,15 @@ def test_scaled_dot_product_attention_errors(rng):
         F.scaled_dot_product_attention(q, k, v, attn_mask=gpugrad.ones(4, 6, dtype=gpugrad.int64))
     with pytest.raises(TypeError, match="query"):
         F.scaled_dot_product_attention(q.numpy(), k, v)
+
+
+def test_functional_exports_torchs_names_and_defines_no_function_class():
+    """nn.functional validates and calls the ops: its __all__ is torch.nn.functional's names,
+    every public function it defines is in it, and no class (no autograd Function) lives there."""
+    import inspect
+    assert F.__all__ and set(F.__all__) <= set(dir(TF)), sorted(set(F.__all__) - set(dir(TF)))
+    assert len(F.__all__) == len(set(F.__all__))
+    defined = {name: value for name, value in vars(F).items() if getattr(value, "__module__", None) == F.__name__
+               or getattr(getattr(value, "__wrapped__", None), "__module__", None) == F.__name__}
+    assert not [name for name, value in defined.items() if inspect.isclass(value)]
+    assert {name for name in defined if not name.startswith("_")} <= set(F.__all__)

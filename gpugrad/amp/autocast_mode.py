@@ -14,6 +14,7 @@ forward ran in.
 
 import contextlib
 import functools
+import inspect
 import threading
 import warnings
 import weakref
@@ -144,6 +145,8 @@ def _cached_cast(tensor, dtype):
 
 def _autocasting(target):
     def decorate(function):
+        if not inspect.isfunction(function):
+            raise TypeError(f"an autocast kind decorates an op function, not {function!r}")
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             if _state.active:
@@ -159,3 +162,57 @@ lower_precision = _autocasting(None)
 lower_precision.__doc__ = "An op that autocast runs in the region's lower-precision dtype (matmul, linear, conv)."
 float32 = _autocasting(dtypes.float32)
 float32.__doc__ = "An op that autocast runs in float32 (reductions, softmax, losses, norms, exp, log, pow)."
+
+
+# The ops autocast handles, by kind, as names under gpugrad: torch's lists for the ops gpugrad has (and
+# dot, outer, einsum: products, as matmul).
+# Each carries its kind as the decorator above; tests/test_amp.py holds the two against each other.
+LOWER_PRECISION_OPS = (
+    "addmm",
+    "bmm",
+    "dot",
+    "einsum",
+    "linear",
+    "matmul",
+    "mm",
+    "mv",
+    "outer",
+    "nn.functional.conv1d",
+    "nn.functional.conv2d",
+    "nn.functional.scaled_dot_product_attention",
+)
+FLOAT32_OPS = (
+    "cosh",
+    "cumprod",
+    "cumsum",
+    "exp",
+    "expm1",
+    "log",
+    "log10",
+    "log1p",
+    "log2",
+    "log_softmax",
+    "logsumexp",
+    "norm",
+    "pow",
+    "prod",
+    "reciprocal",
+    "rsqrt",
+    "sinh",
+    "softmax",
+    "sum",
+    "tan",
+    "nn.functional.binary_cross_entropy",
+    "nn.functional.binary_cross_entropy_with_logits",
+    "nn.functional.cross_entropy",
+    "nn.functional.huber_loss",
+    "nn.functional.kl_div",
+    "nn.functional.l1_loss",
+    "nn.functional.layer_norm",
+    "nn.functional.mse_loss",
+    "nn.functional.nll_loss",
+    "nn.functional.normalize",
+    "nn.functional.smooth_l1_loss",
+    "nn.functional.softmin",
+    "nn.functional.softplus",
+)

@@ -2,21 +2,24 @@
 pooling, dropout, layer_norm, batch_norm, embedding, one_hot, pad, attention.
 
 This module validates arguments (shapes, dtypes, devices, options) and calls
-the ops: cross-entropy is the fused op of ``gpugrad/ops/fused/cross_entropy.py``; mse,
-smooth_l1, huber and the binary cross-entropies are one node each, the
-reduction inside, named as torch's; the rest are compositions of ops.
+the ops; it defines no autograd Function and exports torch's names only
+(``__all__``).  Cross-entropy is the fused op of ``ops/fused/cross_entropy.py``
+(linear_cross_entropy of ``ops/fused/linear_cross_entropy.py``); mse,
+smooth_l1, huber, the binary cross-entropies and nll_loss are the Functions of
+``ops/loss.py``, layer_norm that of ``ops/normalization.py``; the rest are
+compositions of ops.
 """
 
 import math
 import warnings
 
-from gpugrad import backend, dtypes, random
+from gpugrad import dtypes, random
 from gpugrad.amp import autocast_mode
-from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
-from gpugrad.ops import elementwise
-from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
+from gpugrad.ops import elementwise, normalization
+from gpugrad.ops import loss as losses
+from gpugrad.ops.conv import (
     adaptive_avg_pool2d,
     avg_pool1d,
     avg_pool2d,
@@ -27,15 +30,71 @@ from gpugrad.ops.conv import (  # noqa: F401 (re-exported)
     max_pool2d,
     unfold,
 )
-from gpugrad.ops.elementwise import clamp, gelu, sigmoid, softplus, tanh, where  # noqa: F401 (re-exported)
+from gpugrad.ops.elementwise import gelu, sigmoid, softplus, tanh, where
 from gpugrad.ops.fused import linear_cross_entropy as chunked
 from gpugrad.ops.fused.cross_entropy import cross_entropy as fused_cross_entropy
 from gpugrad.ops.fused.indices import check_indices
-from gpugrad.ops.fused.softmax import log_softmax, softmax  # noqa: F401 (re-exported)
-from gpugrad.ops.linalg import linear  # noqa: F401 (re-exported)
-from gpugrad.ops.loss import nll_loss_gather
-from gpugrad.ops.shape import pad  # noqa: F401 (re-exported)
+from gpugrad.ops.fused.softmax import log_softmax, softmax
+from gpugrad.ops.linalg import linear
+from gpugrad.ops.shape import pad
 from gpugrad.tensor import Tensor
+
+__all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "batch_norm",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "conv1d",
+    "conv2d",
+    "cosine_similarity",
+    "cross_entropy",
+    "dropout",
+    "elu",
+    "embedding",
+    "fold",
+    "gelu",
+    "glu",
+    "gumbel_softmax",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "linear_cross_entropy",
+    "log_softmax",
+    "logsigmoid",
+    "max_pool1d",
+    "max_pool2d",
+    "mish",
+    "mse_loss",
+    "nll_loss",
+    "normalize",
+    "one_hot",
+    "pad",
+    "pairwise_distance",
+    "relu",
+    "relu6",
+    "relu_",
+    "scaled_dot_product_attention",
+    "selu",
+    "sigmoid",
+    "silu",
+    "smooth_l1_loss",
+    "softmax",
+    "softmin",
+    "softplus",
+    "softsign",
+    "tanh",
+    "tanhshrink",
+    "threshold",
+    "unfold",
+]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -156,38 +215,6 @@ def _cross_entropy_probabilities(input, target, weight, reduction, smoothing, cl
     return loss.sum() / (input.numel() // classes)
 
 
-@autocast_mode.float32
-class LinearCrossEntropyOptions:
-    """How :func:`linear_cross_entropy` chunks (torch's class of that name):
-    ``batch_chunk_size`` rows per chunk (default: as many as one chunk's
-    logits and their gradient fit in ``memory_budget`` bytes: 32 MiB on the
-    CPU, 512 MiB on a GPU),
-    ``acc_dtype`` the dtype the weight and bias gradients accumulate in
-    (float32 for half types by default).  ``chunking_method`` and
-    ``acc_policy`` take only ``'auto'`` (gpugrad has one strategy)."""
-
-    def __init__(self, allow_retain_graph=False, batch_chunk_size=None, chunking_method="auto", acc_policy="auto",
-                 acc_dtype=None, *, memory_budget=None):
-        if chunking_method not in (None, "auto"):
-            raise NotImplementedError(f"LinearCrossEntropyOptions: chunking_method={chunking_method!r} is not "
-                                      "supported by gpugrad (rows are chunked by batch_chunk_size or the memory "
-                                      "budget)")
-        if acc_policy != "auto":
-            raise NotImplementedError(f"LinearCrossEntropyOptions: acc_policy={acc_policy!r} is not supported by "
-                                      "gpugrad (use acc_dtype)")
-        if batch_chunk_size is not None and batch_chunk_size < 1:
-            raise ValueError(f"batch_chunk_size must be positive, got {batch_chunk_size}")
-        self.allow_retain_graph = bool(allow_retain_graph)    # a second backward always works: it recomputes
-        self.batch_chunk_size = batch_chunk_size
-        self.chunking_method, self.acc_policy = chunking_method, acc_policy
-        self.acc_dtype = acc_dtype
-        self.memory_budget = memory_budget
-
-    def __repr__(self):
-        return (f"LinearCrossEntropyOptions(batch_chunk_size={self.batch_chunk_size}, "
-                f"memory_budget={self.memory_budget}, acc_dtype={self.acc_dtype})")
-
-
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
                          ignore_index=None, label_smoothing=0.0, options=None):
     """``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
@@ -242,15 +269,16 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
         raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but "
                            f"got weight tensor of shape: {list(weight.shape)}")
-    options = options or LinearCrossEntropyOptions()
     rows = input.reshape(-1, input.shape[-1])
     loss = chunked.linear_cross_entropy(rows, linear_weight, linear_bias, _class_indices(target.reshape(-1)),
                                         weight, ignore_index, reduction, label_smoothing,
-                                        chunk=options.batch_chunk_size, memory_budget=options.memory_budget,
-                                        acc_dtype=options.acc_dtype)
+                                        chunk=None if options is None else options.batch_chunk_size,
+                                        memory_budget=None if options is None else options.memory_budget,
+                                        acc_dtype=None if options is None else options.acc_dtype)
     return loss.reshape(batch_shape) if reduction == "none" else loss
 
 
+@autocast_mode.float32
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` at class indices
     ``target`` (shapes as in cross_entropy); ``nll_loss(log_softmax(x, 1), t)``
@@ -261,9 +289,9 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     target = _class_indices(target)
     if input.ndim == 1:
         input, target = input.unsqueeze(0), target.reshape(1)
-        loss = nll_loss_gather(input, target, weight, int(ignore_index), reduction)
+        loss = losses.nll_loss_gather(input, target, weight, int(ignore_index), reduction)
         return loss.reshape(()) if reduction == "none" else loss
-    return nll_loss_gather(input, target, weight, int(ignore_index), reduction)
+    return losses.nll_loss_gather(input, target, weight, int(ignore_index), reduction)
 
 
 # -- other losses -----------------------------------------------------------------------
@@ -273,34 +301,6 @@ def _warn_shape(input, target):
         warnings.warn(f"Using a target size ({list(target.shape)}) that is different to the input size "
                       f"({list(input.shape)}). This will likely lead to incorrect results due to "
                       "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3)
-
-
-class _PointwiseLoss(InternalFunction):
-    """An elementwise loss and its reduction in one node, named as torch's
-    (``MseLossBackward0``, ...).  A subclass gives ``pointwise(ctx, input,
-    target, *extra)`` on arrays (saving what its gradient needs) and
-    ``gradients(ctx, grad)``: the (input, target) gradients in Tensor ops, for
-    a per-element ``grad``, so double backward works."""
-
-    half_in_float32 = True
-
-    @staticmethod
-    def forward(ctx, input, target, reduction, *extra):
-        loss = type(ctx).pointwise(ctx, input, target, *extra)
-        ctx.reduction, ctx.extra = reduction, len(extra)
-        if reduction == "none":
-            return loss.astype(input.dtype, copy=False)
-        ctx.count = loss.size
-        total = backend.array_sum(loss, dtype=dtypes.accumulate_dtype(input.dtype))
-        if reduction == "mean":
-            total = total / loss.size if loss.size else total * math.nan
-        return total.astype(input.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.reduction == "mean":
-            grad = grad / ctx.count if ctx.count else grad * math.nan
-        return type(ctx).gradients(ctx, grad) + (None,) * (1 + ctx.extra)
 
 
 def _loss_operands(input, target, name):
@@ -314,20 +314,6 @@ def _loss_operands(input, target, name):
         dtype = dtypes.get_default_dtype()
     return (input if input.dtype == dtype else input.to(dtype)), (target if target.dtype == dtype else
                                                                    target.to(dtype))
-
-
-class MseLoss(_PointwiseLoss):
-    @staticmethod
-    def pointwise(ctx, input, target):
-        ctx.save_for_backward(input, target)
-        diff = input - target
-        return diff * diff
-
-    @staticmethod
-    def gradients(ctx, grad):
-        input, target = ctx.saved_tensors
-        g = 2 * grad * (input - target)
-        return g, (-g if ctx.needs_input_grad[1] else None)
 
 
 def _weighted(loss, weight, input, reduction):
@@ -346,7 +332,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     reduction = _reduction(reduction, size_average, reduce)
     input, target = _loss_operands(input, target, "mse_loss")
     if weight is None:
-        return MseLoss.apply(input, target, reduction)
+        return losses.MseLoss.apply(input, target, reduction)
     diff = input - target
     return _weighted(diff * diff, weight, input, reduction)
 
@@ -360,35 +346,6 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     return _reduce(loss, reduction) if weight is None else _weighted(loss, weight, input, reduction)
 
 
-class _PiecewiseQuadratic(_PointwiseLoss):
-    """0.5 d^2 / beta * scale where |d| < beta, scale (|d| - 0.5 beta) elsewhere
-    (d = input - target): smooth_l1 (scale 1) and huber (beta = delta = scale)."""
-
-    @staticmethod
-    def pointwise(ctx, input, target, beta, scale):
-        ctx.save_for_backward(input, target)
-        ctx.beta, ctx.scale = beta, scale
-        diff = input - target
-        size = abs(diff)
-        return ctx.xp.where(size < beta, (0.5 * scale / beta) * diff * diff, scale * (size - 0.5 * beta))
-
-    @staticmethod
-    def gradients(ctx, grad):
-        input, target = ctx.saved_tensors
-        diff = input - target
-        beta, scale = ctx.beta, ctx.scale
-        g = grad * where(diff.abs() < beta, diff * (scale / beta), diff.sign() * scale)
-        return g, (-g if ctx.needs_input_grad[1] else None)
-
-
-class SmoothL1Loss(_PiecewiseQuadratic):
-    pass
-
-
-class HuberLoss(_PiecewiseQuadratic):
-    pass
-
-
 @autocast_mode.float32
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta = 0: l1)."""
@@ -398,7 +355,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     input, target = _loss_operands(input, target, "smooth_l1_loss")
     if beta == 0:
         return _reduce((input - target).abs(), reduction)
-    return SmoothL1Loss.apply(input, target, reduction, float(beta), 1.0)
+    return losses.SmoothL1Loss.apply(input, target, reduction, float(beta), 1.0)
 
 
 @autocast_mode.float32
@@ -409,10 +366,10 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     input, target = _loss_operands(input, target, "huber_loss")
     if weight is None:
-        return HuberLoss.apply(input, target, reduction, float(delta), float(delta))
+        return losses.HuberLoss.apply(input, target, reduction, float(delta), float(delta))
     if weight.shape != input.shape:
         raise ValueError("Weights and input must have the same size.")
-    return _reduce(HuberLoss.apply(input, target, "none", float(delta), float(delta)) * weight, reduction)
+    return _reduce(losses.HuberLoss.apply(input, target, "none", float(delta), float(delta)) * weight, reduction)
 
 
 @autocast_mode.float32
@@ -438,9 +395,6 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return out / input.shape[0] if batchmean and input.ndim else out
 
 
-_BCE_EPSILON = 9.999999960041972e-13    # torch's 1e-12, a float32 constant: gradients at p = 0 and 1 agree
-
-
 def _constant_operand(value, input, function, what):
     """A class or pos weight: no gradient flows to it (torch's error if one is asked for)."""
     if value is None:
@@ -449,31 +403,6 @@ def _constant_operand(value, input, function, what):
         raise RuntimeError(f"The function '{function}' is not differentiable with respect to argument "
                            f"'{what}'. This input cannot have requires_grad True.")
     return value.detach().to(input.dtype)
-
-
-class BinaryCrossEntropy(_PointwiseLoss):
-    """-w (t log p + (1 - t) log(1 - p)) with the logs clamped at -100 and
-    torch's gradient w (p - t) / max(p (1 - p), 1e-12): finite at p = 0 and 1."""
-
-    @staticmethod
-    def pointwise(ctx, p, target, weight):
-        xp = ctx.xp
-        ctx.save_for_backward(p, target, weight)
-        log_p = xp.maximum(xp.log(p), -100)
-        log_q = xp.maximum(xp.log1p(-p), -100)
-        loss = -(target * log_p + (1 - target) * log_q)
-        return loss if weight is None else loss * weight
-
-    @staticmethod
-    def gradients(ctx, grad):
-        p, target, weight = ctx.saved_tensors
-        scale = grad if weight is None else grad * weight
-        grad_p = grad_t = None
-        if ctx.needs_input_grad[0]:
-            grad_p = scale * (p - target) / (p * (1 - p)).clamp(min=_BCE_EPSILON)
-        if ctx.needs_input_grad[1]:
-            grad_t = scale * ((1 - p).log().clamp(min=-100) - p.log().clamp(min=-100))
-        return grad_p, grad_t
 
 
 @autocast_mode.float32
@@ -488,35 +417,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         raise RuntimeError("all elements of input should be between 0 and 1")
     target = target.to(input.dtype)
     w = _constant_operand(weight, input, "binary_cross_entropy", "weight")
-    return BinaryCrossEntropy.apply(input, target, reduction, None if w is None else w.expand(input.shape))
-
-
-class BinaryCrossEntropyWithLogits(_PointwiseLoss):
-    """w ((1 - t) x + L log(1 + exp(-x))), L = 1 + (pos_weight - 1) t, computed
-    without overflow for any |x|; d/dx = w (L sigmoid(x) - pos_weight t)."""
-
-    @staticmethod
-    def pointwise(ctx, x, target, weight, pos_weight):
-        xp = ctx.xp
-        ctx.save_for_backward(x, target, weight, pos_weight)
-        softplus_neg = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)     # log(1 + e^-x)
-        scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-        loss = (1 - target) * x + scale * softplus_neg
-        return loss if weight is None else loss * weight
-
-    @staticmethod
-    def gradients(ctx, grad):
-        x, target, weight, pos_weight = ctx.saved_tensors
-        if weight is not None:
-            grad = grad * weight
-        grad_x = grad_target = None
-        if ctx.needs_input_grad[0]:
-            scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-            weighted_target = target if pos_weight is None else pos_weight * target
-            grad_x = grad * (scale * x.sigmoid() - weighted_target)
-        if ctx.needs_input_grad[1]:
-            grad_target = grad * (-x + (0 if pos_weight is None else (pos_weight - 1) * softplus(-x)))
-        return grad_x, grad_target
+    return losses.BinaryCrossEntropy.apply(input, target, reduction, None if w is None else w.expand(input.shape))
 
 
 @autocast_mode.float32
@@ -532,7 +433,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     function = "binary_cross_entropy_with_logits"
     weight = _constant_operand(weight, input, function, "weight")
     pos_weight = _constant_operand(pos_weight, input, function, "pos_weight")
-    return BinaryCrossEntropyWithLogits.apply(input, target, reduction, weight, pos_weight)
+    return losses.BinaryCrossEntropyWithLogits.apply(input, target, reduction, weight, pos_weight)
 
 
 # -- layers ---------------------------------------------------------------------------------
@@ -553,64 +454,6 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
     return input.mul_(mask) if inplace else input * mask
 
 
-class LayerNorm(InternalFunction):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing dims, one
-    node: the statistics in the accumulation dtype and the result rounded once
-    (torch's native_layer_norm); keeps x and the per-row mean and 1/std."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, dims, eps):
-        acc = dtypes.accumulate_dtype(x.dtype)
-        a = x.astype(acc, copy=False)
-        mean = backend.array_sum(a, axis=dims, keepdims=True) * acc.type(1 / _count(x.shape, dims))
-        centered = a - mean
-        var = backend.array_sum(centered * centered, axis=dims, keepdims=True) * acc.type(1 / _count(x.shape,
-                                                                                                      dims))
-        rstd = 1 / ctx.xp.sqrt(var + acc.type(eps))
-        centered *= rstd
-        ctx.save_for_backward(x, weight, mean, rstd)
-        ctx.dims, ctx.eps = dims, eps
-        if weight is not None:
-            centered *= weight
-        if bias is not None:
-            centered += bias
-        return centered.astype(x.dtype, copy=False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, mean, rstd = ctx.saved_tensors
-        dims, needs = ctx.dims, ctx.needs_input_grad
-        lead = tuple(range(x.ndim - len(dims)))
-        if is_grad_enabled():          # create_graph: the formula in differentiable ops, statistics from x
-            centered = x - x.mean(dims, keepdim=True)
-            rstd_t = ((centered * centered).mean(dims, keepdim=True) + ctx.eps).rsqrt()
-            xhat = centered * rstd_t
-            dxhat = grad if weight is None else grad * weight
-            grad_x = rstd_t * (dxhat - dxhat.mean(dims, keepdim=True)
-                               - xhat * (dxhat * xhat).mean(dims, keepdim=True))
-            grad_w = (grad * xhat).sum(lead) if needs[1] else None
-            grad_b = grad.sum(lead) if needs[2] else None
-            return grad_x, grad_w, grad_b, None, None
-        acc = rstd.array.dtype
-        g = grad.array.astype(acc, copy=False)
-        xhat = (x.array.astype(acc, copy=False) - mean.array) * rstd.array
-        dxhat = g if weight is None else g * weight.array.astype(acc, copy=False)
-        inv = acc.type(1 / _count(x.shape, dims))
-        grad_x = None
-        if needs[0]:
-            grad_x = dxhat - backend.array_sum(dxhat, axis=dims, keepdims=True) * inv
-            grad_x -= xhat * (backend.array_sum(dxhat * xhat, axis=dims, keepdims=True) * inv)
-            grad_x *= rstd.array
-            grad_x = Tensor._make(grad_x.astype(x.dtype, copy=False))
-        grad_w = Tensor._make(backend.array_sum(g * xhat, axis=lead).astype(weight.dtype)) if needs[1] else None
-        grad_b = Tensor._make(backend.array_sum(g, axis=lead).astype(grad.dtype)) if needs[2] else None
-        return grad_x, grad_w, grad_b, None, None
-
-
-def _count(shape, dims):
-    return math.prod(shape[d] for d in dims)
-
-
 @autocast_mode.float32
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims (biased variance), then scale and shift."""
@@ -626,7 +469,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
             raise RuntimeError(f"layer_norm: expected {name} of shape {list(normalized_shape)}, got "
                                f"{list(value.shape)}")
     dims = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    return LayerNorm.apply(input, weight, bias, dims, float(eps))
+    return normalization.LayerNorm.apply(input, weight, bias, dims, float(eps))
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):

@@ -36,6 +36,7 @@ from gpugrad.nn.modules.loss import (
                                            KLDivLoss,
                                            L1Loss,
                                            LinearCrossEntropyLoss,
+                                           LinearCrossEntropyOptions,
                                            MSELoss,
                                            NLLLoss,
                                            SmoothL1Loss,

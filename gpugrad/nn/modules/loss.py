@@ -109,6 +109,37 @@ class KLDivLoss(Module):
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
 
 
+class LinearCrossEntropyOptions:
+    """How :func:`linear_cross_entropy` chunks (torch's class of that name):
+    ``batch_chunk_size`` rows per chunk (default: as many as one chunk's
+    logits and their gradient fit in ``memory_budget`` bytes: 32 MiB on the
+    CPU, 512 MiB on a GPU),
+    ``acc_dtype`` the dtype the weight and bias gradients accumulate in
+    (float32 for half types by default).  ``chunking_method`` and
+    ``acc_policy`` take only ``'auto'`` (gpugrad has one strategy)."""
+
+    def __init__(self, allow_retain_graph=False, batch_chunk_size=None, chunking_method="auto", acc_policy="auto",
+                 acc_dtype=None, *, memory_budget=None):
+        if chunking_method not in (None, "auto"):
+            raise NotImplementedError(f"LinearCrossEntropyOptions: chunking_method={chunking_method!r} is not "
+                                      "supported by gpugrad (rows are chunked by batch_chunk_size or the memory "
+                                      "budget)")
+        if acc_policy != "auto":
+            raise NotImplementedError(f"LinearCrossEntropyOptions: acc_policy={acc_policy!r} is not supported by "
+                                      "gpugrad (use acc_dtype)")
+        if batch_chunk_size is not None and batch_chunk_size < 1:
+            raise ValueError(f"batch_chunk_size must be positive, got {batch_chunk_size}")
+        self.allow_retain_graph = bool(allow_retain_graph)    # a second backward always works: it recomputes
+        self.batch_chunk_size = batch_chunk_size
+        self.chunking_method, self.acc_policy = chunking_method, acc_policy
+        self.acc_dtype = acc_dtype
+        self.memory_budget = memory_budget
+
+    def __repr__(self):
+        return (f"LinearCrossEntropyOptions(batch_chunk_size={self.batch_chunk_size}, "
+                f"memory_budget={self.memory_budget}, acc_dtype={self.acc_dtype})")
+
+
 class LinearCrossEntropyLoss(Module):
     """A linear layer (``self.linear``, in_features -> num_classes) and the
     softmax cross-entropy of its output, fused and chunked
