@@ -43,7 +43,8 @@ from gpugrad.ops.reduction import (all, amax, amin, any, argmax, argmin, argsort
                                    std_mean, sum, topk, var, var_mean)
 from gpugrad.ops.shape import (broadcast_tensors, broadcast_to, cat, chunk, concat, concatenate, flatten, flip,
                                fliplr, flipud, gather, hstack, index_select, masked_select, movedim, moveaxis,
-                               narrow, permute, repeat_interleave, reshape, roll, select, split, squeeze, stack,
+                               narrow, permute, repeat_interleave, reshape, roll, select, split, split_with_sizes,
+                               squeeze, stack,
                                swapaxes, swapdims, t, take_along_dim, tensor_split, tile, transpose, tril, triu,
                                unbind, unflatten, unsqueeze, vstack)
 from gpugrad.printing import set_printoptions

@@ -34,6 +34,11 @@ SHAPE_OPS = [
      lambda x: torch.cat([p * i for i, p in enumerate(x.split(2, dim=2), 1)], 2)),
     ("split_sizes", lambda x: x.split([1, 2], dim=1)[1], lambda x: x.split([1, 2], dim=1)[1]),
     ("chunk", lambda x: x.chunk(3, 1)[2], lambda x: x.chunk(3, 1)[2]),
+    ("split_with_sizes",
+     lambda x: gpugrad.cat([p * i for i, p in enumerate(gpugrad.split_with_sizes(x, [1, 0, 3], 2), 1)], 2),
+     lambda x: torch.cat([p * i for i, p in enumerate(torch.split_with_sizes(x, [1, 0, 3], 2), 1)], 2)),
+    ("split_with_sizes_unused", lambda x: gpugrad.split_with_sizes(x, [2, 1], 1)[1],
+     lambda x: torch.split_with_sizes(x, [2, 1], 1)[1]),
     ("unbind", lambda x: x.unbind(1)[1] * 3, lambda x: x.unbind(1)[1] * 3),
     ("cat", lambda x: gpugrad.cat([x, x * 2, x[:, :1]], 1), lambda x: torch.cat([x, x * 2, x[:, :1]], 1)),
     ("stack", lambda x: gpugrad.stack([x, x.exp()], -1), lambda x: torch.stack([x, x.exp()], -1)),
@@ -145,3 +150,12 @@ def test_cat_edge_cases_as_torch():
         gpugrad.cat([gpugrad.tensor(1.0), gpugrad.tensor(2.0)])
     with pytest.raises(RuntimeError, match="expected a non-empty list"):
         gpugrad.cat([])
+
+
+def test_split_with_sizes_is_one_node_and_checks_sizes():
+    x = gpugrad.ones(5, 2, requires_grad=True)
+    pieces = gpugrad.split_with_sizes(x, [2, 3])
+    assert pieces[0].grad_fn is pieces[1].grad_fn and pieces[0].grad_fn.name() == "SplitWithSizesBackward0"
+    for bad in ([2, 2], [6, -1]):
+        with pytest.raises(RuntimeError, match="split_with_sizes expects split_sizes to sum exactly to 5"):
+            gpugrad.split_with_sizes(x, bad)

@@ -523,6 +523,39 @@ def split(input, split_size_or_sections, dim=0):
     return tuple(out)
 
 
+class SplitWithSizes(InternalFunction):
+    """Pieces of x along ``dim`` (views) as the outputs of one node, whose
+    backward concatenates their gradients: a recurrence that reads a sequence
+    step by step pays one pass in backward, where a slice per step would
+    write each step's gradient into zeros of the whole sequence's size."""
+
+    @staticmethod
+    def forward(ctx, x, sizes, dim):
+        ctx.dim = dim
+        lead = (slice(None),) * dim
+        pieces, start = [], 0
+        for size in sizes:
+            pieces.append(x[lead + (slice(start, start + size),)])
+            start += size
+        return tuple(pieces)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (grads[0] if len(grads) == 1 else Cat.apply(ctx.dim, *grads)), None, None
+
+
+def split_with_sizes(input, split_sizes, dim=0):
+    """Pieces of the given sizes along ``dim`` (views), torch.split_with_sizes;
+    one autograd node for all of them (SplitWithSizesBackward0, as torch).  As
+    in torch, the pieces are not meant to be modified in place."""
+    dim = wrap_dim(dim, input.ndim)
+    sizes = [int(size) for size in split_sizes]
+    if any(size < 0 for size in sizes) or builtins.sum(sizes) != input.shape[dim]:
+        raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {input.shape[dim]} "
+                           f"(input tensor's size at dimension {dim}), but got split_sizes={sizes}")
+    return SplitWithSizes.apply(input, tuple(sizes), dim)
+
+
 def chunk(input, chunks, dim=0):
     """At most ``chunks`` pieces of equal size along ``dim``."""
     if chunks <= 0:

@@ -42,3 +42,4 @@ from gpugrad.nn.modules.loss import (
                                            SmoothL1Loss,
 )
 from gpugrad.nn.modules.module import Module, Parameter
+from gpugrad.nn.modules.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase

@@ -1,9 +1,11 @@
-"""nn.utils: clearing and clipping gradients, parameters as one vector."""
+"""nn.utils: clearing and clipping gradients, parameters as one vector; ``rnn``: packed
+and padded sequences for the recurrent layers."""
 
 import math
 
 from gpugrad.autograd.grad_mode import no_grad
 from gpugrad.creation import tensor
+from gpugrad.nn.utils import rnn
 from gpugrad.ops.shape import cat, stack
 from gpugrad.tensor import Tensor
 
