@@ -28,12 +28,17 @@ class SequentialSampler(Sampler):
 
 
 class RandomSampler(Sampler):
-    """A random permutation (or ``num_samples`` draws with replacement), from ``generator``."""
+    """A random permutation (or ``num_samples`` draws with replacement), from
+    ``generator`` (None: a generator seeded from the default one at each
+    iteration, as torch).  Draws are made lazily, 32 at a time, so a huge
+    ``num_samples`` costs no memory."""
 
     def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
+        if not isinstance(replacement, bool):
+            raise TypeError(f"replacement should be a boolean value, but got replacement={replacement}")
         self.data_source, self.replacement, self.generator = data_source, replacement, generator
         self._num_samples = num_samples
-        if not isinstance(self.num_samples, int) or self.num_samples <= 0:
+        if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples <= 0:
             raise ValueError(f"num_samples should be a positive integer value, but got num_samples={self.num_samples}")
 
     @property
@@ -42,12 +47,18 @@ class RandomSampler(Sampler):
 
     def __iter__(self):
         n = len(self.data_source)
+        generator = self.generator
+        if generator is None:
+            seed = int(random.randint(0, 2**63 - 1, ()).item())
+            generator = random.Generator().manual_seed(seed)
         if self.replacement:
-            yield from random.randint(0, n, (self.num_samples,), generator=self.generator).tolist()
+            for _ in range(self.num_samples // 32):
+                yield from random.randint(0, n, (32,), generator=generator).tolist()
+            yield from random.randint(0, n, (self.num_samples % 32,), generator=generator).tolist()
             return
         for _ in range(self.num_samples // n):
-            yield from random.randperm(n, generator=self.generator).tolist()
-        yield from random.randperm(n, generator=self.generator).tolist()[:self.num_samples % n]
+            yield from random.randperm(n, generator=generator).tolist()
+        yield from random.randperm(n, generator=generator).tolist()[:self.num_samples % n]
 
     def __len__(self):
         return self.num_samples
