@@ -16,6 +16,7 @@ checkpoint, and a generated sample at the end.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,6 +35,7 @@ from tqdm import tqdm
 import gpugrad
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from cpu_threads import blas_threads  # noqa: E402
 from gpt_model import GPT, SIZES, GPTConfig  # noqa: E402
 
 matplotlib.use("Agg")
@@ -55,7 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary size (up to 50257)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: per size)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop training after this many minutes; the steps that fit are planned after the "
+                             "first few (the progress bar and the learning-rate schedule end there)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--eval-interval", type=int, default=None)
@@ -76,6 +80,8 @@ def parse_args(argv=None):
     parser.add_argument("--sample-tokens", type=int, default=120)
     parser.add_argument("--max-files", type=int, default=None, help="use only this many source files (tests)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads on the CPU (default: the cores free for this process, see cpu_threads.py)")
     return parser.parse_args(argv)
 
 
@@ -186,6 +192,13 @@ def sample(model, tokenizer, prompt, tokens, device, seed):
 
 def main(argv=None):
     args = parse_args(argv)
+    cpu = pick_device(args.device).type == "cpu"
+    threads = blas_threads(args.threads, library=gpugrad) if cpu else contextlib.nullcontext()
+    with threads as threads_line:
+        return train(args, threads_line)
+
+
+def train(args, threads_line=None):
     rank, world = 0, 1
     if args.ddp:
         gpugrad.distributed.init_process_group("nccl" if gpugrad.cuda.is_available() and args.device != "cpu"
@@ -203,7 +216,7 @@ def main(argv=None):
             settings[name] = getattr(args, name)
     args.batch_size, args.eval_interval = settings["batch_size"], settings["eval_interval"]
     amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
-    where = gpugrad.cuda.get_device_name() if device.type == "cuda" else "the CPU"
+    where = gpugrad.cuda.get_device_name() if device.type == "cuda" else f"the CPU; {threads_line}"
     replicas = f", data-parallel over {world} processes ({gpugrad.distributed.get_backend()})" if args.ddp else ""
     say(f"{gpugrad.__name__} {gpugrad.__version__}: training the {size} GPT on {device} ({where})"
         f"{', bfloat16 autocast' if amp else ''}{replicas}")
@@ -249,6 +262,8 @@ def main(argv=None):
     deadline = time.perf_counter() + 60 * args.max_minutes if args.max_minutes else None
     bar = tqdm(range(start, settings["steps"]), desc="steps", disable=args.quiet or not main_rank, unit="step",
                initial=start, total=settings["steps"])
+    plan = StepPlan(start, deadline, settings, bar, args, main_rank) if deadline is not None else None
+    out_of_time = False
     step, started, val = start, time.perf_counter(), None
     for step in bar:
         tick = time.perf_counter()
@@ -261,11 +276,14 @@ def main(argv=None):
         optimizer.step()
         scheduler.step()
         value = loss.item()
+        if plan is not None:
+            plan.step_done(step + 1)
         history["step"].append(step)
         history["loss"].append(value)
         bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):,.0f}")
-        last = step + 1 == settings["steps"] or (deadline is not None and _agree(time.perf_counter() > deadline,
-                                                                               args.ddp))
+        out_of_time = step + 1 < settings["steps"] and deadline is not None and _agree(
+            time.perf_counter() > deadline, args.ddp)
+        last = step + 1 == settings["steps"] or out_of_time
         if (step + 1) % args.eval_interval == 0 or last:
             if main_rank:
                 # device memory in use between steps (the same point every time): flat if nothing leaks
@@ -283,6 +301,12 @@ def main(argv=None):
     else:
         step = settings["steps"] if settings["steps"] > start else start
     seconds = time.perf_counter() - started
+    if step > start and main_rank:
+        bar.update(step - bar.n)               # the step the loop broke on (tqdm counts it at the next)
+        bar.close()
+        reason = (f"--max-minutes {args.max_minutes:g} ran out before the {settings['steps']} steps planned"
+                  if out_of_time else f"the {settings['steps']} steps planned are done")
+        say(f"stopped at step {step} of {settings['steps']} after {seconds:.0f} s: {reason}")
     if args.ddp:
         _check_replicas(model, world, say)
     if step > start and main_rank:
@@ -307,16 +331,63 @@ def main(argv=None):
     if args.ddp:
         gpugrad.distributed.barrier()
         gpugrad.distributed.destroy_process_group()
-    return {"val_loss": val, "entropy": entropy, "history": history, "steps": step - start, "seconds": seconds}
+    return {"val_loss": val, "entropy": entropy, "history": history, "steps": step - start, "seconds": seconds,
+            "planned": settings["steps"], "out_of_time": out_of_time, "threads": threads_line}
+
+
+class StepPlan:
+    """With --max-minutes, the steps that fit before the deadline, planned from the time the
+    steps take: first after the steps of PLAN_AFTER (the first few warm up), then again at a
+    quarter, half and three quarters of the plan as the machine's speed changes.  The
+    progress bar, the stop and the learning rate's cosine (which reads settings["steps"]) end
+    at the plan; never past the steps asked for.  Every replica of a data-parallel run plans
+    the fewest steps any of them fits."""
+
+    def __init__(self, start, deadline, settings, bar, args, main_rank):
+        self.deadline, self.settings, self.bar, self.args, self.main_rank = deadline, settings, bar, args, main_rank
+        self.timed_from, self.due = start + PLAN_AFTER[0], start + PLAN_AFTER[1]
+        self.start, self.asked, self.since, self.first = start, settings["steps"], None, True
+
+    def step_done(self, done):
+        if done == self.timed_from:
+            self.since = time.perf_counter()
+        if done != self.due:
+            return
+        now = time.perf_counter()
+        per_step = (now - self.since) / (done - self.timed_from)
+        if self.first:   # no evaluation timed yet: each costs eval_batches forward passes, a third of a step each
+            per_step *= 1 + self.args.eval_batches / (3 * self.args.eval_interval)
+        fit = done + max(0, int((self.deadline - now) / per_step))
+        if self.args.ddp:
+            fit = -int(_all_reduce_max(-fit))
+        fit = max(done, min(self.asked, fit))
+        if self.main_rank and (self.first or fit != self.settings["steps"]):
+            left = f"{self.deadline - now:.0f} s left"
+            tqdm.write(f"{per_step * 1e3:.0f} ms a step: {fit} steps fit in --max-minutes {self.args.max_minutes:g}"
+                       f" (at step {done}, {left}); training {fit}" + (f" of the {self.asked} asked for"
+                                                                        if fit < self.asked else ""))
+        self.settings["steps"] = self.bar.total = fit
+        self.bar.refresh()
+        self.first = False
+        self.due = next((self.start + int(f * (fit - self.start)) for f in (0.25, 0.5, 0.75)
+                         if self.start + int(f * (fit - self.start)) > done), None)
+
+
+# with --max-minutes, the steps are planned from the time of the steps between these two (the first few warm up)
+PLAN_AFTER = (3, 23)
 
 
 def _agree(flag, ddp):
     """Every replica stops at the same step: the deadline is any replica's."""
     if not ddp:
         return flag
-    value = gpugrad.tensor([1.0 if flag else 0.0])
+    return _all_reduce_max(1.0 if flag else 0.0) > 0
+
+
+def _all_reduce_max(number):
+    value = gpugrad.tensor([float(number)])
     gpugrad.distributed.all_reduce(value, op=gpugrad.distributed.ReduceOp.MAX)
-    return value.item() > 0
+    return value.item()
 
 
 def _check_replicas(model, world, say):

@@ -132,3 +132,74 @@ def test_the_training_script_runs_on_torch_with_its_import_changed(tmp_path, cap
     assert numpy.mean(losses[-5:]) < numpy.mean(losses[:5]) - 0.5
     summary = json.loads((tmp_path / "run" / "tiny.json").read_text())
     assert summary["library"].startswith("torch") and summary["steps"] == 40 and summary["val_steps"] == [20, 40]
+
+
+def test_blas_threads_are_the_idle_share_of_the_cores_available():
+    """examples/cpu_threads.py: the idle cores (cores less the load), rounded, at least one,
+    shared among the processes of a data-parallel run; within the block NumPy's BLAS runs on
+    that many threads and torch's pool too (the torch twin), both restored after."""
+    import threadpoolctl
+    from cpu_threads import blas_threads, choose
+    assert choose(2, 0.2) == 2 and choose(2, 1.0) == 1 and choose(2, 6.3) == 1 and choose(1, 0.0) == 1
+    assert choose(8, 2.6) == 5 and choose(8, 0.0, processes=2) == 4 and choose(16, 30.0) == 1
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    before, torch_before = [c.num_threads for c in blas.lib_controllers], torch.get_num_threads()
+    with blas_threads(library=torch, environ={}, load=50.0) as line:
+        assert [c.num_threads for c in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+                ] == [1] * len(before)
+        assert torch.get_num_threads() == 1
+        assert line.startswith("1 BLAS thread: ") and "load average 50.0" in line
+    assert [c.num_threads for c in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+            ] == before and torch.get_num_threads() == torch_before
+    with blas_threads(environ={"OPENBLAS_NUM_THREADS": "1"}) as line:   # the user's choice stands
+        assert "set by OPENBLAS_NUM_THREADS=1" in line
+    with blas_threads(requested=1, environ={"OPENBLAS_NUM_THREADS": "2"}) as line:
+        assert line == "1 BLAS thread: set by --threads"
+    with blas_threads(environ={"MPI_LOCALNRANKS": "64"}, load=0.0) as line:
+        assert line.startswith("1 BLAS thread: ") and "64 processes" in line
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_cgroup_cpu_quota_caps_the_cores(tmp_path, version):
+    from cpu_threads import cgroup_cpu_quota
+    (tmp_path / "proc/self").mkdir(parents=True)
+    if version == "v2":
+        (tmp_path / "proc/self/cgroup").write_text("0::/job/7\n")
+        folder = tmp_path / "sys/fs/cgroup/job/7"
+        folder.mkdir(parents=True)
+        (folder / "cpu.max").write_text("max 100000\n")
+        assert cgroup_cpu_quota(tmp_path) is None
+        (folder / "cpu.max").write_text("150000 100000\n")
+    else:
+        (tmp_path / "proc/self/cgroup").write_text("4:memory:/x\n2:cpu,cpuacct:/job\n0::/\n")
+        folder = tmp_path / "sys/fs/cgroup/cpu,cpuacct/job"
+        folder.mkdir(parents=True)
+        (folder / "cpu.cfs_period_us").write_text("100000\n")
+        (folder / "cpu.cfs_quota_us").write_text("-1\n")
+        assert cgroup_cpu_quota(tmp_path) is None
+        (folder / "cpu.cfs_quota_us").write_text("150000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    assert cgroup_cpu_quota(tmp_path / "nowhere") is None
+
+
+def test_max_minutes_plans_the_steps_that_fit_and_the_run_says_why_it_stopped(tmp_path, capsys):
+    """--max-minutes: after the first steps the run plans the steps that fit (the progress
+    bar and the learning rate's cosine end there) and stops there, saying where and why."""
+    pytest.importorskip("tokenizers")
+    spec = importlib.util.spec_from_file_location("train_gpt", EXAMPLES / "train_gpt.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main(["--device", "cpu", "--size", "tiny", "--vocab", "512", "--max-files", "80",
+                           "--batch-size", "4", "--eval-batches", "2", "--cache", str(tmp_path / "cache"),
+                           "--out", str(tmp_path / "run"), "--quiet", "--sample", "", "--steps", "100000",
+                           "--max-minutes", "0.06"])
+    out = capsys.readouterr().out
+    planned = result["planned"]
+    assert example.PLAN_AFTER[1] <= planned < 100000 and "steps fit in --max-minutes 0.06" in out
+    assert f"training {planned}" in out and "BLAS thread" in out
+    if result["out_of_time"]:     # a loaded machine can slow down after the plan: the deadline still holds
+        assert f"ran out before the {planned} steps planned" in out and result["steps"] < planned
+    else:
+        assert result["steps"] == planned
+        assert f"stopped at step {planned} of {planned} after" in out and "steps planned are done" in out
+    assert result["seconds"] < 0.06 * 60 + 5
