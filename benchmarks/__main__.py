@@ -11,10 +11,13 @@ import sys
 import time
 import traceback
 
-import gpugrad
-from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report
-from benchmarks.suite import report_failure, run_case, usable
-from benchmarks.timing import Machine, describe
+from benchmarks import require_torch
+
+require_torch()
+import gpugrad  # noqa: E402
+from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report  # noqa: E402
+from benchmarks.suite import report_failure, run_case, usable  # noqa: E402
+from benchmarks.timing import Machine, describe, load_average  # noqa: E402
 
 GROUPS = {"losses": bench_losses.cases, "linear_ce": bench_linear_ce.cases, "gpt": bench_gpt.cases,
           **bench_ops.GROUPS}
@@ -44,7 +47,7 @@ def main(argv=None):
         _specialise_compiles(torch)
     repeats = args.repeats or (3 if args.quick else (50 if device == "cuda" else 7))
     warmup = 1 if args.quick else (5 if device == "cuda" else 2)
-    started = time.time()
+    started, before = time.time(), load_average()
     print(f"gpugrad benchmarks on {device}; torch.compile {'on' if compile_torch else 'off'}; "
           f"{repeats} timed repetitions after {warmup} warm-up", flush=True)
     ceilings = {"copy_bytes_per_s": machine.copy_bandwidth(1 << 24 if args.quick else 1 << 30),
@@ -52,7 +55,8 @@ def main(argv=None):
     print(f"copy bandwidth {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s, float32 matmul "
           f"{ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s", flush=True)
     results, errors = [], []
-    record = {"machine": describe(machine), "ceilings": ceilings, "results": results, "errors": errors,
+    record = {"machine": describe(machine), "load": {"before": before}, "ceilings": ceilings, "results": results,
+              "errors": errors,
               "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
               "quick": args.quick, "compile": compile_torch, "repeats": repeats, "complete": False}
     stem = f"{datetime.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{device}" + ("-quick" if args.quick else "")
@@ -70,6 +74,8 @@ def main(argv=None):
             record["seconds"] = round(time.time() - started, 1)
             report.write(record, args.out, stem, plots=False)      # what is measured survives a killed run
     record["seconds"], record["complete"] = round(time.time() - started, 1), True
+    record["load"]["after"] = load_average()
+    record["loaded"] = report.loaded(record)
     path, plots = report.write(record, args.out, stem)
     print()
     print(report.markdown(record))

@@ -73,4 +73,6 @@ def copy_weights(ours, theirs):
 
 
 if __name__ == "__main__":
+    from benchmarks import require_torch
+    require_torch()
     load_trainer().main()

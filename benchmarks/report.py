@@ -1,36 +1,103 @@
-"""Results: a JSON record per run, a markdown table, and plots beside the JSON."""
+"""Results: a JSON record per run, a markdown table, and plots beside the JSON.
+
+A ratio of two times is a verdict only when the measurements hold it up: it is
+printed bare when the two implementations' quartile ranges are apart, neither
+time's spread exceeds NOISY, and the machine was not loaded; otherwise the
+cell says "no verdict" and why (see :func:`verdict`).
+"""
 
 import collections
 import json
 import pathlib
+
+# a time whose spread (half the interquartile range over the median) exceeds this is too noisy for a verdict
+NOISY = 0.10
+# One colour per implementation in every plot; others get the rest of the palette in order of appearance.
+COLOURS = {"gpugrad": "tab:blue", "torch": "tab:orange", "torch (1 thread)": "tab:brown",
+           "torch.compile": "tab:green", "array code, fewest passes": "tab:gray", "gpugrad unfused": "tab:cyan",
+           "torch linear_cross_entropy": "tab:purple"}
+SPARE_COLOURS = ["tab:red", "tab:pink", "tab:olive", "black", "gold", "navy", "lime", "teal", "maroon", "orchid"]
 
 
 def _ms(seconds):
     return f"{seconds * 1e3:.3f}" if seconds >= 1e-4 else f"{seconds * 1e3:.4f}"
 
 
+def loaded(record):
+    """Why the machine counts as loaded during the run (a sentence), or None.  Before the run
+    the 1-minute load average is other processes' work: loaded from half the cores available.
+    After it, it includes the suite's own threads (up to one per core): loaded from 1.5 x the
+    cores.  None too for a record that has no load (written before it was recorded)."""
+    machine, load = record.get("machine", {}), record.get("load") or {}
+    cores = machine.get("available_cores")
+    if not cores:
+        return None
+    reasons = []
+    if load.get("before") and load["before"][0] >= 0.5 * cores:
+        reasons.append(f"load average {load['before'][0]:.1f} before the run")
+    if load.get("after") and load["after"][0] >= 1.5 * cores:
+        reasons.append(f"{load['after'][0]:.1f} after it")
+    return f"{', '.join(reasons)} on {cores} available cores" if reasons else None
+
+
+def verdict(ours, other, machine_loaded=None):
+    """How far the measurements hold up ``other``'s time over ``ours`` (rows with seconds,
+    q1, q3, spread): {"ratio", "low", "high", "spread", "flag"}.  low and high bound the ratio
+    by the quartiles (other's q1 over our q3, other's q3 over our q1); ``flag`` is None for a
+    verdict, else why there is none: "overlap" (the bounds straddle 1), "noisy" (a spread
+    above NOISY) or "loaded" (``machine_loaded``: the reason :func:`loaded` gave)."""
+    low = other.get("q1", other["seconds"]) / ours.get("q3", ours["seconds"])
+    high = other.get("q3", other["seconds"]) / ours.get("q1", ours["seconds"])
+    spread = max(ours.get("spread", 0.0), other.get("spread", 0.0))
+    flag = "overlap" if low <= 1 <= high else "noisy" if spread > NOISY else "loaded" if machine_loaded else None
+    return {"ratio": other["seconds"] / ours["seconds"], "low": low, "high": high, "spread": spread, "flag": flag}
+
+
+def ratio_cell(result, invert=False):
+    """A verdict as a table cell: the bare ratio when it holds, else 'no verdict (...)' with
+    the ratio and why; ``invert``: ours over the other's instead of the other's over ours."""
+    ratio, low, high, unit = result["ratio"], result["low"], result["high"], "x"
+    if invert:
+        ratio, low, high, unit = 1 / ratio, 1 / high, 1 / low, ""
+    if result["flag"] is None:
+        return f"{ratio:.2f}{unit}"
+    why = {"overlap": f"quartiles overlap: {low:.2g} to {high:.2g}", "noisy": f"spread ±{100 * result['spread']:.0f}%",
+           "loaded": "machine loaded"}[result["flag"]]
+    return f"no verdict ({ratio:.3g}{unit}; {why})"
+
+
 def markdown(record):
     ceilings = record["ceilings"]
-    lines = [f"gpugrad benchmarks on {record['machine'].get('gpu', record['machine']['processor'])} "
-             f"({record['machine']['device']}), torch {record['machine']['torch']}",
+    machine = record["machine"]
+    busy = loaded(record)
+    lines = [f"gpugrad benchmarks on {machine.get('gpu', machine['processor'])} "
+             f"({machine['device']}), torch {machine['torch']}",
              "",
+             machine_line(record),
+             "",
+             ] + ([f"**Loaded machine** ({busy}): other work competed for the cores, so no ratio below is a "
+                   "verdict.", ""] if busy else []) + [
              f"Ceilings measured in this run: copy {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s "
              f"(read + write), float32 matmul {ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s.",
              "",
              "| group | case | size | dtype | impl | time (ms) | spread | GB/s | % of copy | TFLOP/s | peak MB "
              "| gpugrad speedup |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ours = {_key(row): row for row in record["results"] if row["impl"] == "gpugrad"}
     for row in record["results"]:
         gbps = f"{row['gb_per_s']:.0f}" if "gb_per_s" in row else ""
         pct = f"{row['pct_of_copy']:.0f}%" if "pct_of_copy" in row else ""
         tflops = f"{row['tflop_per_s']:.2f}" if "tflop_per_s" in row else ""
         peak = f"{row['peak_bytes'] / 2**20:.0f}" if row.get("peak_bytes") is not None else ""
-        speedup = f"{row['gpugrad_speedup']:.2f}x" if "gpugrad_speedup" in row else ""
+        speedup = (ratio_cell(verdict(ours[_key(row)], row, busy))
+                   if row["impl"] != "gpugrad" and _key(row) in ours else "")
         spread = f"±{100 * row['spread']:.0f}%" if "spread" in row else ""
         lines.append(f"| {row['group']} | {row['case']} | {row['size']} | {row['dtype']} | {row['impl']} | "
                      f"{_ms(row['seconds'])} | {spread} | {gbps} | {pct} | {tflops} | {peak} | {speedup} |")
     lines += ["", "gpugrad speedup = the other implementation's time / gpugrad's time (> 1: gpugrad is faster); "
-              "spread = half the interquartile range of the samples, over the median."]
+              "spread = half the interquartile range of the samples, over the median.  A ratio is a verdict only "
+              "when the two quartile ranges are apart, both spreads are within "
+              f"±{100 * NOISY:.0f}% and the machine was not loaded; otherwise it reads 'no verdict' and why."]
     lines += [""] + ratios(record) + [""] + node_costs(record) + launch_counts(record)
     if record.get("errors"):
         lines += ["", "Left out (the error each raised):", ""]
@@ -42,16 +109,42 @@ def markdown(record):
     return "\n".join(lines)
 
 
-def _by_case(record):
+def machine_line(record):
+    """The machine and its load, in a sentence."""
+    machine, load = record["machine"], record.get("load") or {}
+    parts = []
+    if machine.get("available_cores"):
+        parts.append(f"{machine['available_cores']} cores available of {machine.get('cores')}")
+    if machine.get("blas"):
+        parts.append(", ".join(f"{b['library']} {b['threads']} threads" for b in machine["blas"]))
+    if machine.get("torch_threads"):
+        parts.append(f"torch {machine['torch_threads']} threads")
+    for when in ("before", "after"):
+        if load.get(when):
+            parts.append(f"load average {when} {' '.join(f'{x:.2f}' for x in load[when])}")
+    versions = ", ".join(f"{name} {machine[name]}" for name in ("python", "numpy", "torch", "gpugrad")
+                         if machine.get(name))
+    commit = machine.get("commit")
+    return "Machine: " + "; ".join(parts + [versions] + ([f"commit {commit}"] if commit else [])) + "."
+
+
+def _key(row):
+    return row["group"], row["case"], row["size"], row["dtype"]
+
+
+def by_case(record, field="seconds"):
+    """{case key: {impl: row[field]}} in the record's order (field None: the whole row)."""
     cases = collections.OrderedDict()
     for row in record["results"]:
-        cases.setdefault((row["group"], row["case"], row["size"], row["dtype"]), {})[row["impl"]] = row["seconds"]
+        cases.setdefault(_key(row), {})[row["impl"]] = row if field is None else row[field]
     return cases
 
 
 def ratios(record):
-    """gpugrad's time over each other implementation's, case by case (< 1: gpugrad is faster)."""
-    cases = _by_case(record)
+    """gpugrad's time over each other implementation's, case by case (< 1: gpugrad is faster),
+    where the measurements hold the ratio up (:func:`verdict`)."""
+    cases = by_case(record, None)
+    busy = loaded(record)
     others = []
     for times in cases.values():
         for impl in times:
@@ -63,7 +156,8 @@ def ratios(record):
     for (_, case, size, dtype), times in cases.items():
         if "gpugrad" not in times:
             continue
-        cells = [f"{times['gpugrad'] / times[o]:.2f}" if o in times else "" for o in others]
+        cells = [ratio_cell(verdict(times["gpugrad"], times[o], busy), invert=True) if o in times else ""
+                 for o in others]
         lines.append(f"| {case} | {size} | {dtype} | " + " | ".join(cells) + " |")
     return lines
 
@@ -87,7 +181,7 @@ def launch_counts(record):
 def node_costs(record):
     """Cost per graph node from the chain cases: forward = forward / nodes,
     backward = (forward+backward - forward) / nodes (the chain's sum counted)."""
-    cases = _by_case(record)
+    cases = by_case(record)
     lines = []
     for (group, case, size, dtype), forward in cases.items():
         if group != "overhead" or not case.endswith(": forward"):
@@ -104,6 +198,16 @@ def node_costs(record):
                 lines.append(f"| {size} | {impl} | {seconds / nodes * 1e6:.2f} | "
                              f"{(both[impl] - seconds) / nodes * 1e6:.2f} |")
     return lines
+
+
+def colours(impls):
+    """{implementation: colour}: COLOURS for the known ones, the spare colours in order for the others."""
+    spare = iter(SPARE_COLOURS)
+    palette = {}
+    for impl in impls:
+        if impl not in palette:
+            palette[impl] = COLOURS.get(impl) or next(spare, "black")
+    return palette
 
 
 def write(record, directory, stem, plots=True):
@@ -125,6 +229,7 @@ def plot(record, directory, stem):
     except ImportError:
         return []
     written = []
+    palette = colours(row["impl"] for row in record["results"])
     series = collections.defaultdict(list)
     for row in record["results"]:
         if row.get("x"):
@@ -138,7 +243,8 @@ def plot(record, directory, stem):
             for (c, d, impl), points in sorted(series.items()):
                 if (c, d) == (case, dtype):
                     points.sort()
-                    ax.plot([p[0] for p in points], [p[1] * 1e3 for p in points], marker="o", label=impl)
+                    ax.plot([p[0] for p in points], [p[1] * 1e3 for p in points], marker="o", label=impl,
+                            color=palette[impl])
             ax.set(title=f"{case} ({dtype})", xlabel="elements", ylabel="ms", xscale="log", yscale="log")
             ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(cases):]:
@@ -158,7 +264,7 @@ def plot(record, directory, stem):
         for i, impl in enumerate(impls):
             values = {(r["case"], r["size"], r["dtype"]): r["pct_of_copy"] for r in losses if r["impl"] == impl}
             ax.bar([j + i * width for j in range(len(labels))], [values.get(k, 0) for k in labels], width,
-                   label=impl)
+                   label=impl, color=palette[impl])
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
         ax.set_xticklabels([f"{c}\n{s} {d}" for c, s, d in labels], rotation=90, fontsize=6)
         ax.axhline(100, color="black", linewidth=0.8)

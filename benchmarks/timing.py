@@ -10,13 +10,22 @@ alike; the median and the quartiles are reported.
 """
 
 import gc
+import os
+import pathlib
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
 import numpy
+import threadpoolctl
 
 import gpugrad
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+from cpu_threads import available_cores, cgroup_cpu_quota  # noqa: E402 (the examples' module, as bench_gpt's)
 
 
 class Timing:
@@ -217,14 +226,40 @@ class Machine:
         return 2 * n ** 3 / seconds
 
 
+def load_average():
+    """The 1, 5 and 15-minute load averages (runnable processes), or None where there are none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def git_commit():
+    """The commit of this checkout (with '+changes' when tracked files differ from it), or None."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if changes else "")
+
+
 def describe(machine):
-    """Machine and versions, for the JSON record."""
+    """Machine, threads, versions and commit, for the JSON record."""
     import platform
 
     import torch
+    cores, _ = available_cores()
+    blas = [{"library": info["internal_api"], "version": info.get("version"), "threads": info["num_threads"]}
+            for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
     info = {"device": machine.device, "python": platform.python_version(), "numpy": numpy.__version__,
             "torch": torch.__version__, "gpugrad": gpugrad.__version__, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine()}
+            "processor": platform.processor() or platform.machine(), "commit": git_commit(),
+            "cores": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None, "cgroup_cpu_quota": cgroup_cpu_quota(), "available_cores": cores, "blas": blas,
+            "torch_threads": torch.get_num_threads()}
     if machine.cuda:
         info["gpu"] = gpugrad.cuda.get_device_name()
         info["cupy"] = machine.cupy.__version__

@@ -1,10 +1,15 @@
 """The benchmark suite runs end to end (--quick): no timing assertions."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks.__main__ import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
@@ -30,6 +35,15 @@ def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
     assert saved["results"] == record["results"]
     assert "| group | case |" in out
     assert saved["complete"] and saved["errors"] == []
+    machine = saved["machine"]           # what a reader needs to judge the figures
+    assert 1 <= machine["available_cores"] <= machine["cores"] and machine["torch_threads"] >= 1
+    assert all(b["threads"] >= 1 for b in machine["blas"]) and machine["blas"]
+    assert {"python", "numpy", "torch", "gpugrad", "affinity", "cgroup_cpu_quota"} <= set(machine)
+    assert len(saved["load"]["before"]) == len(saved["load"]["after"]) == 3 and "loaded" in saved
+    assert "Machine: " in out and "load average before" in out
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert machine["commit"].startswith(head.strip())
 
 
 def test_a_failing_implementation_or_case_is_reported_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
@@ -85,3 +99,92 @@ def test_kernel_launch_counting_reads_the_profilers_trace():
     assert ("| cross_entropy | gpugrad | 2 | cross_entropy_forward<float> x1; cross_entropy_backward<float> x1 |"
             in table)
     assert "not counted: RuntimeError: no CUPTI" in table
+
+
+def _row(impl, seconds, q1, q3, case="cross_entropy fwd+bwd", dtype="float32", **extra):
+    return {"group": "losses", "case": case, "size": "4096x1000", "dtype": dtype, "impl": impl, "seconds": seconds,
+            "q1": q1, "q3": q3, "spread": (q3 - q1) / 2 / seconds, **extra}
+
+
+def _record(results, load_before=0.1, load_after=1.2):
+    machine = {"device": "cpu", "processor": "x86_64", "torch": "2.13.0", "python": "3.11", "numpy": "2",
+               "gpugrad": "0.2.0", "cores": 2, "available_cores": 2, "commit": "abc"}
+    return {"machine": machine, "load": {"before": [load_before] * 3, "after": [load_after] * 3},
+            "ceilings": {"copy_bytes_per_s": 4e10, "matmul_flops_per_s": 2e11}, "results": results, "errors": []}
+
+
+def test_a_ratio_its_own_spread_contradicts_is_not_a_verdict():
+    """Issue 30's report: torch's times inflated by the load to a '430x speedup' with a
+    ±18989% spread.  The quartile ranges overlap, so the table says no verdict and why, in
+    the speedup column, the ratio table and the comparison of two runs; a clean ratio is
+    printed bare, and a loaded machine makes none a verdict."""
+    from benchmarks import compare, report
+    ours = _row("gpugrad", 1.0e-3, 0.99e-3, 1.01e-3)
+    inflated = _row("torch", 0.43, 0.9e-3, 0.9e-3 + 163.3054)     # spread ±18989%
+    assert f"{100 * inflated['spread']:.0f}" == "18989"
+    clean = _row("torch (1 thread)", 1.5e-3, 1.48e-3, 1.52e-3)
+    noisy = _row("array code, fewest passes", 3.0e-3, 2.4e-3, 3.6e-3)   # apart from ours, but ±20%
+    table = report.markdown(_record([ours, inflated, clean, noisy]))
+    assert "430.00x" not in table and "| 0.00 |" not in table
+    assert "no verdict (430x; quartiles overlap: 0.89 to 1.6e+05)" in table
+    assert "| 1.50x |" in table and "| 0.67 |" in table                # the clean ratio, both ways
+    assert "no verdict (3x; spread ±20%)" in table and "no verdict (0.333; spread ±20%)" in table
+    assert "Loaded machine" not in table and "load average before 0.10 0.10 0.10" in table
+    assert report.verdict(ours, inflated)["flag"] == "overlap" and report.verdict(ours, clean)["flag"] is None
+    loaded = report.markdown(_record([ours, clean], load_before=1.5))
+    assert "**Loaded machine** (load average 1.5 before the run on 2 available cores)" in loaded
+    assert "| 1.50x |" not in loaded and "no verdict (1.5x; machine loaded)" in loaded
+    assert report.loaded(_record([], load_before=0.2, load_after=2.9)) is None
+    assert report.loaded(_record([], load_before=0.2, load_after=3.1)) == "3.1 after it on 2 available cores"
+    assert report.loaded(_record([])) is None and report.loaded({"machine": {}, "results": []}) is None
+    both = compare.compare(_record([ours, inflated, clean]), _record([ours, clean]))
+    assert "no verdict (0.00233; quartiles overlap" in both and "| 0.67 | 0.67 |" in both
+
+
+def test_every_plot_gives_an_implementation_the_same_colour(tmp_path, monkeypatch):
+    """Cases with different sets of implementations (matplotlib's colour cycle would
+    colour gpugrad differently in each): one colour per implementation in every plot."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from benchmarks import report
+    results = []
+    for dtype, impls in (("float32", ["array code, fewest passes", "gpugrad", "torch", "cupy raw"]),
+                         ("float16", ["gpugrad", "torch (1 thread)", "torch"])):
+        for x in (1e3, 1e4):
+            results += [_row(impl, 1e-3 * (i + 1), 1e-3, 1e-3 * (i + 1), dtype=dtype, x=x, pct_of_copy=50.0 + i)
+                        for i, impl in enumerate(impls)]
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    plt.close("all")
+    written = report.plot(_record(results), tmp_path, "run")
+    assert sorted(p.name for p in written) == ["run-bandwidth.png", "run-time.png"]
+    seen = {}
+    for number in plt.get_fignums():
+        for ax in plt.figure(number).axes:
+            drawn = [(line.get_label(), line.get_color()) for line in ax.get_lines()
+                     if not line.get_label().startswith("_")]
+            drawn += [(bars.get_label(), bars.patches[0].get_facecolor()) for bars in ax.containers]
+            for label, colour in drawn:
+                seen.setdefault(label, set()).add(matplotlib.colors.to_hex(colour))
+    matplotlib.pyplot.close("all")
+    assert set(seen) == {"array code, fewest passes", "gpugrad", "torch", "cupy raw", "torch (1 thread)"}
+    assert all(len(colours) == 1 for colours in seen.values()), seen
+    assert len({next(iter(c)) for c in seen.values()}) == len(seen)       # and no two share one
+
+
+@pytest.mark.parametrize("module", ["benchmarks", "benchmarks.bench_losses", "benchmarks.gpt_torch"])
+def test_without_torch_the_suite_says_which_extra_to_install(module):
+    """After `make demo` (no torch in .venv) `python -m benchmarks` ends with the command that
+    installs the [bench] extra, not a ModuleNotFoundError traceback."""
+    hide_torch = ("import runpy, sys\n"
+                  "class HideTorch:\n"
+                  "    def find_spec(self, name, path=None, target=None):\n"
+                  "        if name.split('.')[0] == 'torch':\n"
+                  "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+                  "sys.meta_path.insert(0, HideTorch())\n"
+                  f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n")
+    done = subprocess.run([sys.executable, "-c", hide_torch], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "measure gpugrad against PyTorch, which this Python does not have" in done.stderr
+    assert f"{sys.executable} -m pip install -e '.[bench]'" in done.stderr
