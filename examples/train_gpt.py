@@ -4,6 +4,7 @@ gpugrad: on the GPU when there is one (bfloat16 autocast), else on the CPU.
     python examples/train_gpt.py                          # tiny on the CPU, small on a GPU
     python examples/train_gpt.py --size tiny --device cpu --max-minutes 2.5
     python examples/train_gpt.py --resume --steps 0 --sample "def parse("
+    python examples/train_gpt.py --resume --steps 4000    # continue a run (killed, or longer)
 
 The data is on every machine: the .py files of ``sysconfig.get_paths()
 ["stdlib"]`` (about 12 MB outside the test folders), split into training and
@@ -12,7 +13,15 @@ is trained on the training files; it and the tokenized corpus are cached.
 Prints the unigram entropy of the tokens (the loss of a model that ignores
 context), then the training loss and tokens/s, the validation loss and
 perplexity every ``--eval-interval`` steps, writes a PNG of the curves and a
-checkpoint, and a generated sample at the end.
+generated sample at the end.
+
+A checkpoint is written every ``--checkpoint-interval`` steps and at the end
+(gpugrad.save writes it atomically: a run killed while saving keeps its last
+good checkpoint).  The batches and the model's random numbers (dropout) are
+drawn from generators seeded by (seed, rank, step) at the start and at every
+checkpoint, so the step in the checkpoint is the whole position in the data and
+the random streams: ``--resume`` continues exactly, with the losses and
+weights of a run that was never interrupted.
 """
 
 import argparse
@@ -72,6 +81,8 @@ def parse_args(argv=None):
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "gpugrad", "gpt"),
                         help="directory for the tokenizer and the tokenized corpus")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--checkpoint-interval", type=int, default=None,
+                        help="steps between checkpoints (default: the eval interval; a resumed run keeps its run's)")
     parser.add_argument("--sample", default="class Parser:\n    def __init__(self",
                         help="prompt for the sample printed at the end ('' for none)")
     parser.add_argument("--ddp", action="store_true",
@@ -154,6 +165,22 @@ def batch(ids, batch_size, block, rng, device):
 
 # -- training ------------------------------------------------------------------------------------
 
+def reseed(seed, rank, step):
+    """The random state of training from ``step`` on: gpugrad's generators (dropout) and the
+    data stream (returned) seeded from (seed, rank, step).  Done at the start and at every
+    checkpoint, a resumed run draws the numbers the uninterrupted run drew."""
+    entropy = numpy.random.SeedSequence((seed, rank, step))
+    gpugrad.manual_seed(int(entropy.generate_state(1, numpy.uint64)[0] >> 1))
+    return numpy.random.default_rng(entropy)
+
+
+def save_checkpoint(path, model, optimizer, scheduler, step, history, config, interval):
+    """Everything a resumed run needs: the step is its position in the data and the random streams."""
+    gpugrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "step": step, "history": history,
+                  "config": dataclasses.asdict(config), "checkpoint_interval": interval}, path)
+
+
 def pick_device(requested):
     if requested is not None:
         return gpugrad.device(requested)
@@ -233,7 +260,6 @@ def train(args, threads_line=None):
         f"entropy of the training tokens {entropy:.3f} nats (perplexity {math.exp(entropy):.0f})")
 
     gpugrad.manual_seed(args.seed)
-    rng = numpy.random.default_rng(args.seed + rank)          # each replica its own batches
     config = GPTConfig(vocab_size=vocab, **SIZES[size])
     model = GPT(config).to(device)
     optimizer = model.configure_optimizer(weight_decay=0.1, learning_rate=settings["lr"], betas=(0.9, 0.95))
@@ -252,7 +278,11 @@ def train(args, threads_line=None):
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start, history = int(checkpoint["step"]), checkpoint["history"]
+        if args.checkpoint_interval is None:
+            args.checkpoint_interval = checkpoint.get("checkpoint_interval")
         say(f"resumed from {checkpoint_path} at step {start}")
+    args.checkpoint_interval = args.checkpoint_interval or args.eval_interval
+    rng = reseed(args.seed, rank, start)                     # each replica its own batches
     train_model = gpugrad.nn.parallel.DistributedDataParallel(model) if args.ddp else model
     say(f"model: {model.num_parameters() / 1e6:.2f} M parameters, {config.n_layer} layers, {config.n_head} heads, "
         f"width {config.n_embd}, context {config.block_size}; batch {args.batch_size}"
@@ -295,6 +325,11 @@ def train(args, threads_line=None):
                 tqdm.write(f"step {step + 1}: training loss {value:.3f}, validation loss {val:.3f} "
                            f"(perplexity {math.exp(val):.1f}; unigram {entropy:.3f})"
                            + (f"; GPU memory in use {memory / 2**20:.1f} MiB" if memory is not None else ""))
+        if (step + 1) % args.checkpoint_interval == 0 and not last:
+            if main_rank:
+                save_checkpoint(checkpoint_path, model, optimizer, scheduler, step + 1, history, config,
+                                args.checkpoint_interval)
+            rng = reseed(args.seed, rank, step + 1)
         if last:
             step += 1
             break
@@ -312,9 +347,7 @@ def train(args, threads_line=None):
     if step > start and main_rank:
         say(f"trained {step - start} steps in {seconds:.0f} s ({(step - start) * tokens_per_step / seconds:,.0f} "
             f"tokens/s); validation loss {val:.3f} nats against the unigram entropy {entropy:.3f}")
-        gpugrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "step": step, "history": history,
-                      "config": dataclasses.asdict(config)}, checkpoint_path)
+        save_checkpoint(checkpoint_path, model, optimizer, scheduler, step, history, config, args.checkpoint_interval)
         summary = {"library": f"{gpugrad.__name__} {gpugrad.__version__}", "device": str(device), "where": where,
                    "size": size, "parameters": model.num_parameters(), "amp": amp, "batch_size": args.batch_size,
                    "block_size": config.block_size, "steps": step - start, "seconds": seconds,

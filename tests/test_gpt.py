@@ -5,8 +5,12 @@ examples/train_gpt.py on the standard library whose loss falls."""
 
 import importlib.util
 import json
+import os
 import pathlib
+import signal
+import subprocess
 import sys
+import time
 
 import numpy
 import pytest
@@ -203,3 +207,77 @@ def test_max_minutes_plans_the_steps_that_fit_and_the_run_says_why_it_stopped(tm
         assert result["steps"] == planned
         assert f"stopped at step {planned} of {planned} after" in out and "steps planned are done" in out
     assert result["seconds"] < 0.06 * 60 + 5
+
+
+# A sitecustomize for one run of the script: the process's second numpy.savez (the script's second
+# checkpoint) writes 64 KB, leaves a marker and stalls there, so that the test kills it mid-write.
+_STALL_SECOND_SAVE = """
+import os, time, numpy
+_original, _calls = numpy.savez, [0]
+
+class _Stalling:
+    def __init__(self, handle):
+        self.handle, self.written = handle, 0
+
+    def write(self, data):
+        count = self.handle.write(data)
+        self.written += len(data)
+        if self.written > 65536:
+            self.handle.flush()
+            open(os.environ["STALL_MARKER"], "w").close()
+            time.sleep(300)
+        return count
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+def savez(file, *args, **kwds):
+    _calls[0] += 1
+    return _original(_Stalling(file) if _calls[0] == 2 else file, *args, **kwds)
+
+numpy.savez = savez
+"""
+
+
+def test_a_run_killed_while_checkpointing_resumes_exactly(tmp_path, capsys):
+    """examples/train_gpt.py, 8 steps with a checkpoint every 3: run A uninterrupted; run B
+    SIGKILLed in the middle of writing its step-6 checkpoint keeps the step-3 one, and
+    --resume from it ends with A's losses (all 8) and A's weights and optimizer state, bit for bit."""
+    pytest.importorskip("tokenizers")
+    spec = importlib.util.spec_from_file_location("train_gpt", EXAMPLES / "train_gpt.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    options = ["--device", "cpu", "--size", "tiny", "--vocab", "512", "--max-files", "80", "--batch-size", "4",
+               "--eval-batches", "2", "--eval-interval", "4", "--steps", "8", "--checkpoint-interval", "3", "--cache",
+               str(tmp_path / "cache"), "--quiet", "--sample", ""]
+    example.main(options + ["--out", str(tmp_path / "a")])                       # A, in this process
+    (tmp_path / "shim").mkdir()
+    (tmp_path / "shim" / "sitecustomize.py").write_text(_STALL_SECOND_SAVE)
+    marker = tmp_path / "stalled"
+    stalled = dict(os.environ, STALL_MARKER=str(marker),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path / "shim"), os.environ.get("PYTHONPATH")])))
+    killed = subprocess.Popen([sys.executable, str(EXAMPLES / "train_gpt.py"), *options, "--out", str(tmp_path / "b")],
+                              env=stalled, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the run never reached its second checkpoint: " + killed.stderr.read()[-3000:]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+    finally:
+        killed.kill()
+        killed.stderr.close()
+    folder = tmp_path / "b"
+    assert [p.name.startswith(".tiny.pt.") for p in folder.iterdir() if p.name != "tiny.pt"] == [True]  # the half
+    assert gpugrad.load(folder / "tiny.pt")["step"] == 3                                               # the last good
+    example.main(options + ["--out", str(folder), "--resume"])
+    assert "resumed from" in capsys.readouterr().out
+    uninterrupted, resumed = gpugrad.load(tmp_path / "a" / "tiny.pt"), gpugrad.load(folder / "tiny.pt")
+    assert resumed["step"] == uninterrupted["step"] == 8
+    assert resumed["history"]["loss"] == uninterrupted["history"]["loss"] and len(resumed["history"]["loss"]) == 8
+    assert resumed["history"]["val_loss"][-1] == uninterrupted["history"]["val_loss"][-1]
+    for name, value in uninterrupted["model"].items():
+        assert numpy.array_equal(resumed["model"][name].array, value.array), name
+    for key, state in uninterrupted["optimizer"]["state"].items():
+        assert numpy.array_equal(resumed["optimizer"]["state"][key]["exp_avg_sq"].array, state["exp_avg_sq"].array)
