@@ -197,6 +197,27 @@ def is_array(value):
     return type(value) is numpy.ndarray or isinstance(value, numpy.ndarray) or is_cupy_array(value)
 
 
+def keep_array(value):
+    """``value`` as an array: NumPy's ufuncs and reductions give a scalar
+    (``numpy.float64``, ``numpy.bool_``) for a 0-d result, where CuPy keeps a
+    0-d array; the one place that turns such a scalar back into a 0-d array
+    (what a Tensor holds, and what a later ``out=`` can write into)."""
+    return numpy.asarray(value) if isinstance(value, numpy.generic) else value
+
+
+def writable_alias(array):
+    """A writable NumPy array over the same memory as ``array``, a read-only
+    view such as ``broadcast_to`` makes of writable memory (for ``fill_`` on
+    an expanded tensor, which torch allows: every element gets one value)."""
+    owner = array
+    while owner.base is not None and isinstance(owner.base, numpy.ndarray):
+        owner = owner.base
+    if not owner.flags.writeable:
+        raise ValueError("assignment destination is read-only")
+    offset = array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    return numpy.ndarray(array.shape, array.dtype, buffer=owner, offset=offset, strides=array.strides)
+
+
 def xp_for(array):
     """The array module (numpy or cupy) that holds ``array`` (an ndarray)."""
     if type(array) is numpy.ndarray or not _cupy:

@@ -133,18 +133,18 @@ def _filled(shape, fill, dtype, device, requires_grad, default=None):
 
 def zeros(*size, dtype=None, device=None, requires_grad=False, out=None, **kwargs):
     """A tensor of zeros of the given size."""
-    return _filled(size_arg(size, kwargs.pop("size", None)), 0, dtype, device, requires_grad)
+    return _filled(size_arg(size, kwargs.pop("size", None), "zeros"), 0, dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False, out=None, **kwargs):
     """A tensor of ones of the given size."""
-    return _filled(size_arg(size, kwargs.pop("size", None)), 1, dtype, device, requires_grad)
+    return _filled(size_arg(size, kwargs.pop("size", None), "ones"), 1, dtype, device, requires_grad)
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False, out=None, memory_format=None, pin_memory=False,
           **kwargs):
     """An uninitialised tensor of the given size."""
-    return _filled(size_arg(size, kwargs.pop("size", None)), None, dtype, device, requires_grad)
+    return _filled(size_arg(size, kwargs.pop("size", None), "empty"), None, dtype, device, requires_grad)
 
 
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
@@ -231,14 +231,17 @@ def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
 
 
 def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+    size_arg(size, None, "new_zeros")
     return zeros(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 
 def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+    size_arg(size, None, "new_ones")
     return ones(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 
 def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+    size_arg(size, None, "new_empty")
     return empty(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
 
 

@@ -75,14 +75,34 @@ def shape_arg(args):
         raise TypeError(f"a size must be a sequence of ints, got {args!r}") from None
 
 
-def size_arg(args, size=None):
+def size_arg(args, size=None, function=None):
     """The size of a new tensor, given as f(2, 3), f((2, 3)), f([2, 3]) or
-    f(size=(2, 3)); RuntimeError for a negative dimension."""
+    f(size=(2, 3)); RuntimeError for a negative dimension, TypeError (naming
+    ``function``) for none at all."""
     if size is not None:
         if args:
             raise TypeError("the size was given both positionally and as size=")
         args = (size,)
+    elif not args and function is not None:
+        raise TypeError(f"{function}() missing 1 required positional arguments: \"size\"")
     shape = shape_arg(args)
     if any(n < 0 for n in shape):
         raise RuntimeError(f"Trying to create tensor with negative dimension: {list(shape)}")
     return shape
+
+
+def sequence_arg(value, function, name, position):
+    """A function's shape or dims argument, which torch's parser takes only as a
+    sequence of ints (``torch.reshape(x, 6)`` is a TypeError; the method takes ints)."""
+    if isinstance(value, numbers.Integral) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{function}(): argument '{name}' (position {position}) must be tuple of ints, not "
+                        f"{type(value).__name__}")
+    return shape_arg((value,))
+
+
+def method_sizes(args, function, name):
+    """A method's sizes, given as ints or one sequence (``x.reshape(2, 3)``,
+    ``x.reshape((2, 3))``); TypeError when none is given, as torch's."""
+    if not args:
+        raise TypeError(f"{function}() missing 1 required positional arguments: \"{name}\"")
+    return shape_arg(args)

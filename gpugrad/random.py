@@ -13,7 +13,8 @@ import os
 
 import numpy
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
+from gpugrad.autograd.function import InternalFunction
 from gpugrad.dims import size_arg
 from gpugrad.tensor import Tensor
 
@@ -182,7 +183,8 @@ def _place(dtype, device, default):
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **kwargs):
     """Uniform samples in [0, 1) of the given size (``rand(2, 3)`` or ``rand((2, 3))``)."""
     dev, dtype = _place(dtype, device, dtypes.get_default_dtype())
-    shape = size_arg(size, kwargs.pop("size", None))
+    validation.floating_only("check_uniform_bounds", dtype)
+    shape = size_arg(size, kwargs.pop("size", None), "rand")
     _no_extra(kwargs, "rand")
     return _new(generator_for(dev, generator).uniform(shape, 0.0, 1.0, dtype), requires_grad)
 
@@ -190,7 +192,8 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **kwargs):
     """Standard normal samples of the given size."""
     dev, dtype = _place(dtype, device, dtypes.get_default_dtype())
-    shape = size_arg(size, kwargs.pop("size", None))
+    validation.floating_only("normal_kernel_cpu", dtype)
+    shape = size_arg(size, kwargs.pop("size", None), "randn")
     _no_extra(kwargs, "randn")
     return _new(generator_for(dev, generator).normal(shape, 0.0, 1.0, dtype), requires_grad)
 
@@ -214,6 +217,8 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
     """A random permutation of 0 .. n-1 (int64 by default)."""
     dev, dtype = _place(dtype, device, dtypes.int64)
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     return _new(generator_for(dev, generator).permutation(int(n)).astype(dtype, copy=False), requires_grad)
 
 
@@ -234,36 +239,84 @@ def randint_like(input, low=0, high=None, *, dtype=None, device=None):
     return randint(low, high, input.shape, dtype=dtype or input.dtype, device=device or input.device)
 
 
+def check_std(std):
+    """torch's errors for a normal's standard deviation (a number or a tensor)."""
+    if isinstance(std, Tensor):
+        if std.numel() and not bool((std.array >= 0).all()):
+            raise RuntimeError("normal expects all elements of std >= 0.0")
+    elif not std >= 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {_number(std)}")
+
+
+def check_probability(p):
+    """torch's error for a Bernoulli probability outside [0, 1] (nan included)."""
+    if not 0 <= p <= 1:
+        raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={_number(p)}")
+
+
+def _number(value):
+    return int(value) if float(value).is_integer() else value
+
+
+class Normal(InternalFunction):
+    """mean + std * noise; the gradient is grad to mean and grad * (out - mean)
+    / std to std (torch's)."""
+
+    @staticmethod
+    def forward(ctx, mean, std, noise):
+        out = noise * std + mean
+        ctx.save_for_backward(mean, std, out)
+        return out.astype(noise.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mean, std, out = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return grad if needs[0] else None, grad * (out - mean) / std if needs[1] else None, None
+
+
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
-    """Normal samples: ``normal(mean, std)`` with tensors (elementwise, broadcast)
-    or numbers and ``size``."""
-    if isinstance(std, (int, float)) and std < 0 or isinstance(std, Tensor) and bool((std.array < 0).any()):
-        raise RuntimeError("normal expects all elements of std >= 0.0")
+    """Normal samples: ``normal(mean, std)`` with tensors (elementwise, broadcast;
+    differentiable in mean and std) or numbers and ``size``."""
+    check_std(std)
     tensors = [t for t in (mean, std) if isinstance(t, Tensor)]
     if tensors:
         like = tensors[0]
-        shape = numpy.broadcast_shapes(*(t.shape for t in tensors)) if size is None else size_arg((size,))
+        shape = validation.broadcast_shapes(*(t.shape for t in tensors)) if size is None else size_arg((size,))
         dtype = dtypes.as_dtype(dtype) or like.dtype
-        base = generator_for(like.device, generator).normal(shape, 0.0, 1.0, dtype)
-        m = mean.array if isinstance(mean, Tensor) else mean
-        s = std.array if isinstance(std, Tensor) else std
-        return _new((base * s + m).astype(dtype, copy=False), requires_grad)
+        noise = generator_for(like.device, generator).normal(shape, 0.0, 1.0, dtype)
+        m = mean if isinstance(mean, Tensor) else dtype.type(mean)
+        s = std if isinstance(std, Tensor) else dtype.type(std)
+        out = Normal.apply(m, s, noise)
+        return out.requires_grad_(True) if requires_grad else out
     if size is None:
         raise TypeError("normal() with number mean and std needs a size")
     dev, dtype = _place(dtype, device, dtypes.get_default_dtype())
     return _new(generator_for(dev, generator).normal(size_arg((size,)), mean, std, dtype), requires_grad)
 
 
+class Bernoulli(InternalFunction):
+    """0/1 samples, u < p; no gradient (zero, as torch's)."""
+
+    @staticmethod
+    def forward(ctx, p, u):
+        return (u < p).astype(p.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Tensor._make(grad.xp.zeros(grad.shape, dtype=grad.dtype)), None
+
+
 def bernoulli(input, p=None, *, generator=None):
     """0/1 samples with the probabilities in ``input`` (or ``p``), of input's dtype."""
-    if p is not None:
-        probabilities = numpy.float64(p)
-    else:
-        probabilities = input.array
-        if bool(((probabilities < 0) | (probabilities > 1)).any()):
-            raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
     u = generator_for(input.device, generator).uniform(input.shape, 0.0, 1.0, dtypes.float64)
-    return Tensor._make((u < probabilities).astype(input.dtype))
+    if p is not None:
+        check_probability(p)
+        return Tensor._make((u < p).astype(input.dtype))
+    probabilities = input.array
+    if not bool(((probabilities >= 0) & (probabilities <= 1)).all()):
+        raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
+    return Bernoulli.apply(input, u)
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None):
@@ -271,6 +324,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     ``input`` ((C,) or (N, C)): int64 of shape (num_samples,) or (N, num_samples)."""
     if input.ndim not in (1, 2):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
+    if num_samples <= 0:
+        raise RuntimeError("cannot sample n_sample <= 0 samples")
     xp = input.xp
     weights = input.array.astype(dtypes.float64).reshape(-1, input.shape[-1])
     classes = weights.shape[1]
@@ -292,13 +347,11 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
         last = classes - 1 - xp.argmax(positive[:, ::-1], axis=1)
         index = xp.minimum(index, last[:, None])
     else:
-        # Efraimidis-Spirakis: the k largest keys log(u) / w, zero weights never chosen
+        # Efraimidis-Spirakis: the k largest keys log(u) / w; zero weights come last, in
+        # order (torch draws them once the others are exhausted)
         u = gen.uniform(weights.shape, 0.0, 1.0, dtypes.float64)
         with numpy.errstate(divide="ignore"):
             keys = xp.where(weights > 0, xp.log(u) / weights, -xp.inf)
         index = xp.argsort(-keys, axis=1, kind="stable")[:, :num_samples]
-        if bool((xp.take_along_axis(weights, index, axis=1) == 0).any()):
-            raise RuntimeError("invalid multinomial distribution: fewer non-zero weights than samples "
-                               "without replacement")
     index = index.astype(dtypes.int64)
     return Tensor._make(index if input.ndim == 2 else index[0])

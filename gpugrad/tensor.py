@@ -56,9 +56,10 @@ class Tensor:
 
     @classmethod
     def _make(cls, array, grad_fn=None, output_nr=0):
-        """Wrap an ndarray without checks (the ops' fast path)."""
+        """Wrap an ndarray without checks (the ops' fast path); a NumPy scalar
+        (a ufunc's result on 0-d arrays) becomes a 0-d array."""
         t = object.__new__(cls)
-        t.array = array
+        t.array = array if type(array) is numpy.ndarray else backend.keep_array(array)
         t.grad_fn = grad_fn
         t._requires_grad = False
         t._grad = None
@@ -482,11 +483,16 @@ class Tensor:
             raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self.item())
 
+    def _scalar(self):
+        if self.array.size != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
+        return self.item()
+
     def __float__(self):
-        return float(self.item())
+        return float(self._scalar())
 
     def __int__(self):
-        return int(self.item())
+        return int(self._scalar())
 
     def __index__(self):
         if self.dtype.kind not in "iub" or self.array.size != 1:

@@ -8,7 +8,7 @@ function itself wherever the tensor is its first argument (``x.exp()`` is
 tensor on the right and the in-place forms are made here from those.
 """
 
-from gpugrad import backend, dtypes, random
+from gpugrad import backend, dims, dtypes, random, validation
 from gpugrad.autograd import engine, inplace
 from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.creation import new_empty, new_full, new_ones, new_tensor, new_zeros
@@ -51,16 +51,16 @@ METHODS = {
     "sum_to_size": reduction.sum_to_size,
     "logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax,
     # shape
-    "reshape": shape.reshape, "view": shape.view, "view_as": shape.view_as, "reshape_as": shape.reshape_as,
+    "view": shape.view, "view_as": shape.view_as, "reshape_as": shape.reshape_as,
     "flatten": shape.flatten, "unflatten": shape.unflatten, "transpose": shape.transpose,
-    "swapaxes": shape.transpose, "swapdims": shape.transpose, "t": shape.t, "permute": shape.permute,
+    "swapaxes": shape.transpose, "swapdims": shape.transpose, "t": shape.t,
     "movedim": shape.movedim, "moveaxis": shape.movedim, "squeeze": shape.squeeze, "unsqueeze": shape.unsqueeze,
-    "expand": shape.expand, "expand_as": shape.expand_as, "broadcast_to": shape.broadcast_to,
+    "expand": shape.expand, "expand_as": shape.expand_as,
     "split": shape.split, "chunk": shape.chunk, "tensor_split": shape.tensor_split, "unbind": shape.unbind,
     "gather": shape.gather, "take_along_dim": shape.take_along_dim, "index_select": shape.index_select,
-    "masked_select": shape.masked_select, "narrow": shape.narrow, "select": shape.select, "flip": shape.flip,
+    "masked_select": shape.masked_select, "narrow": shape.narrow, "select": shape.select,
     "fliplr": shape.fliplr, "flipud": shape.flipud, "roll": shape.roll, "tril": shape.tril, "triu": shape.triu,
-    "repeat": shape.repeat, "tile": shape.tile, "repeat_interleave": shape.repeat_interleave,
+    "repeat": shape.repeat, "repeat_interleave": shape.repeat_interleave,
     "__getitem__": shape.getitem,
     # linear algebra
     "matmul": linalg.matmul, "mm": linalg.mm, "bmm": linalg.bmm, "mv": linalg.mv, "dot": linalg.dot,
@@ -69,6 +69,28 @@ METHODS = {
     "new_tensor": new_tensor, "new_zeros": new_zeros, "new_ones": new_ones, "new_empty": new_empty,
     "new_full": new_full,
 }
+
+
+def _sizes_method(function, name, argument):
+    """The method form of a function taking one sequence: the method takes ints too (``x.permute(1, 0)``)."""
+    def method(self, *sizes):
+        return function(self, dims.method_sizes(sizes, name, argument))
+    method.__name__ = name
+    method.__doc__ = function.__doc__
+    return method
+
+
+# method name -> function(self, sequence), the method also taking the sequence as ints
+SIZES_METHODS = {
+    "reshape": (shape.reshape, "shape"), "permute": (shape.permute, "dims"), "flip": (shape.flip, "dims"),
+    "tile": (shape.tile, "dims"), "broadcast_to": (shape.broadcast_to, "size"),
+}
+
+
+def _invert(self):
+    if dtypes.is_floating_point(self.dtype):
+        raise TypeError("~ (operator.invert) is only implemented on integer and Boolean-type tensors")
+    return ew.bitwise_not(self)
 
 
 def _reflected(function):
@@ -107,7 +129,7 @@ OPERATORS = {
     "__or__": _bitwise_operator(ew.bitwise_or), "__ror__": _bitwise_operator(ew.bitwise_or),
     "__xor__": _bitwise_operator(ew.bitwise_xor), "__rxor__": _bitwise_operator(ew.bitwise_xor),
     "__lshift__": ew.bitwise_left_shift, "__rshift__": ew.bitwise_right_shift,
-    "__invert__": ew.bitwise_not,
+    "__invert__": _invert,
 }
 
 
@@ -177,6 +199,8 @@ def __setitem__(self, key, value):
     """``x[key] = value``: in place (every alias and view sees it); recorded
     for autograd like torch's index_put_ / copy_ on the view x[key]."""
     key, advanced = shape.convert_key(self, key)
+    if self.array.size and inplace.overlaps(self.array):
+        raise RuntimeError(inplace.OVERLAP)
     if not is_grad_enabled() or not (self.requires_grad or isinstance(value, Tensor) and value.requires_grad):
         if isinstance(value, Tensor):
             value = value.to(device=self.device).array
@@ -207,7 +231,10 @@ def copy_(self, src, non_blocking=False):
 
 def fill_(self, value):
     """Fill self with ``value`` (a number or a 0-d tensor); returns self."""
-    return inplace.apply(self, ew.copy_from, (value,), any_cast=True)
+    if isinstance(value, Tensor) and value.ndim:
+        raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} "
+                           "dimensions.")
+    return inplace.apply(self, ew.copy_from, (value,), any_cast=True, overlap_ok=True)
 
 
 def zero_(self):
@@ -217,6 +244,9 @@ def zero_(self):
 
 def uniform_(self, from_=0.0, to=1.0, *, generator=None):
     """Fill self with uniform samples in [from_, to)."""
+    validation.floating_only("check_uniform_bounds", self.dtype)
+    if from_ > to:
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={from_} > to={to}")
     g = random.generator_for(self.device, generator)
     return inplace.apply(self, ew.copy_from, (Tensor._make(g.uniform(self.shape, from_, to, self.dtype)),),
                          any_cast=True)
@@ -224,6 +254,8 @@ def uniform_(self, from_=0.0, to=1.0, *, generator=None):
 
 def normal_(self, mean=0.0, std=1.0, *, generator=None):
     """Fill self with normal samples."""
+    validation.floating_only("normal_kernel_cpu", self.dtype)
+    random.check_std(std)
     g = random.generator_for(self.device, generator)
     return inplace.apply(self, ew.copy_from, (Tensor._make(g.normal(self.shape, mean, std, self.dtype)),),
                          any_cast=True)
@@ -231,6 +263,11 @@ def normal_(self, mean=0.0, std=1.0, *, generator=None):
 
 def bernoulli_(self, p=0.5, *, generator=None):
     """Fill self with 0/1 samples of probability p."""
+    if isinstance(p, Tensor):
+        if not bool(((p.array >= 0) & (p.array <= 1)).all()):
+            raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
+    else:
+        random.check_probability(p)
     g = random.generator_for(self.device, generator)
     sample = g.uniform(self.shape, 0.0, 1.0, dtypes.float64) < (p.array if isinstance(p, Tensor) else p)
     return inplace.apply(self, ew.copy_from, (Tensor._make(sample),), any_cast=True)
@@ -246,6 +283,12 @@ def random_(self, from_=0, to=None, *, generator=None):
 
 
 def exponential_(self, lambd=1.0, *, generator=None):
+    """Fill self with exponential samples of rate ``lambd``."""
+    if not dtypes.is_floating_point(self.dtype):
+        raise RuntimeError("Exponential distribution is a continuous probability distribution. dtype must be a "
+                           f"floating point but you specified {dtypes.dtype_name(self.dtype)}")
+    if not lambd > 0:
+        raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
     g = random.generator_for(self.device, generator)
     u = g.uniform(self.shape, 0.0, 1.0, dtypes.float64)
     return inplace.apply(self, ew.copy_from, (Tensor._make(-self.xp.log1p(-u) / lambd),), any_cast=True)
@@ -289,6 +332,8 @@ def bind():
         setattr(Tensor, name, _in_place(function))
     for name, function in SPECIAL.items():
         setattr(Tensor, name, function)
+    for name, (function, argument) in SIZES_METHODS.items():
+        setattr(Tensor, name, _sizes_method(function, name, argument))
     Tensor.__hash__ = object.__hash__       # __eq__ is elementwise; tensors hash by identity, as in torch
 
 

@@ -108,9 +108,13 @@ def test_shape_errors_name_the_shapes():
 
 
 def test_gather_out_of_range_raises_on_cpu():
+    """RuntimeError, as torch's (a negative index is out of range too)."""
     x = gpugrad.zeros(2, 3)
-    with pytest.raises(IndexError):
-        x.gather(1, gpugrad.tensor([[0], [3]]))
+    for index in ([[0], [3]], [[0], [-1]]):
+        with pytest.raises(RuntimeError, match="out of bounds for dimension 1 with size 3"):
+            x.gather(1, gpugrad.tensor(index))
+        with pytest.raises(RuntimeError, match="out of bounds for dimension 1 with size 3"):
+            torch.zeros(2, 3).gather(1, torch.tensor(index))
 
 
 @pytest.mark.parametrize("name,ours,theirs", [

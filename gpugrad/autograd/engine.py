@@ -165,7 +165,7 @@ def _collect(roots):
     """Count, for every node reachable from the roots, the edges that reach it."""
     dependencies = {}
     seen = set()
-    stack = [node for node, _ in roots]
+    stack = list({node: None for node, _ in roots})      # a node once, though several of its outputs are roots
     for node in stack:
         seen.add(node)
     while stack:
@@ -239,7 +239,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
     for (node, nr), g in zip(roots, root_grads):
         _route(buffers, holders, node, nr, g, create_graph)
     ready = []
-    for node, _ in roots:
+    for node in {node: None for node, _ in roots}:      # each root node once (several outputs of one node)
         if dependencies.get(node, 0) == 0 and node in buffers:
             heapq.heappush(ready, (-node._sequence_nr, id(node), node))
 

@@ -295,7 +295,7 @@ class Function:
                     raw = cls.forward(ctx, *arrays)
             single = type(raw) is not tuple
             if single:                     # the common case, spelled out
-                data = numpy.asarray(raw) if isinstance(raw, numpy.generic) else raw
+                data = backend.keep_array(raw)
                 if not record:
                     out = Tensor._make(data)
                 else:
@@ -310,10 +310,10 @@ class Function:
                     _mark_view(cls, out, args)
                 return out
             if not record:
-                outputs = tuple([Tensor._make(_array(o)) for o in raw])
+                outputs = tuple([Tensor._make(backend.keep_array(o)) for o in raw])
             else:
                 non_diff = ctx._non_differentiable
-                outputs = tuple([Tensor._make(_array(o), ctx if o.dtype in _FLOATING and (
+                outputs = tuple([Tensor._make(backend.keep_array(o), ctx if o.dtype in _FLOATING and (
                     not non_diff or id(o) not in non_diff) else None, nr) for nr, o in enumerate(raw)])
         else:
             with no_grad():
@@ -376,11 +376,6 @@ class InternalFunction(Function):
     """gpugrad's own ops: ``forward(ctx, *arrays)`` computes with ``ctx.xp``."""
     forward_takes_arrays = True
     _backward_suffix = "Backward0"
-
-
-def _array(value):
-    # NumPy's reductions and ufuncs on 0-d arrays give scalars
-    return numpy.asarray(value) if isinstance(value, numpy.generic) else value
 
 
 def _own_output(out, args):

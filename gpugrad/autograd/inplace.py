@@ -14,7 +14,9 @@ result", and ``v`` (and, lazily, every other view of ``b``) becomes a view of
 that.  A leaf that requires grad, or a view of one, raises in grad mode.
 """
 
-from gpugrad import dtypes
+import numpy
+
+from gpugrad import backend, dtypes
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.tensor import Tensor
@@ -29,15 +31,21 @@ def _view_of(array, chain):
     return t.array
 
 
+OVERLAP = ("unsupported operation: more than one element of the written-to tensor refers to a single "
+            "memory location. Please clone() the tensor before performing the operation.")
+
+
+def overlaps(array):
+    """torch's internal-overlap test: some dim of more than one element has stride 0 (an expanded tensor)."""
+    return any(n > 1 and stride == 0 for n, stride in zip(array.shape, array.strides))
+
+
 def _write(destination, source):
-    try:
-        destination[...] = source
-    except ValueError as error:
-        if "read-only" not in str(error):
-            raise
-        raise RuntimeError(
-            "unsupported operation: more than one element of the written-to tensor refers to a single "
-            "memory location. Please clone() the tensor before performing the operation.") from None
+    if destination.size == 0:
+        return
+    if type(destination) is numpy.ndarray and not destination.flags.writeable:
+        destination = backend.writable_alias(destination)      # an expanded view (stride 0): fill_ only
+    destination[...] = source
 
 
 class CopySlices(InternalFunction):
@@ -70,7 +78,10 @@ class ZeroRegion(InternalFunction):
     def forward(ctx, x, chain):
         ctx.chain = chain
         out = x.copy()
-        _view_of(out, chain)[...] = 0
+        region = _view_of(out, chain)
+        if region.size and overlaps(region):        # torch's backward of a fill_ on an expanded view
+            raise RuntimeError(OVERLAP)
+        region[...] = 0
         return out
 
     @staticmethod
@@ -88,13 +99,17 @@ def _check_result(tensor, result, any_cast):
                            f"output type {dtypes.dtype_name(tensor.dtype)}")
 
 
-def apply(tensor, op, args=(), kwargs=None, any_cast=False):
+def apply(tensor, op, args=(), kwargs=None, any_cast=False, overlap_ok=False):
     """Run ``op(tensor, *args, **kwargs)`` in place on ``tensor``; returns ``tensor``.
 
     The result is cast to ``tensor``'s dtype; one of a higher category (a float
-    result for an integer tensor) raises unless ``any_cast`` (``copy_``).
+    result for an integer tensor) raises unless ``any_cast`` (``copy_``).  A
+    tensor whose elements share memory (expanded) raises as in torch, unless
+    ``overlap_ok`` (``fill_``: every element gets the same value).
     """
     kwargs = kwargs or {}
+    if not overlap_ok and tensor.array.size and overlaps(tensor.array):
+        raise RuntimeError(OVERLAP)
     recording = is_grad_enabled() and (tensor.requires_grad or any(
         isinstance(a, Tensor) and a.requires_grad for a in args))
     if not recording:

@@ -8,7 +8,7 @@ the op computes in float32, rounding once, as torch does.
 
 import numpy
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
 from gpugrad.tensor import Tensor
 
 _NUMBERS = (int, float, numpy.number)
@@ -34,13 +34,16 @@ def scalar_of(dtype, value):
 
 def promote(*operands, floating=False):
     """Cast operands to their torch result dtype; returns (operands, dtype).
-    ``floating=True``: an integer result becomes the default float dtype (true division)."""
+    ``floating=True``: an integer result becomes the default float dtype (true division).
+    Tensors whose shapes do not broadcast raise torch's RuntimeError."""
     if len(operands) == 2:       # fast paths: same-dtype tensors, float tensor with a number
         a, b = operands
         if type(a) is Tensor:
             dtype = a.array.dtype
             if dtype.kind == "f" or not floating:
                 if type(b) is Tensor and b.array.dtype == dtype:
+                    if a.array.shape != b.array.shape:
+                        validation.broadcast_shapes(a.array.shape, b.array.shape)
                     return operands, dtype
                 if isinstance(b, _NUMBERS) and dtype.kind == "f" and not isinstance(b, bool):
                     return (a, scalar_of(dtype, b)), dtype
@@ -50,6 +53,7 @@ def promote(*operands, floating=False):
                 return (scalar_of(dtype, a), b), dtype
     like = next(o for o in operands if isinstance(o, Tensor))
     operands = [as_operand(o, like) for o in operands]
+    validation.broadcast_shapes(*[o.shape for o in operands if isinstance(o, Tensor)])
     dtype = dtypes.result_type(*operands)
     if floating and not dtypes.is_floating_point(dtype):
         dtype = dtypes.get_default_dtype()

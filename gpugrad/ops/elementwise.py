@@ -14,7 +14,7 @@ import math
 
 import numpy
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.ops._promote import floating, promote, rounded, scalar_of
@@ -51,9 +51,19 @@ def _half_addend(value, dtype):
 _HALF = (dtypes.float16, dtypes.bfloat16)
 
 
+def _check_alpha(alpha, dtype):
+    if alpha == 1 and not isinstance(alpha, bool):
+        return
+    if isinstance(alpha, bool) and dtype != dtypes.bool_:
+        raise RuntimeError("Boolean alpha only supported for Boolean results.")
+    if isinstance(alpha, float) and not dtypes.is_floating_point(dtype):
+        raise RuntimeError("For integral input tensors, argument alpha must not be a floating point number.")
+
+
 def add(input, other, *, alpha=1):
     """input + alpha * other, broadcasting, with torch's type promotion."""
     (a, b), dtype = promote(input, other)
+    _check_alpha(alpha, dtype)
     return rounded(Add.apply(_half_addend(a, dtype), _half_addend(b, dtype), alpha), dtype)
 
 
@@ -70,10 +80,15 @@ class Sub(InternalFunction):
 
 def sub(input, other, *, alpha=1):
     """input - alpha * other (not defined for two bool tensors)."""
-    (a, b), dtype = promote(input, other)
-    if dtype == dtypes.bool_:
+    if isinstance(input, bool) or isinstance(other, bool) or any(
+            isinstance(t, Tensor) and t.dtype == dtypes.bool_ for t in (input, other)):
+        both = all(isinstance(t, Tensor) and t.dtype == dtypes.bool_ for t in (input, other))
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
-                           "Use the `^` or `logical_xor()` operator instead.")
+                           "Use the `^` or `logical_xor()` operator instead." if both else
+                           "Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+    (a, b), dtype = promote(input, other)
+    _check_alpha(alpha, dtype)
     return rounded(Sub.apply(_half_addend(a, dtype), _half_addend(b, dtype), alpha), dtype)
 
 
@@ -138,21 +153,46 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode is None:
         (a, b), dtype = promote(input, other, floating=True)
         return rounded(Div.apply(a, b), dtype)
-    if rounding_mode == "floor":
-        return floor_divide(input, other)
-    if rounding_mode == "trunc":
-        (a, b), dtype = promote(input, other)
-        if dtypes.is_floating_point(dtype):
-            return rounded(Div.apply(a, b), dtype).trunc()
-        return _no_grad_binary(lambda xp, x, y: _trunc_divide(xp, x, y), a, b)
-    raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
-                     f"'{rounding_mode}'")
+    if rounding_mode not in ("floor", "trunc"):
+        raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
+                           f"'{rounding_mode}'")
+    (a, b), dtype = promote(input, other)
+    _check_integer_division(b, dtype)
+    return rounded(RoundedDiv.apply(a, b, rounding_mode), dtype)
+
+
+def _check_integer_division(b, dtype):
+    """torch's error for an integer division by zero."""
+    if dtypes.is_floating_point(dtype):
+        return
+    zero = (b == 0) if not isinstance(b, Tensor) else bool((b.array == 0).any())
+    if zero:
+        raise RuntimeError("ZeroDivisionError")
 
 
 def _trunc_divide(xp, x, y):
+    if x.dtype.kind == "f" or getattr(y, "dtype", None) is not None and y.dtype.kind == "f":
+        return xp.trunc(x / y)
     quotient = xp.floor_divide(x, y)
     remainder = x - quotient * y
     return quotient + ((remainder != 0) & ((x < 0) != (y < 0)))
+
+
+class RoundedDiv(InternalFunction):
+    """div with rounding_mode 'floor' or 'trunc': piecewise constant, so its
+    gradient is 0 (torch's DivBackward2)."""
+
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        xp = ctx.xp
+        ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
+        if mode == "floor":
+            return xp.floor_divide(a, b)
+        return _trunc_divide(xp, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return zeros_of(grad), zeros_of(grad), None
 
 
 class Pow(InternalFunction):
@@ -168,16 +208,23 @@ class Pow(InternalFunction):
     def backward(ctx, grad):
         a, b, out = ctx.saved_tensors
         grad_a = grad_b = None
+        # torch's pow_backward_self / pow_backward_exponent, nan and inf included: the
+        # exponent's gradient at a = 0 is 0 for b >= 0 and -inf * grad below
         if ctx.needs_input_grad[0]:
             if isinstance(b, Tensor):
-                grad_a = where(b == 0, 0.0, grad * b * a ** (b - 1))
+                if b.dtype == dtypes.bool_:      # torch's formula subtracts 1 from the exponent
+                    raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you "
+                                       "are trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+                grad_a = where(b == 0, 0.0, grad * (b * a ** (b - 1)))
             else:
-                grad_a = grad * 0 if b == 0 else grad * b * a ** (b - 1)
+                grad_a = zeros_of(grad) if b == 0 else grad * (b * a ** (b - 1))
         if ctx.needs_input_grad[1]:
             if isinstance(a, Tensor):
-                grad_b = where((a == 0) & (b >= 0), 0.0, grad * out * a.log())
+                grad_b = grad * where((a == 0) & (b >= 0), 0.0, out * a.log())
+            elif a == 0:
+                grad_b = grad * where(b >= 0, 0.0, out * -math.inf)
             else:
-                grad_b = grad * 0 if a == 0 else grad * out * math.log(a)
+                grad_b = grad * (out * math.log(a) if a > 0 else out * math.nan)
         return grad_a, grad_b
 
 
@@ -190,25 +237,73 @@ def pow(input, exponent):
         negative = b < 0 if not isinstance(b, Tensor) else bool((b.array < 0).any())
         if negative:
             raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if isinstance(exponent, Tensor) and exponent.dtype == dtypes.bool_ and dtypes.is_floating_point(dtype):
+        b = exponent          # kept bool, as torch's (whose gradient then fails on it)
     return rounded(Pow.apply(a, b), dtype)
 
 
+class FloorDivide(InternalFunction):
+    """floor(a / b); torch defines no derivative for it (its backward raises, as torch's)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return ctx.xp.floor_divide(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("derivative for aten::floor_divide is not implemented")
+
+
 def floor_divide(input, other):
-    """floor(input / other), elementwise (no gradient)."""
-    (a, b), _ = promote(input, other)
-    return _no_grad_binary(lambda xp, x, y: xp.floor_divide(x, y), a, b)
+    """floor(input / other), elementwise (torch defines no gradient: backward raises)."""
+    (a, b), dtype = promote(input, other)
+    _check_integer_division(b, dtype)
+    return rounded(FloorDivide.apply(a, b), dtype)
+
+
+class Remainder(InternalFunction):
+    """a - b * floor(a / b) (``fmod``: trunc instead of floor); the gradient is
+    1 to a and -floor(a / b) (-trunc(a / b)) to b, as torch's."""
+
+    rounding = "floor"
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        xp = ctx.xp
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(a, b)
+        return xp.remainder(a, b) if cls.rounding == "floor" else xp.fmod(a, b)
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        grad_b = None
+        if ctx.needs_input_grad[1]:
+            a, b = ctx.saved_tensors
+            if not isinstance(a, Tensor):     # torch's remainder(Scalar, Tensor) has no derivative
+                raise RuntimeError("derivative for aten::remainder is not implemented")
+            quotient = div(a, b, rounding_mode=cls.rounding).detach()
+            grad_b = grad * -quotient
+        return grad, grad_b
+
+
+class Fmod(Remainder):
+    rounding = "trunc"
 
 
 def remainder(input, other):
-    """Python's modulus (the sign of the divisor), elementwise (no gradient)."""
-    (a, b), _ = promote(input, other)
-    return _no_grad_binary(lambda xp, x, y: xp.remainder(x, y), a, b)
+    """Python's modulus (the sign of the divisor), elementwise; gradient 1 to
+    input, -floor(input / other) to other."""
+    (a, b), dtype = promote(input, other)
+    _check_integer_division(b, dtype)
+    return rounded(Remainder.apply(a, b), dtype)
 
 
 def fmod(input, other):
-    """C's fmod (the sign of the dividend), elementwise (no gradient)."""
-    (a, b), _ = promote(input, other)
-    return _no_grad_binary(lambda xp, x, y: xp.fmod(x, y), a, b)
+    """C's fmod (the sign of the dividend), elementwise; gradient 1 to input,
+    -trunc(input / other) to other."""
+    (a, b), dtype = promote(input, other)
+    _check_integer_division(b, dtype)
+    return rounded(Fmod.apply(a, b), dtype)
 
 
 class Neg(InternalFunction):
@@ -247,24 +342,34 @@ class Abs(InternalFunction):
 
 def abs(input):
     """|input|; the gradient at 0 (and at nan) is 0, as in torch."""
+    if input.dtype == dtypes.bool_:
+        raise validation.not_implemented("abs_cpu", input.dtype)
     return Abs.apply(input)
 
 
 absolute = abs
 
 
+def zeros_of(grad):
+    """The zero gradient of a piecewise-constant op (zeros, even where grad is nan or inf, as torch's)."""
+    return Tensor._make(grad.xp.zeros(grad.shape, dtype=grad.dtype))
+
+
 class Sign(InternalFunction):
     @staticmethod
     def forward(ctx, x):
-        return ctx.xp.sign(x)
+        if x.dtype == dtypes.bool_:
+            return x.copy()
+        # 0 at nan, as torch (NumPy's sign gives nan)
+        return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * 0
+        return zeros_of(grad)
 
 
 def sign(input):
-    """-1, 0 or 1 by the sign of each element (gradient 0)."""
+    """-1, 0 or 1 by the sign of each element (0 at nan, as torch; gradient 0)."""
     return Sign.apply(input)
 
 
@@ -278,7 +383,7 @@ class _Rounding(InternalFunction):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * 0
+        return zeros_of(grad)
 
 
 class Floor(_Rounding):
@@ -297,20 +402,31 @@ class Trunc(_Rounding):
     function = "trunc"
 
 
+def _rounding(function, input, kernel):
+    """An integer tensor rounds to a copy of itself; bool has no kernel (torch's NotImplementedError)."""
+    if dtypes.is_floating_point(input.dtype):
+        return function.apply(input)
+    if input.dtype == dtypes.bool_:
+        raise validation.not_implemented(kernel, input.dtype)
+    return clone(input)
+
+
 def floor(input):
-    """The largest integer <= each element (integer tensors are returned as they are)."""
-    return input if not dtypes.is_floating_point(input.dtype) else Floor.apply(input)
+    """The largest integer <= each element (integer tensors: a copy)."""
+    return _rounding(Floor, input, "floor_vml_cpu")
 
 
 def ceil(input):
     """The smallest integer >= each element."""
-    return input if not dtypes.is_floating_point(input.dtype) else Ceil.apply(input)
+    return _rounding(Ceil, input, "ceil_vml_cpu")
 
 
-def round(input, decimals=0):
+def round(input, *, decimals=0):
     """Round half to even (to ``decimals`` places)."""
     if not dtypes.is_floating_point(input.dtype):
-        return input
+        if decimals:
+            raise validation.not_implemented("round_cpu", input.dtype)
+        return _rounding(Round, input, "round_vml_cpu")
     if decimals:
         scale = 10.0 ** decimals
         return Round.apply(input * scale) / scale
@@ -319,14 +435,15 @@ def round(input, decimals=0):
 
 def trunc(input):
     """Round towards zero."""
-    return input if not dtypes.is_floating_point(input.dtype) else Trunc.apply(input)
+    return _rounding(Trunc, input, "trunc_vml_cpu")
 
 
 fix = trunc
 
 
 def frac(input):
-    """input - trunc(input)."""
+    """input - trunc(input) (floating point only)."""
+    validation.floating_only("frac_cpu", input.dtype)
     return input - trunc(input).detach()
 
 
@@ -357,15 +474,27 @@ def exp2(input):
 
 
 class Log(InternalFunction):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return ctx.xp.log(x)
+    """The logarithm in base e (log2, log10: in their base, one node each)."""
 
-    @staticmethod
-    def backward(ctx, grad):
+    function, scale = "log", 1.0
+
+    @classmethod
+    def forward(cls, ctx, x):
+        ctx.save_for_backward(x)
+        return getattr(ctx.xp, cls.function)(x)
+
+    @classmethod
+    def backward(cls, ctx, grad):
         x, = ctx.saved_tensors
-        return grad / x
+        return grad / x if cls.scale == 1.0 else grad / (x * cls.scale)
+
+
+class Log2(Log):
+    function, scale = "log2", math.log(2)
+
+
+class Log10(Log):
+    function, scale = "log10", math.log(10)
 
 
 @autocast_mode.float32
@@ -377,13 +506,13 @@ def log(input):
 @autocast_mode.float32
 def log2(input):
     """The base-2 logarithm."""
-    return Log.apply(_unary_input(input, "log2")) * (1 / math.log(2))
+    return Log2.apply(_unary_input(input, "log2"))
 
 
 @autocast_mode.float32
 def log10(input):
     """The base-10 logarithm."""
-    return Log.apply(_unary_input(input, "log10")) * (1 / math.log(10))
+    return Log10.apply(_unary_input(input, "log10"))
 
 
 class Log1p(InternalFunction):
@@ -463,7 +592,9 @@ def rsqrt(input):
 
 
 def square(input):
-    """input * input."""
+    """input * input (bool tensors give int64, as torch)."""
+    if input.dtype == dtypes.bool_:
+        input = input.to(dtypes.int64)
     return mul(input, input)
 
 
@@ -601,7 +732,7 @@ class Sigmoid(InternalFunction):
     def forward(ctx, x):
         xp = ctx.xp
         # torch's 1 / (1 + exp(-x)), in place after the first op: exp(-x) = inf gives 0 exactly
-        y = xp.negative(x)
+        y = backend.keep_array(xp.negative(x))
         xp.exp(y, out=y)
         y += 1
         xp.reciprocal(y, out=y)
@@ -665,6 +796,8 @@ class ThresholdBackward(InternalFunction):
 
 def relu(input):
     """max(input, 0); the gradient at 0 is 0."""
+    if input.dtype == dtypes.bool_:
+        raise RuntimeError("Boolean inputs not supported for relu")
     return Relu.apply(input)
 
 
@@ -777,7 +910,7 @@ class GeluBackward(InternalFunction):
 def gelu(input, approximate="none"):
     """x * Phi(x) (``approximate='tanh'``: torch's tanh approximation)."""
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise RuntimeError("approximate argument must be either none or tanh.")
     return Gelu.apply(_unary_input(input, "gelu"), approximate)
 
 
@@ -815,6 +948,35 @@ def softplus(input, beta=1.0, threshold=20.0):
 
 # -- selection ----------------------------------------------------------------
 
+class ClampTensor(InternalFunction):
+    """clamp with tensor bounds (broadcast): min(max(x, low), high), nan in
+    any operand propagating.  The gradient goes to x where low <= x <= high,
+    to low where x < low < high, to high where x > high or high < low (torch's
+    clamp_backward and clamp_backward_min_max)."""
+
+    @staticmethod
+    def forward(ctx, x, low, high):
+        xp = ctx.xp
+        ctx.save_for_backward(x, low, high)
+        y = x if low is None else xp.maximum(x, low)
+        return y if high is None else xp.minimum(y, high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, low, high = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if low is not None and high is not None:
+            inside = (x >= low) & (x <= high)
+        else:
+            inside = x >= low if low is not None else x <= high
+        grad_low = grad_high = None
+        if needs[1]:
+            grad_low = where((x < low) & (low < high) if high is not None else x < low, grad, 0.0)
+        if needs[2]:
+            grad_high = where((x > high) | (high < low) if low is not None else x > high, grad, 0.0)
+        return where(inside, grad, 0.0) if needs[0] else None, grad_low, grad_high
+
+
 class Clamp(InternalFunction):
     @staticmethod
     def forward(ctx, x, low, high):
@@ -840,12 +1002,14 @@ def clamp(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = input
-        if min is not None:
-            out = where(out < min, min, out)
-        if max is not None:
-            out = where(out > max, max, out)
-        return out
+        if not all(b is None or isinstance(b, Tensor) for b in (min, max)):
+            raise TypeError("clamp() received an invalid combination of arguments: min and max must both be "
+                            "Tensors or both be Numbers")
+        bounds = [b for b in (min, max) if b is not None]
+        operands, dtype = promote(input, *bounds)
+        low = operands[1] if min is not None else None
+        high = operands[-1] if max is not None else None
+        return rounded(ClampTensor.apply(operands[0], low, high), dtype)
     bounds = [b for b in (min, max) if b is not None]
     dtype = dtypes.result_type(input, *bounds)
     x = input if input.dtype == dtype else input.to(dtype)
@@ -971,24 +1135,55 @@ class Minimum(InternalFunction):
 
 def maximum(input, other):
     """The elementwise maximum (nan propagates)."""
-    (a, b), dtype = promote(input, other)
+    (a, b), dtype = _tensor_pair("maximum", input, other)
     return rounded(Maximum.apply(a, b), dtype)
 
 
 def minimum(input, other):
     """The elementwise minimum (nan propagates)."""
-    (a, b), dtype = promote(input, other)
+    (a, b), dtype = _tensor_pair("minimum", input, other)
     return rounded(Minimum.apply(a, b), dtype)
 
 
+class Fmax(InternalFunction):
+    """max(a, b) ignoring nan; the gradient goes to a where a >= b or b is nan,
+    else to b (no tie splitting: torch's)."""
+
+    largest = True
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return (ctx.xp.fmax if cls.largest else ctx.xp.fmin)(a, b)
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        a, b = ctx.saved_tensors
+        to_a = ((a >= b) if cls.largest else (a <= b)) | b.isnan()
+        return (where(to_a, grad, 0.0) if ctx.needs_input_grad[0] else None,
+                where(to_a, 0.0, grad) if ctx.needs_input_grad[1] else None)
+
+
+class Fmin(Fmax):
+    largest = False
+
+
+def _tensor_pair(name, input, other):
+    validation.tensor_argument(input, name, "input", 1)
+    validation.tensor_argument(other, name, "other", 2)
+    return promote(input, other)
+
+
 def fmax(input, other):
-    """The elementwise maximum, ignoring nan (no gradient through the comparison of nan)."""
-    return where(input.isnan(), other, where(other.isnan(), input, maximum(input, other)))
+    """The elementwise maximum, ignoring nan (nan only where both are)."""
+    (a, b), dtype = _tensor_pair("fmax", input, other)
+    return rounded(Fmax.apply(a, b), dtype)
 
 
 def fmin(input, other):
     """The elementwise minimum, ignoring nan."""
-    return where(input.isnan(), other, where(other.isnan(), input, minimum(input, other)))
+    (a, b), dtype = _tensor_pair("fmin", input, other)
+    return rounded(Fmin.apply(a, b), dtype)
 
 
 class Where(InternalFunction):
@@ -1049,15 +1244,52 @@ def masked_fill(input, mask, value):
     return out
 
 
+class Lerp(InternalFunction):
+    """input + weight (end - input), computed as torch does: from the nearer
+    end (end - (end - input)(1 - weight) for weight >= 1/2), so inf and nan
+    land where torch's do; the gradient is the plain formula's."""
+
+    @staticmethod
+    def forward(ctx, start, end, weight):
+        xp = ctx.xp
+        ctx.save_for_backward(start, end, weight)
+        diff = end - start
+        low = start + weight * diff
+        high = end - diff * (1 - weight)
+        if isinstance(weight, (float, numpy.floating)):
+            return low if builtins.abs(weight) < 0.5 else high
+        return xp.where(xp.abs(weight) < 0.5, low, high).astype(diff.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        start, end, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return (grad * (1 - weight) if needs[0] else None, grad * weight if needs[1] else None,
+                grad * (end - start) if needs[2] else None)
+
+
 def lerp(input, end, weight):
-    """input + weight * (end - input)."""
-    return input + weight * (end - input)
+    """input + weight * (end - input) (weight a number or a tensor; input and end of one dtype)."""
+    validation.tensor_argument(end, "lerp", "end", 2)
+    if end.dtype != input.dtype:
+        raise RuntimeError(f"expected dtype {dtypes.dtype_name(input.dtype)} for `end` but got dtype "
+                           f"{dtypes.dtype_name(end.dtype)}")
+    validation.floating_only("lerp_kernel_scalar" if not isinstance(weight, Tensor) else "lerp_kernel_tensor",
+                             input.dtype)
+    if isinstance(weight, Tensor):
+        if weight.dtype != input.dtype:
+            weight = weight.to(input.dtype)
+        validation.broadcast_shapes(input.shape, end.shape, weight.shape)
+    else:
+        validation.broadcast_shapes(input.shape, end.shape)
+        weight = scalar_of(input.dtype, weight)
+    return rounded(Lerp.apply(input, end, weight), input.dtype)
 
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     """nan, +inf and -inf replaced (by 0, the dtype's largest and its lowest by default)."""
     if not dtypes.is_floating_point(input.dtype):
-        return input
+        return clone(input)
     info = dtypes.finfo(input.dtype)
     out = where(input.isnan(), nan, input)
     out = where(out == math.inf, info.max if posinf is None else posinf, out)
@@ -1177,10 +1409,13 @@ def ge(input, other):
 greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
+_KERNELS = {"left_shift": "lshift_cpu", "right_shift": "rshift_cpu"}
+
+
 def _bitwise(name, a, b):
     (a, b), dtype = promote(a, b)
     if dtypes.is_floating_point(dtype):
-        raise RuntimeError(f"\"{name}_cpu\" not implemented for '{dtypes.dtype_name(dtype).capitalize()}'")
+        raise validation.not_implemented(_KERNELS.get(name, f"{name}_cpu"), dtype)
     return _no_grad_binary(lambda xp, x, y: getattr(xp, name)(x, y), a, b)
 
 
@@ -1212,7 +1447,7 @@ def bitwise_right_shift(input, other):
 def bitwise_not(input):
     """~input: logical not for bool tensors, bitwise not for integers."""
     if dtypes.is_floating_point(input.dtype):
-        raise RuntimeError("bitwise_not is only supported for integer and bool tensors")
+        raise validation.not_implemented("bitwise_not_cpu", input.dtype)
     return Tensor._make(input.xp.logical_not(input.array) if input.dtype == dtypes.bool_
                         else input.xp.invert(input.array))
 
@@ -1223,7 +1458,7 @@ def logical_not(input):
 
 
 def _logical(name, a, b):
-    (a, b), _ = promote(a, b)
+    (a, b), _ = _tensor_pair(name, a, b)
     return _no_grad_binary(lambda xp, x, y: getattr(xp, name)(x, y), a, b)
 
 
@@ -1268,18 +1503,29 @@ def isneginf(input):
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    """|input - other| <= atol + rtol * |other|, elementwise (a bool tensor)."""
-    (a, b), dtype = promote(input, other)
-    if isinstance(b, Tensor) and isinstance(a, Tensor) and a.dtype != b.dtype:
-        raise RuntimeError(f"{a.dtype} did not match {b.dtype}")
-    xp = a.xp if isinstance(a, Tensor) else b.xp
-    x = (a.array if isinstance(a, Tensor) else a)
-    y = (b.array if isinstance(b, Tensor) else b)
-    acc = dtypes.accumulate_dtype(dtype) if dtypes.is_floating_point(dtype) else dtypes.float64
-    x, y = xp.asarray(x).astype(acc), xp.asarray(y).astype(acc)
-    close = (x == y) | (xp.abs(x - y) <= atol + rtol * xp.abs(y))
-    if equal_nan:
+    """|input - other| <= atol + rtol * |other|, elementwise (a bool tensor);
+    infinities are close only to themselves, nan to nan only with equal_nan.
+    Both tensors of one dtype, as torch requires."""
+    validation.tensor_argument(input, "isclose", "input", 1)
+    validation.tensor_argument(other, "isclose", "other", 2)
+    if input.dtype != other.dtype:
+        raise RuntimeError(f"{validation.type_name(input.dtype)} did not match {validation.type_name(other.dtype)}")
+    if rtol < 0:
+        raise RuntimeError(f"rtol must be greater than or equal to zero, but got {rtol}")
+    if atol < 0:
+        raise RuntimeError(f"atol must be greater than or equal to zero, but got {atol}")
+    validation.broadcast_shapes(input.shape, other.shape)
+    xp = input.xp
+    x, y = input.array, backend.to_device(other.array, input.device)
+    close = x == y
+    if equal_nan and dtypes.is_floating_point(input.dtype):
         close |= xp.isnan(x) & xp.isnan(y)
+    if rtol == 0 and atol == 0:
+        return Tensor._make(close)
+    acc = dtypes.accumulate_dtype(input.dtype) if dtypes.is_floating_point(input.dtype) else dtypes.float64
+    x, y = x.astype(acc), y.astype(acc)
+    error = xp.abs(x - y)
+    close |= xp.isfinite(error) & (error <= atol + xp.abs(rtol * y))
     return Tensor._make(close)
 
 
@@ -1290,6 +1536,8 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 
 def equal(input, other):
     """True when both have the same shape and elements, as a Python bool."""
+    validation.tensor_argument(input, "equal", "input", 1)
+    validation.tensor_argument(other, "equal", "other", 2)
     return input.shape == other.shape and builtins.bool((input.array == backend.to_device(
         other.array, input.device)).all())
 
@@ -1298,11 +1546,15 @@ def nonzero(input, *, as_tuple=False):
     """Indices of the non-zero elements: an (n, ndim) int64 tensor, or a tuple
     of ndim 1-D tensors with ``as_tuple=True``."""
     xp = input.xp
-    index = xp.nonzero(input.array) if input.ndim else xp.nonzero(input.array.reshape(1))
-    index = [i.astype(dtypes.int64, copy=False) for i in index]
+    if input.ndim == 0:      # torch: (n, 0) indices, or as a tuple the positions in a 1-element vector
+        n = int(bool(input.array != 0))
+        if as_tuple:
+            return (Tensor._make(xp.zeros(n, dtype=dtypes.int64)),)
+        return Tensor._make(xp.zeros((n, 0), dtype=dtypes.int64))
+    index = [i.astype(dtypes.int64, copy=False) for i in xp.nonzero(input.array)]
     if as_tuple:
         return tuple(Tensor._make(i) for i in index)
-    return Tensor._make(xp.stack(index, axis=1) if index else xp.zeros((0, 0), dtype=dtypes.int64))
+    return Tensor._make(xp.stack(index, axis=1))
 
 
 def argwhere(input):

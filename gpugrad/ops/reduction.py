@@ -10,9 +10,10 @@ accumulate in float32, as torch does.
 import builtins
 import math
 
-from gpugrad import dtypes, return_types
+from gpugrad import backend, dtypes, return_types, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
+from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.backend import array_prod, array_sum
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
 from gpugrad.ops import shape
@@ -45,7 +46,13 @@ def sum(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     dims = normalize_dims(dim, input.ndim)
     if dtype is None:
         dtype = input.dtype if dtypes.is_floating_point(input.dtype) else dtypes.int64
-    return Sum.apply(input, dims, keepdim_arg(keepdim, keepdims), dtypes.as_dtype(dtype))
+    dtype = dtypes.as_dtype(dtype)
+    _check_result_dtype(input, dtype)
+    return Sum.apply(input, dims, keepdim_arg(keepdim, keepdims), dtype)
+
+
+def _check_result_dtype(input, dtype):
+    validation.differentiable_dtype(is_grad_enabled() and input.requires_grad, dtype)
 
 
 class Mean(InternalFunction):
@@ -130,6 +137,8 @@ class ProductOfOthers(InternalFunction):
         ctx.save_for_backward(x)
         ctx.dims = dims
         xp = ctx.xp
+        if x.size == 0:          # no element has a gradient (an empty group, or no group)
+            return xp.zeros(x.shape, dtype=x.dtype)
         moved, back = _groups_last(xp, x, dims)
         ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
         left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
@@ -149,6 +158,8 @@ class ProductOfPairs(InternalFunction):
     @staticmethod
     def forward(ctx, x, u, dims):
         xp = ctx.xp
+        if x.size == 0:
+            return xp.zeros(x.shape, dtype=x.dtype)
         moved, back = _groups_last(xp, x, dims)
         u, _ = _groups_last(xp, xp.broadcast_to(u, x.shape), dims)
         zero = moved == 0
@@ -185,6 +196,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     """The product over ``dim`` (None: every element); integer tensors give int64.
     The gradient is exact with zeros, up to the second order."""
     if dtype is not None:
+        _check_result_dtype(input, dtypes.as_dtype(dtype))
         input = input.to(dtype)
     if dim is not None and not isinstance(dim, int):
         raise TypeError("prod(): dim must be an int (torch reduces one dim at a time)")
@@ -284,8 +296,11 @@ def min(input, dim=None, keepdim=False, *, keepdims=None):
 
 def _arg_extremum(x, dim, keepdim, name):
     xp = x.xp
+    if x.dtype == dtypes.bool_:
+        raise RuntimeError(f"{name}(): does not support bool input")
     if dim is None:
-        _check_reducible(x, (), name)
+        if x.numel() == 0:
+            raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
         out = getattr(xp, name)(x.array.reshape(-1))
         out = out.reshape((1,) * x.ndim) if keepdim else out
     else:
@@ -328,77 +343,195 @@ def count_nonzero(input, dim=None):
 
 # -- statistics -------------------------------------------------------------------------
 
-def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
-    """The variance over ``dim`` with Bessel's correction (``correction=1``) by default."""
+def _statistic_args(name, dim, unbiased, keepdim, correction):
+    """torch's overloads: (dim, unbiased, keepdim), (unbiased) alone, or dim with correction= (not both)."""
+    if isinstance(dim, bool):          # var(x, True): the old unbiased positional
+        if unbiased is not None:
+            raise TypeError(f"{name}() received an invalid combination of arguments")
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{name}() received an invalid combination of arguments - got both unbiased and "
+                        "correction")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    if isinstance(dim, bool):          # var(x, False): the old unbiased positional
-        dim, correction = None, int(dim)
-    dims = normalize_dims(dim, input.ndim)
-    count = math.prod(input.shape[d] for d in dims)
-    centered = input - mean(input, dims, keepdim=True)
-    total = sum(centered * centered, dims, keepdim_arg(keepdim, keepdims))
-    return total / builtins.max(count - correction, 0)
+    return dim, correction
 
 
-def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
-    """The standard deviation: sqrt(var(...))."""
-    return var(input, dim, unbiased, keepdim, correction=correction, keepdims=keepdims).sqrt()
+class Var(InternalFunction):
+    """The variance over ``dims`` with ``correction`` (dividing by max(N -
+    correction, 0)); torch's var_backward: 2 / (N - correction) * grad * (x -
+    mean), and over every element with N <= correction, nan where x is the
+    mean and inf elsewhere.  Differentiable again."""
 
-
-def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """(var, mean) over ``dim``, as torch.var_mean."""
-    return (var(input, dim, unbiased, keepdim, correction=correction),
-            mean(input, dim, keepdim))
-
-
-def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """(std, mean) over ``dim``, as torch.std_mean."""
-    return (std(input, dim, unbiased, keepdim, correction=correction),
-            mean(input, dim, keepdim))
-
-
-class Norm2(InternalFunction):
-    """The Euclidean norm; its gradient is 0 (not nan) where the norm is 0, as in torch."""
+    numpy_errstate = True
 
     @staticmethod
-    def forward(ctx, x, dims, keepdim):
-        xp = ctx.xp
+    def forward(ctx, x, dims, keepdim, correction, whole):
+        ctx.save_for_backward(x)
+        ctx.dims, ctx.keepdim, ctx.correction, ctx.whole = dims, keepdim, correction, whole
         acc = x.astype(dtypes.accumulate_dtype(x.dtype), copy=False)
-        out = xp.sqrt((acc * acc).sum(axis=dims, keepdims=keepdim)).astype(x.dtype)
+        count = math.prod(x.shape[d] for d in dims)
+        mean = array_sum(acc, axis=dims, keepdims=True) / count if count else array_sum(acc, axis=dims,
+                                                                                        keepdims=True) * math.nan
+        centered = acc - mean
+        total = array_sum(centered * centered, axis=dims, keepdims=keepdim)
+        return (total / builtins.max(count - correction, 0)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return var_backward(grad, x, ctx.dims, ctx.keepdim, ctx.correction, ctx.whole), None, None, None, None
+
+
+def var_backward(grad, x, dims, keepdim, correction, whole):
+    """torch's var_backward (in differentiable ops)."""
+    count = math.prod(x.shape[d] for d in dims)
+    if not keepdim:
+        grad = grad.reshape(keepdim_shape(x.shape, dims))
+    mean = x.mean(dims, keepdim=True) if count else x.sum(dims, keepdim=True) * math.nan
+    if whole and count - correction <= 0:
+        return grad * where(x == mean, math.nan, math.inf)
+    dof = count - correction
+    scale = 2.0 / dof if dof else math.inf
+    return scale * grad * (x - mean)
+
+
+class Std(InternalFunction):
+    """sqrt(var); torch's std_backward: var_backward of grad / (2 std), 0 where std is 0."""
+
+    numpy_errstate = True
+
+    @staticmethod
+    def forward(ctx, x, dims, keepdim, correction, whole):
+        ctx.dims, ctx.keepdim, ctx.correction, ctx.whole = dims, keepdim, correction, whole
+        out = ctx.xp.sqrt(Var.forward(ctx, x, dims, keepdim, correction, whole))
         ctx.save_for_backward(x, out)
-        ctx.shape, ctx.dims = x.shape, dims
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, out = ctx.saved_tensors
-        out = out.reshape(keepdim_shape(ctx.shape, ctx.dims))
-        grad = grad.reshape(keepdim_shape(ctx.shape, ctx.dims))
-        return where(out == 0, 0.0, grad * x / out), None, None
+        grad_var = where(out == 0, 0.0, grad / (out * 2))
+        return var_backward(grad_var, x, ctx.dims, ctx.keepdim, ctx.correction, ctx.whole), None, None, None, None
+
+
+def _statistic(function, name, input, dim, unbiased, keepdim, correction, keepdims):
+    dim, correction = _statistic_args(name, dim, unbiased, keepdim, correction)
+    if not dtypes.is_floating_point(input.dtype):
+        raise RuntimeError(f"{name}(): input dtype should be either floating point or complex. "
+                           f"Got {validation.type_name(input.dtype)} instead.")
+    dims = normalize_dims(dim, input.ndim)
+    whole = dim is None or input.ndim == 0
+    return function.apply(input, dims, keepdim_arg(keepdim, keepdims), correction, whole)
+
+
+@autocast_mode.float32
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
+    """The variance over ``dim`` with Bessel's correction (``correction=1``) by default."""
+    return _statistic(Var, "var", input, dim, unbiased, keepdim, correction, keepdims)
+
+
+@autocast_mode.float32
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
+    """The standard deviation: sqrt(var(...)) (its gradient 0 where it is 0, as torch's)."""
+    return _statistic(Std, "std", input, dim, unbiased, keepdim, correction, keepdims)
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(var, mean) over ``dim``, as torch.var_mean."""
+    variance = var(input, dim, unbiased, keepdim, correction=correction)
+    dim, _ = _statistic_args("var_mean", dim, unbiased, keepdim, correction)
+    return variance, mean(input, dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(std, mean) over ``dim``, as torch.std_mean."""
+    deviation = std(input, dim, unbiased, keepdim, correction=correction)
+    dim, _ = _statistic_args("std_mean", dim, unbiased, keepdim, correction)
+    return deviation, mean(input, dim, keepdim)
+
+
+class VectorNorm(InternalFunction):
+    """The p-norm over ``dims`` (torch's linalg.vector_norm): 0 (the count of
+    non-zeros), 1, 2, +-inf (the largest / smallest |x|) or any other p.  The
+    backward is torch's norm_backward in differentiable ops: 0 where the norm
+    is 0 (p > 1) or x is 0 (p < 1), the gradient of +-inf shared among the
+    elements at the norm (and the nan ones)."""
+
+    numpy_errstate = True
+
+    @staticmethod
+    def forward(ctx, x, p, dims, keepdim):
+        xp = ctx.xp
+        a = xp.abs(x.astype(dtypes.accumulate_dtype(x.dtype), copy=False))
+        if p == 0:
+            out = array_sum((a != 0).astype(a.dtype), axis=dims, keepdims=keepdim)
+        elif p == math.inf:
+            out = a.max(axis=dims, keepdims=keepdim)
+        elif p == -math.inf:
+            out = a.min(axis=dims, keepdims=keepdim)
+        elif p == 1:
+            out = array_sum(a, axis=dims, keepdims=keepdim)
+        elif p == 2:
+            out = xp.sqrt(array_sum(a * a, axis=dims, keepdims=keepdim))
+        else:
+            out = array_sum(a ** p, axis=dims, keepdims=keepdim) ** (1.0 / p)
+        out = backend.keep_array(out).astype(x.dtype, copy=False)
+        ctx.save_for_backward(x, out)
+        ctx.p, ctx.dims, ctx.keepdim = p, dims, keepdim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm = ctx.saved_tensors
+        p, dims = ctx.p, ctx.dims
+        if not ctx.keepdim:
+            grad = grad.reshape(keepdim_shape(x.shape, dims))
+            norm = norm.reshape(keepdim_shape(x.shape, dims))
+        if p == 0:
+            return Tensor._make(x.xp.zeros(x.shape, dtype=x.dtype)), None, None, None
+        if p == 1:
+            return x.sign() * grad, None, None, None
+        if p == 2:
+            return grad * where(norm == 0, 0.0, x / norm), None, None, None
+        if p in (math.inf, -math.inf):
+            magnitude = x.abs()
+            hits = ((magnitude == norm) | magnitude.isnan()).to(x.dtype)
+            return x.sign() * ((grad / hits.sum(dims, keepdim=True)) * hits), None, None, None
+        if p < 1:
+            scaled = x.sign() * where(x == 0, 0.0, x.abs() ** (p - 1))
+            return scaled * grad * norm ** (1 - p), None, None, None
+        scaled = x.sign() * x.abs() ** (p - 1) if p < 2 else x * x.abs() ** (p - 2)
+        return scaled * where(norm == 0, 0.0, grad / norm ** (p - 1)), None, None, None
 
 
 @autocast_mode.float32
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
     """The p-norm over ``dim`` (None: every element): 2 / 'fro' (default), 1,
-    inf, -inf, 0 (the count of non-zeros) or any other number."""
+    inf, -inf, 0 (the count of non-zeros) or any other number ('fro' over at
+    most two dims).  Floating-point tensors only, as torch's."""
     if dtype is not None:
         input = input.to(dtype)
-    dims = normalize_dims(dim, input.ndim)
     keepdim = keepdim_arg(keepdim, keepdims)
-    if p is None or p == 2 or p == "fro":
-        return Norm2.apply(input, dims, keepdim)
-    if p == math.inf:
-        return amax(input.abs(), dims, keepdim)
-    if p == -math.inf:
-        return amin(input.abs(), dims, keepdim)
-    if p == 1:
-        return sum(input.abs(), dims, keepdim)
-    if p == 0:
-        return sum((input != 0).to(input.dtype), dims, keepdim)
     if isinstance(p, str):
-        raise RuntimeError(f"norm: unsupported p={p!r}")
-    return sum(input.abs() ** p, dims, keepdim) ** (1.0 / p)
+        if p == "nuc":
+            raise NotImplementedError("norm(p='nuc'): gpugrad has no singular value decomposition")
+        if p != "fro":
+            raise RuntimeError(f"linalg.matrix_norm: Order {p} not supported.")
+        if dim is not None and not isinstance(dim, int) and len(dim) not in (1, 2):
+            raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
+        p = 2
+    if p is None:
+        p = 2
+    if not dtypes.is_floating_point(input.dtype):
+        raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor as input. Got "
+                           f"{validation.type_name(input.dtype)}")
+    dims = normalize_dims(dim, input.ndim)
+    if p in (math.inf, -math.inf) and input.numel() == 0 and (dim is None or builtins.any(
+            input.shape[d] == 0 for d in dims)):
+        raise RuntimeError("linalg.vector_norm cannot compute the inf norm on an empty tensor because the "
+                           "operation does not have an identity")
+    return VectorNorm.apply(input, float(p), dims, keepdim)
 
 
 # -- scans ------------------------------------------------------------------------------------
@@ -421,10 +554,12 @@ def cumsum(input, dim, *, dtype=None):
     """Running sums along ``dim`` (integer tensors give int64)."""
     if dtype is None:
         dtype = input.dtype if dtypes.is_floating_point(input.dtype) else dtypes.int64
+    dtype = dtypes.as_dtype(dtype)
+    _check_result_dtype(input, dtype)
     if input.ndim == 0:
         wrap_dim(dim, 0)
         return input.to(dtype).clone()
-    return CumSum.apply(input, wrap_dim(dim, input.ndim), dtypes.as_dtype(dtype))
+    return CumSum.apply(input, wrap_dim(dim, input.ndim), dtype)
 
 
 class CumProd(InternalFunction):
@@ -462,6 +597,7 @@ class CumProd(InternalFunction):
 def cumprod(input, dim, *, dtype=None):
     """Running products along ``dim``; the gradient is exact with zeros."""
     if dtype is not None:
+        _check_result_dtype(input, dtypes.as_dtype(dtype))
         input = input.to(dtype)
     elif not dtypes.is_floating_point(input.dtype):
         input = input.to(dtypes.int64)
@@ -517,8 +653,16 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):
-    """(values, indices) of the k-th smallest element along ``dim`` (k from 1)."""
+    """(values, indices) of the k-th smallest element along ``dim`` (k from 1;
+    nan sorts last, as in torch)."""
     d = wrap_dim(dim, input.ndim)
+    size = input.shape[d] if input.ndim else 1
+    if input.ndim and size == 0:
+        raise IndexError(f"kthvalue(): Expected reduction dim {d} to have non-zero size.")
+    if not 1 <= k <= size:
+        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {d}")
+    if input.ndim == 0:
+        return return_types.kthvalue(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
     values, indices = sort(input, d)
     key = (slice(None),) * d + (slice(k - 1, k),)
     values, indices = values[key], indices[key]
@@ -528,9 +672,27 @@ def kthvalue(input, k, dim=-1, keepdim=False):
 
 
 def median(input, dim=None, keepdim=False):
-    """The lower median (of every element, or (values, indices) along ``dim``)."""
+    """The lower median (of every element, or (values, indices) along ``dim``);
+    nan where the reduced elements hold a nan (its first, in the indices), as
+    torch's (nanmedian is the one that skips nan)."""
     if dim is None:
+        if input.numel() == 0:
+            return Tensor._make(input.xp.full((), math.nan, dtype=input.dtype))
         flat = input.reshape(-1)
-        return kthvalue(flat, (flat.shape[0] + 1) // 2, 0).values
+        return median(flat, 0).values
     d = wrap_dim(dim, input.ndim)
-    return return_types.median(*kthvalue(input, (input.shape[d] + 1) // 2, d, keepdim))
+    if input.ndim and input.shape[d] == 0:
+        raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
+    if input.ndim == 0:
+        return return_types.median(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
+    values, indices = kthvalue(input, (input.shape[d] + 1) // 2, d, keepdim=True)
+    if dtypes.is_floating_point(input.dtype):
+        nan = input.isnan()
+        has_nan = nan.any(d, keepdim=True)
+        if bool(has_nan.array.any()):
+            first_nan = argmax(nan.to(dtypes.int64), d, keepdim=True)
+            indices = where(has_nan, first_nan, indices)
+            values = shape.gather(input, d, indices)
+    if not keepdim:
+        values, indices = values.squeeze(d), indices.squeeze(d)
+    return return_types.median(values, indices)

@@ -8,10 +8,9 @@ import math
 
 import numpy
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.dims import shape_arg, wrap_dim
-from gpugrad.ops._promote import promote
+from gpugrad.dims import method_sizes, sequence_arg, wrap_dim
 from gpugrad.tensor import Tensor
 
 # -- views ----------------------------------------------------------------------------
@@ -60,11 +59,18 @@ def _infer_shape(shape, numel):
     return tuple(shape)
 
 
-def reshape(input, *shape):
-    """The same elements in a new shape (one dim may be -1); a view when the
-    layout allows, else a copy."""
-    shape = _infer_shape(shape_arg(shape), input.numel())
-    return input if shape == input.shape else Reshape.apply(input, shape, False)
+def reshape(input, shape):
+    """The same elements in a new ``shape`` (one dim may be -1); a view when the
+    layout allows, else a copy (a new tensor even for the same shape, as torch's).
+    The method takes the sizes as ints too (``x.reshape(2, 3)``)."""
+    shape = _infer_shape(sequence_arg(shape, "reshape", "shape", 2), input.numel())
+    return Reshape.apply(input, shape, False)
+
+
+def alias(input):
+    """A view of all of ``input`` (what torch's view ops return where nothing
+    changes: a new tensor sharing the memory, never ``input`` itself)."""
+    return Reshape.apply(input, input.shape, False)
 
 
 def view(input, *shape):
@@ -76,7 +82,7 @@ def view(input, *shape):
         if dtype.itemsize != input.dtype.itemsize:
             raise RuntimeError("view(dtype) needs a dtype of the same element size")
         return Tensor._make(input.array.view(dtype))
-    return Reshape.apply(input, _infer_shape(shape_arg(shape), input.numel()), True)
+    return Reshape.apply(input, _infer_shape(method_sizes(shape, "view", "size"), input.numel()), True)
 
 
 def view_as(input, other):
@@ -88,12 +94,15 @@ def reshape_as(input, other):
 
 
 def flatten(input, start_dim=0, end_dim=-1):
-    """Merge dims start_dim..end_dim into one."""
+    """Merge dims start_dim..end_dim into one (``input`` itself when that is one dim, as torch's)."""
     if input.ndim == 0:
+        wrap_dim(start_dim, 0), wrap_dim(end_dim, 0)
         return reshape(input, (1,))
     start, end = wrap_dim(start_dim, input.ndim), wrap_dim(end_dim, input.ndim)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    if start == end:
+        return input
     n = math.prod(input.shape[start:end + 1])
     return reshape(input, input.shape[:start] + (n,) + input.shape[end + 1:])
 
@@ -118,20 +127,24 @@ class Permute(InternalFunction):
         return Permute.apply(grad, ctx.inverse), None
 
 
-def permute(input, *dims):
-    """The dims reordered (a view)."""
-    dims = tuple(wrap_dim(d, input.ndim) for d in shape_arg(dims))
-    if sorted(dims) != list(range(input.ndim)):
-        raise RuntimeError(f"permute(): dims {list(dims)} are not a permutation of the "
-                           f"{input.ndim} dims of the input")
-    return Permute.apply(input, dims)
+def permute(input, dims):
+    """The dims reordered (a view); the method takes them as ints too."""
+    given = sequence_arg(dims, "permute", "dims", 2)
+    if len(given) != input.ndim:
+        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match the "
+                           f"length of the desired ordering of dimensions i.e. input.dim() = {input.ndim} is not "
+                           f"equal to len(dims) = {len(given)}")
+    dims = tuple(wrap_dim(d, input.ndim) for d in given)
+    if len(set(dims)) != len(dims):
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    return Permute.apply(input, dims) if input.ndim else alias(input)
 
 
 def transpose(input, dim0, dim1):
     """Two dims swapped (a view)."""
     if input.ndim == 0:
         wrap_dim(dim0, 0), wrap_dim(dim1, 0)
-        return input
+        return alias(input)
     dims = list(range(input.ndim))
     d0, d1 = wrap_dim(dim0, input.ndim), wrap_dim(dim1, input.ndim)
     dims[d0], dims[d1] = dims[d1], dims[d0]
@@ -145,7 +158,7 @@ def t(input):
     """The transpose of a tensor of at most 2 dims."""
     if input.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
-    return input if input.ndim < 2 else Permute.apply(input, (1, 0))
+    return alias(input) if input.ndim < 2 else Permute.apply(input, (1, 0))
 
 
 def movedim(input, source, destination):
@@ -154,7 +167,13 @@ def movedim(input, source, destination):
     destination = [wrap_dim(d, input.ndim)
                    for d in (destination if isinstance(destination, (tuple, list)) else [destination])]
     if len(source) != len(destination):
-        raise RuntimeError("movedim: Invalid source or destination dims")
+        raise RuntimeError(f"movedim: Invalid source or destination dims: source ({source} dims) should contain "
+                           f"the same number of dims as destination ({destination} dims)")
+    for given, name in ((source, "source"), (destination, "destination")):
+        if len(set(given)) != len(given):
+            raise RuntimeError(f"movedim: repeated dim in `{name}` ({given})")
+    if input.ndim == 0:
+        return alias(input)
     order = [d for d in range(input.ndim) if d not in source]
     for dst, src in sorted(zip(destination, source)):
         order.insert(dst, src)
@@ -195,7 +214,7 @@ class Expand(InternalFunction):
 
 def expand(input, *sizes):
     """A broadcast view to ``sizes`` (-1 keeps a dim); no memory is copied."""
-    sizes = shape_arg(sizes)
+    sizes = method_sizes(sizes, "expand", "size")
     lead = len(sizes) - input.ndim
     if lead < 0:
         raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater "
@@ -217,22 +236,24 @@ def expand(input, *sizes):
                 f"Tensor sizes: {list(input.shape)}")
         shape.append(n)
     shape = tuple(shape)
-    return input if shape == input.shape else Expand.apply(input, shape)
+    return alias(input) if shape == input.shape else Expand.apply(input, shape)
 
 
 def expand_as(input, other):
     return expand(input, other.shape)
 
 
-def broadcast_to(input, shape):
-    """A broadcast view of ``input`` with ``shape``."""
-    return expand(input, tuple(shape))
+def broadcast_to(input, size):
+    """A broadcast view of ``input`` with ``size`` (the method takes ints too)."""
+    return expand(input, sequence_arg(size, "broadcast_to", "size", 2))
 
 
 def broadcast_tensors(*tensors):
     """The tensors expanded (as views) to their common broadcast shape."""
-    shape = numpy.broadcast_shapes(*(t.shape for t in tensors))
-    return tuple(expand(t, shape) for t in tensors)
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    shape = validation.broadcast_shapes(*(t.shape for t in tensors))
+    return tuple(t if t.shape == shape else expand(t, shape) for t in tensors)
 
 
 # -- indexing ------------------------------------------------------------------------------
@@ -359,10 +380,12 @@ def index_put(input, key, value, accumulate=False):
 def gather(input, dim, index):
     """out[i][j][k] = input[i][index[i][j][k]][k] for dim=1 (torch.gather)."""
     dim = wrap_dim(dim, input.ndim)
-    if index.ndim != input.ndim:
-        raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
     if index.dtype.kind not in "iu":
         raise RuntimeError(f"gather(): Expected dtype int64 for index, got {index.dtype}")
+    if input.ndim == 0 and index.ndim <= 1:      # a scalar gathers as a 1-element vector (torch)
+        return reshape(gather(reshape(input, (1,)), 0, reshape(index, (-1,))), index.shape)
+    if index.ndim != input.ndim:
+        raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
     xp = input.xp
     idx = backend.to_device(index.array, input.device)
     key = []
@@ -372,21 +395,34 @@ def gather(input, dim, index):
         else:
             if index.shape[d] > input.shape[d]:
                 raise RuntimeError(f"Size does not match at dimension {d} expected index "
-                                   f"{list(index.shape)} to be smaller than self {list(input.shape)} "
+                                   f"{list(index.shape)} to be no larger than self {list(input.shape)} "
                                    f"apart from dimension {dim}")
             shape = [1] * input.ndim
             shape[d] = index.shape[d]
             key.append(xp.arange(index.shape[d]).reshape(shape))
     if idx.size and backend.xp_for(idx) is numpy:
         low, high = int(idx.min()), int(idx.max())
-        if low < -input.shape[dim] or high >= input.shape[dim]:
-            raise IndexError(f"index {high if high >= input.shape[dim] else low} is out of bounds for "
-                             f"dimension {dim} with size {input.shape[dim]}")
+        if low < 0 or high >= input.shape[dim]:
+            raise RuntimeError(f"index {high if high >= input.shape[dim] else low} is out of bounds for "
+                               f"dimension {dim} with size {input.shape[dim]}")
     return GetItem.apply(input, tuple(key), True)
 
 
-def take_along_dim(input, indices, dim):
-    """Values at ``indices`` along ``dim`` (gather)."""
+def take_along_dim(input, indices, dim=None):
+    """Values at ``indices`` along ``dim`` (gather, input and indices broadcast
+    against each other in the other dims); the flattened input when dim is None."""
+    if dim is None:
+        return gather(reshape(input, (-1,)), 0, reshape(indices, (-1,)))
+    if input.ndim != indices.ndim:
+        raise RuntimeError(f"torch.take_along_dim(): input and indices should have the same number of dimensions, "
+                           f"but got {input.ndim} dimensions for input, and {indices.ndim} dimensions for indices")
+    dim = wrap_dim(dim, input.ndim)
+    if input.ndim:
+        others = [n for d, n in enumerate(input.shape) if d != dim]
+        index_others = [n for d, n in enumerate(indices.shape) if d != dim]
+        shape = list(validation.broadcast_shapes(others, index_others))
+        input = expand(input, tuple(shape[:dim] + [input.shape[dim]] + shape[dim:]))
+        indices = expand(indices, tuple(shape[:dim] + [indices.shape[dim]] + shape[dim:]))
     return gather(input, dim, indices)
 
 
@@ -395,6 +431,17 @@ def index_select(input, dim, index):
     dim = wrap_dim(dim, input.ndim)
     if index.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
+    if index.dtype.kind not in "iu":
+        raise RuntimeError(f"index_select(): Expected dtype int32/int64 for index but got: {index.dtype}")
+    if input.ndim == 0:
+        if index.numel() != 1:
+            raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.numel()} "
+                               "value(s)")
+        return reshape(index_select(reshape(input, (1,)), 0, index), ())
+    if index.numel() and backend.xp_for(index.array) is numpy:
+        low, high = int(index.array.min()), int(index.array.max())
+        if low < 0 or high >= input.shape[dim]:
+            raise IndexError("index out of range in self")
     return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
 
 
@@ -452,7 +499,9 @@ def cat(tensors, dim=0, *, axis=None):
             raise TypeError(f"expected Tensor as element {i} in argument 0, but got {type(t).__name__}")
         if t.ndim == 0:
             raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
-    tensors, _ = promote(*tensors) if len(tensors) > 1 else (tensors, None)
+    if len(tensors) > 1:
+        dtype = dtypes.result_type(*tensors)
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)]
     if not kept:
         return tensors[0].clone()
@@ -566,15 +615,21 @@ def chunk(input, chunks, dim=0):
 
 def tensor_split(input, indices_or_sections, dim=0):
     """Split into ``n`` nearly equal pieces, or at the given indices, along ``dim``."""
+    if input.ndim == 0:
+        raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a tensor with 0 dims")
     dim = wrap_dim(dim, input.ndim)
     n = input.shape[dim]
     if isinstance(indices_or_sections, int):
         k = indices_or_sections
+        if k <= 0:
+            raise RuntimeError(f"number of sections must be larger than 0, got {k}")
         sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
-    else:
-        bounds = [0] + [builtins.min(builtins.max(i, 0), n) for i in indices_or_sections] + [n]
-        sizes = [builtins.max(b - a, 0) for a, b in zip(bounds, bounds[1:])]
-    return split(input, sizes, dim)
+        return split(input, sizes, dim)
+    # input[:i0], input[i0:i1], ..., input[ik:] with Python's slice rules (negative indices count from the end)
+    bounds = [int(i) for i in indices_or_sections]
+    lead = (slice(None),) * dim
+    return tuple(getitem(input, lead + (slice(start, stop),))
+                 for start, stop in zip([0] + bounds, bounds + [None]))
 
 
 def unbind(input, dim=0):
@@ -595,20 +650,27 @@ class Flip(InternalFunction):
         return Flip.apply(grad, ctx.dims), None
 
 
-def flip(input, *dims):
-    """The order of elements reversed along ``dims`` (a copy)."""
-    dims = tuple(sorted({wrap_dim(d, input.ndim) for d in shape_arg(dims)}))
-    return Flip.apply(input, dims)
+def flip(input, dims):
+    """The order of elements reversed along ``dims`` (a copy; the method takes ints too)."""
+    dims = sequence_arg(dims, "flip", "dims", 2)
+    wrapped = tuple(sorted({wrap_dim(d, input.ndim) for d in dims}))
+    if len(wrapped) != len(dims):
+        raise RuntimeError(f"dim {dims[0]} appears multiple times in the list of dims")
+    return Flip.apply(input, wrapped if input.ndim else ())
 
 
 def fliplr(input):
     """The order of columns reversed (dim 1)."""
-    return flip(input, 1)
+    if input.ndim < 2:
+        raise RuntimeError("Input must be >= 2-d.")
+    return flip(input, (1,))
 
 
 def flipud(input):
     """The order of rows reversed (dim 0)."""
-    return flip(input, 0)
+    if input.ndim < 1:
+        raise RuntimeError("Input must be >= 1-d.")
+    return flip(input, (0,))
 
 
 class Roll(InternalFunction):
@@ -666,22 +728,25 @@ def triu(input, diagonal=0):
 
 def repeat(input, *sizes):
     """The tensor tiled ``sizes`` times along each dim (torch's Tensor.repeat)."""
-    sizes = shape_arg(sizes)
+    sizes = method_sizes(sizes, "repeat", "repeats")
     if len(sizes) < input.ndim:
         raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of "
                            "dimensions of tensor")
+    validation.non_negative(sizes)
     x = input.reshape((1,) * (len(sizes) - input.ndim) + input.shape)
     expanded_shape, final = [], []
     for n, r in zip(x.shape, sizes):
         expanded_shape += [r, n]
         final.append(r * n)
     x = x.reshape(tuple(v for n in x.shape for v in (1, n)))
-    return expand(x, tuple(expanded_shape)).reshape(tuple(final))
+    out = expand(x, tuple(expanded_shape)).reshape(tuple(final))
+    # a copy always, as torch's (the reshape is a view when every count is 1, or n is 1)
+    return out.clone() if backend.may_share_memory(out.array, input.array) else out
 
 
 def tile(input, dims):
     """The tensor repeated ``dims`` times along each dim (leading ones added as needed)."""
-    dims = tuple(dims)
+    dims = sequence_arg(dims, "tile", "dims", 2)
     if len(dims) < input.ndim:
         dims = (1,) * (input.ndim - len(dims)) + dims
     return repeat(input, dims)
