@@ -3,9 +3,11 @@ torch's signatures (a size as ``zeros(2, 3)``, ``zeros((2, 3))`` or
 ``zeros(size=(2, 3))``; ``dtype``, ``device`` and ``requires_grad`` keywords).
 Random factories live in ``gpugrad/random.py``."""
 
+import math
+
 import numpy
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
 from gpugrad.dims import size_arg
 from gpugrad.tensor import Tensor
 
@@ -69,12 +71,24 @@ def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False)
         source = data
         dev = backend.as_device(device)
     dtype = dtypes.as_dtype(dtype) or dtypes.as_dtype(source_dtype)
+    _check_conversion(source, dtype)
     with backend.device_guard(dev):
         if backend.is_array(source):
             array = backend.to_device(source, dev).astype(dtype, copy=True)
         else:
             array = backend.to_device(numpy.asarray(source).astype(dtype), dev)
     return _new(array, requires_grad)
+
+
+def _check_conversion(source, dtype):
+    """Floats into an integer dtype: torch refuses nan, inf and values past the type's range."""
+    if dtypes.is_floating_point(dtype) or dtype == dtypes.bool_ or backend.is_cupy_array(source):
+        return
+    values = numpy.asarray(source.array if isinstance(source, Tensor) else source)
+    if values.dtype.kind == "f" and values.size:
+        info = numpy.iinfo(dtype)
+        if not (numpy.isfinite(values).all() and values.min() >= info.min and values.max() <= info.max):
+            raise RuntimeError(f"value cannot be converted to type {dtypes.dtype_name(dtype)} without overflow")
 
 
 def as_tensor(data, dtype=None, device=None):
@@ -153,6 +167,7 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
     default = dtypes.result_type(fill_value) if not isinstance(fill_value, Tensor) else fill_value.dtype
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
+    fill_value = validation.number_for(dtypes.as_dtype(dtype) or default, fill_value)
     return _filled(size_arg((size,)), fill_value, dtype, device, requires_grad, default)
 
 
@@ -177,7 +192,9 @@ def empty_like(input, *, dtype=None, device=None, requires_grad=False, memory_fo
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
     """``fill_value`` in input's shape (and dtype and device, unless given)."""
-    return _filled(input.shape, fill_value, *_like(input, dtype, device), requires_grad)
+    dtype, device = _like(input, dtype, device)
+    fill_value = validation.number_for(dtypes.as_dtype(dtype), fill_value)
+    return _filled(input.shape, fill_value, dtype, device, requires_grad)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
@@ -185,24 +202,38 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     integer arguments, the default float otherwise."""
     if end is None:
         start, end = 0, start
-    if step == 0:
-        raise RuntimeError("step must be nonzero")
     dtype = dtypes.as_dtype(dtype) or dtypes.result_type(start, end, step)
+    if dtype == dtypes.bool_:
+        raise validation.not_implemented("arange_cpu", dtype)
+    if not (step > 0 or step < 0):
+        raise RuntimeError("step must be nonzero")
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise RuntimeError(f"unsupported range: {start} -> {end}")
+    if (end - start) * step < 0:
+        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
     dev = backend.as_device(device)
     xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):
+        if dtype == dtypes.int64:       # torch computes int64 ranges from the arguments converted to int64
+            start, end, step = int(start), int(end), int(step)
+            if step == 0:
+                raise ValueError("step must be nonzero")
+        count = max(0, int(numpy.ceil((end - start) / step)))
         if dtypes.is_floating_point(dtype):
-            count = max(0, int(numpy.ceil((end - start) / step)))
             array = (xp.arange(count, dtype=numpy.float64) * step + start).astype(dtype)
-        else:
-            array = xp.arange(start, end, step, dtype=dtype)
+        else:      # other integer dtypes: the count from the arguments, start and step converted
+            array = (xp.arange(count, dtype=numpy.int64) * int(step) + int(start)).astype(dtype)
     return _new(array, requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
     """``steps`` evenly spaced values from start to end, both included."""
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
     dev = backend.as_device(device)
     dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
+    if not dtypes.is_floating_point(dtype):       # torch converts the ends to the dtype first
+        start, end = int(start), int(end)
     xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):
         array = xp.linspace(start, end, steps, dtype=numpy.float64).astype(dtype, copy=False)
@@ -211,8 +242,10 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
     """``steps`` values from base**start to base**end, evenly spaced in the exponent."""
-    line = linspace(start, end, steps, dtype=dtypes.float64, device=device)
     dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
+    if not dtypes.is_floating_point(dtype):       # torch converts the ends to the dtype first
+        start, end = int(start), int(end)
+    line = linspace(start, end, steps, dtype=dtypes.float64, device=device)
     return _new((base ** line.array).astype(dtype), requires_grad)
 
 
@@ -220,6 +253,10 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
     """The n x m identity matrix."""
     dev = backend.as_device(device)
     dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
+    if n < 0:
+        raise RuntimeError(f"n must be greater or equal to 0, got {n}")
+    if m is not None and m < 0:
+        raise RuntimeError(f"m must be greater or equal to 0, got {m}")
     with backend.device_guard(dev):
         array = backend.xp_for_device(dev).eye(n, n if m is None else m, dtype=dtype)
     return _new(array, requires_grad)

@@ -40,17 +40,28 @@ def wrap_dim(dim, ndim):
     return dim % top
 
 
-def normalize_dims(dim, ndim):
+def wrap_dim_of_tensor(dim, ndim):
+    """wrap_dim for ops that take no dim of a 0-d tensor (roll, take_along_dim: torch's IndexError)."""
+    if ndim == 0:
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+    return wrap_dim(dim, ndim)
+
+
+def normalize_dims(dim, ndim, empty_means_all=True):
     """``dim`` (None, an int or a sequence) as a sorted tuple of non-negative dims;
-    None means every dim."""
+    None means every dim, and so does an empty sequence (torch's reductions;
+    ``empty_means_all=False``: none, as any/all take it)."""
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, (tuple, list)):
+        if not dim and empty_means_all:
+            return tuple(range(ndim))
         dims = tuple(sorted({wrap_dim(d, ndim) for d in dim}))
         if len(dims) != len(dim):
-            raise RuntimeError(f"dim {tuple(dim)} appears multiple times in the list of dims")
+            raise RuntimeError(f"dim {wrap_dim(dim[0], ndim)} appears multiple times in the list of dims")
         return dims if ndim else ()
-    return (wrap_dim(dim, ndim),) if ndim else ()
+    wrapped = wrap_dim(dim, ndim)
+    return (wrapped,) if ndim else ()
 
 
 def keepdim_shape(shape, dims):

@@ -9,6 +9,7 @@ generator of one's own.
 """
 
 import json
+import math
 import os
 
 import numpy
@@ -183,8 +184,8 @@ def _place(dtype, device, default):
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **kwargs):
     """Uniform samples in [0, 1) of the given size (``rand(2, 3)`` or ``rand((2, 3))``)."""
     dev, dtype = _place(dtype, device, dtypes.get_default_dtype())
-    validation.floating_only("check_uniform_bounds", dtype)
     shape = size_arg(size, kwargs.pop("size", None), "rand")
+    validation.floating_only("check_uniform_bounds", dtype)
     _no_extra(kwargs, "rand")
     return _new(generator_for(dev, generator).uniform(shape, 0.0, 1.0, dtype), requires_grad)
 
@@ -192,8 +193,9 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **kwargs):
     """Standard normal samples of the given size."""
     dev, dtype = _place(dtype, device, dtypes.get_default_dtype())
-    validation.floating_only("normal_kernel_cpu", dtype)
     shape = size_arg(size, kwargs.pop("size", None), "randn")
+    if math.prod(shape):                     # torch runs (and checks) no kernel for an empty tensor
+        validation.floating_only("normal_kernel_cpu", dtype)
     _no_extra(kwargs, "randn")
     return _new(generator_for(dev, generator).normal(shape, 0.0, 1.0, dtype), requires_grad)
 
@@ -210,6 +212,11 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
     if size is None:
         raise TypeError("randint() missing required argument 'size'")
     dev, dtype = _place(dtype, device, dtypes.int64)
+    if dtype in (dtypes.uint8, dtypes.int8, dtypes.int16, dtypes.int32):
+        info = numpy.iinfo(dtype)
+        for value, name in ((int(low), "from"), (int(high) - 1, "to - 1")):
+            if not info.min <= value <= info.max:
+                raise RuntimeError(f"{name} is out of bounds for {validation.C_TYPES[dtype]}")
     array = generator_for(dev, generator).integers(int(low), int(high), size_arg((size,)), dtype)
     return _new(array, requires_grad)
 
@@ -312,7 +319,7 @@ def bernoulli(input, p=None, *, generator=None):
     u = generator_for(input.device, generator).uniform(input.shape, 0.0, 1.0, dtypes.float64)
     if p is not None:
         check_probability(p)
-        return Tensor._make((u < p).astype(input.dtype))
+        return Bernoulli.apply(input * 0 + p, u) if input.requires_grad else Tensor._make((u < p).astype(input.dtype))
     probabilities = input.array
     if not bool(((probabilities >= 0) & (probabilities <= 1)).all()):
         raise RuntimeError("Expected p_in >= 0 && p_in <= 1 to be true, but got false.")
@@ -326,16 +333,19 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
         raise RuntimeError("prob_dist must be 1 or 2 dim")
     if num_samples <= 0:
         raise RuntimeError("cannot sample n_sample <= 0 samples")
+    classes = input.shape[-1]
+    if not replacement and num_samples > classes:
+        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
     xp = input.xp
-    weights = input.array.astype(dtypes.float64).reshape(-1, input.shape[-1])
-    classes = weights.shape[1]
+    rows = input.shape[0] if input.ndim == 2 else 1
+    weights = input.array.astype(dtypes.float64).reshape(rows, classes)
+    if rows == 0:
+        return Tensor._make(xp.zeros((0, num_samples), dtype=dtypes.int64))
     if bool((weights < 0).any()) or not bool(xp.isfinite(weights).all()):
         raise RuntimeError("invalid multinomial distribution (encountering probability entry < 0, inf or nan)")
     totals = weights.sum(axis=1, keepdims=True)
     if bool((totals <= 0).any()):
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
-    if not replacement and num_samples > classes:
-        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
     gen = generator_for(input.device, generator)
     if replacement:
         cdf = xp.cumsum(weights / totals, axis=1)

@@ -64,7 +64,7 @@ METHODS = {
     "__getitem__": shape.getitem,
     # linear algebra
     "matmul": linalg.matmul, "mm": linalg.mm, "bmm": linalg.bmm, "mv": linalg.mv, "dot": linalg.dot,
-    "inner": linalg.dot, "outer": linalg.outer, "ger": linalg.outer, "addmm": linalg.addmm,
+    "inner": linalg.inner, "outer": linalg.outer, "ger": linalg.outer, "addmm": linalg.addmm,
     # factories on a tensor's dtype and device
     "new_tensor": new_tensor, "new_zeros": new_zeros, "new_ones": new_ones, "new_empty": new_empty,
     "new_full": new_full,
@@ -85,6 +85,12 @@ SIZES_METHODS = {
     "reshape": (shape.reshape, "shape"), "permute": (shape.permute, "dims"), "flip": (shape.flip, "dims"),
     "tile": (shape.tile, "dims"), "broadcast_to": (shape.broadcast_to, "size"),
 }
+
+
+def _positive(self):
+    if self.dtype == dtypes.bool_:
+        raise RuntimeError("The `+` operator, on a bool tensor is not supported.")
+    return self
 
 
 def _invert(self):
@@ -152,7 +158,7 @@ IN_PLACE = {
     "reciprocal_": ew.reciprocal, "sin_": ew.sin, "cos_": ew.cos, "tan_": ew.tan, "atan_": ew.atan,
     "tanh_": ew.tanh, "sigmoid_": ew.sigmoid, "relu_": ew.relu, "erf_": ew.erf, "clamp_": ew.clamp,
     "clip_": ew.clamp, "clamp_min_": ew.clamp_min, "clamp_max_": ew.clamp_max, "masked_fill_": ew.masked_fill,
-    "lerp_": ew.lerp, "nan_to_num_": ew.nan_to_num, "maximum_": ew.maximum, "minimum_": ew.minimum,
+    "lerp_": ew.lerp, "maximum_": ew.maximum, "minimum_": ew.minimum,
     "bitwise_and_": ew.bitwise_and, "bitwise_or_": ew.bitwise_or, "bitwise_xor_": ew.bitwise_xor,
     "tril_": shape.tril, "triu_": shape.triu, "logical_not_": ew.logical_not,
     "__iadd__": ew.add, "__isub__": ew.sub, "__imul__": ew.mul, "__itruediv__": ew.div,
@@ -199,14 +205,16 @@ def __setitem__(self, key, value):
     """``x[key] = value``: in place (every alias and view sees it); recorded
     for autograd like torch's index_put_ / copy_ on the view x[key]."""
     key, advanced = shape.convert_key(self, key)
-    if self.array.size and inplace.overlaps(self.array):
-        raise RuntimeError(inplace.OVERLAP)
+    if self.array.size and inplace.overlaps(self.array):       # expanded: the written region must not be
+        target = None if advanced else self.array[key]
+        if target is None or target.size and inplace.overlaps(target):
+            raise RuntimeError(inplace.OVERLAP)
     if not is_grad_enabled() or not (self.requires_grad or isinstance(value, Tensor) and value.requires_grad):
         if isinstance(value, Tensor):
             value = value.to(device=self.device).array
         elif backend.is_array(value):
             value = backend.to_device(value, self.device)
-        self.array[key] = value
+        shape.put_values(self.array, key, value)
         self.increment_version()
         return
     if advanced:
@@ -234,7 +242,11 @@ def fill_(self, value):
     if isinstance(value, Tensor) and value.ndim:
         raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} "
                            "dimensions.")
-    return inplace.apply(self, ew.copy_from, (value,), any_cast=True, overlap_ok=True)
+    # every element gets one value: torch writes an expanded tensor, unless the value is differentiable
+    differentiable = is_grad_enabled() and isinstance(value, Tensor) and value.requires_grad
+    if isinstance(value, Tensor) and not differentiable:
+        value = value.item()         # read first, as torch does (no overlap with the tensor written)
+    return inplace.apply(self, ew.copy_from, (value,), any_cast=True, overlap_ok=not differentiable)
 
 
 def zero_(self):
@@ -254,7 +266,12 @@ def uniform_(self, from_=0.0, to=1.0, *, generator=None):
 
 def normal_(self, mean=0.0, std=1.0, *, generator=None):
     """Fill self with normal samples."""
-    validation.floating_only("normal_kernel_cpu", self.dtype)
+    for value, name, position in ((mean, "mean", 1), (std, "std", 2)):
+        if isinstance(value, Tensor) and value.ndim:    # a 0-d tensor reads as its number
+            raise TypeError(f"normal_(): argument '{name}' (position {position}) must be float, not Tensor")
+    mean, std = (float(v) if isinstance(v, Tensor) else v for v in (mean, std))
+    if self.numel():
+        validation.floating_only("normal_kernel_cpu", self.dtype)
     random.check_std(std)
     g = random.generator_for(self.device, generator)
     return inplace.apply(self, ew.copy_from, (Tensor._make(g.normal(self.shape, mean, std, self.dtype)),),
@@ -273,18 +290,32 @@ def bernoulli_(self, p=0.5, *, generator=None):
     return inplace.apply(self, ew.copy_from, (Tensor._make(sample),), any_cast=True)
 
 
-def random_(self, from_=0, to=None, *, generator=None):
-    """Fill self with integers in [from_, to) ([0, from_) with one argument)."""
-    if to is None:
+def random_(self, from_=None, to=None, *, generator=None):
+    """Fill self with integers in [from_, to) ([0, from_) with one argument; with
+    none, from 0 to the largest integer the dtype holds exactly, as torch's)."""
+    if from_ is None:
+        if dtypes.is_floating_point(self.dtype):
+            to = 2 ** (dtypes.finfo(self.dtype).nmant + 1) + 1
+        else:
+            to = 2 if self.dtype == dtypes.bool_ else int(dtypes.iinfo(self.dtype).max)
+        from_ = 0
+    elif to is None:
         from_, to = 0, from_
     g = random.generator_for(self.device, generator)
     return inplace.apply(self, ew.copy_from, (Tensor._make(g.integers(from_, to, self.shape, dtypes.int64)),),
                          any_cast=True)
 
 
+def nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
+    """nan_to_num in place (an integer or bool tensor is left as it is, unwritten, as torch's)."""
+    if not dtypes.is_floating_point(self.dtype):
+        return self
+    return inplace.apply(self, ew.nan_to_num, (nan, posinf, neginf))
+
+
 def exponential_(self, lambd=1.0, *, generator=None):
     """Fill self with exponential samples of rate ``lambd``."""
-    if not dtypes.is_floating_point(self.dtype):
+    if not dtypes.is_floating_point(self.dtype) and self.numel():
         raise RuntimeError("Exponential distribution is a continuous probability distribution. dtype must be a "
                            f"floating point but you specified {dtypes.dtype_name(self.dtype)}")
     if not lambd > 0:
@@ -298,24 +329,15 @@ def bernoulli(self, p=None, *, generator=None):
     return random.bernoulli(self, p, generator=generator)
 
 
-def addcmul(self, tensor1, tensor2, *, value=1):
-    """self + value * tensor1 * tensor2."""
-    return self + value * tensor1 * tensor2
-
-
-def addcdiv(self, tensor1, tensor2, *, value=1):
-    """self + value * tensor1 / tensor2."""
-    return self + value * tensor1 / tensor2
-
-
 SPECIAL = {
     "where": where, "to": to, "contiguous": contiguous, "backward": backward, "__setitem__": __setitem__,
     "index_put_": index_put_, "index_put": index_put, "copy_": copy_, "fill_": fill_, "zero_": zero_,
     "uniform_": uniform_, "normal_": normal_, "bernoulli_": bernoulli_, "random_": random_,
-    "exponential_": exponential_, "bernoulli": bernoulli, "addcmul": addcmul, "addcdiv": addcdiv,
-    "addcmul_": _in_place(addcmul), "addcdiv_": _in_place(addcdiv),
+    "exponential_": exponential_, "bernoulli": bernoulli, "nan_to_num_": nan_to_num_,
+    "addcmul": ew.addcmul, "addcdiv": ew.addcdiv, "addcmul_": _in_place(ew.addcmul),
+    "addcdiv_": _in_place(ew.addcdiv),
     "multinomial": random.multinomial,
-    "__pos__": lambda self: self,
+    "__pos__": lambda self: _positive(self),
     "T": property(lambda self: shape.permute(self, tuple(reversed(range(self.ndim))))),
     "mT": property(lambda self: shape.transpose(self, -2, -1)),
     "__rand__": OPERATORS["__rand__"],

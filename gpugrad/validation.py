@@ -108,6 +108,23 @@ def differentiable_dtype(recording, dtype):
         raise RuntimeError(f"Autograd not support dtype: {type_name(dtype)}")
 
 
+C_TYPES = {dtypes.int64: "int64_t", dtypes.int32: "int", dtypes.int16: "short", dtypes.int8: "signed char",
+            dtypes.uint8: "unsigned char"}
+
+
+def number_for(dtype, value):
+    """A Python number for a tensor of ``dtype`` (fill, full, masked_fill):
+    an integer dtype refuses nan, inf and values past its range (torch's
+    RuntimeError; an unsigned type also takes the negatives of its width, wrapping)."""
+    if dtype in C_TYPES and not isinstance(value, bool):
+        info = numpy.iinfo(dtype)
+        low = -(int(info.max) + 1) // 2 if info.min == 0 else int(info.min)
+        if not math.isfinite(value) or not low <= value <= int(info.max):
+            raise RuntimeError(f"value cannot be converted to type {C_TYPES[dtype]} without overflow")
+        return int(value)
+    return value
+
+
 def non_negative(shape, what="tensor"):
     """RuntimeError for a negative size (torch's message)."""
     if any(n < 0 for n in shape):

@@ -512,7 +512,7 @@ def _shares(a, b):
     x, y = a.array, b.array
     if isinstance(x, numpy.ndarray) and isinstance(y, numpy.ndarray):
         return bool(numpy.shares_memory(x, y))
-    if type(x) is not type(y) or not hasattr(x, "data") or not hasattr(x.data, "ptr"):
+    if type(x) is not type(y):
         return False
     return bool(gpugrad.backend.may_share_memory(x, y))
 
@@ -588,12 +588,19 @@ def _differentiable(outputs):
     return [o for o in flat_tensors(outputs) if o.requires_grad and o.is_floating_point()]
 
 
+def _precision(tensors):
+    """The least precise floating dtype among tensors (their gradients are computed at that precision)."""
+    names = [dtype_name(t.dtype) for t in tensors if t.is_floating_point()]
+    return max(names, key=lambda name: TOLERANCE.get(name, TOLERANCE["float64"])[0], default="float64")
+
+
 def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
     """Gradients of the leaves under random upstream gradients: backward() or grad(create_graph) + a second order."""
     diff_t = _differentiable(out_t)
     diff_o = _differentiable(out_o)
     if not theirs.leaves or not diff_t:
         return
+    precision = _precision(list(theirs.tensors) + flat_tensors(out_t))
     if len(diff_t) != len(diff_o):
         raise Mismatch(f"{len(diff_o)} differentiable outputs != torch's {len(diff_t)}")
     upstream = _upstreams(rng, diff_t)
@@ -610,7 +617,7 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
         if compare_errors(eo, et, "backward"):
             return
         for i, (lo, lt) in enumerate(zip(ours.leaves, theirs.leaves)):
-            _compare_grad(lo.grad, lt.grad, lt, f"grad of input {i}")
+            _compare_grad(lo.grad, lt.grad, lt, f"grad of input {i}", precision)
         return
     gt = _grad_outputs(torch, upstream, diff_t, device)
     go = _grad_outputs(gpugrad, upstream, diff_o, device)
@@ -623,7 +630,7 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
     if compare_errors(eo, et, "grad(create_graph=True)"):
         return
     for i, (go_, gt_) in enumerate(zip(first_o, first_t)):
-        _compare_grad(go_, gt_, theirs.leaves[i], f"grad of input {i}")
+        _compare_grad(go_, gt_, theirs.leaves[i], f"grad of input {i}", precision)
     # second order: d/dx <grad, w>
     weights = [rng.standard_normal(tuple(leaf.shape)) for leaf in theirs.leaves]
     second_t, et = attempt(lambda: _second(torch, first_t, theirs.leaves, weights, device))
@@ -633,7 +640,7 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
     if compare_errors(eo, et, "second derivative"):
         return
     for i, (so, st) in enumerate(zip(second_o, second_t)):
-        _compare_grad(so, st, theirs.leaves[i], f"second derivative of input {i}")
+        _compare_grad(so, st, theirs.leaves[i], f"second derivative of input {i}", precision)
 
 
 def _second(lib, firsts, leaves, weights, device):
@@ -645,7 +652,7 @@ def _second(lib, firsts, leaves, weights, device):
     return lib.autograd.grad(outputs, leaves, grads, allow_unused=True)
 
 
-def _compare_grad(ours, theirs, leaf, what):
+def _compare_grad(ours, theirs, leaf, what, precision="float64"):
     if theirs is None and ours is None:
         return
     t = numpy.zeros(tuple(leaf.shape)) if theirs is None else _host(theirs)
@@ -657,7 +664,7 @@ def _compare_grad(ours, theirs, leaf, what):
         if theirs is not None and dtype_name(ours.dtype) != dtype_name(theirs.dtype):
             raise Mismatch(f"{what}: dtype {dtype_name(ours.dtype)} != torch's {dtype_name(theirs.dtype)}")
         o = _host(ours)
-    compare_arrays(o, t, dtype_name(leaf.dtype), what)
+    compare_arrays(o, t, precision, what)
 
 
 def run_case(entry, form, seed, device="cpu"):

@@ -355,3 +355,15 @@ def test_next_functions_have_torchs_layout():
                         [(f.name().split("::")[-1] if f is not None else None, i) for f, i in mul.next_functions]))
         assert mul.next_functions[0][0].variable is a
     assert layouts[0] == layouts[1]
+
+
+def test_two_outputs_of_one_node_as_roots_count_its_inputs_once():
+    """grad([ga, gb], ...) where ga, gb come out of one node: its children were counted twice, so they never
+    ran (None) -- found by the differential fuzzer's second derivatives."""
+    for lib in (gpugrad, torch):
+        a = lib.tensor(-1.0, dtype=lib.float64, requires_grad=True)
+        b = lib.tensor(-1.5, dtype=lib.float64, requires_grad=True)
+        ga, gb = lib.autograd.grad(a.clone() * b, [a, b], lib.tensor(0.7, dtype=lib.float64), create_graph=True)
+        second = lib.autograd.grad([ga, gb], [a, b], [lib.tensor(0.3, dtype=lib.float64),
+                                                      lib.tensor(-0.2, dtype=lib.float64)])
+        assert [round(float(s), 12) for s in second] == [-0.14, 0.21]

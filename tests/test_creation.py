@@ -69,3 +69,16 @@ def test_cuda_round_trip_and_dlpack_with_torch(rng):
     assert torch.from_dlpack(ours).device.type == "cuda"
     with pytest.raises(TypeError, match="Use Tensor.cpu()"):
         x.detach().numpy()
+
+
+def test_factories_refuse_what_torch_refuses():
+    for bad, kind in ((lambda: gpugrad.arange(0, 1, -1), RuntimeError), (lambda: gpugrad.arange(0, 1, 0), RuntimeError),
+                      (lambda: gpugrad.eye(-1), RuntimeError), (lambda: gpugrad.linspace(0, 1, -1), RuntimeError),
+                      (lambda: gpugrad.full((2,), float("inf"), dtype=gpugrad.int64), RuntimeError),
+                      (lambda: gpugrad.tensor([float("nan")], dtype=gpugrad.int32), RuntimeError),
+                      (lambda: gpugrad.zeros(), TypeError), (lambda: gpugrad.arange(3, dtype=gpugrad.bool),
+                                                             NotImplementedError)):
+        with pytest.raises(kind):
+            bad()
+    assert gpugrad.arange(4.15, dtype=gpugrad.int64).tolist() == torch.arange(4.15, dtype=torch.int64).tolist()
+    assert gpugrad.arange(4.15, dtype=gpugrad.int32).tolist() == torch.arange(4.15, dtype=torch.int32).tolist()

@@ -67,3 +67,12 @@ def test_conv_errors_name_the_shapes():
     with pytest.raises(RuntimeError, match="dtype"):
         F.conv2d(gpugrad.ones(1, 1, 4, 4), gpugrad.ones(1, 1, 3, 3, dtype=gpugrad.float64))
     assert torch.is_tensor(TF.conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3)))
+
+
+def test_conv_padding_same_refuses_strides_and_pads_an_even_kernel_after(rng):
+    x, tx = make_pair(rng, (1, 2, 5, 6))
+    w, tw = make_pair(rng, (3, 2, 2, 4))
+    with pytest.raises(RuntimeError, match="padding='same' is not supported for strided convolutions"):
+        F.conv2d(x, w, padding="same", stride=2)
+    assert_forward_backward(rng, F.conv2d(x, w, padding="same"), TF.conv2d(tx, tw, padding="same"),
+                            [(x, tx), (w, tw)], 1e-12)

@@ -201,3 +201,93 @@ def test_isclose_allclose_and_new_unary_names_match_torch(rng):
         x, tx = make_pair(rng, (3, 4), "float64", low=0.5, high=3.0)
         out, tout = getattr(x, name)(), getattr(tx, name)()
         assert_forward_backward(rng, out, tout, [(x, tx)], 1e-12)
+
+
+# -- issue 25: exactness (each of these was a wrong answer or a crash found by tests/differential.py) --
+
+@pytest.mark.parametrize("op", ["remainder", "fmod", "%"])
+def test_remainder_and_fmod_pass_the_gradient_to_the_dividend(rng, op):
+    """((x % 2) * 3 + x).sum() has gradient 4 (it was 1: % had no gradient), and -floor/-trunc(x / y) to y."""
+    x, tx = make_pair(rng, (3, 4))
+    y, ty = make_pair(rng, (4,), low=0.5, high=2.0)
+    for ours, theirs in ((x, tx), (y, ty)):
+        ours.grad = theirs.grad = None
+
+    def apply(lib, a, b):
+        return a % b if op == "%" else getattr(lib, op)(a, b)
+    ((apply(gpugrad, x, 2.0) * 3 + x).sum() + apply(gpugrad, x, y).sum()).backward()
+    ((apply(torch, tx, 2.0) * 3 + tx).sum() + apply(torch, tx, ty).sum()).backward()
+    assert_close(x.grad, tx.grad, 1e-12)
+    assert_close(y.grad, ty.grad, 1e-12)
+    z = gpugrad.tensor([0.5, 3.0, -1.25], requires_grad=True)
+    ((apply(gpugrad, z, 2.0) * 3 + z).sum()).backward()
+    assert z.grad.tolist() == [4.0, 4.0, 4.0]
+
+
+def test_floor_divide_raises_in_backward_and_div_rounding_has_zero_gradient():
+    x = gpugrad.tensor([3.5, -2.5], requires_grad=True)
+    out = gpugrad.floor_divide(x, 2.0)
+    assert out.requires_grad
+    with pytest.raises(RuntimeError, match="derivative for aten::floor_divide is not implemented"):
+        out.sum().backward()
+    gpugrad.div(x, 2.0, rounding_mode="floor").sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0]
+
+
+def test_isclose_infinity_is_close_only_to_itself_and_other_must_be_a_tensor():
+    x = torch.tensor([1.0, float("inf"), -float("inf"), float("nan"), 1e30])
+    for other in (torch.tensor(float("inf")), torch.tensor([1.0, float("inf"), float("inf"), 0.0, float("inf")])):
+        ours = gpugrad.isclose(gpugrad.tensor(x.numpy()), gpugrad.tensor(other.numpy()))
+        assert ours.tolist() == torch.isclose(x, other).tolist()
+    assert not gpugrad.isclose(gpugrad.tensor([1.0]), gpugrad.tensor(float("inf"))).item()
+    with pytest.raises(TypeError, match="must be Tensor"):
+        gpugrad.isclose(gpugrad.tensor([1.0]), float("inf"))
+    with pytest.raises(RuntimeError, match="Double did not match Long"):
+        gpugrad.isclose(gpugrad.tensor([1.0], dtype=gpugrad.float64), gpugrad.tensor([1]))
+
+
+def test_clamp_propagates_nan_bounds_and_tensor_bounds_get_their_gradients(rng):
+    n = float("nan")
+    values = numpy.array([1.0, n, -2.0, 3.0])
+    for kwargs in ({"min": n}, {"max": n}, {"min": 1.0, "max": 0.0}):
+        assert_close(gpugrad.clamp(gpugrad.tensor(values), **kwargs), torch.clamp(torch.tensor(values), **kwargs), 0)
+    x, tx = make_pair(rng, (3, 4))
+    low, tlow = make_pair(rng, (4,), low=-1.0, high=0.0)
+    high, thigh = make_pair(rng, (3, 1), low=0.0, high=1.0)
+    low.array[0] = tlow.data[0] = n
+    assert_forward_backward(rng, gpugrad.clamp(x, low, high), torch.clamp(tx, tlow, thigh),
+                            [(x, tx), (low, tlow), (high, thigh)], 1e-12)
+    with pytest.raises(TypeError):
+        gpugrad.clamp(x, min=low, max=1.0)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "softplus", "mish", "logsigmoid", "tanh", "gelu", "elu"])
+def test_activations_of_a_0d_tensor(name):
+    """NumPy's ufuncs give scalars for 0-d arrays, and writing into one with out= crashed (backend.keep_array)."""
+    x, tx = gpugrad.tensor(0.7, dtype=gpugrad.float64, requires_grad=True), torch.tensor(0.7, requires_grad=True,
+                                                                                          dtype=torch.float64)
+    out, tout = getattr(gpugrad.nn.functional, name)(x), getattr(torch.nn.functional, name)(tx)
+    assert out.shape == () and isinstance(out.array, numpy.ndarray)
+    out.backward()
+    tout.backward()
+    assert_close(out, tout, 1e-12)
+    assert_close(x.grad, tx.grad, 1e-12)
+
+
+def test_broadcast_errors_are_runtime_errors_naming_the_sizes():
+    a, b = gpugrad.zeros(4), gpugrad.zeros(3)
+    for op in (lambda: a + b, lambda: a * b, lambda: gpugrad.where(gpugrad.zeros(4, dtype=gpugrad.bool), a, b),
+               lambda: gpugrad.zeros(2, 2, 4) @ gpugrad.zeros(3, 4, 2), lambda: a.copy_(b)):
+        with pytest.raises(RuntimeError, match=r"size of tensor a \(\d\) must match the size of tensor b \(\d\)"):
+            op()
+    with pytest.raises(RuntimeError, match=r"The size of tensor a \(4\) must match the size of tensor b \(3\)"):
+        torch.zeros(4) + torch.zeros(3)
+
+
+def test_lerp_from_the_nearer_end_and_sign_of_nan():
+    start = numpy.array([1.0, -numpy.inf, 2.0])
+    end = numpy.array([2.0, 1.0, numpy.inf])
+    for w in (0.2, 0.9):
+        assert_close(gpugrad.lerp(gpugrad.tensor(start), gpugrad.tensor(end), w),
+                     torch.lerp(torch.tensor(start), torch.tensor(end), w), 1e-15)
+    assert gpugrad.sign(gpugrad.tensor([float("nan"), -2.0])).tolist() == [0.0, -1.0]      # torch's, not NumPy's nan

@@ -68,3 +68,20 @@ def test_einsum_is_twice_differentiable(rng):
     a, _ = make_pair(rng, (3, 4), "float64")
     b, _ = make_pair(rng, (4, 2), "float64")
     assert gradgradcheck(lambda x, y: gpugrad.einsum("ij,jk->ik", x, y), (a, b))
+
+
+# -- issue 25: exactness --------------------------------------------------------------------------------
+
+def test_linear_of_a_1d_input_and_backward_over_empty_dims(rng):
+    for x_shape, w_shape in (((3,), (2, 3)), ((0, 3), (2, 3)), ((2, 0), (0, 0)), ((4, 3), (3,))):
+        x, tx = make_pair(rng, x_shape)
+        w, tw = make_pair(rng, w_shape)
+        out, tout = gpugrad.nn.functional.linear(x, w), torch.nn.functional.linear(tx, tw)
+        assert out.shape == tout.shape
+        assert_forward_backward(rng, out, tout, [(x, tx), (w, tw)], 1e-12)
+
+
+def test_einsum_diagonals_are_differentiable(rng):
+    x, tx = make_pair(rng, (3, 3))
+    assert_forward_backward(rng, gpugrad.einsum("ii->i", x), torch.einsum("ii->i", tx), [(x, tx)], 1e-12)
+    assert_close(gpugrad.einsum("ii", x), torch.einsum("ii", tx), 1e-12)

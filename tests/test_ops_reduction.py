@@ -1,6 +1,7 @@
 """gpugrad/ops/reduction.py against torch: values and gradients over dims,
 keepdim, ties, extreme values; second derivatives."""
 
+import numpy
 import pytest
 import torch
 from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
@@ -161,3 +162,68 @@ def test_empty_reductions_as_torch():
     assert all(v != v for v in gpugrad.ones(0, 3).mean(0).tolist())
     assert gpugrad.ones(2, 3).sum(1, keepdims=True).shape == (2, 1)
     assert gpugrad.ones(2, 3).amax(0, keepdims=True).shape == (1, 3)
+
+
+# -- issue 25: exactness --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["std", "var"])
+def test_std_var_gradients_of_a_constant_column_and_past_the_degrees_of_freedom(name):
+    """torch's std gives 0 where std is 0 (was nan), and var with correction >= N gives inf / nan as torch's."""
+    values = numpy.array([[1.0, 2.0], [1.0, 3.5], [1.0, -1.0]])
+    for kwargs in ({"dim": 0}, {}, {"dim": 1, "correction": 2}, {"correction": 6}, {"dim": 0, "correction": 3}):
+        x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+        out, tout = getattr(gpugrad, name)(x, **kwargs), getattr(torch, name)(tx, **kwargs)
+        assert_close(out, tout, 1e-12)
+        out.sum().backward()
+        tout.sum().backward()
+        assert_close(x.grad, tx.grad, 1e-12)
+
+
+@pytest.mark.parametrize("p", [0.5, 0, 1, 3, float("inf")])
+def test_norm_gradient_at_zero(p):
+    values = numpy.array([0.0, 0.0, 2.0, -1.0])
+    x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    gpugrad.norm(x, p).backward()
+    torch.norm(tx, p).backward()
+    if p == 0:      # torch's gradient of the 0-norm is an (unshaped) zero
+        assert x.grad.tolist() == [0.0] * 4 and tx.grad.sum().item() == 0
+    else:
+        assert_close(x.grad, tx.grad, 1e-12)
+
+
+def test_median_is_nan_with_a_nan_and_shares_the_gradient_of_ties():
+    n = float("nan")
+    values = numpy.array([[1.0, n, 2.0, 3.0], [4.0, 1.0, 0.0, 2.0]])
+    out = gpugrad.median(gpugrad.tensor(values), 1)
+    expected = torch.median(torch.tensor(values), 1)
+    assert_close(out.values, expected.values, 0)
+    assert out.indices.tolist() == expected.indices.tolist()
+    assert numpy.isnan(gpugrad.median(gpugrad.tensor(values)).item())
+    ties = numpy.array([1.0, 2.0, 2.0, 5.0])
+    x, tx = gpugrad.tensor(ties, requires_grad=True), torch.tensor(ties, requires_grad=True)
+    gpugrad.median(x).backward()
+    torch.median(tx).backward()
+    assert x.grad.tolist() == tx.grad.tolist() == [0.0, 0.5, 0.5, 0.0]
+
+
+def test_0d_reductions_kthvalue_median_logsumexp():
+    x, tx = gpugrad.tensor(2.5, requires_grad=True), torch.tensor(2.5, requires_grad=True)
+    for ours, theirs in ((gpugrad.kthvalue(x, 1).values, torch.kthvalue(tx, 1).values),
+                         (gpugrad.median(x, 0).values, torch.median(tx, 0).values),
+                         (gpugrad.logsumexp(x, 0), torch.logsumexp(tx, 0))):
+        assert ours.shape == theirs.shape == ()
+        assert_close(ours, theirs, 1e-12)
+    with pytest.raises(RuntimeError, match="selected number k out of range"):
+        gpugrad.kthvalue(x, 2)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_prod_backward_over_an_empty_dim_and_with_zeros(rng, dim):
+    for values in (numpy.zeros((0, 3)), numpy.array([[0.0, 2.0, 3.0], [0.0, 0.0, 1.5]])):
+        x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+        out, tout = gpugrad.prod(x, dim), torch.prod(tx, dim)
+        g, = gpugrad.autograd.grad(out.sum(), x, create_graph=True)
+        tg, = torch.autograd.grad(tout.sum(), tx, create_graph=True)
+        assert_close(g, tg, 1e-12)
+        if values.size:
+            assert_close(gpugrad.autograd.grad(g.sum(), x)[0], torch.autograd.grad(tg.sum(), tx)[0], 1e-12)

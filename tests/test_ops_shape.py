@@ -1,5 +1,6 @@
 """gpugrad/ops/shape.py against torch: views, copies, indexing, and their gradients."""
 
+import numpy
 import pytest
 import torch
 from conftest import assert_close, assert_forward_backward, make_pair
@@ -163,3 +164,39 @@ def test_split_with_sizes_is_one_node_and_checks_sizes():
     for bad in ([2, 2], [6, -1]):
         with pytest.raises(RuntimeError, match="split_with_sizes expects split_sizes to sum exactly to 5"):
             gpugrad.split_with_sizes(x, bad)
+
+
+# -- issue 25: exactness --------------------------------------------------------------------------------
+
+def test_repeat_and_tile_copy_even_with_all_ones():
+    x = gpugrad.tensor([1.0, 2.0])
+    for out in (x.repeat(1), x.repeat(1, 1), gpugrad.tile(x, (1,)), x.tile(1, 1)):
+        out[0] = 7.0
+        assert x.tolist() == [1.0, 2.0]
+
+
+def test_view_ops_return_a_view_never_the_input():
+    x = gpugrad.tensor([[1.0, 2.0]], requires_grad=True)
+    for out in (x.reshape(1, 2), x.squeeze(0).unsqueeze(0), x.expand(1, 2),
+                x[0:1].t().t(), gpugrad.tensor(3.0).t(), x.unflatten(1, (2,))):
+        assert out is not x
+    y = x.reshape(1, 2)
+    assert y.grad_fn is not None and not y.is_leaf
+
+
+def test_0d_movedim_flip_and_friends():
+    x = gpugrad.tensor(1.5)
+    assert gpugrad.movedim(x, 0, -1).shape == torch.movedim(torch.tensor(1.5), 0, -1).shape == ()
+    assert gpugrad.flip(x, (0,)).item() == 1.5
+    with pytest.raises(RuntimeError, match="Input must be >= 2-d"):
+        gpugrad.fliplr(gpugrad.zeros(3))
+    with pytest.raises(TypeError):
+        gpugrad.flip(x, 0)         # torch.flip takes a sequence of dims; the method takes ints
+    assert gpugrad.zeros(2, 3).flip(0, 1).shape == (2, 3)
+
+
+def test_indexing_with_integers_and_index_tensors_keeps_torchs_dim_order():
+    """x[None, idx, :, -1]: torch applies the integer first (NumPy would move the index dims first)."""
+    values = numpy.arange(27.0).reshape(3, 3, 3)
+    key = (None, [0, 2], slice(None), -1)
+    assert gpugrad.tensor(values)[key].tolist() == torch.tensor(values)[key].tolist()

@@ -59,3 +59,16 @@ def test_dropout_takes_a_generator():
     g.manual_seed(1)
     assert gpugrad.nn.functional.dropout(gpugrad.ones(100), 0.5, generator=g).tolist() == a.tolist()
     assert set(a.tolist()) == {0.0, 2.0}
+
+
+def test_sampling_refuses_what_torch_refuses():
+    nan = float("nan")
+    for bad in (lambda: gpugrad.randn(2, dtype=gpugrad.int64), lambda: gpugrad.rand(2, dtype=gpugrad.bool),
+                lambda: gpugrad.randperm(-1), lambda: gpugrad.normal(0.0, nan, (2,)),
+                lambda: gpugrad.normal(gpugrad.zeros(2), gpugrad.tensor([1.0, nan])),
+                lambda: gpugrad.bernoulli(gpugrad.tensor([0.5, nan])), lambda: gpugrad.zeros(2).bernoulli_(nan),
+                lambda: gpugrad.zeros(2).exponential_(0.0), lambda: gpugrad.zeros(2).uniform_(2, 1),
+                lambda: gpugrad.multinomial(gpugrad.ones(3), 0)):
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            bad()
+    assert gpugrad.randn(0, dtype=gpugrad.int64).shape == (0,)      # torch runs no kernel for an empty tensor

@@ -40,10 +40,40 @@ def overlaps(array):
     return any(n > 1 and stride == 0 for n, stride in zip(array.shape, array.strides))
 
 
+PARTIAL_OVERLAP = ("unsupported operation: some elements of the input tensor and the written-to tensor refer to a "
+                   "single memory location. Please clone() the tensor before performing the operation.")
+
+
+def _dense(array):
+    """torch's is_non_overlapping_and_dense: the elements fill one block of memory, in some order of the dims."""
+    expected = array.itemsize
+    for stride, n in sorted((stride, n) for n, stride in zip(array.shape, array.strides) if n != 1):
+        if stride != expected:
+            return False
+        expected *= n
+    return True
+
+
+def _address(array):
+    return array.__array_interface__["data"][0] if type(array) is numpy.ndarray else array.data.ptr
+
+
+def partially_overlaps(a, b):
+    """torch's get_overlap_status is Partial: both dense, in the same memory, over ranges that meet but are not
+    the same elements in the same layout (an input that is the written tensor itself is fine)."""
+    if not a.size or not b.size or not _dense(a) or not _dense(b) or not backend.may_share_memory(a, b):
+        return False
+    a_begin, b_begin = _address(a), _address(b)
+    a_end, b_end = a_begin + a.size * a.itemsize, b_begin + b.size * b.itemsize
+    if a_begin == b_begin and a_end == b_end:
+        return a.strides != b.strides
+    return a_begin < b_end and b_begin < a_end
+
+
 def _write(destination, source):
     if destination.size == 0:
         return
-    if type(destination) is numpy.ndarray and not destination.flags.writeable:
+    if isinstance(destination, numpy.ndarray) and not destination.flags.writeable:
         destination = backend.writable_alias(destination)      # an expanded view (stride 0): fill_ only
     destination[...] = source
 
@@ -89,7 +119,10 @@ class ZeroRegion(InternalFunction):
         return ZeroRegion.apply(grad, ctx.chain), None
 
 
-def _check_result(tensor, result, any_cast):
+def _check_result(tensor, result, any_cast, overlap_ok):
+    """The op's result fits the tensor written (its arguments were checked by the op itself, first)."""
+    if not overlap_ok and tensor.array.size and overlaps(tensor.array):
+        raise RuntimeError(OVERLAP)
     if result.shape != tensor.shape:
         raise RuntimeError(f"output with shape {list(tensor.shape)} doesn't match the broadcast shape "
                            f"{list(result.shape)}")
@@ -108,14 +141,16 @@ def apply(tensor, op, args=(), kwargs=None, any_cast=False, overlap_ok=False):
     ``overlap_ok`` (``fill_``: every element gets the same value).
     """
     kwargs = kwargs or {}
-    if not overlap_ok and tensor.array.size and overlaps(tensor.array):
-        raise RuntimeError(OVERLAP)
+    if not getattr(op, "reads_value_first", False):     # (masked_fill_ reads its 0-d value before writing)
+        for value in tuple(args) + tuple(kwargs.values()):
+            if isinstance(value, Tensor) and partially_overlaps(tensor.array, value.array):
+                raise RuntimeError(PARTIAL_OVERLAP)
     recording = is_grad_enabled() and (tensor.requires_grad or any(
         isinstance(a, Tensor) and a.requires_grad for a in args))
     if not recording:
         with no_grad():
             result = op(tensor, *args, **kwargs)
-        _check_result(tensor, result, any_cast)
+        _check_result(tensor, result, any_cast, overlap_ok)
         if result.array is not tensor.array:
             _write(tensor.array, result.array)
         tensor.increment_version()
@@ -129,7 +164,7 @@ def apply(tensor, op, args=(), kwargs=None, any_cast=False, overlap_ok=False):
                            "operation.")
     alias = tensor.alias()
     result = op(alias, *args, **kwargs)
-    _check_result(tensor, result, any_cast)
+    _check_result(tensor, result, any_cast, overlap_ok)
     if result.array is tensor.array:
         result = Tensor._make(result.array.copy(), *result.gradient_edge()) if result.requires_grad else result
     if result.grad_fn is not None:

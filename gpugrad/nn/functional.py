@@ -566,7 +566,7 @@ def relu_(input):
 
 
 def _threshold(x, threshold, value):
-    return where(x > threshold, x, value)
+    return where(x <= threshold, value, x)       # torch's: nan stays nan
 
 
 def threshold(input, threshold, value, inplace=False):
@@ -574,28 +574,19 @@ def threshold(input, threshold, value, inplace=False):
     return _activate(_threshold, input, inplace, threshold, value)
 
 
-def _leaky_relu(x, negative_slope):
-    return where(x > 0, x, x * negative_slope)
-
-
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """x where x > 0, negative_slope * x elsewhere."""
-    return _activate(_leaky_relu, input, inplace, negative_slope)
-
-
-def _elu(x, alpha, scale=1.0):
-    out = where(x > 0, x, alpha * (x.clamp(max=0).exp() - 1))
-    return out if scale == 1.0 else scale * out
+    return _activate(elementwise.leaky_relu, input, inplace, negative_slope, inplace)
 
 
 def elu(input, alpha=1.0, inplace=False):
     """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
-    return _activate(_elu, input, inplace, alpha)
+    return _activate(elementwise.elu, input, inplace, alpha)
 
 
 def selu(input, inplace=False):
     """Scaled ELU with the self-normalising constants."""
-    return _activate(_elu, input, inplace, 1.6732632423543772, 1.0507009873554805)
+    return _activate(elementwise.elu, input, inplace, 1.6732632423543772, 1.0507009873554805)
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
@@ -623,13 +614,9 @@ def silu(input, inplace=False):
     return _activate(elementwise.silu, input, inplace)
 
 
-def _mish(x):
-    return x * softplus(x).tanh()
-
-
 def mish(input, inplace=False):
     """x * tanh(softplus(x))."""
-    return _activate(_mish, input, inplace)
+    return _activate(elementwise.mish, input, inplace)
 
 
 def logsigmoid(input):

@@ -10,7 +10,7 @@ import math
 from gpugrad import dtypes
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.ops.shape import stack
+from gpugrad.ops.shape import pad, stack
 from gpugrad.tensor import Tensor
 
 
@@ -111,11 +111,12 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
                       pair(dilation, "dilation"), pair(padding, "padding"), pair(stride, "stride"), None)
 
 
-def _same_padding(kernel, dilation):
+def _same_padding(kernel, dilation, stride):
+    """(before, after) per spatial dim for padding='same': d (k - 1) in all, the odd one after (torch's)."""
+    if any(s != 1 for s in stride):
+        raise RuntimeError("padding='same' is not supported for strided convolutions")
     total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-    if any(t % 2 for t in total):
-        raise NotImplementedError("padding='same' with an even effective kernel size (asymmetric padding)")
-    return tuple(t // 2 for t in total)
+    return tuple((t // 2, t - t // 2) for t in total)
 
 
 @autocast_mode.lower_precision
@@ -139,7 +140,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if padding == "valid":
         padding = (0, 0)
     elif padding == "same":
-        padding = _same_padding((kh, kw), dilation)
+        widths = _same_padding((kh, kw), dilation, stride)
+        if any(before != after for before, after in widths):     # asymmetric: pad first, then none
+            input = pad(input, (widths[1][0], widths[1][1], widths[0][0], widths[0][1]))
+            widths = ((0, 0), (0, 0))
+        padding = (widths[0][0], widths[1][0])
+    elif isinstance(padding, str):
+        raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
     padding = pair(padding, "padding")
     out_h, out_w = (_out_size(s, k, d, p, st) for s, k, d, p, st in zip(input.shape[2:], (kh, kw), dilation,
                                                                         padding, stride))

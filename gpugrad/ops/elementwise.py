@@ -17,6 +17,7 @@ import numpy
 from gpugrad import backend, dtypes, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
+from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.ops._promote import floating, promote, rounded, scalar_of
 from gpugrad.tensor import Tensor
 
@@ -142,9 +143,9 @@ class Div(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        grad_a = grad / b
-        return (grad_a if ctx.needs_input_grad[0] else None,
-                -grad_a * a / b if ctx.needs_input_grad[1] else None)
+        # torch's div backward: grad / b and -grad * ((a / b) / b), nan and inf where torch's are
+        return (grad / b if ctx.needs_input_grad[0] else None,
+                -grad * ((a / b) / b) if ctx.needs_input_grad[1] else None)
 
 
 def div(input, other, *, rounding_mode=None):
@@ -157,12 +158,14 @@ def div(input, other, *, rounding_mode=None):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype)
+    _check_integer_division(b, dtype, f"div_{rounding_mode}_cpu")
     return rounded(RoundedDiv.apply(a, b, rounding_mode), dtype)
 
 
-def _check_integer_division(b, dtype):
-    """torch's error for an integer division by zero."""
+def _check_integer_division(b, dtype, kernel):
+    """torch's errors for an integer division: none for bool, none by zero."""
+    if dtype == dtypes.bool_:
+        raise validation.not_implemented(kernel, dtype)
     if dtypes.is_floating_point(dtype):
         return
     zero = (b == 0) if not isinstance(b, Tensor) else bool((b.array == 0).any())
@@ -200,7 +203,16 @@ class Pow(InternalFunction):
 
     @staticmethod
     def forward(ctx, a, b):
-        out = ctx.xp.power(a, b)
+        xp = ctx.xp
+        dtype = getattr(a, "dtype", None) if getattr(a, "dtype", None) is not None else b.dtype
+        if dtype.kind in "iu" and isinstance(b, xp.ndarray) and bool((b < 0).any()):
+            # integer powers with negative exponents, as torch's: 1 for 1, +-1 for -1, 0 otherwise
+            out = xp.power(a, xp.where(b < 0, 0, b))
+            odd = (xp.abs(b) % 2) == 1
+            out = xp.where(b < 0, xp.where(a == 1, 1, xp.where(a == -1, xp.where(odd, -1, 1), 0)), out)
+            out = out.astype(dtype, copy=False)
+        else:
+            out = xp.power(a, b)
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -217,7 +229,11 @@ class Pow(InternalFunction):
                                        "are trying to invert a mask, use the `~` or `logical_not()` operator instead.")
                 grad_a = where(b == 0, 0.0, grad * (b * a ** (b - 1)))
             else:
-                grad_a = zeros_of(grad) if b == 0 else grad * (b * a ** (b - 1))
+                if isinstance(b, numpy.bool_):      # torch's bool exponent is no number 0: the formula
+                    b = a.dtype.type(b)
+                    grad_a = grad * (b * a ** (b - 1))
+                else:
+                    grad_a = zeros_of(grad) if b == 0 else grad * (b * a ** (b - 1))
         if ctx.needs_input_grad[1]:
             if isinstance(a, Tensor):
                 grad_b = grad * where((a == 0) & (b >= 0), 0.0, out * a.log())
@@ -233,10 +249,14 @@ def pow(input, exponent):
     """input ** exponent (either may be a number); integer tensors to a
     negative integer power raise, as in torch."""
     (a, b), dtype = promote(input, exponent)
-    if not dtypes.is_floating_point(dtype) and dtype != dtypes.bool_:
-        negative = b < 0 if not isinstance(b, Tensor) else bool((b.array < 0).any())
-        if negative:
-            raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if dtype == dtypes.bool_:
+        if isinstance(exponent, bool):       # torch: x ** True is x, x ** False is True
+            return clone(input) if exponent else Tensor._make(input.xp.ones(input.shape, dtype=dtypes.bool_))
+        raise validation.not_implemented("pow", dtype)
+    if not dtypes.is_floating_point(dtype) and not isinstance(b, Tensor) and b < 0:
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if isinstance(exponent, bool) and dtypes.is_floating_point(dtype):
+        b = numpy.bool_(exponent)
     if isinstance(exponent, Tensor) and exponent.dtype == dtypes.bool_ and dtypes.is_floating_point(dtype):
         b = exponent          # kept bool, as torch's (whose gradient then fails on it)
     return rounded(Pow.apply(a, b), dtype)
@@ -257,7 +277,7 @@ class FloorDivide(InternalFunction):
 def floor_divide(input, other):
     """floor(input / other), elementwise (torch defines no gradient: backward raises)."""
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype)
+    _check_integer_division(b, dtype, "div_floor_cpu")
     return rounded(FloorDivide.apply(a, b), dtype)
 
 
@@ -294,7 +314,7 @@ def remainder(input, other):
     """Python's modulus (the sign of the divisor), elementwise; gradient 1 to
     input, -floor(input / other) to other."""
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype)
+    _check_integer_division(b, dtype, "remainder_cpu")
     return rounded(Remainder.apply(a, b), dtype)
 
 
@@ -302,7 +322,7 @@ def fmod(input, other):
     """C's fmod (the sign of the dividend), elementwise; gradient 1 to input,
     -trunc(input / other) to other."""
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype)
+    _check_integer_division(b, dtype, "fmod_cpu")
     return rounded(Fmod.apply(a, b), dtype)
 
 
@@ -421,10 +441,10 @@ def ceil(input):
     return _rounding(Ceil, input, "ceil_vml_cpu")
 
 
-def round(input, *, decimals=0):
+def round(input, *, decimals=None):
     """Round half to even (to ``decimals`` places)."""
     if not dtypes.is_floating_point(input.dtype):
-        if decimals:
+        if decimals is not None:
             raise validation.not_implemented("round_cpu", input.dtype)
         return _rounding(Round, input, "round_vml_cpu")
     if decimals:
@@ -914,9 +934,45 @@ def gelu(input, approximate="none"):
     return Gelu.apply(_unary_input(input, "gelu"), approximate)
 
 
+class Silu(InternalFunction):
+    """x * sigmoid(x) (``Mish``: x * tanh(softplus(x))); the backward is
+    torch's infinitely differentiable formula in Tensor ops, so the second
+    derivative (nan and inf included) is autograd's through it, as torch's."""
+
+    half_in_float32 = True
+
+    @classmethod
+    def forward(cls, ctx, x):
+        xp = ctx.xp
+        ctx.save_for_backward(x)
+        gate = xp.reciprocal(1 + xp.exp(-x))
+        if cls is Mish:
+            gate = xp.tanh(xp.where(x > 20, x, xp.log1p(xp.exp(xp.minimum(x, 20)))))
+        return (x * gate).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        sigmoid_x = x.sigmoid()
+        return grad * sigmoid_x * (1.0 + x * (1.0 - sigmoid_x))
+
+
+class Mish(Silu):
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        tanh_softplus = softplus(x).tanh()
+        return grad * (tanh_softplus + x * x.sigmoid() * (1.0 - tanh_softplus * tanh_softplus))
+
+
 def silu(input):
     """x * sigmoid(x)."""
-    return input * sigmoid(input)
+    return Silu.apply(_unary_input(input, "silu"))
+
+
+def mish(input):
+    """x * tanh(softplus(x))."""
+    return Mish.apply(_unary_input(input, "mish"))
 
 
 class Softplus(InternalFunction):
@@ -936,8 +992,33 @@ class Softplus(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        bx = x * ctx.beta
-        return where(bx > ctx.threshold, grad, grad * bx.sigmoid()), None, None
+        return SoftplusBackward.apply(grad, x, ctx.beta, ctx.threshold), None, None
+
+
+class SoftplusBackward(InternalFunction):
+    """torch's softplus_backward (grad where beta x > threshold, else grad *
+    sigmoid(beta x)) and its double backward (sigmoid's slope where beta x
+    < threshold: 0 at the threshold itself, as torch's)."""
+
+    half_in_float32 = True
+
+    @staticmethod
+    def forward(ctx, grad, x, beta, threshold):
+        xp = ctx.xp
+        ctx.save_for_backward(grad, x)
+        ctx.beta, ctx.threshold = beta, threshold
+        bx = x * beta
+        z = xp.exp(xp.minimum(bx, threshold))
+        return xp.where(bx > threshold, grad, grad * z / (z + 1)).astype(grad.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        grad, x = ctx.saved_tensors
+        beta, threshold = ctx.beta, ctx.threshold
+        bx = x * beta
+        s = bx.sigmoid()
+        grad_x = grad_grad * grad * s * (1 - s) * (bx < threshold).to(x.dtype) * beta
+        return SoftplusBackward.apply(grad_grad, x, beta, threshold), grad_x, None, None
 
 
 @autocast_mode.float32
@@ -1045,6 +1126,79 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     return Hardtanh.apply(x, scalar_of(x.dtype, min_val), scalar_of(x.dtype, max_val))
 
 
+class Elu(InternalFunction):
+    """scale * x for x > 0, scale * alpha * (exp(x * input_scale) - 1) else
+    (elu, selu, celu); torch's elu_backward and elu_double_backward: the
+    slope at 0 is the exponential side's, the curvature at 0 (and nan) is 0."""
+
+    half_in_float32 = True
+
+    @staticmethod
+    def forward(ctx, x, alpha, scale, input_scale):
+        xp = ctx.xp
+        ctx.save_for_backward(x)
+        ctx.constants = (alpha, scale, input_scale)
+        negative = xp.expm1(xp.minimum(x, 0) * input_scale) * (alpha * scale)
+        return xp.where(x > 0, x * scale, negative).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return (EluBackward.apply(grad, x, *ctx.constants),) + (None,) * 3
+
+
+class EluBackward(InternalFunction):
+    half_in_float32 = True
+
+    @staticmethod
+    def forward(ctx, grad, x, alpha, scale, input_scale):
+        xp = ctx.xp
+        ctx.save_for_backward(grad, x)
+        ctx.constants = (alpha, scale, input_scale)
+        # torch's vector loop: nan takes the exponential side (a nan gradient)
+        negative = grad * (input_scale * alpha * scale) * xp.exp(xp.where(x > 0, 0, x) * input_scale)
+        return xp.where(x > 0, grad * scale, negative).astype(grad.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        grad, x = ctx.saved_tensors
+        alpha, scale, input_scale = ctx.constants
+        grad_x = EluBackward.apply(grad_grad * grad * input_scale, x, *ctx.constants) * (x < 0).to(x.dtype)
+        return (EluBackward.apply(grad_grad, x, *ctx.constants), grad_x) + (None,) * 3
+
+
+def elu(input, alpha=1.0, scale=1.0, input_scale=1.0):
+    """scale * (x > 0 ? x : alpha * (exp(x * input_scale) - 1)): torch's elu family in one node."""
+    return Elu.apply(_unary_input(input, "elu"), float(alpha), float(scale), float(input_scale))
+
+
+class LeakyRelu(InternalFunction):
+    """x for x > 0, slope * x else (nan takes the slope side, as torch's)."""
+
+    @staticmethod
+    def forward(ctx, x, slope, in_place):
+        ctx.save_for_backward(x)
+        ctx.slope, ctx.in_place = slope, in_place
+        return ctx.xp.where(x > 0, x, x * x.dtype.type(slope)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        if ctx.in_place and ctx.slope < 0:
+            raise RuntimeError("In-place leakyReLu backward calculation is triggered with a negative slope which is "
+                               "not supported. This is caused by calling in-place forward function with a negative "
+                               "slope, please call out-of-place version instead. File an issue at "
+                               "https://github.com/pytorch/pytorch if you do require supporting in-place leakRelu "
+                               "backward calculation with negative slope")
+        return where(x > 0, grad, grad * ctx.slope), None, None
+
+
+def leaky_relu(input, negative_slope=0.01, in_place=False):
+    """x where x > 0, negative_slope * x elsewhere (``in_place``: torch's in-place form,
+    whose backward refuses a negative slope)."""
+    return LeakyRelu.apply(input, float(negative_slope), in_place)
+
+
 class Hardsigmoid(InternalFunction):
     """clamp(x / 6 + 1/2, 0, 1); gradient 1/6 strictly inside (-3, 3)."""
 
@@ -1084,7 +1238,8 @@ class Hardswish(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        return grad * where(x <= -3, 0.0, where(x >= 3, 1.0, x / 3 + 0.5))
+        # torch's hardswish_backward: 0 up to -3, x / 3 + 1/2 below 3, 1 from 3 (and at nan)
+        return grad * where(x <= -3, 0.0, where(x < 3, x / 3 + 0.5, 1.0))
 
 
 def hardswish(input):
@@ -1094,11 +1249,15 @@ def hardswish(input):
 
 def clamp_min(input, min):
     """max(input, min), elementwise (clamp with a lower bound only)."""
+    if min is None:
+        raise TypeError("clamp_min() received an invalid combination of arguments - got (min=NoneType, )")
     return clamp(input, min=min)
 
 
 def clamp_max(input, max):
     """min(input, max), elementwise (clamp with an upper bound only)."""
+    if max is None:
+        raise TypeError("clamp_max() received an invalid combination of arguments - got (max=NoneType, )")
     return clamp(input, max=max)
 
 
@@ -1210,6 +1369,7 @@ def where(condition, input=None, other=None):
     if not isinstance(condition, Tensor):
         like = input if isinstance(input, Tensor) else other
         condition = Tensor._make(like.xp.asarray(condition))
+    validation.broadcast_shapes(*[t.shape for t in (condition, input, other) if isinstance(t, Tensor)])
     if condition.dtype != dtypes.bool_:
         raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor "
                            f"with dtype {dtypes.dtype_name(condition.dtype)}")
@@ -1234,14 +1394,57 @@ def masked_fill(input, mask, value):
         if value.ndim:
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, "
                                f"but got tensor with {value.ndim} dimension(s).")
+        validation.differentiable_dtype(is_grad_enabled() and value.requires_grad, input.dtype)
         value = value.to(input.dtype)
     else:
-        value = input.dtype.type(value)
-    out = Where.apply(mask, value, input)
-    if out.shape != input.shape:
-        raise RuntimeError(f"masked_fill: mask of shape {list(mask.shape)} does not broadcast to "
-                           f"the input's shape {list(input.shape)}")
-    return out
+        value = input.dtype.type(validation.number_for(input.dtype, value))
+    validation.broadcast_shapes(mask.shape, input.shape)      # out of place, both broadcast (torch's)
+    return Where.apply(mask, value, input)
+
+
+masked_fill.reads_value_first = True     # in place, torch checks no overlap of the value with the input
+
+
+class Addcdiv(InternalFunction):
+    """input + value * t1 / t2 (``Addcmul``: * t2) in one node, torch's
+    gradients: value / t2 to t1, -value t1 / t2^2 to t2 (value t2, value t1)."""
+
+    multiply = False
+
+    @classmethod
+    def forward(cls, ctx, x, t1, t2, value):
+        ctx.save_for_backward(t1, t2)
+        ctx.value = value
+        return x + value * (t1 * t2 if cls.multiply else t1 / t2)
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        t1, t2 = ctx.saved_tensors
+        needs, value = ctx.needs_input_grad, ctx.value
+        if cls.multiply:
+            return (grad if needs[0] else None, grad * (t2 * value) if needs[1] else None,
+                    grad * (t1 * value) if needs[2] else None, None)
+        return (grad if needs[0] else None, grad * (value / t2) if needs[1] else None,
+                -grad * (value * t1 / (t2 * t2)) if needs[2] else None, None)
+
+
+class Addcmul(Addcdiv):
+    multiply = True
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1):
+    """input + value * tensor1 / tensor2 (broadcast, promoted)."""
+    (x, t1, t2), dtype = promote(input, tensor1, tensor2)
+    if not dtypes.is_floating_point(dtype):
+        raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future release addcdiv "
+                           "will perform a true division of tensor1 and tensor2.")
+    return rounded(Addcdiv.apply(x, t1, t2, scalar_of(dtype, value)), dtype)
+
+
+def addcmul(input, tensor1, tensor2, *, value=1):
+    """input + value * tensor1 * tensor2 (broadcast, promoted)."""
+    (x, t1, t2), dtype = promote(input, tensor1, tensor2)
+    return rounded(Addcmul.apply(x, t1, t2, scalar_of(dtype, value)), dtype)
 
 
 class Lerp(InternalFunction):
@@ -1345,6 +1548,8 @@ class CopyFrom(InternalFunction):
 
 def copy_from(dst, src):
     """What ``dst.copy_(src)`` writes (src cast, moved and broadcast to dst)."""
+    if isinstance(src, Tensor) or backend.is_array(src):
+        validation.expandable(src.shape, dst.shape)
     if isinstance(src, Tensor):
         if src.device != dst.device:
             src = src.to(dst.device)
@@ -1353,7 +1558,7 @@ def copy_from(dst, src):
     elif backend.is_array(src):
         src = Tensor._make(backend.to_device(src, dst.device))
     else:
-        src = dst.dtype.type(src)
+        src = dst.dtype.type(validation.number_for(dst.dtype, src))
     return CopyFrom.apply(dst, src)
 
 

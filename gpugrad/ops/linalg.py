@@ -3,9 +3,10 @@
 are given a unit dim first and lose it after, as torch.matmul does.  Linear
 (x @ W^T + b) is one node; einsum differentiates through einsum."""
 
+import math
 import string
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.tensor import Tensor
@@ -50,6 +51,7 @@ def matmul(input, other):
                            f"{a.ndim}D and {b.ndim}D")
     if a.shape[-1] != (b.shape[-2] if b.ndim > 1 else b.shape[0]):
         raise _shape_error(a, b)
+    validation.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if a.ndim == 1 and b.ndim == 1:
         return MatMul.apply(a.unsqueeze(0), b.unsqueeze(-1)).reshape(())
     if a.ndim == 1:
@@ -96,7 +98,19 @@ def dot(input, other):
     return matmul(input, other)
 
 
-inner = dot
+def inner(input, other):
+    """The sums of products over the last dim of each: shape input.shape[:-1] +
+    other.shape[:-1] (a product when either is 0-d), as torch.inner."""
+    if input.ndim == 0 or other.ndim == 0:
+        return input * other
+    if input.shape[-1] != other.shape[-1]:
+        raise RuntimeError(f"inner() the last dimension must match on both input tensors but got shapes "
+                           f"{list(input.shape)} and {list(other.shape)}")
+    _check_same_dtype(input, other, "inner")
+    k = input.shape[-1]
+    rows, columns = math.prod(input.shape[:-1]), math.prod(other.shape[:-1])
+    product = matmul(input.reshape(rows, k), other.reshape(columns, k).mT)
+    return product.reshape(tuple(input.shape[:-1]) + tuple(other.shape[:-1]))
 
 
 @autocast_mode.lower_precision
@@ -110,22 +124,42 @@ def outer(input, vec2):
 ger = outer
 
 
+class Ignored(InternalFunction):
+    """A term scaled by 0 in addmm, as BLAS takes it: zeros (nan and inf in it
+    not propagated); its gradient is grad * 0 (torch's)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.zeros(x.shape, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 0
+
+
 @autocast_mode.lower_precision
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
-    """beta * input + alpha * (mat1 @ mat2)."""
+    """beta * input + alpha * (mat1 @ mat2); input broadcasts to the product's
+    shape; a term with a factor of 0 is ignored (its nan and inf too), as torch's."""
     product = mm(mat1, mat2)
-    return (input if beta == 1 else input * beta) + (product if alpha == 1 else product * alpha)
+    input = input.expand(product.shape)
+    left = Ignored.apply(input) if beta == 0 else (input if beta == 1 else input * beta)
+    right = Ignored.apply(product) if alpha == 0 else (product if alpha == 1 else product * alpha)
+    return left + right
 
 
 class Linear(InternalFunction):
     """x @ W^T + b as one node; the weight and bias gradients come out as new
-    contiguous arrays (no transposed views to copy into .grad)."""
+    contiguous arrays (no transposed views to copy into .grad).  x may be 1-D."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         needs = ctx.needs_input_grad
         ctx.save_for_backward(x if needs[1] else None, weight if needs[0] else None)
-        out = backend.matmul(x, weight.T)
+        ctx.bias_shape = None if bias is None else bias.shape
+        out = backend.matmul(x if x.ndim > 1 else x.reshape(1, -1), weight.T)
+        if x.ndim == 1:
+            out = out.reshape(-1)
         if bias is not None:
             out += bias
         return out
@@ -134,28 +168,40 @@ class Linear(InternalFunction):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        rows = grad.reshape(-1, grad.shape[-1])
+        outputs = grad.shape[-1]
+        rows = grad.reshape(math.prod(grad.shape[:-1]), outputs)
         grad_x = grad @ weight if needs[0] else None
-        grad_weight = rows.mT @ x.reshape(-1, x.shape[-1]) if needs[1] else None
-        grad_bias = rows.sum(0) if needs[2] else None
+        grad_weight = rows.mT @ x.reshape(rows.shape[0], x.shape[-1]) if needs[1] else None
+        grad_bias = None
+        if needs[2]:    # the engine sums a broadcast bias's gradient back to its shape
+            grad_bias = rows.sum(0) if len(ctx.bias_shape) <= 1 else grad
         return grad_x, grad_weight, grad_bias
 
 
 @autocast_mode.lower_precision
 def linear(input, weight, bias=None):
-    """input @ weight.T + bias; input (..., in_features), weight
-    (out_features, in_features), bias (out_features,)."""
-    if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[-1]:
-        raise RuntimeError(f"linear: input has {input.shape[-1] if input.ndim else 0} features (shape "
-                           f"{list(input.shape)}) but the weight expects {weight.shape[-1]} (weight shape "
-                           f"{list(weight.shape)})")
+    """input @ weight.T + bias; input (..., in_features) or (in_features,),
+    weight (out_features, in_features) (or (in_features,) without bias: a
+    product), bias broadcasting to the output (torch's rules and errors)."""
+    if input.ndim == 0 or weight.ndim == 0:
+        raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
+                           f"{weight.ndim}D")
+    if weight.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {weight.ndim}D")
     _check_same_dtype(input, weight, "linear")
+    if weight.ndim == 1:
+        if bias is not None:
+            raise RuntimeError("mat2 must be a matrix, got 1-D tensor")
+        return matmul(input, weight)
+    if input.shape[-1] != weight.shape[-1]:
+        rows = math.prod(input.shape[:-1])
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{input.shape[-1]} and "
+                           f"{weight.shape[1]}x{weight.shape[0]})")
     if bias is not None:
         if bias.dtype != weight.dtype:
             raise RuntimeError(f"linear: bias dtype {dtypes.dtype_name(bias.dtype)} does not match weight "
                                f"dtype {dtypes.dtype_name(weight.dtype)}")
-        if bias.shape not in ((weight.shape[0],), ()):
-            raise RuntimeError(f"linear: bias of shape {list(bias.shape)} for {weight.shape[0]} outputs")
+        validation.expandable(bias.shape, tuple(input.shape[:-1]) + (weight.shape[0],))
     return Linear.apply(input, weight, bias)
 
 
@@ -238,4 +284,63 @@ def einsum(equation, *operands):
     for op in operands[1:]:
         _check_same_dtype(first, op, "einsum")
     inputs, output = _parse_einsum(equation, operands)
-    return Einsum.apply(tuple(inputs), output, *operands)
+    sizes = {}
+    for sub, op in zip(inputs, operands):
+        for letter, n in zip(sub, op.shape):
+            if sizes.setdefault(letter, n) != n and n != 1 and sizes[letter] != 1:
+                raise RuntimeError(f"einsum(): operands do not broadcast with remapped shapes (original->remapped): "
+                                   f"subscript {letter} has size {n} for one operand where another has "
+                                   f"{sizes[letter]}")
+            if sizes[letter] == 1:
+                sizes[letter] = n
+    if len(set(output)) != len(output):
+        raise RuntimeError(f"einsum(): output subscript {output} appears more than once")
+    unique = []
+    for i, (sub, op) in enumerate(zip(inputs, operands)):
+        if len(set(sub)) != len(sub):       # a diagonal first ('ii->i'), so the product sees each letter once
+            if any(op.shape[sub.index(c)] != n for c, n in zip(sub, op.shape)):
+                raise RuntimeError(f"einsum(): subscript {sub} repeats a letter over dims of different sizes")
+            letters = "".join(dict.fromkeys(sub))
+            operands = operands[:i] + (Diagonal.apply(op, sub, letters),) + operands[i + 1:]
+            sub = letters
+        unique.append(sub)
+    return Einsum.apply(tuple(unique), output, *operands)
+
+
+def _diagonal_key(xp, full, letters, sizes):
+    """The index that picks x[i, i, j] (full 'iij') as an array over ``letters`` ('ij')."""
+    key = []
+    for c in full:
+        shape = [1] * len(letters)
+        shape[letters.index(c)] = sizes[c]
+        key.append(xp.arange(sizes[c]).reshape(shape))
+    return tuple(key)
+
+
+class Diagonal(InternalFunction):
+    """The elements of x whose repeated subscripts agree ('iij' -> 'ij'); its
+    backward puts the gradient back on that diagonal (Diagonal's adjoint,
+    DiagonalEmbed, whose own backward is Diagonal again)."""
+
+    @staticmethod
+    def forward(ctx, x, full, letters):
+        ctx.full, ctx.letters, ctx.shape = full, letters, x.shape
+        sizes = dict(zip(full, x.shape))
+        return x[_diagonal_key(ctx.xp, full, letters, sizes)]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return DiagonalEmbed.apply(grad, ctx.full, ctx.letters, ctx.shape), None, None
+
+
+class DiagonalEmbed(InternalFunction):
+    @staticmethod
+    def forward(ctx, grad, full, letters, shape):
+        ctx.full, ctx.letters = full, letters
+        out = ctx.xp.zeros(shape, dtype=grad.dtype)
+        out[_diagonal_key(ctx.xp, full, letters, dict(zip(full, shape)))] = grad
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Diagonal.apply(grad, ctx.full, ctx.letters), None, None, None

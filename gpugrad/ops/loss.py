@@ -11,7 +11,7 @@ from gpugrad.autograd.function import InternalFunction
 from gpugrad.cuda import errors
 from gpugrad.ops.elementwise import softplus, where
 from gpugrad.ops.fused.indices import check_indices
-from gpugrad.ops.shape import gather
+from gpugrad.ops.shape import gather_valid
 from gpugrad.tensor import Tensor
 
 
@@ -153,7 +153,7 @@ def nll_loss_gather(log_probs, target, weight, ignore_index, reduction):
     acc = dtypes.accumulate_dtype(log_probs.dtype)
     safe = xp.where(valid, t, 0)
     w_t = valid.astype(acc) if weight is None else weight.array.astype(acc)[safe] * valid
-    picked = gather(log_probs, 1, Tensor._make(xp.expand_dims(safe, 1).astype(dtypes.int64))).squeeze(1)
+    picked = gather_valid(log_probs, 1, Tensor._make(xp.expand_dims(safe, 1).astype(dtypes.int64))).squeeze(1)
     loss = -picked * Tensor._make(w_t.astype(log_probs.dtype))
     if reduction == "none":
         return loss

@@ -13,7 +13,7 @@ import math
 from gpugrad import backend, dtypes, return_types, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.autograd.grad_mode import is_grad_enabled
+from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.backend import array_prod, array_sum
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
 from gpugrad.ops import shape
@@ -113,82 +113,41 @@ class Prod(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim):
         ctx.shape, ctx.dims = x.shape, dims
-        ctx.save_for_backward(x)
         acc = dtypes.accumulate_dtype(x.dtype) if dtypes.is_floating_point(x.dtype) else dtypes.int64
         out = array_prod(x, axis=dims, keepdims=keepdim, dtype=acc)
-        return out.astype(x.dtype if dtypes.is_floating_point(x.dtype) else dtypes.int64, copy=False)
+        out = backend.keep_array(out).astype(x.dtype if dtypes.is_floating_point(x.dtype) else dtypes.int64,
+                                             copy=False)
+        ctx.save_for_backward(x, out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, = ctx.saved_tensors
+        # torch's prod_backward: grad * result / x where x holds no zero (nan and inf as that
+        # quotient gives them), the product of the others (exact with zeros) where it does
+        x, out = ctx.saved_tensors
+        if x.ndim == 0:
+            return grad, None, None
         grad = grad.reshape(keepdim_shape(ctx.shape, ctx.dims))
-        return grad * ProductOfOthers.apply(x, ctx.dims), None, None
+        if not bool((x.array == 0).any()):
+            return grad * (out.reshape(keepdim_shape(ctx.shape, ctx.dims)) / x), None, None
+        if len(ctx.dims) == 1:
+            return _prod_safe_zeros_backward(grad, x, ctx.dims[0]), None, None
+        return _prod_safe_zeros_backward(grad.reshape(-1), x.reshape(-1), 0).reshape(x.shape), None, None
 
 
-class ProductOfOthers(InternalFunction):
-    """For each element, the product of the other elements of its group (the
-    gradient of prod), exact with zeros; differentiable once more, so that
-    ``hessian(prod)`` is right at zeros too."""
-
-    numpy_errstate = True
-
-    @staticmethod
-    def forward(ctx, x, dims):
-        ctx.save_for_backward(x)
-        ctx.dims = dims
-        xp = ctx.xp
-        if x.size == 0:          # no element has a gradient (an empty group, or no group)
-            return xp.zeros(x.shape, dtype=x.dtype)
-        moved, back = _groups_last(xp, x, dims)
-        ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
-        left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
-        right = xp.cumprod(xp.concatenate([ones, moved[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
-        return back(left * right)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        return ProductOfPairs.apply(x, grad, ctx.dims), None
-
-
-class ProductOfPairs(InternalFunction):
-    """w_j = sum_{i != j} u_i prod_{k not in {i, j}} x_k over each group: the
-    contraction of prod's Hessian with u, by the number of zeros in the group."""
-
-    @staticmethod
-    def forward(ctx, x, u, dims):
-        xp = ctx.xp
-        if x.size == 0:
-            return xp.zeros(x.shape, dtype=x.dtype)
-        moved, back = _groups_last(xp, x, dims)
-        u, _ = _groups_last(xp, xp.broadcast_to(u, x.shape), dims)
-        zero = moved == 0
-        zeros = zero.sum(axis=-1, keepdims=True)
-        safe = xp.where(zero, 1, moved)
-        nonzero_product = safe.prod(axis=-1, keepdims=True)
-        ratio = xp.where(zero, 0, u / safe)
-        u_at_zeros = xp.where(zero, u, 0).sum(axis=-1, keepdims=True)
-        total = ratio.sum(axis=-1, keepdims=True)
-        none = nonzero_product / safe * (total - ratio)
-        one = xp.where(zero, nonzero_product * total, u_at_zeros * nonzero_product / safe)
-        two = xp.where(zero, nonzero_product * (u_at_zeros - u), 0)
-        out = xp.where(zeros == 0, none, xp.where(zeros == 1, one, xp.where(zeros == 2, two, 0)))
-        return back(out.astype(x.dtype, copy=False))
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError("gpugrad computes derivatives of prod up to the second order")
-
-
-def _groups_last(xp, x, dims):
-    """x with the reduced dims moved last and flattened into one, and the inverse map."""
-    lead = x.ndim - len(dims)
-    moved = xp.moveaxis(x, dims, tuple(range(lead, x.ndim)))
-    flat = moved.reshape(moved.shape[:lead] + (-1,))
-
-    def back(array):
-        return xp.moveaxis(array.reshape(moved.shape), tuple(range(lead, x.ndim)), dims)
-    return flat, back
+def _prod_safe_zeros_backward(grad, x, dim):
+    """torch's prod_safe_zeros_backward: grad times the product of the others,
+    as exclusive running products from the left and from the right (exact
+    with zeros, nan and inf as torch's, differentiable again through cumprod)."""
+    n = x.shape[dim]
+    if x.numel() == 0:
+        return grad.expand(x.shape)
+    ones_shape = list(x.shape)
+    ones_shape[dim] = 1
+    ones = Tensor._make(x.xp.ones(tuple(ones_shape), dtype=x.dtype))
+    left = shape.cat([ones, x.narrow(dim, 0, n - 1)], dim).cumprod(dim)
+    right = shape.cat([ones, x.narrow(dim, 1, n - 1).flip(dim)], dim).cumprod(dim).flip(dim)
+    return grad * (left * right)
 
 
 @autocast_mode.float32
@@ -225,13 +184,17 @@ class Extremum(InternalFunction):
 
 
 class ExtremumAll(InternalFunction):
-    """max() / min() of every element: the gradient is shared evenly among the
-    elements equal to the result, the nan elements when the result is nan (torch)."""
+    """max() / min() of every element (or, given, a value such as the median):
+    the gradient is shared evenly among the elements equal to the result, the
+    nan elements when the result is nan (torch's evenly_distribute_backward)."""
 
     @staticmethod
     def forward(ctx, x, largest):
         xp = ctx.xp
-        out = x.max() if largest else x.min()
+        if isinstance(largest, bool):
+            out = x.max() if largest else x.min()
+        else:
+            out = largest
         if ctx.needs_input_grad[0]:
             hits = xp.isnan(x) if xp.isnan(out) else (x == out)
             hits = hits.astype(x.dtype)
@@ -276,8 +239,8 @@ def _max_or_min(x, dim, keepdim, largest):
         return ExtremumAll.apply(x, largest)
     d = wrap_dim(dim, x.ndim)
     _check_reducible(x, (d,) if x.ndim else (), name)
-    index = (argmax if largest else argmin)(x, d, keepdim=True)
-    values = shape.gather(x, d, index) if x.ndim else x.clone()
+    index = _arg_extremum(x, d, True, "argmax" if largest else "argmin")
+    values = shape.gather_valid(x, d, index) if x.ndim else x.clone()
     if not keepdim:
         values, index = values.squeeze(d), index.squeeze(d)
     return (return_types.max if largest else return_types.min)(values, index)
@@ -296,8 +259,6 @@ def min(input, dim=None, keepdim=False, *, keepdims=None):
 
 def _arg_extremum(x, dim, keepdim, name):
     xp = x.xp
-    if x.dtype == dtypes.bool_:
-        raise RuntimeError(f"{name}(): does not support bool input")
     if dim is None:
         if x.numel() == 0:
             raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
@@ -313,27 +274,34 @@ def _arg_extremum(x, dim, keepdim, name):
     return Tensor._make(xp.asarray(out, dtype=dtypes.int64))
 
 
+def _no_bool(input, name):
+    if input.dtype == dtypes.bool_:
+        raise RuntimeError(f"{name}(): does not support bool input")
+
+
 def argmax(input, dim=None, keepdim=False, *, keepdims=None):
     """The index of the largest value (the first one, nan first), over
     ``dim`` or the flattened tensor."""
+    _no_bool(input, "argmax")
     return _arg_extremum(input, dim, keepdim_arg(keepdim, keepdims), "argmax")
 
 
 def argmin(input, dim=None, keepdim=False, *, keepdims=None):
     """The index of the smallest value (the first one, nan first), over ``dim`` or the flattened tensor."""
+    _no_bool(input, "argmin")
     return _arg_extremum(input, dim, keepdim_arg(keepdim, keepdims), "argmin")
 
 
 def any(input, dim=None, keepdim=False, *, keepdims=None):
     """Whether any element over ``dim`` is non-zero (a bool tensor)."""
     return Tensor._make(input.xp.asarray(input.array.any(
-        axis=normalize_dims(dim, input.ndim), keepdims=keepdim_arg(keepdim, keepdims))))
+        axis=normalize_dims(dim, input.ndim, empty_means_all=False), keepdims=keepdim_arg(keepdim, keepdims))))
 
 
 def all(input, dim=None, keepdim=False, *, keepdims=None):
     """Whether every element over ``dim`` is non-zero (a bool tensor)."""
     return Tensor._make(input.xp.asarray(input.array.all(
-        axis=normalize_dims(dim, input.ndim), keepdims=keepdim_arg(keepdim, keepdims))))
+        axis=normalize_dims(dim, input.ndim, empty_means_all=False), keepdims=keepdim_arg(keepdim, keepdims))))
 
 
 def count_nonzero(input, dim=None):
@@ -349,6 +317,9 @@ def _statistic_args(name, dim, unbiased, keepdim, correction):
         if unbiased is not None:
             raise TypeError(f"{name}() received an invalid combination of arguments")
         dim, unbiased = None, dim
+    if unbiased is not None and dim is None and keepdim is not None:
+        raise TypeError(f"{name}() received an invalid combination of arguments - got (Tensor, keepdim=bool, "
+                        "unbiased=bool)")
     if unbiased is not None and correction is not None:
         raise TypeError(f"{name}() received an invalid combination of arguments - got both unbiased and "
                         "correction")
@@ -375,6 +346,9 @@ class Var(InternalFunction):
                                                                                         keepdims=True) * math.nan
         centered = acc - mean
         total = array_sum(centered * centered, axis=dims, keepdims=keepdim)
+        if count:       # equal finite elements: exactly 0 (the mean's rounding would leave a residue)
+            top = acc.max(axis=dims, keepdims=keepdim)
+            total = ctx.xp.where((top == acc.min(axis=dims, keepdims=keepdim)) & ctx.xp.isfinite(top), 0, total)
         return (total / builtins.max(count - correction, 0)).astype(x.dtype, copy=False)
 
     @staticmethod
@@ -422,33 +396,31 @@ def _statistic(function, name, input, dim, unbiased, keepdim, correction, keepdi
                            f"Got {validation.type_name(input.dtype)} instead.")
     dims = normalize_dims(dim, input.ndim)
     whole = dim is None or input.ndim == 0
-    return function.apply(input, dims, keepdim_arg(keepdim, keepdims), correction, whole)
+    return function.apply(input, dims, bool(keepdim_arg(keepdim, keepdims)), correction, whole)
 
 
-@autocast_mode.float32
-def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
+def var(input, dim=None, unbiased=None, keepdim=None, *, correction=None, keepdims=None):
     """The variance over ``dim`` with Bessel's correction (``correction=1``) by default."""
     return _statistic(Var, "var", input, dim, unbiased, keepdim, correction, keepdims)
 
 
-@autocast_mode.float32
-def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, keepdims=None):
+def std(input, dim=None, unbiased=None, keepdim=None, *, correction=None, keepdims=None):
     """The standard deviation: sqrt(var(...)) (its gradient 0 where it is 0, as torch's)."""
     return _statistic(Std, "std", input, dim, unbiased, keepdim, correction, keepdims)
 
 
-def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+def var_mean(input, dim=None, unbiased=None, keepdim=None, *, correction=None):
     """(var, mean) over ``dim``, as torch.var_mean."""
     variance = var(input, dim, unbiased, keepdim, correction=correction)
     dim, _ = _statistic_args("var_mean", dim, unbiased, keepdim, correction)
-    return variance, mean(input, dim, keepdim)
+    return variance, mean(input, dim, bool(keepdim))
 
 
-def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+def std_mean(input, dim=None, unbiased=None, keepdim=None, *, correction=None):
     """(std, mean) over ``dim``, as torch.std_mean."""
     deviation = std(input, dim, unbiased, keepdim, correction=correction)
     dim, _ = _statistic_args("std_mean", dim, unbiased, keepdim, correction)
-    return deviation, mean(input, dim, keepdim)
+    return deviation, mean(input, dim, bool(keepdim))
 
 
 class VectorNorm(InternalFunction):
@@ -505,6 +477,10 @@ class VectorNorm(InternalFunction):
         return scaled * where(norm == 0, 0.0, grad / norm ** (p - 1)), None, None, None
 
 
+def _number(p):
+    return int(p) if math.isfinite(p) and p == int(p) else p
+
+
 @autocast_mode.float32
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
     """The p-norm over ``dim`` (None: every element): 2 / 'fro' (default), 1,
@@ -518,7 +494,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
             raise NotImplementedError("norm(p='nuc'): gpugrad has no singular value decomposition")
         if p != "fro":
             raise RuntimeError(f"linalg.matrix_norm: Order {p} not supported.")
-        if dim is not None and not isinstance(dim, int) and len(dim) not in (1, 2):
+        if dim is not None and not isinstance(dim, int) and len(dim) > 2:
             raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
         p = 2
     if p is None:
@@ -527,10 +503,14 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None, *, keepdims=None):
         raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor as input. Got "
                            f"{validation.type_name(input.dtype)}")
     dims = normalize_dims(dim, input.ndim)
-    if p in (math.inf, -math.inf) and input.numel() == 0 and (dim is None or builtins.any(
-            input.shape[d] == 0 for d in dims)):
-        raise RuntimeError("linalg.vector_norm cannot compute the inf norm on an empty tensor because the "
-                           "operation does not have an identity")
+    if (p < 0 or p == math.inf) and input.numel() == 0:     # no identity for max, min or 1 / sum
+        if dim is None:
+            raise RuntimeError(f"linalg.vector_norm cannot compute the {_number(p)} norm on an empty tensor "
+                               "because the operation does not have an identity")
+        for d in dims:
+            if input.shape[d] == 0:
+                raise RuntimeError(f"linalg.vector_norm cannot compute the {_number(p)} norm on the dimension {d}"
+                                   "because this dimension is empty and the operation does not have an identity")
     return VectorNorm.apply(input, float(p), dims, keepdim)
 
 
@@ -555,9 +535,9 @@ def cumsum(input, dim, *, dtype=None):
     if dtype is None:
         dtype = input.dtype if dtypes.is_floating_point(input.dtype) else dtypes.int64
     dtype = dtypes.as_dtype(dtype)
+    wrap_dim(dim, input.ndim)
     _check_result_dtype(input, dtype)
     if input.ndim == 0:
-        wrap_dim(dim, 0)
         return input.to(dtype).clone()
     return CumSum.apply(input, wrap_dim(dim, input.ndim), dtype)
 
@@ -576,10 +556,14 @@ class CumProd(InternalFunction):
     def backward(ctx, grad):
         x, out = ctx.saved_tensors
         dim = ctx.dim
+        if x.shape[dim] <= 1:        # torch's cumprod_backward: the gradient itself
+            return grad, None
+        zero = x == 0
+        if is_grad_enabled() and bool(zero.array.any()):
+            return _cumprod_backward_differentiable(grad, x, dim), None
         # d out_i / d x_k = prod_{j <= i, j != k} x_j for i >= k.  Before the
         # first zero of a row that is out_i / x_k; at the first zero z it is
         # out_{z-1} * prod_{z < j <= i} x_j; after it, 0.
-        zero = x == 0
         seen = zero.to(dtypes.int64).cumsum(dim)
         before = seen == 0
         first_zero = zero & (seen == 1)
@@ -591,6 +575,28 @@ class CumProd(InternalFunction):
         prefix = where(before, x, 1.0).cumprod(dim)          # out_{z-1} at z
         at_zero = where(first_zero, prefix * tail.flip(dim).cumsum(dim).flip(dim), 0.0)
         return grad_before + at_zero, None
+
+
+def _cumprod_backward_differentiable(grad, x, dim):
+    """grad_k = sum_{i >= k} grad_i prod_{j <= i, j != k} x_j in O(n^2) ops of
+    Tensors (torch's formula under create_graph with zeros): its derivatives
+    stay exact at the zeros, where the O(n) one's would not."""
+    n = x.shape[dim]
+    lead = (slice(None),) * dim
+    pieces = []
+    for k in range(n):
+        before = x[lead + (slice(0, k),)].prod(dim, keepdim=True) if k else None
+        after = x[lead + (slice(k + 1, n),)].cumprod(dim) if k < n - 1 else None
+        if before is None:
+            ones = list(x.shape)
+            ones[dim] = 1
+            omitted = shape.cat([Tensor._make(x.xp.ones(tuple(ones), dtype=x.dtype)), after], dim)
+        elif after is None:
+            omitted = before
+        else:
+            omitted = shape.cat([before, before * after], dim)
+        pieces.append((grad[lead + (slice(k, n),)] * omitted).sum(dim, keepdim=True))
+    return shape.cat(pieces, dim)
 
 
 @autocast_mode.float32
@@ -612,29 +618,30 @@ def cumprod(input, dim, *, dtype=None):
 def sort(input, dim=-1, descending=False, stable=False):
     """(values, indices) sorted along ``dim`` (nan last ascending, first
     descending, as in torch); the values carry the gradient."""
+    d = wrap_dim(dim, input.ndim)
     if input.ndim == 0:
         return return_types.sort(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
-    d = wrap_dim(dim, input.ndim)
     indices = argsort(input, d, descending, stable=True)
-    return return_types.sort(shape.gather(input, d, indices), indices)
+    return return_types.sort(shape.gather_valid(input, d, indices), indices)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
     """The indices that sort ``input`` along ``dim`` (ties keep their order)."""
     xp = input.xp
+    d = wrap_dim(dim, input.ndim)
     if input.ndim == 0:
         return Tensor._make(xp.zeros((), dtype=dtypes.int64))
-    d = wrap_dim(dim, input.ndim)
     array = input.array
     if descending:
         # stable descending order: sort the negated keys (nan first, as torch)
         if dtypes.is_floating_point(array.dtype):
-            keys = xp.where(xp.isnan(array), -xp.inf, -array.astype(dtypes.accumulate_dtype(array.dtype)))
-        elif array.dtype == dtypes.bool_:
-            keys = ~array
+            # nan first, then +inf, ...: sort the negated values (nan last), then move nan to the front
+            order = xp.argsort(-array.astype(dtypes.accumulate_dtype(array.dtype)), axis=d, kind="stable")
+            nan_last = ~xp.isnan(xp.take_along_axis(array, order, axis=d))
+            order = xp.take_along_axis(order, xp.argsort(nan_last, axis=d, kind="stable"), axis=d)
         else:
-            keys = -array.astype(dtypes.int64)
-        order = xp.argsort(keys, axis=d, kind="stable")
+            keys = ~array if array.dtype == dtypes.bool_ else -array.astype(dtypes.int64)
+            order = xp.argsort(keys, axis=d, kind="stable")
     else:
         order = xp.argsort(array, axis=d, kind="stable")
     return Tensor._make(order.astype(dtypes.int64, copy=False))
@@ -649,7 +656,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     order = argsort(input, d, descending=largest)
     key = (slice(None),) * d + (slice(0, k),)
     indices = order[key] if input.ndim else order
-    return return_types.topk(shape.gather(input, d, indices) if input.ndim else input.clone(), indices)
+    return return_types.topk(shape.gather_valid(input, d, indices) if input.ndim else input.clone(), indices)
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):
@@ -677,9 +684,12 @@ def median(input, dim=None, keepdim=False):
     torch's (nanmedian is the one that skips nan)."""
     if dim is None:
         if input.numel() == 0:
-            return Tensor._make(input.xp.full((), math.nan, dtype=input.dtype))
-        flat = input.reshape(-1)
-        return median(flat, 0).values
+            return input.sum() * math.nan
+        with no_grad():
+            value = median(input.reshape(-1), 0).values
+        # torch's evenly_distribute_backward: the gradient shared among the elements equal to
+        # the median (the nan ones when it is nan)
+        return ExtremumAll.apply(input, value.array)
     d = wrap_dim(dim, input.ndim)
     if input.ndim and input.shape[d] == 0:
         raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
@@ -692,7 +702,7 @@ def median(input, dim=None, keepdim=False):
         if bool(has_nan.array.any()):
             first_nan = argmax(nan.to(dtypes.int64), d, keepdim=True)
             indices = where(has_nan, first_nan, indices)
-            values = shape.gather(input, d, indices)
+            values = shape.gather_valid(input, d, indices)
     if not keepdim:
         values, indices = values.squeeze(d), indices.squeeze(d)
     return return_types.median(values, indices)

@@ -10,7 +10,7 @@ import numpy
 
 from gpugrad import backend, dtypes, validation
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.dims import method_sizes, sequence_arg, wrap_dim
+from gpugrad.dims import method_sizes, sequence_arg, wrap_dim, wrap_dim_of_tensor
 from gpugrad.tensor import Tensor
 
 # -- views ----------------------------------------------------------------------------
@@ -258,6 +258,44 @@ def broadcast_tensors(*tensors):
 
 # -- indexing ------------------------------------------------------------------------------
 
+def _is_index_array(k):
+    return getattr(k, "ndim", None) is not None and not isinstance(k, (int, bool, numpy.generic))
+
+
+def split_key(key):
+    """A key that mixes integers with index arrays, as torch applies it:
+    (basic, rest), the integers (and slices, None) first as a view, the arrays
+    on that view after.  NumPy takes such integers as index arrays (and moves
+    the broadcast dims first when they are not adjacent); None where the key
+    mixes nothing."""
+    if not any(isinstance(k, (int, numpy.integer)) and not isinstance(k, bool) for k in key) or \
+            not any(_is_index_array(k) for k in key):
+        return None
+    basic, rest = [], []
+    for k in key:
+        if k is None:
+            basic.append(None)
+            rest.append(slice(None))
+        elif k is Ellipsis:
+            basic.append(Ellipsis)
+            rest.append(Ellipsis)
+        elif _is_index_array(k):
+            basic.extend([slice(None)] * (k.ndim if k.dtype.kind == "b" else 1))
+            rest.append(k)
+        elif isinstance(k, slice):
+            basic.append(k)
+            rest.append(slice(None))
+        else:
+            basic.append(k)
+    return tuple(basic), tuple(rest)
+
+
+def indexed_region(array, key):
+    """The view ``array[key]`` would write through, and the key left for it (torch's order, split_key)."""
+    split = split_key(key)
+    return (array, key) if split is None else (array[split[0]], split[1])
+
+
 class GetItem(InternalFunction):
     """x[key]; basic indexing gives a view, advanced indexing a copy."""
     is_view = True
@@ -265,10 +303,10 @@ class GetItem(InternalFunction):
     @staticmethod
     def forward(ctx, x, key, advanced):
         ctx.shape, ctx.key, ctx.advanced = x.shape, key, advanced
-        out = x[key]
-        if isinstance(out, numpy.generic):     # NumPy gives a scalar for x[i] of a 1-D array: a 0-d view instead
-            out = x[key + (Ellipsis,)]
-        return out
+        x, key = indexed_region(x, key)
+        if not advanced and Ellipsis not in key:
+            key = key + (Ellipsis,)     # x[i] of a 1-D array: a 0-d view (NumPy would give a scalar, a copy)
+        return x[key]
 
     @staticmethod
     def backward(ctx, grad):
@@ -282,15 +320,38 @@ class IndexBackward(InternalFunction):
     def forward(ctx, grad, shape, key, advanced):
         ctx.key, ctx.advanced = key, advanced
         out = ctx.xp.zeros(shape, dtype=grad.dtype)
+        view, key = indexed_region(out, key)
         if advanced:
-            backend.scatter_add(out, _integer_key(ctx.xp, key), grad)
+            backend.scatter_add(view, _integer_key(ctx.xp, key), grad)
         else:
-            out[key] = grad
+            view[key] = grad
         return out
 
     @staticmethod
     def backward(ctx, grad_grad):
         return GetItem.apply(grad_grad, ctx.key, ctx.advanced), None, None, None
+
+
+def put_values(array, key, value, accumulate=False):
+    """``array[key] = value`` (``+=``, repeated indices summed, with accumulate);
+    a value that does not broadcast to the indexed region raises torch's RuntimeError."""
+    if isinstance(array, numpy.ndarray) and not array.flags.writeable:   # an expanded tensor (its region checked)
+        array = backend.writable_alias(array)
+    array, key = indexed_region(array, key)
+    if getattr(value, "ndim", 0) and value.ndim > array[key].ndim:
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(value.shape)} cannot be broadcast to "
+                           f"indexing result of shape {list(array[key].shape)}")
+    try:
+        if accumulate:
+            region = array[key].shape
+            backend.scatter_add(array, _integer_key(backend.xp_for(array), key),
+                                backend.xp_for(array).broadcast_to(value, region))
+        else:
+            array[key] = value
+    except ValueError:
+        shape = list(getattr(value, "shape", ()))
+        raise RuntimeError(f"shape mismatch: value tensor of shape {shape} cannot be broadcast to indexing "
+                           f"result of shape {list(array[key].shape)}") from None
 
 
 class IndexPut(InternalFunction):
@@ -300,10 +361,7 @@ class IndexPut(InternalFunction):
     def forward(ctx, x, value, key, advanced, accumulate):
         ctx.key, ctx.advanced, ctx.accumulate = key, advanced, accumulate
         out = x.copy()
-        if accumulate:
-            backend.scatter_add(out, _integer_key(ctx.xp, key), ctx.xp.broadcast_to(value, out[key].shape))
-        else:
-            out[key] = value
+        put_values(out, key, value, accumulate)
         return out
 
     @staticmethod
@@ -384,27 +442,36 @@ def gather(input, dim, index):
         raise RuntimeError(f"gather(): Expected dtype int64 for index, got {index.dtype}")
     if input.ndim == 0 and index.ndim <= 1:      # a scalar gathers as a 1-element vector (torch)
         return reshape(gather(reshape(input, (1,)), 0, reshape(index, (-1,))), index.shape)
+    if index.ndim == 0 and input.ndim == 1:      # a 0-d index gathers one element (torch)
+        return reshape(gather(input, dim, reshape(index, (1,))), ())
+    if index.numel() == 0:                       # torch checks nothing more for an empty index
+        return Tensor._make(input.xp.zeros(index.shape, dtype=input.dtype)) + input.sum().to(input.dtype)
     if index.ndim != input.ndim:
         raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
-    xp = input.xp
+    for d in range(input.ndim):
+        if d != dim and index.shape[d] > input.shape[d]:
+            raise RuntimeError(f"Size does not match at dimension {d} expected index "
+                               f"{list(index.shape)} to be no larger than self {list(input.shape)} "
+                               f"apart from dimension {dim}")
     idx = backend.to_device(index.array, input.device)
+    low, high = int(idx.min()), int(idx.max())       # (a read of two numbers on the GPU, torch's check)
+    if low < 0 or high >= input.shape[dim]:
+        raise RuntimeError(f"index {high if high >= input.shape[dim] else low} is out of bounds for "
+                           f"dimension {dim} with size {input.shape[dim]}")
+    return gather_valid(input, dim, index)
+
+
+def gather_valid(input, dim, index):
+    """gather with indices known to be valid (what sort, topk and max(dim) computed): no check, no read."""
+    xp = input.xp
     key = []
     for d in range(input.ndim):
         if d == dim:
-            key.append(idx)
+            key.append(backend.to_device(index.array, input.device))
         else:
-            if index.shape[d] > input.shape[d]:
-                raise RuntimeError(f"Size does not match at dimension {d} expected index "
-                                   f"{list(index.shape)} to be no larger than self {list(input.shape)} "
-                                   f"apart from dimension {dim}")
             shape = [1] * input.ndim
             shape[d] = index.shape[d]
             key.append(xp.arange(index.shape[d]).reshape(shape))
-    if idx.size and backend.xp_for(idx) is numpy:
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= input.shape[dim]:
-            raise RuntimeError(f"index {high if high >= input.shape[dim] else low} is out of bounds for "
-                               f"dimension {dim} with size {input.shape[dim]}")
     return GetItem.apply(input, tuple(key), True)
 
 
@@ -413,6 +480,13 @@ def take_along_dim(input, indices, dim=None):
     against each other in the other dims); the flattened input when dim is None."""
     if dim is None:
         return gather(reshape(input, (-1,)), 0, reshape(indices, (-1,)))
+    if input.ndim != indices.ndim:
+        raise RuntimeError(f"torch.take_along_dim(): input and indices should have the same number of dimensions, "
+                           f"but got {input.ndim} dimensions for input, and {indices.ndim} dimensions for indices")
+    wrap_dim_of_tensor(dim, input.ndim)
+    size = input.shape[wrap_dim(dim, input.ndim)]
+    if indices.numel() and size and bool((indices.array < 0).any()):    # negative indices count from the end
+        indices = Tensor._make(indices.xp.where(indices.array < 0, indices.array + size, indices.array))
     if input.ndim != indices.ndim:
         raise RuntimeError(f"torch.take_along_dim(): input and indices should have the same number of dimensions, "
                            f"but got {input.ndim} dimensions for input, and {indices.ndim} dimensions for indices")
@@ -438,6 +512,10 @@ def index_select(input, dim, index):
             raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.numel()} "
                                "value(s)")
         return reshape(index_select(reshape(input, (1,)), 0, index), ())
+    if index.numel() and input.shape[dim] == 0:
+        if input.ndim == 1:
+            raise IndexError("index out of range in self")
+        raise RuntimeError("index_select(): self indexing axis dim should be positive")
     if index.numel() and backend.xp_for(index.array) is numpy:
         low, high = int(index.array.min()), int(index.array.max())
         if low < 0 or high >= input.shape[dim]:
@@ -530,6 +608,7 @@ def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
+    wrap_dim(dim, tensors[0].ndim + 1)
     for i, t in enumerate(tensors[1:], 1):
         if t.shape != tensors[0].shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got "
@@ -556,9 +635,12 @@ def split(input, split_size_or_sections, dim=0):
     n = input.shape[dim]
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
-        if size <= 0:
+        if size < 0:
             raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
-        sizes = [builtins.min(size, n - start) for start in range(0, n, size)] or [0]
+        if size == 0 and n:
+            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of {n}")
+        sizes = [builtins.min(size, n - start) for start in range(0, n, size)] if size else []
+        sizes = sizes or [0]
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n:
@@ -610,6 +692,8 @@ def chunk(input, chunks, dim=0):
     if chunks <= 0:
         raise RuntimeError("chunk expects `chunks` to be greater than 0")
     n = input.shape[wrap_dim(dim, input.ndim)]
+    if n == 0:          # torch: `chunks` empty pieces
+        return split(input, [0] * chunks, dim)
     return split(input, builtins.max(1, -(-n // chunks)), dim)
 
 
@@ -686,16 +770,18 @@ class Roll(InternalFunction):
 
 
 def roll(input, shifts, dims=None):
-    """Elements shifted cyclically along ``dims`` (the flattened tensor when None)."""
-    if dims is None:
-        return Roll.apply(input.flatten(), shifts, None).reshape(input.shape)
-    if isinstance(dims, int):
-        dims = (dims,)
-        shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
-    dims = tuple(wrap_dim(d, input.ndim) for d in dims)
-    shifts = tuple(shifts) if not isinstance(shifts, int) else (shifts,) * len(dims)
+    """Elements shifted cyclically along ``dims`` (the flattened tensor when None or ())."""
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = () if dims is None else (dims,) if isinstance(dims, int) else tuple(dims)
+    if not shifts:
+        raise RuntimeError("`shifts` required")
+    if not dims:
+        if len(shifts) != 1:
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
+        return Roll.apply(input.flatten(), shifts[0], None).reshape(input.shape)
     if len(shifts) != len(dims):
         raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+    dims = tuple(wrap_dim_of_tensor(d, input.ndim) for d in dims)
     return Roll.apply(input, shifts, dims)
 
 
@@ -756,9 +842,11 @@ def repeat_interleave(input, repeats, dim=None):
     """Each element repeated ``repeats`` times along ``dim`` (the flattened tensor when None)."""
     if dim is None:
         input, dim = input.reshape(-1), 0
-    dim = wrap_dim(dim, input.ndim)
+    dim = wrap_dim_of_tensor(dim, input.ndim) if isinstance(repeats, Tensor) else wrap_dim(dim, input.ndim)
     if isinstance(repeats, Tensor):
         counts = backend.to_device(repeats.array, backend.CPU)
+        if counts.size and counts.min() < 0:
+            raise RuntimeError("repeats can not be negative")
     else:
         counts = numpy.full(input.shape[dim], int(repeats))
     index = numpy.repeat(numpy.arange(input.shape[dim]), counts)
@@ -802,18 +890,47 @@ class PadBackward(InternalFunction):
         return Tensor._make(out), None, None, None
 
 
+def _check_non_constant_pad(input, length, widths, mode):
+    """torch's rules for reflect, replicate and circular padding: k padded dims of a (k + 1)-D input or of a
+    batch of them, non-empty dims, reflect's padding less than the dim and circular's no more than it."""
+    k = length // 2
+    if input.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(f"Padding size {length} is not supported for {input.ndim}D input tensor.")
+    first = 0 if input.ndim == k + 1 else 1
+    if mode != "circular" and any(n == 0 for n in input.shape[first:]):
+        raise RuntimeError(f"Expected {k + 1}D or {k + 2}D (batch mode) tensor with possibly 0 batch size and other "
+                           f"non-zero dimensions for input, but got: {list(input.shape)}")
+    for d in range(input.ndim - k, input.ndim):
+        n, (before, after) = input.shape[d], widths[d]
+        if mode == "reflect" and (before >= n or after >= n):
+            raise RuntimeError(f"Argument #4: Padding size should be less than the corresponding input dimension, "
+                               f"but got: padding ({before}, {after}) at dimension {d} of input {list(input.shape)}")
+        if mode == "circular" and (before > n or after > n):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+
+
 def pad(input, pad, mode="constant", value=None):
     """torch.nn.functional.pad: ``pad`` = (left, right) of the last dim, then
     of the one before, ...; modes 'constant', 'reflect', 'replicate', 'circular'."""
-    if len(pad) % 2 or len(pad) // 2 > input.ndim:
-        raise RuntimeError("Padding length must be divisible by 2 and at most twice the number of dims")
+    if len(pad) % 2:
+        raise RuntimeError("Padding length must be divisible by 2")
+    if len(pad) // 2 > input.ndim:
+        raise RuntimeError(f"Padding length should be less than or equal to two times the input dimension but got "
+                           f"padding length {len(pad)} and input of dimension {input.ndim}")
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):
         widths[input.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    for d, (n, (before, after)) in enumerate(zip(input.shape, widths)):
+        if n + before + after < 0:
+            raise RuntimeError(f"The input size {n}, plus negative padding {before} and {after} resulted in a "
+                               f"negative output size, which is invalid. Check dimension {d} of your input.")
     if mode == "constant":
         return Pad.apply(input, tuple(widths), 0 if value is None else value)
     if mode not in ("reflect", "replicate", "circular"):
         raise NotImplementedError(f"pad: mode {mode!r} is not supported")
+    _check_non_constant_pad(input, len(pad), widths, mode)
+    if not any(before or after for before, after in widths):
+        return input.clone()
     out = input
     for d, (before, after) in enumerate(widths):
         if not before and not after:
@@ -825,8 +942,6 @@ def pad(input, pad, mode="constant", value=None):
         elif mode == "circular":
             index = positions % n
         else:
-            if before >= n or after >= n:
-                raise RuntimeError("pad: reflect padding must be smaller than the dimension")
             period = 2 * (n - 1)
             index = numpy.abs((positions + period) % period) if period else numpy.zeros_like(positions)
             index = numpy.where(index >= n, period - index, index)

@@ -108,7 +108,7 @@ class LogSumExp(InternalFunction):
             shape = keepdim_shape(x.shape, dims) if keepdim else reduced_shape(x.shape, dims)
             return ctx.xp.full(shape, -numpy.inf, dtype=x.dtype)
         result = rows.pick(forward_numpy, forward_cuda, x, dims)(x, dims)
-        ctx.save_for_backward(x, result.source, result.m, result.ls)
+        ctx.save_for_backward(x, result.source, backend.keep_array(result.m), backend.keep_array(result.ls))
         return result.lse if keepdim else result.lse.reshape(reduced_shape(x.shape, dims))
 
     @staticmethod
@@ -128,7 +128,7 @@ class LogSumExp(InternalFunction):
 def logsumexp(input, dim, keepdim=False, *, keepdims=None):
     """log(sum(exp(input), dim)), computed stably: -inf over an empty dim or a
     row of -inf, +inf with a +inf in the row, nan with a nan (fused on CUDA)."""
-    x = rows.floating_input(input, "logsumexp", None)
+    x = rows.floating_input(input, "logsumexp", None, integers=True)
     if keepdims is not None:
         keepdim = bool(keepdims)
     dims = normalize_dims(dim, x.ndim)

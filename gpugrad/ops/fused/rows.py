@@ -9,7 +9,7 @@ which launches the kernel of ``kernels/<op>.cu``.  :func:`pick` chooses
 between them, once per call; nothing else asks which device holds the data.
 """
 
-from gpugrad import backend, dtypes
+from gpugrad import backend, dtypes, validation
 from gpugrad.tensor import Tensor
 
 
@@ -35,7 +35,7 @@ def row_stats(xp, x, axis, weight=None, smoothing=False, overwrite=False):
     a = x.astype(acc, copy=False)
     m = a.max(axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0).astype(acc, copy=False)
-    e = xp.subtract(a, m, out=a if overwrite and a is x else None)
+    e = backend.keep_array(xp.subtract(a, m, out=a if overwrite and a is x else None))
     weighted = None
     if smoothing:
         weighted = (backend.array_sum(e, axis=axis, keepdims=True) if weight is None else
@@ -52,7 +52,7 @@ def softmax_times(xp, x, m, ls, scale):
     finite (nan, +inf, all -inf) take the direct formula, as torch's.  m, ls
     and scale broadcast against x (kept dims); the result is in the
     accumulation dtype."""
-    out = xp.subtract(x.astype(m.dtype, copy=False), m)
+    out = backend.keep_array(xp.subtract(x.astype(m.dtype, copy=False), m))
     xp.exp(out, out=out)
     out *= scale * xp.exp(-ls)
     special = special_rows(xp, ls)
@@ -69,12 +69,23 @@ def special_rows(xp, ls):
     return special if bool(special.any()) else None
 
 
-def floating_input(x, name, dtype):
-    """The input of a row op: a floating-point Tensor (converted to ``dtype`` first when given)."""
+def tensor_input(x, name):
+    """TypeError unless ``x`` is a Tensor (torch's message)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}(): argument 'input' must be a Tensor, not {type(x).__name__}")
+    return x
+
+
+def floating_input(x, name, dtype, integers=False):
+    """The input of a row op: a floating-point Tensor (converted to ``dtype``
+    first when given); integers become the default float dtype where
+    ``integers`` (logsumexp), else raise torch's NotImplementedError."""
+    tensor_input(x, name)
     if dtype is not None:
         x = x.to(dtype)
     if not dtypes.is_floating_point(x.dtype):
-        raise RuntimeError(f"{name}: expected a floating-point tensor, got {dtypes.dtype_name(x.dtype)}")
+        if integers:
+            return x.to(dtypes.get_default_dtype())
+        if x.numel():               # torch runs (and checks) no kernel for an empty tensor
+            raise validation.not_implemented(f"{name}_lastdim_kernel_impl", x.dtype)
     return x

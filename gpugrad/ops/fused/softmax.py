@@ -51,6 +51,7 @@ def backward_numpy(y, grad, dim, log):
     if log:
         out = xp.exp(y)
         out *= grad.sum(axis=dim, keepdims=True)
+        out = backend.keep_array(out)
         xp.subtract(grad, out, out=out)
     else:
         if y.ndim == 2 and dim == 1:
@@ -146,15 +147,15 @@ def _softmax_dim(x, dim, name):
         warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include "
                       "dim=X as an argument.", UserWarning, stacklevel=3)
         dim = 0 if x.ndim in (0, 1, 3) else 1
-    return wrap_dim(dim, x.ndim) if x.ndim else 0
+    return wrap_dim(dim, x.ndim)        # 0 for a 0-d tensor (which takes 0 and -1)
 
 
 @autocast_mode.float32
 def softmax(input, dim=None, dtype=None):
     """exp(x) / sum(exp(x), dim), computed stably (nan for a row holding nan or
     +inf, or only -inf, as torch); fused on CUDA."""
+    dim = _softmax_dim(rows.tensor_input(input, "softmax"), dim, "softmax")
     x = rows.floating_input(input, "softmax", dtype)
-    dim = _softmax_dim(x, dim, "softmax")
     if x.ndim == 0:
         return Softmax.apply(x.reshape(1), 0).reshape(())
     return Softmax.apply(x, dim)
@@ -163,8 +164,8 @@ def softmax(input, dim=None, dtype=None):
 @autocast_mode.float32
 def log_softmax(input, dim=None, dtype=None):
     """x - logsumexp(x, dim), computed stably; fused on CUDA."""
+    dim = _softmax_dim(rows.tensor_input(input, "log_softmax"), dim, "log_softmax")
     x = rows.floating_input(input, "log_softmax", dtype)
-    dim = _softmax_dim(x, dim, "log_softmax")
     if x.ndim == 0:
         return LogSoftmax.apply(x.reshape(1), 0).reshape(())
     return LogSoftmax.apply(x, dim)
