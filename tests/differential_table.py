@@ -927,6 +927,17 @@ def _split(g, form):
 entry("split", _split)
 
 
+def _split_with_sizes(g, form):
+    x, size, d = _split(g, form)[0]
+    if isinstance(size, int):
+        n = x.shape[d] if -len(x.shape) <= d < len(x.shape) else 0
+        size = [size] * (n // size) + ([n % size] if n % size else []) if size else [n]
+    return (x, size, d), {}
+
+
+entry("split_with_sizes", _split_with_sizes)
+
+
 def _chunk(g, form):
     x = g.tensor(g.shape(min_ndim=1))
     return (x, g.int(1, 4) if g.chance(0.95) else 0, g.dim(len(x.shape))), {}

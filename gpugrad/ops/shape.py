@@ -10,6 +10,7 @@ import numpy
 
 from gpugrad import backend, dtypes, validation
 from gpugrad.autograd.function import InternalFunction
+from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.dims import method_sizes, sequence_arg, wrap_dim, wrap_dim_of_tensor
 from gpugrad.tensor import Tensor
 
@@ -584,7 +585,10 @@ def cat(tensors, dim=0, *, axis=None):
     if not kept:
         return tensors[0].clone()
     if len(kept) < len(tensors):
-        tensors = kept
+        # a skipped empty tensor still joins the graph (the result requires grad, as torch's; its gradient is empty)
+        skipped = [t for t in tensors if t.ndim == 1 and t.shape[0] == 0 and t.requires_grad]
+        out = cat(kept, dim)
+        return out + builtins.sum(t.sum() for t in skipped) * 0 if skipped and is_grad_enabled() else out
     ref = tensors[0]
     dim = wrap_dim(dim, ref.ndim)
     for i, t in enumerate(tensors):
