@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The GPU machines have torch, cupy and pytest in their system python and no network.
 GPU_PYTHON ?= python3
 
-.PHONY: demo digits test test-gpu test-emulated bench bench-gpu bench-quick kernels-check clean
+.PHONY: demo digits test test-gpu test-emulated fuzz bench bench-gpu bench-quick kernels-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-gpu:
 # ../shared/tools/cuemu (the real kernels; torch's references on the CPU). Finds GPU-path bugs, not speed.
 test-emulated: $(VENV)/.test
 	PYTHONPATH=$(CURDIR)/../shared/tools/cuemu/autoinstall $(PY) -m pytest -q -m cuda -p no:cacheprovider
+
+# The differential fuzzer's large run against torch: 50,000 cases (make test runs 3,000); FUZZ_SEED=n replays a run,
+# FUZZ_CASES=n sizes it; a failing case prints as entry/form:seed (python tests/differential.py --case ... replays it)
+FUZZ_CASES ?= 50000
+fuzz: $(VENV)/.test
+	$(PY) tests/differential.py --cases $(FUZZ_CASES) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 bench: $(VENV)/.test
 	$(PY) -m benchmarks
