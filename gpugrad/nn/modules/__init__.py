@@ -43,3 +43,11 @@ from gpugrad.nn.modules.loss import (
 )
 from gpugrad.nn.modules.module import Module, Parameter
 from gpugrad.nn.modules.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
+from gpugrad.nn.modules.transformer import (
+                                           MultiheadAttention,
+                                           Transformer,
+                                           TransformerDecoder,
+                                           TransformerDecoderLayer,
+                                           TransformerEncoder,
+                                           TransformerEncoderLayer,
+)

@@ -46,3 +46,8 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class NonDynamicallyQuantizableLinear(Linear):
+    """A Linear under torch's name for MultiheadAttention's ``out_proj`` (torch marks it
+    so that its quantization tools leave it alone; gpugrad has none)."""
