@@ -152,3 +152,13 @@ def assert_forward_backward(rng, out, tout, pairs, tol):
     for ours, theirs in pairs:
         assert ours.grad is not None and ours.grad.shape == ours.shape and ours.grad.dtype == ours.dtype
         assert_close(ours.grad, theirs.grad, tol, floor)
+
+
+def module_pair(name, device, *args, **kwargs):
+    """gpugrad's nn.<name>(*args, **kwargs) and torch's, in float64, torch's holding
+    gpugrad's parameters (the state dicts' names must be the same)."""
+    ours = getattr(gpugrad.nn, name)(*args, **kwargs).double().to(device)
+    theirs = getattr(torch.nn, name)(*args, **kwargs).double()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict({k: to_torch(v, "cpu") for k, v in ours.state_dict().items()})
+    return ours, theirs.to(torch_device(device))

@@ -7,10 +7,11 @@ import math
 import numpy
 import pytest
 import torch
-from conftest import assert_close, to_torch, torch_device
+from conftest import assert_close, assert_forward_backward, make_pair, to_torch, torch_device
 
 import gpugrad
 from gpugrad import nn
+from gpugrad.autograd import gradgradcheck
 from gpugrad.autograd.function import Function
 
 
@@ -303,3 +304,29 @@ def test_inplace_activation_modules(rng):
         assert_close(x, tx, 1e-12)
         if name not in ("Hardswish", "Hardsigmoid"):      # torch leaves inplace out of these two
             assert repr(module) == repr(tmodule)
+
+
+def test_bilinear_matches_torch(rng, device):
+    ours = gpugrad.nn.Bilinear(3, 4, 5).double().to(device)
+    theirs = torch.nn.Bilinear(3, 4, 5).double()
+    theirs.load_state_dict({k: torch.from_numpy(v.detach().cpu().numpy()) for k, v in ours.state_dict().items()})
+    theirs = theirs.to(torch_device(device))
+    assert repr(ours) == repr(theirs)
+    a, ta = make_pair(rng, (2, 6, 3), device=device)
+    b, tb = make_pair(rng, (2, 6, 4), device=device)
+    assert_forward_backward(rng, ours(a, b), theirs(ta, tb), [(a, ta), (b, tb)], 1e-10)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert_close(p.grad, q.grad, 1e-10, floor=1.0)
+    x, y = make_pair(rng, (3,), device=device)[0], make_pair(rng, (4,), device=device)[0]
+    assert tuple(gpugrad.nn.functional.bilinear(x, y, ours.weight).shape) == (5,)
+    w = ours.weight.detach().requires_grad_()
+    assert gradgradcheck(lambda p, q, r: gpugrad.nn.functional.bilinear(p, q, r, None) ** 2, (a[0], b[0], w))
+    bound = 1 / 3 ** 0.5
+    fresh = gpugrad.nn.Bilinear(3, 4, 50)
+    assert float(fresh.weight.abs().max()) <= bound and float(fresh.bias.abs().max()) > 0.8 * bound
+    assert gpugrad.nn.Bilinear(3, 4, 5, bias=False).bias is None
+    for first, second, message in (((2, 3), (3, 4), "input batch dimensions do not match at dim 0: got 2 and 3"),
+                                   ((2, 2), (2, 4), "input1 size does not match weight size: got 2 but expected 3"),
+                                   ((2, 3), (2, 5), "input2 size does not match weight size: got 5 but expected 4")):
+        with pytest.raises(RuntimeError, match=message):
+            gpugrad.nn.functional.bilinear(gpugrad.ones(*first), gpugrad.ones(*second), gpugrad.ones(5, 3, 4))

@@ -6,26 +6,12 @@ torch's errors."""
 import numpy
 import pytest
 import torch
-from conftest import assert_close, to_torch, torch_device
+from conftest import assert_close, make_pair, module_pair, to_torch
 
 import gpugrad
 from gpugrad.nn.utils import rnn as rnn_utils
 
 TOL = 1e-10
-
-
-def _twins(name, device, *args, **kwargs):
-    """The gpugrad module and torch's with gpugrad's parameters copied over (float64)."""
-    ours = getattr(gpugrad.nn, name)(*args, **kwargs).double().to(device)
-    theirs = getattr(torch.nn, name)(*args, **kwargs).double()
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    theirs.load_state_dict({k: to_torch(v, "cpu") for k, v in ours.state_dict().items()})
-    return ours, theirs.to(torch_device(device))
-
-
-def _leaf(rng, shape, device):
-    values = rng.standard_normal(shape)
-    return gpugrad.tensor(values, device=device, requires_grad=True), to_torch(values, device, requires_grad=True)
 
 
 def _backward_both(rng, ours, theirs, device):
@@ -66,16 +52,16 @@ CONFIGS = [
 
 @pytest.mark.parametrize("name,options", CONFIGS, ids=lambda c: str(c))
 def test_layers_match_torch_through_time(rng, device, name, options):
-    ours, theirs = _twins(name, device, 5, 4, **options)
+    ours, theirs = module_pair(name, device, 5, 4, **options)
     assert repr(ours) == repr(theirs)
     steps, batch = 7, 3
     shape = (batch, steps, 5) if options.get("batch_first") else (steps, batch, 5)
-    x, tx = _leaf(rng, shape, device)
+    x, tx = make_pair(rng, shape, device=device)
     layers = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
     h_size = options.get("proj_size") or 4
-    h0, th0 = _leaf(rng, (layers, batch, h_size), device)
+    h0, th0 = make_pair(rng, (layers, batch, h_size), device=device)
     if name == "LSTM":
-        c0, tc0 = _leaf(rng, (layers, batch, 4), device)
+        c0, tc0 = make_pair(rng, (layers, batch, 4), device=device)
         out, tout = ours(x, (h0, c0)), theirs(tx, (th0, tc0))
         starts = [(h0, th0), (c0, tc0)]
     else:
@@ -90,8 +76,8 @@ def test_layers_match_torch_through_time(rng, device, name, options):
 
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_default_state_and_unbatched_input(rng, name):
-    ours, theirs = _twins(name, "cpu", 3, 4, num_layers=2)
-    x, tx = _leaf(rng, (6, 3), "cpu")                     # (L, H_in): no batch dim
+    ours, theirs = module_pair(name, "cpu", 3, 4, num_layers=2)
+    x, tx = make_pair(rng, (6, 3), device="cpu")                     # (L, H_in): no batch dim
     out, tout = ours(x), theirs(tx)
     for a, b in zip(_flat(out), _flat(tout)):
         assert tuple(a.shape) == tuple(b.shape)
@@ -108,11 +94,11 @@ def test_default_state_and_unbatched_input(rng, name):
                                           ("LSTM", dict(proj_size=2, bidirectional=True)),
                                           ("RNN", dict(num_layers=2))])
 def test_packed_sequences_match_torch(rng, device, name, options):
-    ours, theirs = _twins(name, device, 3, 4, **options)
+    ours, theirs = module_pair(name, device, 3, 4, **options)
     batch_first = options.get("batch_first", False)
     lengths = [4, 6, 1, 6, 3]                               # unsorted, with a tie
     shape = (5, 6, 3) if batch_first else (6, 5, 3)
-    x, tx = _leaf(rng, shape, device)
+    x, tx = make_pair(rng, shape, device=device)
     packed = rnn_utils.pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
     tpacked = torch.nn.utils.rnn.pack_padded_sequence(tx, lengths, batch_first=batch_first, enforce_sorted=False)
     assert packed.batch_sizes.tolist() == tpacked.batch_sizes.tolist()
@@ -120,9 +106,9 @@ def test_packed_sequences_match_torch(rng, device, name, options):
     assert packed.unsorted_indices.tolist() == tpacked.unsorted_indices.tolist()
     assert_close(packed.data, tpacked.data, 0.0)
     layers = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
-    h0, th0 = _leaf(rng, (layers, 5, options.get("proj_size") or 4), device)
+    h0, th0 = make_pair(rng, (layers, 5, options.get("proj_size") or 4), device=device)
     if name == "LSTM":
-        c0, tc0 = _leaf(rng, (layers, 5, 4), device)
+        c0, tc0 = make_pair(rng, (layers, 5, 4), device=device)
         (out, hidden), (tout, thidden) = ours(packed, (h0, c0)), theirs(tpacked, (th0, tc0))
         starts = [(h0, th0), (c0, tc0)]
     else:
@@ -143,8 +129,8 @@ def test_packed_sequences_match_torch(rng, device, name, options):
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU"])
 def test_second_derivatives_match_torch(rng, name):
-    ours, theirs = _twins(name, "cpu", 2, 3, bidirectional=True)
-    x, tx = _leaf(rng, (4, 2, 2), "cpu")
+    ours, theirs = module_pair(name, "cpu", 2, 3, bidirectional=True)
+    x, tx = make_pair(rng, (4, 2, 2), device="cpu")
     out, tout = ours(x)[0], theirs(tx)[0]
     weight = rng.standard_normal(tuple(out.shape))
     params, tparams = list(ours.parameters()), list(theirs.parameters())
@@ -160,12 +146,12 @@ def test_second_derivatives_match_torch(rng, name):
 @pytest.mark.parametrize("name,options", [("RNNCell", dict()), ("RNNCell", dict(nonlinearity="relu", bias=False)),
                                           ("LSTMCell", dict()), ("GRUCell", dict()), ("GRUCell", dict(bias=False))])
 def test_cells_match_torch(rng, device, name, options):
-    ours, theirs = _twins(name, device, 3, 4, **options)
+    ours, theirs = module_pair(name, device, 3, 4, **options)
     assert repr(ours) == repr(theirs)
-    x, tx = _leaf(rng, (5, 3), device)
-    h, th = _leaf(rng, (5, 4), device)
+    x, tx = make_pair(rng, (5, 3), device=device)
+    h, th = make_pair(rng, (5, 4), device=device)
     if name == "LSTMCell":
-        c, tc = _leaf(rng, (5, 4), device)
+        c, tc = make_pair(rng, (5, 4), device=device)
         out, tout = list(ours(x, (h, c))), list(theirs(tx, (th, tc)))
         starts = [(h, th), (c, tc)]
     else:
@@ -201,7 +187,7 @@ def test_state_dict_loads_both_ways_and_init_is_torchs(rng):
 def test_dropout_between_layers_and_its_warning(rng):
     with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
         gpugrad.nn.GRU(3, 4, dropout=0.5)
-    ours, theirs = _twins("LSTM", "cpu", 3, 4, num_layers=2, dropout=0.5)
+    ours, theirs = module_pair("LSTM", "cpu", 3, 4, num_layers=2, dropout=0.5)
     x = rng.standard_normal((5, 2, 3))
     ours.eval()
     theirs.eval()
@@ -259,7 +245,7 @@ def test_errors_as_torch(rng):
 
 def test_pad_pack_and_back_match_torch(rng, device):
     lengths = [3, 5, 1, 5]
-    seqs = [_leaf(rng, (n, 2), device) for n in lengths]
+    seqs = [make_pair(rng, (n, 2), device=device) for n in lengths]
     ours, theirs = [s for s, _ in seqs], [t for _, t in seqs]
     for options in (dict(), dict(batch_first=True, padding_value=-1.5), dict(batch_first=True, padding_side="left")):
         assert_close(rnn_utils.pad_sequence(ours, **options), torch.nn.utils.rnn.pad_sequence(theirs, **options), 0.0)

@@ -7,7 +7,7 @@ dropout=0; second derivatives; torch's errors."""
 import numpy
 import pytest
 import torch
-from conftest import assert_close, to_torch, torch_device
+from conftest import assert_close, make_pair, module_pair, to_torch, torch_device
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -18,21 +18,6 @@ TOL = 1e-10
 pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning"),
               pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning"),
               pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")]
-
-
-def _twins(name, device, *args, **kwargs):
-    """gpugrad's module and torch's with gpugrad's parameters copied over (float64)."""
-    ours = getattr(gpugrad.nn, name)(*args, **kwargs).double().to(device)
-    theirs = getattr(torch.nn, name)(*args, **kwargs).double()
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    theirs.load_state_dict({k: to_torch(v, "cpu") for k, v in ours.state_dict().items()})
-    return ours, theirs.to(torch_device(device))
-
-
-def _leaf(rng, shape, device, requires_grad=True):
-    values = rng.standard_normal(shape)
-    return (gpugrad.tensor(values, device=device, requires_grad=requires_grad),
-            to_torch(values, device, requires_grad=requires_grad))
 
 
 def _mask(values, device):
@@ -85,16 +70,16 @@ MHA_CASES = [
 @pytest.mark.parametrize("name,options,call", MHA_CASES, ids=[c[0] for c in MHA_CASES])
 def test_multihead_attention_matches_torch(rng, device, name, options, call):
     embed, heads, batch, length, source = 8, 2, 3, 4, 5
-    ours, theirs = _twins("MultiheadAttention", device, embed, heads, **options)
+    ours, theirs = module_pair("MultiheadAttention", device, embed, heads, **options)
     batch_first = options.get("batch_first", False)
 
     def shape(steps, features):
         return (batch, steps, features) if batch_first else (steps, batch, features)
 
-    query, tquery = _leaf(rng, shape(length, embed), device)
+    query, tquery = make_pair(rng, shape(length, embed), device=device)
     if call.get("cross"):
-        key, tkey = _leaf(rng, shape(source, options.get("kdim", embed)), device)
-        value, tvalue = _leaf(rng, shape(source, options.get("vdim", embed)), device)
+        key, tkey = make_pair(rng, shape(source, options.get("kdim", embed)), device=device)
+        value, tvalue = make_pair(rng, shape(source, options.get("vdim", embed)), device=device)
         leaves = [(query, tquery), (key, tkey), (value, tvalue)]
         if "kdim" not in options:
             value, tvalue = key, tkey                   # key is value: the packed path for memory
@@ -132,20 +117,20 @@ def test_multihead_attention_matches_torch(rng, device, name, options, call):
 
 
 def test_multihead_attention_unbatched_and_functional_form(rng):
-    ours, theirs = _twins("MultiheadAttention", "cpu", 6, 3, kdim=4, vdim=4)
-    q, tq = _leaf(rng, (5, 6), "cpu")
-    kv, tkv = _leaf(rng, (7, 4), "cpu")
+    ours, theirs = module_pair("MultiheadAttention", "cpu", 6, 3, kdim=4, vdim=4)
+    q, tq = make_pair(rng, (5, 6), device="cpu")
+    kv, tkv = make_pair(rng, (7, 4), device="cpu")
     padding = numpy.zeros(7, dtype=bool)
     padding[5:] = True
     mask, tmask = _mask(padding, "cpu")
     out, tout = ours(q, kv, kv, key_padding_mask=mask), theirs(tq, tkv, tkv, key_padding_mask=tmask)
     _compare(rng, list(out), list(tout), ours, theirs, [(q, tq), (kv, tkv)], "cpu")
     # the functional form with packed weights, eval (no dropout) and a static key
-    x, tx = _leaf(rng, (4, 2, 6), "cpu")
-    w, tw = _leaf(rng, (18, 6), "cpu")
-    b, tb = _leaf(rng, (18,), "cpu")
-    ow, tow = _leaf(rng, (6, 6), "cpu")
-    static, tstatic = _leaf(rng, (6, 4, 2), "cpu")
+    x, tx = make_pair(rng, (4, 2, 6), device="cpu")
+    w, tw = make_pair(rng, (18, 6), device="cpu")
+    b, tb = make_pair(rng, (18,), device="cpu")
+    ow, tow = make_pair(rng, (6, 6), device="cpu")
+    static, tstatic = make_pair(rng, (6, 4, 2), device="cpu")
     args = dict(training=False, need_weights=True)
     out = F.multi_head_attention_forward(x, x, x, 6, 3, w, b, None, None, False, 0.5, ow, None, static_k=static, **args)
     tout = torch.nn.functional.multi_head_attention_forward(tx, tx, tx, 6, 3, tw, tb, None, None, False, 0.5, tow,
@@ -157,8 +142,8 @@ def test_multihead_attention_unbatched_and_functional_form(rng):
 def test_fully_masked_rows_as_torch(rng):
     """A query row whose keys are all masked: NaN weights with need_weights (torch's
     explicit softmax), zeros through scaled_dot_product_attention without."""
-    ours, theirs = _twins("MultiheadAttention", "cpu", 4, 2, batch_first=True)
-    x, tx = _leaf(rng, (2, 3, 4), "cpu", requires_grad=False)
+    ours, theirs = module_pair("MultiheadAttention", "cpu", 4, 2, batch_first=True)
+    x, tx = make_pair(rng, (2, 3, 4), device="cpu", requires_grad=False)
     closed = numpy.zeros((3, 3), dtype=bool)
     closed[1] = True
     mask, tmask = _mask(closed, "cpu")
@@ -192,7 +177,7 @@ def test_encoder_layer_matches_torch(rng, device, norm_first, activation):
     assert list(ours.state_dict()) == list(theirs.state_dict())
     theirs.load_state_dict({k: to_torch(v, "cpu") for k, v in ours.state_dict().items()})
     theirs = theirs.to(torch_device(device))
-    x, tx = _leaf(rng, (batch, length, d_model), device)
+    x, tx = make_pair(rng, (batch, length, d_model), device=device)
     padding = numpy.where(_padding(rng, batch, length), -numpy.inf, 0.0)     # float, as the causal mask
     padding, tpadding = _mask(padding, device)
     causal = gpugrad.nn.Transformer.generate_square_subsequent_mask(length, dtype=gpugrad.float64).to(device)
@@ -208,7 +193,7 @@ def test_encoder_layer_matches_torch(rng, device, norm_first, activation):
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_transformer_matches_torch(rng, device, mode, batch_first):
     d_model, batch, source, target = 8, 2, 6, 4
-    ours, theirs = _twins("Transformer", device, d_model, 2, num_encoder_layers=2, num_decoder_layers=2,
+    ours, theirs = module_pair("Transformer", device, d_model, 2, num_encoder_layers=2, num_decoder_layers=2,
                           dim_feedforward=16, dropout=0.0, batch_first=batch_first)
     for module in (ours, theirs):
         module.train(mode == "train")
@@ -216,8 +201,8 @@ def test_transformer_matches_torch(rng, device, mode, batch_first):
     def shape(steps):
         return (batch, steps, d_model) if batch_first else (steps, batch, d_model)
 
-    src, tsrc = _leaf(rng, shape(source), device)
-    tgt, ttgt = _leaf(rng, shape(target), device)
+    src, tsrc = make_pair(rng, shape(source), device=device)
+    tgt, ttgt = make_pair(rng, shape(target), device=device)
     tgt_mask = gpugrad.nn.Transformer.generate_square_subsequent_mask(target, device=device, dtype=gpugrad.float64)
     ttgt_mask = torch.nn.Transformer.generate_square_subsequent_mask(target, device=torch_device(device),
                                                                      dtype=torch.float64)
@@ -239,7 +224,7 @@ def test_encoder_inference_fast_path_values(rng):
     theirs = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, **layer_args), 2,
                                          norm=torch.nn.LayerNorm(8), enable_nested_tensor=True).double().eval()
     theirs.load_state_dict({k: to_torch(v, "cpu") for k, v in ours.state_dict().items()})
-    x, tx = _leaf(rng, (3, 5, 8), "cpu", requires_grad=False)
+    x, tx = make_pair(rng, (3, 5, 8), device="cpu", requires_grad=False)
     for left_aligned in (True, False):
         padding, tpadding = _mask(_padding(rng, 3, 5, left_aligned), "cpu")
         with gpugrad.no_grad(), torch.no_grad():
@@ -248,9 +233,9 @@ def test_encoder_inference_fast_path_values(rng):
 
 
 def test_second_derivatives_match_torch(rng):
-    ours, theirs = _twins("TransformerEncoderLayer", "cpu", 4, 2, dim_feedforward=6, dropout=0.0,
+    ours, theirs = module_pair("TransformerEncoderLayer", "cpu", 4, 2, dim_feedforward=6, dropout=0.0,
                           activation="gelu", norm_first=True)
-    x, tx = _leaf(rng, (3, 2, 4), "cpu")
+    x, tx = make_pair(rng, (3, 2, 4), device="cpu")
     out = ours(x)
     # torch's flash kernel on the CPU has no second derivative: its math kernel has
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):

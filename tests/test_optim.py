@@ -25,6 +25,16 @@ OPTIMIZERS = [
     ("RMSprop", {"lr": 0.01, "momentum": 0.3, "maximize": True}),
     ("Adagrad", {"lr": 0.1}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.02, "initial_accumulator_value": 0.1}),
+    ("Adadelta", {}),
+    ("Adadelta", {"lr": 0.5, "rho": 0.8, "eps": 1e-5, "weight_decay": 0.05, "maximize": True}),
+    ("Adamax", {"lr": 0.01}),
+    ("Adamax", {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.05}),
+    ("NAdam", {"lr": 0.01}),
+    ("NAdam", {"lr": 0.02, "betas": (0.8, 0.99), "weight_decay": 0.05, "momentum_decay": 0.01}),
+    ("NAdam", {"lr": 0.02, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True}),
+    ("RAdam", {"lr": 0.01}),
+    ("RAdam", {"lr": 0.02, "betas": (0.8, 0.9), "weight_decay": 0.05}),
+    ("RAdam", {"lr": 0.02, "weight_decay": 0.1, "decoupled_weight_decay": True}),
 ]
 
 
@@ -208,3 +218,67 @@ def test_invalid_hyper_parameters():
         gpugrad.optim.Adam(p, betas=(1.0, 0.9))
     with pytest.raises(ValueError, match="empty parameter list"):
         gpugrad.optim.Adam([])
+
+
+@pytest.mark.parametrize("options", [{}, {"lr": 0.5, "history_size": 3, "max_iter": 7},
+                                     {"line_search_fn": "strong_wolfe"},
+                                     {"line_search_fn": "strong_wolfe", "history_size": 4, "max_iter": 9,
+                                      "tolerance_change": 1e-12}], ids=str)
+def test_lbfgs_steps_match_torch(rng, device, options):
+    """Four closure-driven steps on a fixed batch (an L2 term keeps the minimum unique and
+    the path well conditioned): the same iterates, losses and closure counts as torch."""
+    ours, theirs = _models(device)
+    opt = gpugrad.optim.LBFGS(ours.parameters(), **options)
+    topt = torch.optim.LBFGS(theirs.parameters(), **options)
+    x = rng.standard_normal((32, 5))
+    t = rng.integers(0, 3, 32)
+    inputs, targets = gpugrad.tensor(x, device=device), gpugrad.tensor(t, device=device)
+    tinputs, ttargets = to_torch(x, device=device), to_torch(t, device=device)
+    calls = [0, 0]
+
+    def closure():
+        calls[0] += 1
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(ours(inputs), targets)
+        loss = loss + 0.05 * sum((p * p).sum() for p in ours.parameters())
+        loss.backward()
+        return loss
+
+    def tclosure():
+        calls[1] += 1
+        topt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(theirs(tinputs), ttargets)
+        loss = loss + 0.05 * sum((p * p).sum() for p in theirs.parameters())
+        loss.backward()
+        return loss
+
+    for _ in range(4):
+        loss, tloss = opt.step(closure), topt.step(tclosure)
+        assert loss.item() == pytest.approx(tloss.item(), rel=1e-9)
+    assert calls[0] == calls[1] > 4
+    tparams = dict(theirs.named_parameters())
+    for key, param in ours.named_parameters():
+        assert_close(param, tparams[key], 1e-9)
+    state, tstate = opt.state[next(ours.parameters())], topt.state[next(theirs.parameters())]
+    assert state["n_iter"] == tstate["n_iter"] and state["func_evals"] == tstate["func_evals"]
+    assert len(state["old_dirs"]) == len(tstate["old_dirs"])
+
+
+def test_new_optimizers_refuse_what_torch_refuses():
+    params = [nn.Parameter(gpugrad.zeros(2))]
+    for name, options, message in (("Adadelta", {"rho": 1.5}, "Invalid rho value"),
+                                   ("Adamax", {"betas": (0.9, 1.0)}, "Invalid beta parameter at index 1"),
+                                   ("NAdam", {"momentum_decay": -1.0}, "Invalid momentum_decay value"),
+                                   ("RAdam", {"eps": -1.0}, "Invalid epsilon value"),
+                                   ("LBFGS", {"lr": -1.0}, "Invalid learning rate")):
+        with pytest.raises(ValueError, match=message):
+            getattr(gpugrad.optim, name)(params, **options)
+        with pytest.raises(ValueError, match=message):
+            getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(2))], **options)
+    groups = [{"params": [nn.Parameter(gpugrad.zeros(2))]}, {"params": [nn.Parameter(gpugrad.zeros(2))]}]
+    with pytest.raises(ValueError, match="LBFGS doesn't support per-parameter options"):
+        gpugrad.optim.LBFGS(groups)
+    with pytest.raises(RuntimeError, match="only 'strong_wolfe' is supported"):
+        opt = gpugrad.optim.LBFGS(params, line_search_fn="backtracking")
+        params[0].grad = gpugrad.ones(2)
+        opt.step(lambda: params[0].sum() + 1.0)

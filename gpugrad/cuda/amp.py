@@ -1,28 +1,8 @@
 """torch.cuda.amp: the older spellings of ``autocast("cuda")`` and
 ``GradScaler("cuda")``, deprecated in torch (a FutureWarning, as there)."""
 
-import warnings
+from gpugrad.amp import deprecated
 
-from gpugrad.amp import autocast_mode, grad_scaler
-
-
-class autocast(autocast_mode.autocast):
-    """``torch.cuda.amp.autocast(...)`` = ``gpugrad.autocast("cuda", ...)``."""
-
-    def __init__(self, enabled=True, dtype=None, cache_enabled=True):
-        warnings.warn("`gpugrad.cuda.amp.autocast(args...)` is deprecated (as in torch). Please use "
-                      "`gpugrad.amp.autocast('cuda', args...)` instead.", FutureWarning, stacklevel=2)
-        super().__init__("cuda", dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
-
-
-class GradScaler(grad_scaler.GradScaler):
-    """``torch.cuda.amp.GradScaler(...)`` = ``gpugrad.amp.GradScaler("cuda", ...)``."""
-
-    def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
-                 enabled=True):
-        warnings.warn("`gpugrad.cuda.amp.GradScaler(args...)` is deprecated (as in torch). Please use "
-                      "`gpugrad.amp.GradScaler('cuda', args...)` instead.", FutureWarning, stacklevel=2)
-        super().__init__("cuda", init_scale, growth_factor, backoff_factor, growth_interval, enabled)
-
+autocast, GradScaler = deprecated.aliases("cuda")
 
 __all__ = ["autocast", "GradScaler"]

@@ -35,7 +35,7 @@ from gpugrad.ops.fused import linear_cross_entropy as chunked
 from gpugrad.ops.fused.cross_entropy import cross_entropy as fused_cross_entropy
 from gpugrad.ops.fused.indices import check_indices
 from gpugrad.ops.fused.softmax import log_softmax, softmax
-from gpugrad.ops.linalg import linear
+from gpugrad.ops.linalg import einsum, linear
 from gpugrad.ops.shape import cat, pad, split_with_sizes
 from gpugrad.tensor import Tensor
 
@@ -44,6 +44,7 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
+    "bilinear",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "conv1d",
@@ -645,6 +646,28 @@ def glu(input, dim=-1):
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p over dim, eps)."""
     return input / input.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """y = x1^T A x2 + b: input1 (*, in1), input2 (*, in2), weight (out, in1, in2),
+    bias (out) -> (*, out)."""
+    if input1.ndim != input2.ndim:
+        raise RuntimeError(f"bilinear(): input dimensions do not match: got {input1.ndim} and {input2.ndim}")
+    for d in range(input1.ndim - 1):
+        if input1.shape[d] != input2.shape[d]:
+            raise RuntimeError(f"bilinear(): input batch dimensions do not match at dim {d}: got "
+                               f"{input1.shape[d]} and {input2.shape[d]}")
+    if input1.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"bilinear(): input1 size does not match weight size: got {input1.shape[-1]} but "
+                           f"expected {weight.shape[1]}")
+    if input2.shape[-1] != weight.shape[2]:
+        raise RuntimeError(f"bilinear(): input2 size does not match weight size: got {input2.shape[-1]} but "
+                           f"expected {weight.shape[2]}")
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise RuntimeError(f"bilinear(): bias size does not match weight size: got {bias.shape[0]} but expected "
+                           f"{weight.shape[0]}")
+    out = einsum("...i,oij,...j->...o", input1, weight, input2)
+    return out if bias is None else out + bias
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):

@@ -164,6 +164,20 @@ def _restore(name, value, param):
     return copy.deepcopy(value)
 
 
+def check_adam_arguments(lr, betas, eps, weight_decay):
+    """torch's ValueErrors for the arguments of the Adam family."""
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
 def zeros_state(param):
     """A zero Tensor like a parameter (optimizer state)."""
     return Tensor._make(param.xp.zeros_like(param.array))

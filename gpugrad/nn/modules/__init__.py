@@ -27,7 +27,7 @@ from gpugrad.nn.modules.batchnorm import BatchNorm1d, BatchNorm2d
 from gpugrad.nn.modules.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from gpugrad.nn.modules.conv import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
 from gpugrad.nn.modules.layers import Dropout, Embedding, Flatten, LayerNorm, Unflatten
-from gpugrad.nn.modules.linear import Identity, Linear
+from gpugrad.nn.modules.linear import Bilinear, Identity, Linear
 from gpugrad.nn.modules.loss import (
                                            BCELoss,
                                            BCEWithLogitsLoss,
