@@ -1804,6 +1804,49 @@ def _sdpa(g, form):
 entry("scaled_dot_product_attention", _sdpa, forms=("F",))
 
 
+def _bilinear(g, form):
+    # inf and nan in the first input only: torch's second contraction is a BLAS product, whose
+    # handling of non-finite values depends on its blocking
+    batch = g.shape(max_ndim=2, high=3)
+    in1, in2, out = g.int(1, 4), g.int(1, 4), g.int(1, 4)
+
+    def finite(shape):
+        return g.tensor(shape, values=g.choice(("normal", "ties", "zeros", "wide")))
+
+    args = (g.tensor(batch + (in1,)), finite(batch + (in2,)), finite((out, in1, in2)))
+    return args + ((finite((out,)),) if g.chance(0.6) else ()), {}
+
+
+entry("bilinear", _bilinear, forms=("F",))
+
+
+def _multi_head_attention(g, form):
+    # finite projections: with inf or nan in them, torch's fused CPU attention kernel sends zero
+    # gradients where the composed math (gpugrad's, and torch's with need_weights) sends nan
+    heads, head_dim = g.int(1, 3), g.int(1, 3)
+    embed, length, source, batch = heads * head_dim, g.int(1, 4), g.int(1, 4), g.int(1, 3)
+
+    def finite(shape):
+        return g.tensor(shape, values=g.choice(("normal", "normal", "ties", "zeros", "wide")))
+
+    query = finite((length, batch, embed))
+    key = query if length == source and g.chance(0.4) else finite((source, batch, embed))
+    value = key if g.chance(0.5) else finite((source, batch, embed))
+    bias = finite((3 * embed,)) if g.chance(0.7) else None
+    bias_kv = (finite((1, 1, embed)), finite((1, 1, embed))) if g.chance(0.2) else (None, None)
+    args = (query, key, value, embed, heads, finite((3 * embed, embed)), bias, *bias_kv, g.chance(0.2), 0.0,
+            finite((embed, embed)), finite((embed,)) if bias is not None else None)
+    kwargs = {"training": False, "need_weights": g.chance(0.5), "average_attn_weights": g.chance(0.7)}
+    if g.chance(0.4):
+        kwargs["attn_mask"] = g.tensor((length, source), grad=False)
+    if g.chance(0.3):
+        kwargs["key_padding_mask"] = g.mask((batch, source))
+    return args, kwargs
+
+
+entry("multi_head_attention_forward", _multi_head_attention, forms=("F",))
+
+
 # -- random sampling: shapes, dtypes and errors (values are the library's own stream) ---------------------------
 
 def _meta_check(ours, theirs, built_o, built_t):

@@ -666,7 +666,9 @@ def bilinear(input1, input2, weight, bias=None):
     if bias is not None and bias.shape[0] != weight.shape[0]:
         raise RuntimeError(f"bilinear(): bias size does not match weight size: got {bias.shape[0]} but expected "
                            f"{weight.shape[0]}")
-    out = einsum("...i,oij,...j->...o", input1, weight, input2)
+    # x1 A first, then the products with x2 summed: inf and nan as torch's (a three-operand
+    # einsum would let NumPy's BLAS path reorder them)
+    out = (einsum("...i,oij->...oj", input1, weight) * input2.unsqueeze(-2)).sum(-1)
     return out if bias is None else out + bias
 
 
