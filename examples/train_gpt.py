@@ -380,6 +380,7 @@ class StepPlan:
         self.deadline, self.settings, self.bar, self.args, self.main_rank = deadline, settings, bar, args, main_rank
         self.timed_from, self.due = start + PLAN_AFTER[0], start + PLAN_AFTER[1]
         self.start, self.asked, self.since, self.first = start, settings["steps"], None, True
+        self.fractions = [0.25, 0.5, 0.75]
 
     def step_done(self, done):
         if done == self.timed_from:
@@ -402,8 +403,10 @@ class StepPlan:
         self.settings["steps"] = self.bar.total = fit
         self.bar.refresh()
         self.first = False
-        self.due = next((self.start + int(f * (fit - self.start)) for f in (0.25, 0.5, 0.75)
-                         if self.start + int(f * (fit - self.start)) > done), None)
+        self.due = None
+        while self.fractions and self.due is None:       # the next fraction of the plan still ahead
+            due = self.start + int(self.fractions.pop(0) * (fit - self.start))
+            self.due = due if due > done else None
 
 
 # with --max-minutes, the steps are planned from the time of the steps between these two (the first few warm up)
