@@ -174,11 +174,12 @@ def reseed(seed, rank, step):
     return numpy.random.default_rng(entropy)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, step, history, config, interval):
-    """Everything a resumed run needs: the step is its position in the data and the random streams."""
+def save_checkpoint(path, model, optimizer, scheduler, step, history, config, interval, steps):
+    """Everything a resumed run needs: the step is its position in the data and the random streams;
+    ``steps`` the run's length (planned to fit --max-minutes, perhaps), where its cosine ends."""
     gpugrad.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "step": step, "history": history,
-                  "config": dataclasses.asdict(config), "checkpoint_interval": interval}, path)
+                  "config": dataclasses.asdict(config), "checkpoint_interval": interval, "steps": steps}, path)
 
 
 def pick_device(requested):
@@ -280,6 +281,8 @@ def train(args, threads_line=None):
         start, history = int(checkpoint["step"]), checkpoint["history"]
         if args.checkpoint_interval is None:
             args.checkpoint_interval = checkpoint.get("checkpoint_interval")
+        if args.steps is None and checkpoint.get("steps"):       # the run's length, as planned
+            settings["steps"] = int(checkpoint["steps"])
         say(f"resumed from {checkpoint_path} at step {start}")
     args.checkpoint_interval = args.checkpoint_interval or args.eval_interval
     rng = reseed(args.seed, rank, start)                     # each replica its own batches
@@ -328,7 +331,7 @@ def train(args, threads_line=None):
         if (step + 1) % args.checkpoint_interval == 0 and not last:
             if main_rank:
                 save_checkpoint(checkpoint_path, model, optimizer, scheduler, step + 1, history, config,
-                                args.checkpoint_interval)
+                                args.checkpoint_interval, settings["steps"])
             rng = reseed(args.seed, rank, step + 1)
         if last:
             step += 1
@@ -347,7 +350,8 @@ def train(args, threads_line=None):
     if step > start and main_rank:
         say(f"trained {step - start} steps in {seconds:.0f} s ({(step - start) * tokens_per_step / seconds:,.0f} "
             f"tokens/s); validation loss {val:.3f} nats against the unigram entropy {entropy:.3f}")
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, step, history, config, args.checkpoint_interval)
+        save_checkpoint(checkpoint_path, model, optimizer, scheduler, step, history, config, args.checkpoint_interval,
+                        settings["steps"])
         summary = {"library": f"{gpugrad.__name__} {gpugrad.__version__}", "device": str(device), "where": where,
                    "size": size, "parameters": model.num_parameters(), "amp": amp, "batch_size": args.batch_size,
                    "block_size": config.block_size, "steps": step - start, "seconds": seconds,

@@ -208,6 +208,7 @@ def test_max_minutes_plans_the_steps_that_fit_and_the_run_says_why_it_stopped(tm
         assert result["steps"] == planned
         assert f"stopped at step {planned} of {planned} after" in out and "steps planned are done" in out
     assert result["seconds"] < 0.06 * 60 + 5
+    assert gpugrad.load(tmp_path / "run" / "tiny.pt")["steps"] == planned   # a resumed run keeps the plan's cosine
 
 
 # A sitecustomize for one run of the script: the process's second numpy.savez (the script's second
