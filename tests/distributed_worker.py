@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import sys
+import time
 
 import numpy
 
@@ -112,9 +113,30 @@ def failing(rank, size, how):
     if rank == 1:
         if how == "raise":
             raise RuntimeError("rank 1 failed on purpose")
-        sys.exit(0)                                  # leaves without joining the collective
+        time.sleep(20)                               # alive, but never joins the collective
     dist.all_reduce(gpugrad.ones(3))
     return {}
+
+
+def leaving(rank, size, how):
+    """Ten steps of all_reduce; rank 1 leaves after three (sys.exit(0), destroy_process_group, os._exit(0)),
+    or every rank ends at its own pace without destroy_process_group ("late": rank 0 works 3 s longer)."""
+    out = os.environ["GPUGRAD_TEST_OUT"]
+    for step in range(10):
+        if rank == 1 and step == 3 and how != "late":
+            if how == "exit":
+                sys.exit(0)
+            if how == "os_exit":
+                os._exit(0)
+            dist.destroy_process_group()
+            time.sleep(1)
+            return
+        t = gpugrad.ones(3)
+        dist.all_reduce(t)
+        assert t.tolist() == [size] * 3
+    if rank == 0:
+        time.sleep(3)                                # a last save the others do not wait for
+    open(os.path.join(out, f"rank{rank}.json"), "w").write("{}")
 
 
 def main():
@@ -122,6 +144,8 @@ def main():
     timeout = datetime.timedelta(seconds=4 if scenario == "failing" else 120)
     dist.init_process_group("mpi", timeout=timeout)
     rank, size = dist.get_rank(), dist.get_world_size()
+    if scenario == "leaving":
+        return leaving(rank, size, *args)
     result = {"collectives": collectives, "ddp": ddp, "failing": failing}[scenario](rank, size, *args)
     dist.barrier()
     with open(os.path.join(os.environ["GPUGRAD_TEST_OUT"], f"rank{rank}.json"), "w") as out:

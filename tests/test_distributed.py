@@ -4,14 +4,18 @@ concatenated batch (SGD and AdamW, float64, 2 and 3 ranks, buckets of several
 sizes, no_sync accumulation), failures that end the job instead of hanging,
 the torchrun-style launcher with its TCP store, and the sampler."""
 
+import contextlib
+import datetime
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 from conftest import EMULATED
 
 from gpugrad.distributed import run as launcher
@@ -35,8 +39,16 @@ def _env(out=None):
 def _mpi(tmp_path):
     def run(ranks, *args, timeout=120):
         started = time.monotonic()
-        done = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), *map(str, args)],
-                              capture_output=True, text=True, timeout=timeout, env=_env(tmp_path))
+        command = [MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), *map(str, args)]
+        job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=_env(tmp_path), start_new_session=True)
+        try:
+            out, err = job.communicate(timeout=timeout)
+        finally:                        # a hung job (a regression) must not outlive the test: all its ranks go
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+            job.wait(10)
+        done = subprocess.CompletedProcess(command, job.returncode, out, err)
         done.results = [tmp_path / f"rank{r}.json" for r in range(ranks)]
         return done, time.monotonic() - started
     return run
@@ -67,14 +79,47 @@ def test_ddp_equals_one_process_on_the_whole_batch(_mpi, ranks, optimizer, bucke
 
 
 @pytest.mark.parametrize("how,message", [("raise", "rank 1 failed on purpose"),
-                                          ("exit", "timed out after 4 s waiting for the other ranks")])
+                                          ("stall", "timed out after 4 s waiting for the other ranks")])
 def test_a_failing_rank_ends_the_job(_mpi, how, message):
-    """One rank raises (the job is aborted at once), or leaves without joining
-    a collective (the others' wait times out with a clear error): no hang."""
+    """One rank raises (the job is aborted at once), or stops joining the
+    collectives (the others' wait times out with a clear error): no hang."""
     done, seconds = _mpi(2, "failing", how, timeout=60)
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
     assert seconds < 30
+
+
+@pytest.mark.parametrize("how,message", [("exit", "left the job (its process is exiting)"),
+                                          ("destroy", "left the job (it called destroy_process_group)")])
+def test_a_rank_that_leaves_mid_training_fails_the_job(_mpi, how, message):
+    """Rank 1 leaves after 3 of 10 steps with exit status 0 (sys.exit(0)) or through
+    destroy_process_group; the group's timeout is 120 s, yet within seconds rank 0, waiting
+    for it in all_reduce, raises naming it, and the job ends with an error."""
+    done, seconds = _mpi(2, "leaving", how, timeout=60)
+    assert done.returncode != 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"rank 1 of 2 {message} while rank 0 waits for it in all_reduce" in done.stdout + done.stderr
+    assert seconds < 30
+    assert not done.results[0].exists()
+
+
+def test_ranks_that_end_at_their_own_pace_end_the_job_well(_mpi):
+    """No false alarm: every rank ends without destroy_process_group, rank 0 three seconds after the other."""
+    done, seconds = _mpi(2, "leaving", "late", timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert all(path.exists() for path in done.results) and seconds > 3
+
+
+def test_the_launcher_fails_a_job_whose_rank_vanished(tmp_path):
+    """os._exit(0) in the middle of training: MPICH's mpiexec kills the other rank and exits 0;
+    python -m gpugrad.distributed.run sees that neither left its process group and fails the job."""
+    done = subprocess.run([sys.executable, "-m", "gpugrad.distributed.run", "--nproc-per-node", "2", str(WORKER),
+                           "leaving", "os_exit"], capture_output=True, text=True, timeout=60, env=_env(tmp_path))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "ended without leaving the process group" in done.stderr
+    assert not (tmp_path / "rank0.json").exists()
+    well = subprocess.run([sys.executable, "-m", "gpugrad.distributed.run", "--nproc-per-node", "2", str(WORKER),
+                           "leaving", "late"], capture_output=True, text=True, timeout=60, env=_env(tmp_path))
+    assert well.returncode == 0, well.stderr[-3000:]
 
 
 def test_torchrun_style_launch_and_store(tmp_path):
@@ -84,14 +129,14 @@ def test_torchrun_style_launch_and_store(tmp_path):
         "import gpugrad.distributed as dist\n"
         "rank, size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])\n"
         "store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), size, rank == 0, 20)\n"
-        "store.set(f'from {rank}', rank * 10)\n"
-        "seen = sorted(store.get(f'from {r}') for r in range(size))\n"
+        "store.set(f'from {rank}', str(rank * 10))\n"
+        "seen = sorted(int(store.get(f'from {r}')) for r in range(size))\n"
         "try:\n"
         "    dist.init_process_group('mpi')\n"
         "except RuntimeError as error:\n"
         "    seen.append(str(error))\n"
         "open(os.path.join(os.environ['GPUGRAD_TEST_OUT'], f'rank{rank}'), 'w').write(json.dumps(seen))\n"
-        "store.set(f'done {rank}', True)\n"
+        "store.set(f'done {rank}', b'1')\n"
         "if rank == 0:\n"
         "    [store.get(f'done {r}') for r in range(size)]   # the server lives until every rank is done\n")
     done = subprocess.run([sys.executable, "-m", "gpugrad.distributed.run", "--no-mpi", "--nproc-per-node", "3",
@@ -196,3 +241,123 @@ def test_the_gpt_example_trains_data_parallel(tmp_path):
     assert "data-parallel over 2 processes (mpi)" in done.stdout
     assert "the 2 replicas' weights are identical" in done.stdout
     assert (tmp_path / "out" / "tiny.pt").exists()
+
+
+# -- the TCP store: a fixed wire format, never a pickle --------------------------------------------------
+
+def _store(timeout=5):
+    import gpugrad.distributed as dist
+    port = launcher._free_port()
+    return dist.TCPStore("127.0.0.1", port, 2, True, timeout), port
+
+
+def test_the_store_keeps_torchs_semantics():
+    import gpugrad.distributed as dist
+    ours, port = _store()
+    theirs = torch.distributed.TCPStore("127.0.0.1", launcher._free_port(), 1, True, timeout=datetime.timedelta(
+        seconds=5))
+    try:
+        assert ours._server.getsockname()[0] == "127.0.0.1"             # listens where MASTER_ADDR says only
+        other = dist.TCPStore("127.0.0.1", port, 2, False, 5)            # a second rank's client
+        for store in (ours, theirs):
+            store.set("text", "héllo")
+            store.set("raw", b"\x00\xff" * 70)
+            assert store.get("text") == "héllo".encode() and store.get("raw") == b"\x00\xff" * 70
+            assert store.add("counter", 3) == 3 and store.add("counter", -5) == -2 and store.get("counter") == b"-2"
+            assert store.check(["text", "raw"]) and not store.check(["text", "missing"])
+            assert store.delete_key("text") and not store.delete_key("text")
+        assert other.get("raw") == b"\x00\xff" * 70
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="'never' not set within 1 s"):
+            other.get("never", 1)
+        assert time.monotonic() - started < 4
+        for bad in (3, None):
+            with pytest.raises(TypeError, match="str or bytes"):
+                ours.set("x", bad)
+        other.close()
+    finally:
+        ours.close()
+
+
+def _raw(port, payload):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def test_the_store_never_unpickles_what_arrives(tmp_path):
+    """A pickle (the old wire format) whose loading would run a command, a header claiming
+    a huge value, an unknown operation, a key that is not UTF-8, bytes that stop halfway: each
+    gets an error reply (or a closed connection), nothing runs, nothing is allocated, and the
+    store goes on serving its ranks."""
+    import pickle
+    import struct
+
+    from gpugrad.distributed import store as wire
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    store, port = _store()
+    try:
+        evil = pickle.dumps(("set", "k", Exploit()))
+        reply = _raw(port, struct.pack("!Q", len(evil)) + evil)
+        assert b"not a gpugrad store message" in reply and not marker.exists()
+        header = struct.pack("!4sBIQ", b"GGS1", wire.SET, 1, 1 << 62)
+        assert b"over the limits" in _raw(port, header + b"k")
+        assert b"unknown operation 9" in _raw(port, struct.pack("!4sBIQ", b"GGS1", 9, 1, 0) + b"k")
+        assert b"not UTF-8" in _raw(port, struct.pack("!4sBIQ", b"GGS1", wire.SET, 2, 0) + b"\xff\xfe")
+        assert b"operation 2 with a value of 3 bytes" in _raw(port, struct.pack("!4sBIQ", b"GGS1", wire.GET, 1, 3)
+                                                                    + b"kabc")
+        assert _raw(port, b"GGS1\x01") == b""                                    # half a header, then gone
+        store.set("still", "serving")
+        assert store.get("still") == b"serving" and store.num_keys() == 1
+    finally:
+        store.close()
+    assert not marker.exists()
+
+
+def test_a_client_refuses_a_reply_that_is_not_the_stores():
+    import socket
+    import threading
+
+    import gpugrad.distributed as dist
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    client = dist.TCPStore("127.0.0.1", server.getsockname()[1], 2, False, 5)
+    try:
+        with pytest.raises(ValueError, match="malformed reply"):
+            client.get("key")
+    finally:
+        client.close()
+        server.close()
+
+
+def test_the_nccl_unique_id_travels_as_bytes(monkeypatch):
+    """CuPy's unique id is a tuple of 128 C chars: signed on x86, unsigned on ARM."""
+    from gpugrad.distributed.backends import NCCLBackend
+    signed = tuple((i * 37) % 256 - 128 for i in range(128))
+    data = NCCLBackend.id_bytes(signed)
+    assert isinstance(data, bytes) and len(data) == 128
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert NCCLBackend.id_from_bytes(data) == signed
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert NCCLBackend.id_from_bytes(data) == tuple(c % 256 for c in signed)
+    with pytest.raises(RuntimeError, match="of 5 bytes, not 128"):
+        NCCLBackend.id_from_bytes(b"short")

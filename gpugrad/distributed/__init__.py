@@ -13,9 +13,18 @@ id goes through a :class:`TCPStore`.
 Collectives work in place on tensors: ``all_reduce``, ``broadcast``,
 ``all_gather``, ``barrier``.  Each one waits at most the group's ``timeout``
 for the other ranks and then raises :class:`DistributedTimeout`; an uncaught
-exception on one rank aborts the MPI job, so the others end too.
+exception on one rank aborts the MPI job, so the others end too.  A rank
+whose process exits (status 0 or not) or that leaves the group while the
+others still train tells them so (mpi backend): one waiting for it in a
+collective raises within seconds, naming it, and the job fails; at a normal
+end every rank waits for the others to leave too.  Under
+``python -m gpugrad.distributed.run`` even a rank that vanishes without
+Python's exit (``os._exit(0)``, which MPICH's mpiexec reports as a success
+after killing the others) fails the job.
 """
 
+import atexit
+import contextlib
 import datetime
 import os
 import sys
@@ -47,6 +56,8 @@ class _World:
     size = 1
     store = None
     previous_hook = None
+    timeout = DEFAULT_TIMEOUT.total_seconds()
+    exit_hook = False      # _leave_at_exit registered
 
 
 _world = _World()
@@ -149,17 +160,52 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
             if group_size > 1:
                 store = store or TCPStore(*address, group_size, is_master=group_rank == 0, timeout=seconds)
                 if group_rank == 0:
-                    store.set("nccl_unique_id", engines.NCCLBackend.unique_id())
-                uid = store.get("nccl_unique_id")
+                    store.set("nccl_unique_id", engines.NCCLBackend.id_bytes(engines.NCCLBackend.unique_id()))
+                uid = engines.NCCLBackend.id_from_bytes(store.get("nccl_unique_id"))
                 _world.store = store
             else:
                 uid = engines.NCCLBackend.unique_id()
         local = int(os.environ.get("LOCAL_RANK", group_rank))
         device = device_id if device_id is not None else local % backend_device_count()
         engine = engines.NCCLBackend(group_rank, group_size, uid, device, seconds)
-    _world.engine, _world.rank, _world.size = engine, engine.rank, engine.size
+    _world.engine, _world.rank, _world.size, _world.timeout = engine, engine.rank, engine.size, seconds
     if engine.size > 1 and comm is not None and comm.Get_size() > 1:
         _install_abort_hook(comm)
+    if not _world.exit_hook:
+        atexit.register(_leave_at_exit)
+        _world.exit_hook = True
+    _run_marker("started")
+
+
+def _run_marker(what):
+    """Under python -m gpugrad.distributed.run (GPUGRAD_RUN_DIR), note that this rank started or
+    ended cleanly: the launcher fails a job whose rank vanished without ending (os._exit in the
+    middle of training), which MPI's launcher would report as a success."""
+    folder = os.environ.get("GPUGRAD_RUN_DIR")
+    if folder and _world.engine is not None:
+        with contextlib.suppress(OSError):
+            with open(os.path.join(folder, f"rank{_world.rank}.{what}"), "w"):
+                pass
+
+
+def _leave_at_exit():
+    """A rank whose process exits while still in the group tells the others (one waiting for it
+    raises at once: the job fails instead of hanging or ending as a success), then waits for
+    them to leave too: a rank that leaves early ends the job with an error."""
+    engine = _world.engine
+    if engine is None:
+        return
+    if not hasattr(engine, "leave"):         # nccl: no host-side channel to tell the others
+        _run_marker("ended")
+        return
+    engine.leave("its process is exiting")
+    if engine.exit_together(_world.timeout):
+        _run_marker("ended")
+        return
+    sys.stderr.write(f"[gpugrad.distributed rank {engine.rank} of {engine.size}] exiting, but the other ranks did not "
+                     f"end within {_world.timeout:.0f} s; aborting the job\n")
+    sys.stderr.flush()
+    engine.abort(1)
 
 
 def backend_device_count():
@@ -189,6 +235,9 @@ def destroy_process_group(group=None):
     """Leave the default process group (a later init_process_group may form a new one)."""
     _group(group)
     engine = _require()
+    if hasattr(engine, "leave"):
+        engine.leave("it called destroy_process_group")
+    _run_marker("ended")
     engine.close()
     if _world.store is not None:
         _world.store.close()

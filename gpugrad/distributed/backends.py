@@ -9,6 +9,7 @@ stream that first waits for the current stream; ``wait`` makes the current
 stream wait for the communication (no host sync), as torch's NCCL backend does.
 """
 
+import platform
 import time
 
 import numpy
@@ -53,6 +54,12 @@ def _contiguous_host(array, compute_dtype):
     return host, back
 
 
+# the tag of the messages on an MPIBackend's second communicator that say a rank is leaving
+_LEAVING = 7
+# how long a collective that a leaving rank may still have completed is given to finish
+_LEAVING_GRACE_SECONDS = 2.0
+
+
 class MPIBackend:
     name = "mpi"
 
@@ -61,16 +68,29 @@ class MPIBackend:
         self.MPI, self.comm, self.timeout = MPI, comm, float(timeout)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._ops = {SUM: MPI.SUM, AVG: MPI.SUM, PRODUCT: MPI.PROD, MIN: MPI.MIN, MAX: MPI.MAX}
+        # a communicator of its own for the notes of ranks that leave, so that they never meet a collective
+        self.exits = comm.Dup() if self.size > 1 else None
+        self.left, self._notes = {}, []
 
     def _compute_dtype(self, dtype):
         # MPI has no half types: they travel as float32 (exact: every half value is a float32)
         return numpy.dtype(numpy.float32) if dtype in (dtypes.float16, dtypes.bfloat16) else dtype
 
+    def _read_notes(self):
+        """Record the ranks that said they are leaving (see :meth:`leave`)."""
+        status = self.MPI.Status()
+        while self.exits is not None and self.exits.Iprobe(source=self.MPI.ANY_SOURCE, tag=_LEAVING, status=status):
+            note = bytearray(status.Get_count(self.MPI.BYTE))
+            self.exits.Recv([note, self.MPI.BYTE], source=status.Get_source(), tag=_LEAVING)
+            self.left[status.Get_source()] = note.decode("utf-8", "replace")
+        return self.left
+
     def _wait(self, request, what):
         deadline = time.monotonic() + self.timeout
-        polls = 0
+        polls, grace = 0, None
         while not request.Test():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise DistributedTimeout(
                     f"gpugrad.distributed: {what} on rank {self.rank} timed out after {self.timeout:.0f} s waiting "
                     f"for the other ranks of {self.size} (one of them may have failed, or stopped calling "
@@ -78,6 +98,31 @@ class MPIBackend:
             polls += 1
             if polls > 200:
                 time.sleep(0.0005)
+            if polls % 200 == 0 and (self.left or self._read_notes()):
+                grace = now + _LEAVING_GRACE_SECONDS if grace is None else grace
+                if now > grace:                  # what they left undone will not be done
+                    rank, why = next(iter(self.left.items()))
+                    raise RuntimeError(f"gpugrad.distributed: rank {rank} of {self.size} left the job ({why}) while "
+                                       f"rank {self.rank} waits for it in {what}; the job cannot go on")
+
+    def leave(self, why):
+        """Tell the other ranks that this one is leaving (its process is exiting, or it left the
+        group): one of them waiting for it in a collective raises at once instead of hanging."""
+        if self.exits is None:
+            return
+        note = why.encode("utf-8")[:200]
+        self._notes += [self.exits.Isend([note, self.MPI.BYTE], dest=r, tag=_LEAVING)
+                        for r in range(self.size) if r != self.rank]
+
+    def exit_together(self, timeout):
+        """At exit, after :meth:`leave`: wait (up to ``timeout`` s) until every other rank has left
+        too (exiting, or through destroy_process_group); False if one has not."""
+        deadline = time.monotonic() + timeout
+        while self.exits is not None and len(self._read_notes()) < self.size - 1:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def all_reduce(self, array, op):
         host, back = _contiguous_host(array, self._compute_dtype(array.dtype))
@@ -138,6 +183,20 @@ class NCCLBackend:
     def unique_id():
         from cupy.cuda import nccl  # see __init__
         return nccl.get_unique_id()
+
+    @staticmethod
+    def id_bytes(unique_id):
+        """NCCL's unique id (CuPy's tuple of C chars) as the bytes the TCP store carries."""
+        return bytes(c % 256 for c in unique_id)
+
+    @staticmethod
+    def id_from_bytes(data):
+        """CuPy's tuple of C chars from :meth:`id_bytes` (char is unsigned on ARM, POWER and s390)."""
+        if len(data) != 128:
+            raise RuntimeError(f"the store handed over an NCCL unique id of {len(data)} bytes, not 128")
+        if platform.machine().lower().startswith(("arm", "aarch64", "ppc", "s390")):
+            return tuple(data)
+        return tuple(b - 256 if b > 127 else b for b in data)
 
     def _type(self, array):
         if not backend.is_cupy_array(array):
