@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The GPU machines have torch, cupy and pytest in their system python and no network.
 GPU_PYTHON ?= python3
 
-.PHONY: demo digits test test-gpu test-emulated fuzz bench bench-gpu bench-quick kernels-check clean
+.PHONY: demo digits test test-gpu test-emulated fuzz bench bench-gpu bench-quick kernels-check soak clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-gpu:
 
 bench-quick: $(VENV)/.test
 	$(PY) -m benchmarks --quick
+
+# memory over 10,000 steps of the GPT example on the CPU (RSS, live objects, graph nodes); about an hour
+soak: $(VENV)/.test
+	$(PY) scripts/soak_memory.py
 
 kernels-check: $(VENV)/.test
 	$(PY) -m pytest -q tests/test_kernels_compile.py

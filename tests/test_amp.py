@@ -2,6 +2,8 @@
 backward under it, a training loop under it (CPU, bfloat16), and GradScaler's
 scale, skip and growth behaviour step by step."""
 
+import threading
+
 import numpy
 import pytest
 import torch
@@ -282,3 +284,40 @@ def test_every_op_in_autocasts_lists_carries_its_kind_and_no_other_does():
     assert _autocast_ops() == listed
     with pytest.raises(TypeError, match="not <class"):
         autocast_mode.float32(type("Options", (), {}))
+
+
+def _per_thread(library):
+    """Two threads run at once, each inside its own grad mode and autocast region, meeting at
+    barriers between ops: what each one sees (its mode, its results' dtype and requires_grad)."""
+    barrier = threading.Barrier(2, timeout=30)
+    seen = {}
+    x = library.ones(2, 3, requires_grad=True)
+    w = library.ones(3, 4)
+
+    def worker(name, grad, cast):
+        notes = []
+        with library.set_grad_enabled(grad), library.autocast("cpu", dtype=library.bfloat16, enabled=cast):
+            for _ in range(3):
+                barrier.wait()                    # the other thread is inside its region too
+                y = x @ w
+                notes.append((library.is_grad_enabled(), library.is_autocast_enabled("cpu"),
+                              str(y.dtype).split(".")[-1], y.requires_grad))
+        barrier.wait()
+        notes.append((library.is_grad_enabled(), library.is_autocast_enabled("cpu")))
+        seen[name] = notes
+
+    threads = [threading.Thread(target=worker, args=("a", False, True)),
+               threading.Thread(target=worker, args=("b", True, False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return seen
+
+
+def test_grad_mode_and_autocast_are_per_thread():
+    ours = _per_thread(gpugrad)
+    assert ours == _per_thread(torch)
+    assert ours["a"][0] == (False, True, "bfloat16", False) and ours["b"][0] == (True, False, "float32", True)
+    assert ours["a"][-1] == ours["b"][-1] == (True, False)
+    assert gpugrad.is_grad_enabled() and not gpugrad.is_autocast_enabled("cpu")

@@ -283,3 +283,48 @@ def test_a_run_killed_while_checkpointing_resumes_exactly(tmp_path, capsys):
         assert numpy.array_equal(resumed["model"][name].array, value.array), name
     for key, state in uninterrupted["optimizer"]["state"].items():
         assert numpy.array_equal(resumed["optimizer"]["state"][key]["exp_avg_sq"].array, state["exp_avg_sq"].array)
+
+
+def test_training_steps_leave_no_reference_cycles_and_no_growth(rng):
+    """The GPT example's training step (forward, backward, clipping, AdamW, schedule) frees
+    everything it makes by reference counting: with the garbage collector off, gc.collect()
+    finds nothing after each of 30 steps, and the live objects and graph nodes are the same
+    after step 10 and step 40 (scripts/soak_memory.py runs 10,000 steps and measures RSS)."""
+    import gc
+
+    from gpugrad.autograd.function import Function
+    config = gpt_model.GPTConfig(**dict(CONFIG, dropout=0.1))
+    model = gpt_model.GPT(config)
+    optimizer = model.configure_optimizer(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95))
+    scheduler = gpugrad.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
+
+    def step():
+        x, y = (gpugrad.tensor(rng.integers(0, 97, (4, 16))) for _ in range(2))
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        gpugrad.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        return loss.item()
+
+    def census():
+        gc.collect()
+        objects = gc.get_objects()
+        return len(objects), sum(issubclass(type(o), Function) for o in objects)   # type(): no __class__ hooks
+
+    cycles = []
+    for _ in range(10):
+        step()
+    before = census()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(30):
+            step()
+            cycles.append(gc.collect(0))     # the step's objects are all young: the gc is off
+        cycles.append(gc.collect())
+    finally:
+        gc.enable()
+    assert cycles == [0] * 31
+    assert census() == before

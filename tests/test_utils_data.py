@@ -290,6 +290,15 @@ def test_persistent_workers_live_across_epochs_and_after_a_break():
     assert {p for b in fresh for p in b.tolist()}.isdisjoint(p for b in fresh for p in b.tolist())
 
 
+def test_workers_started_by_forkserver():
+    """The workers' parent is then the fork server, not this process: they must not take that for its death."""
+    data = TensorDataset(gpugrad.arange(10))
+    loader = DataLoader(data, batch_size=4, num_workers=2, multiprocessing_context="forkserver",
+                        persistent_workers=True)
+    for _ in range(2):
+        assert [b[0].tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
 def test_loader_arguments_checked_as_torch():
     data = list(range(4))
     for kwargs in [dict(timeout=-1), dict(prefetch_factor=2), dict(num_workers=1, prefetch_factor=-1),

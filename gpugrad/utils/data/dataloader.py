@@ -244,7 +244,8 @@ class _MultiProcessIter(_BaseIter):
                 target=worker.worker_loop, daemon=True, name=f"DataLoader worker {worker_id}",
                 args=(self._iterable, self._dataset, index_queue, self._data_queue, self._done_event,
                       self._auto_collation, self._collate_fn, self._drop_last, self._base_seed,
-                      loader.worker_init_fn, worker_id, loader.num_workers, os.getpid()))
+                      loader.worker_init_fn, worker_id, loader.num_workers,
+                      None if context.get_start_method() == "forkserver" else os.getpid()))
             process.start()
             self._index_queues.append(index_queue)
             self._workers.append(process)

@@ -125,14 +125,18 @@ def seed_streams(base_seed, worker_id):
 
 
 def _die_with_parent(parent_pid):
-    """Ask the kernel to kill this process when its parent dies (Linux's PR_SET_PDEATHSIG)."""
+    """Ask the kernel to kill this process when its parent dies (Linux's PR_SET_PDEATHSIG); the
+    parent's pid, which an idle worker watches.  ``parent_pid`` is the DataLoader's process (None
+    under forkserver, whose server is the parent, and ends when the DataLoader's process does)."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # 1: PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:                                        # it died before we asked
+    parent = os.getppid()
+    if parent_pid is not None and parent != parent_pid:                   # it died before we asked
         os._exit(0)
+    return parent
 
 
 def worker_loop(iterable, dataset, index_queue, data_queue, done_event, auto_collation, collate_fn, drop_last,
@@ -141,7 +145,7 @@ def worker_loop(iterable, dataset, index_queue, data_queue, done_event, auto_col
     from ``index_queue`` with (idx, batch) on ``data_queue`` until None."""
     global _info
     try:
-        _die_with_parent(parent_pid)
+        parent_pid = _die_with_parent(parent_pid)
         seed = seed_streams(base_seed, worker_id)
         _info = WorkerInfo(worker_id, num_workers, seed, dataset)
         fetcher_type = IterableFetcher if iterable else MapFetcher
