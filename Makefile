@@ -38,10 +38,13 @@ test: $(VENV)/.test
 test-gpu:
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q -m cuda -p no:cacheprovider
 
-# No GPU: the same CUDA half with gpugrad's "cuda" simulated on the CPU by the emulator in
-# ../shared/tools/cuemu (the real kernels; torch's references on the CPU). Finds GPU-path bugs, not speed.
+# No GPU: the same CUDA half with gpugrad's "cuda" simulated on the CPU by the CUDA emulator cuemu
+# (the real kernels; torch's references on the CPU). Finds GPU-path bugs, not speed. GPUGRAD_CUEMU names
+# its folder (tests/emulator.py reads the same setting); by default the team's, beside the checkout.
+GPUGRAD_CUEMU ?= $(abspath $(CURDIR)/../shared/tools/cuemu)
+export GPUGRAD_CUEMU
 test-emulated: $(VENV)/.test
-	PYTHONPATH=$(CURDIR)/../shared/tools/cuemu/autoinstall $(PY) -m pytest -q -m cuda -p no:cacheprovider
+	PYTHONPATH=$(GPUGRAD_CUEMU)/autoinstall $(PY) -m pytest -q -m cuda -p no:cacheprovider
 
 # The differential fuzzer's large run against torch: 50,000 cases (make test runs 3,000); FUZZ_SEED=n replays a run,
 # FUZZ_CASES=n sizes it; a failing case prints as entry/form:seed (python tests/differential.py --case ... replays it)

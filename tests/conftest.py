@@ -2,8 +2,8 @@
 inputs each run (the seed is printed on failure; GPUGRAD_TEST_SEED replays
 it) and comparison with torch.
 
-Under the CUDA emulator (``../shared/tools/cuemu/autoinstall`` on PYTHONPATH,
-``make test-emulated``) gpugrad's "cuda" device is simulated on the CPU with
+Under the CUDA emulator (its ``autoinstall`` folder on PYTHONPATH, ``make
+test-emulated``; tests/emulator.py says where the emulator is) gpugrad's "cuda" device is simulated on the CPU with
 the real kernels, and the torch references the tests build on "cuda" are
 built on the CPU instead (``torch_device``)."""
 

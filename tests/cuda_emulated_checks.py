@@ -1,4 +1,4 @@
-"""The GPU path's checks, run on the CPU by the emulator (../shared/tools/cuemu):
+"""The GPU path's checks, run on the CPU by the emulator (tests/emulator.py):
 gpugrad's public API on a simulated 'cuda' device, the real kernels/*.cu
 compiled as host code, against torch in float64.
 
@@ -16,9 +16,10 @@ import pathlib
 import sys
 import traceback
 
+import emulator
+
 HERE = pathlib.Path(__file__).resolve().parent
-EMULATOR = HERE.parent.parent / "shared" / "tools" / "cuemu"
-sys.path.insert(0, str(EMULATOR))
+sys.path.insert(0, str(emulator.CUEMU))
 sys.path.insert(0, str(HERE.parent))
 
 import fakecupy  # noqa: E402

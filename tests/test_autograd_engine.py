@@ -367,3 +367,14 @@ def test_two_outputs_of_one_node_as_roots_count_its_inputs_once():
         second = lib.autograd.grad([ga, gb], [a, b], [lib.tensor(0.3, dtype=lib.float64),
                                                       lib.tensor(-0.2, dtype=lib.float64)])
         assert [round(float(s), 12) for s in second] == [-0.14, 0.21]
+
+
+def test_autograd_names_above_tensor_are_there_on_first_use():
+    """gpugrad.autograd imports only what sits below Tensor; its other names load on first use."""
+    import gpugrad.autograd as autograd
+    for name in autograd.__all__:
+        assert getattr(autograd, name) is not None and name in dir(autograd)
+    assert autograd.gradcheck is gpugrad.autograd.gradient_check.gradcheck and callable(autograd.gradgradcheck)
+    assert autograd.backward is gpugrad.autograd.engine.backward and autograd.functional.jacobian
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        getattr(autograd, "nothing")

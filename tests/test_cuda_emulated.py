@@ -1,6 +1,6 @@
 """The GPU path on the CPU: tests/cuda_emulated_checks.py runs gpugrad's
-public API on a simulated 'cuda' device with the real kernels (the emulator in
-../shared/tools/cuemu), against torch, in a subprocess (CuPy's stand-in must
+public API on a simulated 'cuda' device with the real kernels (the emulator,
+tests/emulator.py says where), against torch, in a subprocess (CuPy's stand-in must
 be installed before anything imports cupy).  One test per check; skipped where
 the emulator or a C++ compiler is missing."""
 
@@ -10,10 +10,10 @@ import shutil
 import subprocess
 import sys
 
+import emulator
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
-EMULATOR = HERE.parent.parent / "shared" / "tools" / "cuemu" / "fakecupy.py"
 CHECKS = ["backward_runs_on_the_gpu", "float64_double_backward", "nan_and_infinities_as_torch",
           "strided_class_dim", "no_host_sync_in_a_training_step_and_errors_still_raised", "launches_per_call",
           "gradient_written_by_the_forward", "debug_mode_raises_at_the_launch", "few_long_rows_split_over_blocks",
@@ -23,8 +23,8 @@ CHECKS = ["backward_runs_on_the_gpu", "float64_double_backward", "nan_and_infini
 
 @pytest.fixture(scope="module")
 def emulated():
-    if not EMULATOR.is_file() or shutil.which("g++") is None:
-        pytest.skip("the CUDA emulator (../shared/tools/cuemu) or g++ is not available")
+    if not emulator.available() or shutil.which("g++") is None:
+        pytest.skip(f"the CUDA emulator ({emulator.CUEMU}; GPUGRAD_CUEMU) or g++ is not available")
     run = subprocess.run([sys.executable, str(HERE / "cuda_emulated_checks.py")], capture_output=True, text=True,
                          timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]

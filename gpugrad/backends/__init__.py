@@ -7,6 +7,16 @@ products to TF32; gpugrad uses no cuDNN, so ``cudnn``'s flags are kept and
 read back but change nothing; there is no MPS device.
 """
 
-from gpugrad.backends import cpu, cuda, cudnn, mps
+from gpugrad.backends import (
+    cpu,
+    cuda,
+    cudnn,
+    mps,
+)
 
-__all__ = ["cpu", "cuda", "cudnn", "mps"]
+__all__ = [
+    "cpu",
+    "cuda",
+    "cudnn",
+    "mps",
+]

@@ -23,4 +23,10 @@ def synchronize(device=None):
     """Nothing to wait for: NumPy's work is done when its call returns."""
 
 
-__all__ = ["amp", "is_available", "device_count", "current_device", "synchronize"]
+__all__ = [
+    "amp",
+    "is_available",
+    "device_count",
+    "current_device",
+    "synchronize",
+]

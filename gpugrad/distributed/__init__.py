@@ -33,13 +33,37 @@ import traceback
 
 from gpugrad import backend as arrays
 from gpugrad.distributed import backends as engines
-from gpugrad.distributed.backends import AVG, MAX, MIN, PRODUCT, SUM, DistributedTimeout, Work
+from gpugrad.distributed.backends import (
+    AVG,
+    MAX,
+    MIN,
+    PRODUCT,
+    SUM,
+    DistributedTimeout,
+    Work,
+)
 from gpugrad.distributed.store import TCPStore
 from gpugrad.tensor import Tensor
 
-__all__ = ["init_process_group", "destroy_process_group", "is_initialized", "is_available", "get_rank",
-           "get_world_size", "get_backend", "all_reduce", "broadcast", "all_gather", "barrier", "ReduceOp",
-           "Work", "TCPStore", "DistributedTimeout", "is_mpi_available", "is_nccl_available"]
+__all__ = [
+    "init_process_group",
+    "destroy_process_group",
+    "is_initialized",
+    "is_available",
+    "get_rank",
+    "get_world_size",
+    "get_backend",
+    "all_reduce",
+    "broadcast",
+    "all_gather",
+    "barrier",
+    "ReduceOp",
+    "Work",
+    "TCPStore",
+    "DistributedTimeout",
+    "is_mpi_available",
+    "is_nccl_available",
+]
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 

@@ -2,4 +2,7 @@
 ``gpugrad.utils.tensorboard`` (SummaryWriter) is imported on its own, as torch's, since it
 needs the tensorboard package."""
 
-from gpugrad.utils import data, safetensors
+from gpugrad.utils import (
+    data,
+    safetensors,
+)

@@ -2,4 +2,6 @@
 
 from gpugrad.nn.parallel.distributed import DistributedDataParallel
 
-__all__ = ["DistributedDataParallel"]
+__all__ = [
+    "DistributedDataParallel",
+]

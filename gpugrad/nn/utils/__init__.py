@@ -6,7 +6,10 @@ import math
 from gpugrad.autograd.grad_mode import no_grad
 from gpugrad.creation import tensor
 from gpugrad.nn.utils import rnn
-from gpugrad.ops.shape import cat, stack
+from gpugrad.ops.shape import (
+    cat,
+    stack,
+)
 from gpugrad.tensor import Tensor
 
 
