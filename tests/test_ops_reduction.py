@@ -227,3 +227,18 @@ def test_prod_backward_over_an_empty_dim_and_with_zeros(rng, dim):
         assert_close(g, tg, 1e-12)
         if values.size:
             assert_close(gpugrad.autograd.grad(g.sum(), x)[0], torch.autograd.grad(tg.sum(), tx)[0], 1e-12)
+
+
+@pytest.mark.parametrize("name", ["var", "std", "var_mean", "std_mean"])
+def test_statistics_tell_dim_none_from_no_dim(rng, name):
+    """torch's overloads: dim=None with unbiased= and keepdim= reduces everything
+    (keeping the dims), unbiased= and keepdim= without a dim is a TypeError."""
+    x, tx = make_pair(rng, (3, 4), "float64", "cpu")
+    ours = getattr(gpugrad, name)(x, dim=None, unbiased=False, keepdim=True)
+    theirs = getattr(torch, name)(tx, dim=None, unbiased=False, keepdim=True)
+    for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+        assert_close(a, b, 1e-12)
+    with pytest.raises(TypeError, match="invalid combination"):
+        getattr(gpugrad, name)(x, unbiased=False, keepdim=True)
+    with pytest.raises(TypeError):
+        getattr(torch, name)(tx, unbiased=False, keepdim=True)

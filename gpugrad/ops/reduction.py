@@ -311,13 +311,26 @@ def count_nonzero(input, dim=None):
 
 # -- statistics -------------------------------------------------------------------------
 
+class _NoDim:
+    """The default of var/std's dim: torch's overloads tell ``dim=None`` given
+    (then unbiased= and keepdim= go together) from no dim at all (unbiased= alone)."""
+
+    def __repr__(self):
+        return "None"
+
+
+_NO_DIM = _NoDim()
+
+
 def _statistic_args(name, dim, unbiased, keepdim, correction):
     """torch's overloads: (dim, unbiased, keepdim), (unbiased) alone, or dim with correction= (not both)."""
+    given = dim is not _NO_DIM
+    dim = dim if given else None
     if isinstance(dim, bool):          # var(x, True): the old unbiased positional
         if unbiased is not None:
             raise TypeError(f"{name}() received an invalid combination of arguments")
         dim, unbiased = None, dim
-    if unbiased is not None and dim is None and keepdim is not None:
+    if unbiased is not None and not given and keepdim is not None:
         raise TypeError(f"{name}() received an invalid combination of arguments - got (Tensor, keepdim=bool, "
                         "unbiased=bool)")
     if unbiased is not None and correction is not None:
@@ -399,24 +412,24 @@ def _statistic(function, name, input, dim, unbiased, keepdim, correction, keepdi
     return function.apply(input, dims, bool(keepdim_arg(keepdim, keepdims)), correction, whole)
 
 
-def var(input, dim=None, unbiased=None, keepdim=None, *, correction=None, keepdims=None):
+def var(input, dim=_NO_DIM, unbiased=None, keepdim=None, *, correction=None, keepdims=None):
     """The variance over ``dim`` with Bessel's correction (``correction=1``) by default."""
     return _statistic(Var, "var", input, dim, unbiased, keepdim, correction, keepdims)
 
 
-def std(input, dim=None, unbiased=None, keepdim=None, *, correction=None, keepdims=None):
+def std(input, dim=_NO_DIM, unbiased=None, keepdim=None, *, correction=None, keepdims=None):
     """The standard deviation: sqrt(var(...)) (its gradient 0 where it is 0, as torch's)."""
     return _statistic(Std, "std", input, dim, unbiased, keepdim, correction, keepdims)
 
 
-def var_mean(input, dim=None, unbiased=None, keepdim=None, *, correction=None):
+def var_mean(input, dim=_NO_DIM, unbiased=None, keepdim=None, *, correction=None):
     """(var, mean) over ``dim``, as torch.var_mean."""
     variance = var(input, dim, unbiased, keepdim, correction=correction)
     dim, _ = _statistic_args("var_mean", dim, unbiased, keepdim, correction)
     return variance, mean(input, dim, bool(keepdim))
 
 
-def std_mean(input, dim=None, unbiased=None, keepdim=None, *, correction=None):
+def std_mean(input, dim=_NO_DIM, unbiased=None, keepdim=None, *, correction=None):
     """(std, mean) over ``dim``, as torch.std_mean."""
     deviation = std(input, dim, unbiased, keepdim, correction=correction)
     dim, _ = _statistic_args("std_mean", dim, unbiased, keepdim, correction)
