@@ -22,6 +22,7 @@ from gpugrad import (
     cuda,
     distributed,
     dtypes,
+    linalg,
     nn,
     onnx,
     optim,
@@ -77,6 +78,7 @@ from gpugrad.creation import (
 # package must not import (tensor.py imports gpugrad.cuda.errors): bound here
 from gpugrad.cuda import amp as _cuda_amp
 from gpugrad.dims import Size
+from gpugrad.dims import numpy_keywords as _numpy_keywords
 from gpugrad.dtypes import (
     bfloat16,
     double,
@@ -114,14 +116,27 @@ from gpugrad.legacy import (
     LongTensor,
     ShortTensor,
 )
+from gpugrad.ops.decomposition import (
+    det,
+    logdet,
+    slogdet,
+)
+from gpugrad.ops.decomposition import (
+    inv as inverse,
+)
+from gpugrad.ops.decomposition import (
+    pinv as pinverse,
+)
 from gpugrad.ops.elementwise import (
     abs,
     absolute,
     add,
     allclose,
     arctan,
+    arctan2,
     argwhere,
     atan,
+    atan2,
     bitwise_and,
     bitwise_left_shift,
     bitwise_not,
@@ -234,6 +249,8 @@ from gpugrad.ops.linalg import (
     mv,
     outer,
 )
+from gpugrad.ops.out import NAMES as _OUT_NAMES
+from gpugrad.ops.out import out_variant as _out_variant
 from gpugrad.ops.reduction import (
     all,
     amax,
@@ -260,13 +277,35 @@ from gpugrad.ops.reduction import (
     var,
     var_mean,
 )
+from gpugrad.ops.scatter import (
+    index_add,
+    index_copy,
+    index_fill,
+    masked_scatter,
+    scatter,
+    scatter_add,
+    scatter_reduce,
+)
+from gpugrad.ops.search import (
+    bucketize,
+    histc,
+    histogram,
+    searchsorted,
+    unique,
+    unique_consecutive,
+)
 from gpugrad.ops.shape import (
+    as_strided,
     broadcast_tensors,
     broadcast_to,
     cat,
     chunk,
     concat,
     concatenate,
+    diag,
+    diag_embed,
+    diagflat,
+    diagonal,
     flatten,
     flip,
     fliplr,
@@ -275,6 +314,7 @@ from gpugrad.ops.shape import (
     hstack,
     index_select,
     masked_select,
+    meshgrid,
     moveaxis,
     movedim,
     narrow,
@@ -293,6 +333,7 @@ from gpugrad.ops.shape import (
     take_along_dim,
     tensor_split,
     tile,
+    trace,
     transpose,
     tril,
     triu,
@@ -325,12 +366,27 @@ from gpugrad.serialization import (
     load,
     save,
 )
-from gpugrad.tensor import Tensor
+from gpugrad.tensor import (
+    Tensor,
+    is_floating_point,
+    is_tensor,
+)
 from gpugrad.threads import (
     get_num_threads,
     set_num_threads,
 )
 
 del _cuda_amp
+
+
+# torch's argument parser's conveniences on the namespace's functions: NumPy's axis= and keepdims= wherever
+# a function takes dim and keepdim, and out= on the common ops (ops/out.py)
+for _name, _value in list(globals().items()):
+    if not _name.startswith("_") and callable(_value) and not isinstance(_value, type) and \
+            getattr(_value, "__module__", "").startswith("gpugrad.ops"):
+        globals()[_name] = _numpy_keywords(_value)
+for _name in _OUT_NAMES:
+    globals()[_name] = _out_variant(globals()[_name], _name)
+del _name, _value
 
 __version__ = "0.2.0"

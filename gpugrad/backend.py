@@ -292,6 +292,23 @@ def scatter_add(array, key, values):
         numpy.add.at(array, key, values)
 
 
+def scatter_reduce(array, key, values, reduce):
+    """``array[key] op= values`` with repeated indices reduced, op one of 'sum',
+    'prod', 'amax', 'amin' (NumPy's ufunc.at; CuPy's scatter_add/max/min, and
+    for a product, which CuPy lacks, NumPy's on a host copy); in place."""
+    if reduce == "sum":
+        scatter_add(array, key, values)
+    elif is_cupy_array(array) and hasattr(_cupyx(), "scatter_max") and reduce in ("amax", "amin"):
+        (_cupyx().scatter_max if reduce == "amax" else _cupyx().scatter_min)(array, key, values)
+    elif is_cupy_array(array):
+        host = array.get()
+        ufunc = {"prod": numpy.multiply, "amax": numpy.maximum, "amin": numpy.minimum}[reduce]
+        ufunc.at(host, tuple(k.get() if is_cupy_array(k) else k for k in key), values.get())
+        array[...] = to_device(host, device_of(array))
+    else:
+        {"prod": numpy.multiply, "amax": numpy.maximum, "amin": numpy.minimum}[reduce].at(array, key, values)
+
+
 @functools.lru_cache(maxsize=None)
 def _cupyx():
     import cupyx  # with CuPy, on first use (as cupy itself)

@@ -1,5 +1,7 @@
 """Dimension and size arguments, read the way torch reads them."""
 
+import functools
+import inspect
 import math
 import numbers
 
@@ -117,3 +119,28 @@ def method_sizes(args, function, name):
     if not args:
         raise TypeError(f"{function}() missing 1 required positional arguments: \"{name}\"")
     return shape_arg(args)
+
+
+def numpy_keywords(function):
+    """``function`` taking NumPy's keyword names as torch's argument parser does:
+    ``axis=`` for ``dim``, ``keepdims=`` for ``keepdim`` (``x.sum(axis=0)``);
+    the function itself where it has no such argument or takes both already."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return function
+    aliases = {alias: name for alias, name in (("axis", "dim"), ("keepdims", "keepdim"))
+               if name in parameters and alias not in parameters}
+    if not aliases:
+        return function
+
+    @functools.wraps(function)
+    def with_aliases(*args, **kwargs):
+        if kwargs:
+            for alias, name in aliases.items():
+                if alias in kwargs:
+                    if name in kwargs:
+                        raise TypeError(f"{function.__name__}() got multiple values for argument '{name}'")
+                    kwargs[name] = kwargs.pop(alias)
+        return function(*args, **kwargs)
+    return with_aliases

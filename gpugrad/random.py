@@ -207,9 +207,11 @@ def _no_extra(kwargs, name):
 
 def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
     """Integers in [low, high): ``randint(high, size)`` or ``randint(low, high, size)`` (int64 by default)."""
-    if size is None:
+    if size is None:                 # randint(high, size)
         low, high, size = 0, low, high
-    if size is None:
+    elif high is None:               # randint(high, size=...)
+        low, high = 0, low
+    if size is None or high is None:
         raise TypeError("randint() missing required argument 'size'")
     dev, dtype = _place(dtype, device, dtypes.int64)
     if dtype in (dtypes.uint8, dtypes.int8, dtypes.int16, dtypes.int32):

@@ -527,6 +527,19 @@ class Tensor:
         return out
 
 
+def is_tensor(obj):
+    """True when ``obj`` is a gpugrad Tensor."""
+    return isinstance(obj, Tensor)
+
+
+def is_floating_point(input):
+    """True when ``input``'s dtype is a floating-point one."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"is_floating_point(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(input).__name__}")
+    return input.is_floating_point()
+
+
 def parse_to(args, kwargs):
     """(device, dtype) from the arguments of Tensor.to and Module.to:
     a device (str, int, device), a dtype, or a tensor (both), positionally

@@ -13,8 +13,8 @@ from gpugrad.autograd import engine, inplace
 from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.creation import new_empty, new_full, new_ones, new_tensor, new_zeros
 from gpugrad.cuda import errors as device_errors
+from gpugrad.ops import decomposition, linalg, reduction, scatter, search, shape
 from gpugrad.ops import elementwise as ew
-from gpugrad.ops import linalg, reduction, shape
 from gpugrad.ops.fused.logsumexp import logsumexp
 from gpugrad.ops.fused.softmax import log_softmax, softmax
 from gpugrad.tensor import Tensor, parse_to
@@ -56,6 +56,8 @@ METHODS = {
     "rsqrt": ew.rsqrt,
     "square": ew.square,
     "reciprocal": ew.reciprocal,
+    "atan2": ew.atan2,
+    "arctan2": ew.atan2,
     "sin": ew.sin,
     "cos": ew.cos,
     "tan": ew.tan,
@@ -170,6 +172,27 @@ METHODS = {
     "repeat": shape.repeat,
     "repeat_interleave": shape.repeat_interleave,
     "__getitem__": shape.getitem,
+    "diagonal": shape.diagonal,
+    "diag": shape.diag,
+    "diag_embed": shape.diag_embed,
+    "trace": shape.trace,
+    "as_strided": shape.as_strided,
+    "scatter": scatter.scatter,
+    "scatter_add": scatter.scatter_add,
+    "scatter_reduce": scatter.scatter_reduce,
+    "index_add": scatter.index_add,
+    "index_copy": scatter.index_copy,
+    "index_fill": scatter.index_fill,
+    "masked_scatter": scatter.masked_scatter,
+    "unique": search.unique,
+    "unique_consecutive": search.unique_consecutive,
+    "histc": search.histc,
+    "histogram": search.histogram,
+    "det": decomposition.det,
+    "logdet": decomposition.logdet,
+    "slogdet": decomposition.slogdet,
+    "inverse": decomposition.inv,
+    "pinverse": decomposition.pinv,
     # linear algebra
     "matmul": linalg.matmul,
     "mm": linalg.mm,
@@ -344,6 +367,15 @@ IN_PLACE = {
     "tril_": shape.tril,
     "triu_": shape.triu,
     "logical_not_": ew.logical_not,
+    "atan2_": ew.atan2,
+    "arctan2_": ew.atan2,
+    "scatter_": scatter.scatter,
+    "scatter_add_": scatter.scatter_add,
+    "scatter_reduce_": scatter.scatter_reduce,
+    "index_add_": scatter.index_add,
+    "index_copy_": scatter.index_copy,
+    "index_fill_": scatter.index_fill,
+    "masked_scatter_": scatter.masked_scatter,
     "__iadd__": ew.add,
     "__isub__": ew.sub,
     "__imul__": ew.mul,
@@ -553,7 +585,7 @@ SPECIAL = {
 def bind():
     """Set every method of the tables on Tensor (idempotent)."""
     for name, function in METHODS.items():
-        setattr(Tensor, name, function)
+        setattr(Tensor, name, dims.numpy_keywords(function))
     for name, function in OPERATORS.items():
         setattr(Tensor, name, function)
     for name, function in IN_PLACE.items():

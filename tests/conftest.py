@@ -103,7 +103,7 @@ def to_numpy(value):
     if isinstance(value, gpugrad.Tensor):
         return value.detach().to("cpu").array.astype(numpy.float64)
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().double().numpy()
+        return value.detach().cpu().double().numpy(force=True)
     return numpy.asarray(value, dtype=numpy.float64)
 
 
@@ -162,3 +162,65 @@ def module_pair(name, device, *args, **kwargs):
     assert list(ours.state_dict()) == list(theirs.state_dict())
     theirs.load_state_dict({k: to_torch(v, "cpu") for k, v in ours.state_dict().items()})
     return ours, theirs.to(torch_device(device))
+
+
+def _outputs(value):
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return [v for v in values if hasattr(v, "dtype") and getattr(v, "dtype", None) is not None]
+
+
+def compare_with_torch(rng, ours, theirs, arrays, device="cpu", tol=1e-10, double=True, grad_tol=None):
+    """``ours(*gpugrad tensors)`` against ``theirs(*torch tensors)`` made of the
+    same ``arrays``: the outputs' values, then, for the floating inputs, the
+    gradients of a random weighting of the floating outputs, and (``double``)
+    the second derivatives of a random weighting of those gradients.
+    Returns the gpugrad and torch results."""
+    grad_tol = tol if grad_tol is None else grad_tol
+    g_inputs, t_inputs = [], []
+    for a in arrays:
+        a = numpy.asarray(a)
+        floating = a.dtype.kind == "f"
+        g_inputs.append(gpugrad.tensor(a, device=device, requires_grad=floating))
+        t_inputs.append(to_torch(g_inputs[-1], requires_grad=floating))
+    out, tout = ours(*g_inputs), theirs(*t_inputs)
+    g_outs, t_outs = _outputs(out), _outputs(tout)
+    assert len(g_outs) == len(t_outs)
+    for a, b in zip(g_outs, t_outs):
+        assert tuple(a.shape) == tuple(b.shape), f"shape {tuple(a.shape)} != {tuple(b.shape)}"
+        assert str(a.dtype).split(".")[-1] == str(b.dtype).split(".")[-1], f"dtype {a.dtype} != {b.dtype}"
+        if a.dtype.kind == "f":
+            assert_close(a, b, tol, floor=1e-300)
+        else:
+            assert numpy.array_equal(to_numpy(a), to_numpy(b)), f"{to_numpy(a)} != {to_numpy(b)}"
+    pairs = [(g, t) for g, t in zip(g_outs, t_outs) if g.dtype.kind == "f" and g.requires_grad]
+    leaves = [(g, t) for g, t in zip(g_inputs, t_inputs) if g.requires_grad]
+    if not pairs or not leaves:
+        return out, tout
+    weights = [rng.standard_normal(tuple(g.shape)) for g, _ in pairs]
+    loss = sum((g * gpugrad.tensor(w, device=device)).sum() for (g, _), w in zip(pairs, weights))
+    tloss = sum((t * to_torch(w, device=device)).sum() for (_, t), w in zip(pairs, weights))
+    grads = gpugrad.autograd.grad(loss, [g for g, _ in leaves], create_graph=double, allow_unused=True)
+    tgrads = torch.autograd.grad(tloss, [t for _, t in leaves], create_graph=double, allow_unused=True)
+    for a, b in zip(grads, tgrads):
+        assert (a is None) == (b is None) or (a is not None and not to_numpy(a).any()) or (
+            b is not None and not to_numpy(b).any())
+        if a is not None and b is not None:
+            assert_close(a, b, grad_tol, floor=1e-300)
+    if not double:
+        return out, tout
+    used = [(a, b) for a, b in zip(grads, tgrads) if a is not None and b is not None and b.requires_grad]
+    if not used:
+        return out, tout
+    vs = [rng.standard_normal(tuple(a.shape)) for a, _ in used]
+    tsecond = torch.autograd.grad(sum((b * to_torch(v, device=device)).sum() for (_, b), v in zip(used, vs)),
+                                  [t for _, t in leaves], allow_unused=True)
+    # a gradient that does not depend on the inputs (gpugrad records no graph for it) has a zero derivative
+    live = [(a, v) for (a, _), v in zip(used, vs) if a.requires_grad]
+    second = gpugrad.autograd.grad(sum((a * gpugrad.tensor(v, device=device)).sum() for a, v in live),
+                                   [g for g, _ in leaves], allow_unused=True) if live else [None] * len(leaves)
+    for a, b in zip(second, tsecond):
+        if a is not None and b is not None:
+            assert_close(a, b, grad_tol * 10, floor=1e-300)
+        else:
+            assert (a is None or not to_numpy(a).any()) and (b is None or not to_numpy(b).any())
+    return out, tout

@@ -2449,6 +2449,227 @@ _INTERNAL = "gpugrad's autograd protocol (DESIGN.md: what the core calls on a Te
 _IO = "input/output or interop, covered by tests/test_serialization.py and test_tensor.py"
 _PRINTING = "printing and representation, covered by tests/test_tensor.py against torch's text"
 
+# -- issue 27's tensor functions: atan2, diagonals, as_strided, meshgrid, scatters, searches, linalg ----------
+
+# (no bool operands: torch's double backward negates a bool input and raises, gpugrad's computes in floats)
+entry("atan2", binary(dtypes=0.0, scalar=0))
+entry("arctan2", binary(dtypes=0.0, scalar=0))
+
+
+def _diagonal(g, form):
+    x = g.tensor(g.shape(min_ndim=2, max_ndim=4))
+    n = len(x.shape)
+    args = []
+    if g.chance(0.8):
+        args.append(g.int(-3, 3))
+        if g.chance(0.7):
+            d1 = g.dim(n)
+            d2 = g.dim(n) if g.chance(0.95) else d1
+            args += [d1, d2]
+    return (x, *args), {}
+
+
+entry("diagonal", _diagonal)
+
+
+def _diag(g, form):
+    x = g.tensor(g.shape(min_ndim=1, max_ndim=2) if g.chance(0.95) else g.shape(min_ndim=3, max_ndim=3))
+    return (x,) + ((g.int(-3, 3),) if g.chance(0.7) else ()), {}
+
+
+entry("diag", _diag)
+entry("diagflat", lambda g, form: ((g.tensor(), g.int(-2, 2)), {}))
+entry("diag_embed", lambda g, form: ((g.tensor(g.shape(max_ndim=2)),) + ((g.int(-2, 2),) if g.chance(0.6) else ()),
+                                     {}))
+entry("trace", lambda g, form: ((g.tensor(g.shape(min_ndim=2, max_ndim=2) if g.chance(0.95) else g.shape()),), {}))
+
+
+def _as_strided(g, form):
+    x = g.tensor(g.shape(min_ndim=1, max_ndim=3, empty=False), view=False)
+    numel = int(numpy.prod(x.base.shape))
+    size = tuple(g.int(0, 3) for _ in range(g.int(0, 3)))
+    stride = tuple(g.int(0, 3) for _ in size)
+    extent = sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else 0
+    offset = g.int(0, max(numel - 1 - extent, 0)) if g.chance(0.5) else None
+    return (x, size, stride) + ((offset,) if offset is not None else ()), {}
+
+
+# gradients: torch's as_strided backward and gpugrad's differ where the view's elements overlap (a stride of 0)
+entry("as_strided", _as_strided, aliasing=False)
+
+
+def _meshgrid(g, form):
+    tensors = [g.tensor((g.int(0, 3),) if g.chance(0.9) else ()) for _ in range(g.int(1, 3))]
+    return tuple(tensors), {"indexing": g.choice(("ij", "xy"))}
+
+
+entry("meshgrid", _meshgrid, aliasing=False)
+
+
+def _scatter_args(g, form, distinct=False):
+    x = g.tensor(g.shape(min_ndim=1, max_ndim=3, empty=False))
+    n = len(x.shape)
+    d = g.dim(n, wrong=0.0)
+    shape = tuple(g.int(1, m) for m in x.shape)
+    if distinct:        # one write per position: the result does not depend on which write wins
+        dd = d % n
+        count = x.shape[dd]
+        shape = tuple(min(m, count) if i == dd else m for i, m in enumerate(shape))
+        moved = [g.rng.permutation(count)[:shape[dd]] for _ in range(int(numpy.prod(shape)) // shape[dd])]
+        index = numpy.moveaxis(numpy.array(moved).reshape(tuple(m for i, m in enumerate(shape) if i != dd)
+                                                          + (shape[dd],)), -1, dd)
+        index = T(index.astype("int64"), "int64", False, ("plain",), "index")
+    else:
+        index = g.index(shape, x.shape[d % n])
+    src = g.tensor(shape)
+    return x, d, index, src
+
+
+def _scatter(g, form):
+    x, d, index, src = _scatter_args(g, form, distinct=True)
+    if g.chance(0.3):
+        return (x, d, index), {"value": g.float()}
+    return (x, d, index, src), {}
+
+
+entry("scatter", _scatter)
+
+
+def _scatter_add(g, form):
+    x, d, index, src = _scatter_args(g, form)
+    return (x, d, index, src), {}
+
+
+entry("scatter_add", _scatter_add)
+
+
+def _scatter_reduce(g, form):
+    x, d, index, src = _scatter_args(g, form)
+    kwargs = {"include_self": g.chance(0.5)} if g.chance(0.6) else {}
+    return (x, d, index, src, g.choice(("sum", "prod", "mean", "amax", "amin"))), kwargs
+
+
+entry("scatter_reduce", _scatter_reduce)
+
+
+def _index_add(g, form):
+    x = g.tensor(g.shape(min_ndim=1, max_ndim=3, empty=False))
+    n = len(x.shape)
+    d = g.dim(n, wrong=0.0)
+    count = g.int(0, 4)
+    index = g.index((count,), x.shape[d % n])
+    source = g.tensor(tuple(count if i == d % n else m for i, m in enumerate(x.shape)))
+    return (x, d, index, source), ({"alpha": g.choice((2, -0.5))} if g.chance(0.3) else {})
+
+
+entry("index_add", _index_add)
+
+
+def _index_copy(g, form):
+    x = g.tensor(g.shape(min_ndim=1, max_ndim=3, empty=False))
+    n = len(x.shape)
+    d = g.dim(n, wrong=0.0)
+    size = x.shape[d % n]
+    count = g.int(0, size)
+    index = T(g.rng.permutation(size)[:count].astype("int64"), "int64", False, ("plain",), "index")
+    source = g.tensor(tuple(count if i == d % n else m for i, m in enumerate(x.shape)))
+    return (x, d, index, source), {}
+
+
+entry("index_copy", _index_copy)
+
+
+def _index_fill(g, form):
+    # (no expanded tensor in place: torch's index_fill_ writes one of its aliased elements, gpugrad refuses)
+    x = g.tensor(g.shape(min_ndim=1, max_ndim=3, empty=False), view=form != "inplace")
+    n = len(x.shape)
+    d = g.dim(n, wrong=0.0)
+    index = g.index((g.int(0, 3),), x.shape[d % n])
+    return (x, d, index, g.float()), {}
+
+
+entry("index_fill", _index_fill)
+
+
+def _masked_scatter(g, form):
+    x = g.tensor(g.shape(min_ndim=1))
+    mask = g.mask(g.broadcastable(x.shape, same=0.6))
+    source = g.tensor((int(numpy.prod(x.shape)) + g.int(0, 2),))
+    return (x, mask, source), {}
+
+
+entry("masked_scatter", _masked_scatter)
+
+
+def _unique(g, form):
+    x = g.tensor(dtype=g.choice(("int64", "float64")), values="ties", grad=False)
+    kwargs = {}
+    for name in ("return_inverse", "return_counts"):
+        if g.chance(0.5):
+            kwargs[name] = True
+    if g.chance(0.3) and len(x.shape):
+        kwargs["dim"] = g.dim(len(x.shape), wrong=0.0)
+    return (x,), kwargs
+
+
+entry("unique", _unique, gradients=False)
+entry("unique_consecutive", _unique, gradients=False)
+
+
+def _searchsorted(g, form):
+    n = g.int(0, 6)
+    boundaries = T(numpy.sort(g.rng.integers(-3, 4, n)).astype("float64"), "float64", False, ("plain",), "ties")
+    values = g.tensor(values="ties", grad=False)
+    kwargs = {}
+    if g.chance(0.4):
+        kwargs["right"] = g.chance(0.5)
+    if g.chance(0.2):
+        kwargs["out_int32"] = True
+    return (boundaries, values), kwargs
+
+
+entry("searchsorted", _searchsorted, gradients=False)
+entry("bucketize", lambda g, form: (lambda a: ((a[0][1], a[0][0]), a[1]))(_searchsorted(g, form)), gradients=False)
+
+
+def _histc(g, form):
+    x = g.tensor(g.shape(max_ndim=2), values=g.choice(("normal", "ties")), grad=False)
+    args = [g.int(1, 6)]
+    if g.chance(0.7):
+        low = g.choice((-1.0, 0.0, 0.5))
+        args += [low, low + g.choice((0.0, 1.0, 2.5))]
+    return (x, *args), {}
+
+
+entry("histc", _histc, gradients=False)
+
+
+def _histogram(g, form):
+    x = g.tensor((g.int(1, 8),), values=g.choice(("normal", "ties")), grad=False)
+    kwargs = {}
+    if g.chance(0.3):
+        kwargs["range"] = (-1.0, 1.5)
+    if g.chance(0.3):
+        kwargs["density"] = True
+    return (x, g.int(1, 5)), kwargs
+
+
+entry("histogram", _histogram, gradients=False)
+
+
+def _square(g, min_n=1):
+    n = g.int(min_n, 4)
+    batch = g.shape(max_ndim=1, empty=False)
+    a = numpy.asarray(g.rng.standard_normal(batch + (n, n))) + 2.5 * numpy.eye(n)
+    return T(a, "float64", True, ("plain",), "normal")
+
+
+entry("det", lambda g, form: ((_square(g),), {}))
+entry("logdet", lambda g, form: ((_square(g),), {}))
+entry("slogdet", lambda g, form: ((_square(g),), {}))
+entry("inverse", lambda g, form: ((_square(g),), {}))
+entry("pinverse", lambda g, form: ((g.tensor(g.shape(min_ndim=2, max_ndim=2, empty=False), values="normal"),), {}))
+
 EXCLUDED = {}
 for _name in ("BFloat16Tensor", "BoolTensor", "ByteTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor",
               "LongTensor", "ShortTensor", "Generator", "Size", "Tensor", "autocast", "device", "finfo", "iinfo",
@@ -2470,6 +2691,8 @@ for _name in ("data_ptr", "cuda", "__dlpack__", "__dlpack_device__", "__array__"
 for _name in ("__repr__", "__format__"):
     EXCLUDED[f"Tensor.{_name}"] = _PRINTING
 EXCLUDED["gpugrad.compile"] = "torch.compile's stand-in (returns the function), not an op"
+EXCLUDED["gpugrad.is_tensor"] = "a type test, not an op"
+EXCLUDED["gpugrad.is_floating_point"] = "a dtype test, not an op (Tensor.is_floating_point is a property of the tensor)"
 
 
 def covered():

@@ -5,7 +5,15 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
+from conftest import (
+    DEVICES,
+    FLOAT_TOLERANCE,
+    assert_close,
+    assert_forward_backward,
+    compare_with_torch,
+    make_pair,
+    to_torch,
+)
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
@@ -291,3 +299,17 @@ def test_lerp_from_the_nearer_end_and_sign_of_nan():
         assert_close(gpugrad.lerp(gpugrad.tensor(start), gpugrad.tensor(end), w),
                      torch.lerp(torch.tensor(start), torch.tensor(end), w), 1e-15)
     assert gpugrad.sign(gpugrad.tensor([float("nan"), -2.0])).tolist() == [0.0, -1.0]      # torch's, not NumPy's nan
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_atan2_matches_torch(rng, device):
+    y, x = rng.standard_normal((3, 4)), rng.standard_normal((4,))
+    x[0] = 0.0
+    compare_with_torch(rng, gpugrad.atan2, torch.atan2, [y, x], device)
+    compare_with_torch(rng, lambda a, b: a.arctan2(b), lambda a, b: a.arctan2(b), [y, x], device)
+    ints = gpugrad.atan2(gpugrad.tensor([1, -1]), gpugrad.tensor([0, 0]))
+    assert ints.dtype == gpugrad.float32
+    numpy.testing.assert_allclose(ints.numpy(), torch.atan2(torch.tensor([1, -1]), torch.tensor([0, 0])).numpy())
+    z = gpugrad.tensor([1.0, -2.0])
+    z.atan2_(gpugrad.tensor([1.0, 1.0]))
+    numpy.testing.assert_allclose(z.numpy(), numpy.arctan2([1.0, -2.0], [1.0, 1.0]), rtol=1e-6)

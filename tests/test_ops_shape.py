@@ -3,7 +3,7 @@
 import numpy
 import pytest
 import torch
-from conftest import assert_close, assert_forward_backward, make_pair
+from conftest import DEVICES, assert_close, assert_forward_backward, compare_with_torch, make_pair
 
 import gpugrad
 from gpugrad.autograd import gradgradcheck
@@ -200,3 +200,72 @@ def test_indexing_with_integers_and_index_tensors_keeps_torchs_dim_order():
     values = numpy.arange(27.0).reshape(3, 3, 3)
     key = (None, [0, 2], slice(None), -1)
     assert gpugrad.tensor(values)[key].tolist() == torch.tensor(values)[key].tolist()
+
+
+# -- diagonals, as_strided, meshgrid ---------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_diagonals_match_torch(rng, device):
+    x = rng.standard_normal((3, 4, 5))
+    for args in ((), (1,), (-2, 0, 2), (1, -1, 0), (7, 0, 1)):
+        compare_with_torch(rng, lambda a: gpugrad.diagonal(a, *args), lambda a: torch.diagonal(a, *args), [x], device)
+    v = rng.standard_normal(4)
+    for k in (0, 2, -1):
+        compare_with_torch(rng, lambda a: gpugrad.diag(a, k), lambda a: torch.diag(a, k), [v], device)
+        compare_with_torch(rng, lambda a: a.diag(k), lambda a: a.diag(k), [x[0]], device)
+    compare_with_torch(rng, lambda a: gpugrad.diag_embed(a, 1, 0, 2), lambda a: torch.diag_embed(a, 1, 0, 2), [x],
+                       device)
+    compare_with_torch(rng, gpugrad.diagflat, torch.diagflat, [x[0, :2]], device)
+    compare_with_torch(rng, gpugrad.trace, torch.trace, [x[0]], device)
+    compare_with_torch(rng, lambda a: gpugrad.linalg.diagonal(a, offset=1),
+                       lambda a: torch.linalg.diagonal(a, offset=1), [x], device)
+
+
+def test_diagonal_is_a_view_written_through():
+    x, tx = gpugrad.zeros(3, 3), torch.zeros(3, 3)
+    x.diagonal().fill_(2.0)
+    tx.diagonal().fill_(2.0)
+    x.diagonal(1).add_(gpugrad.tensor([1.0, 3.0]))
+    tx.diagonal(1).add_(torch.tensor([1.0, 3.0]))
+    assert numpy.array_equal(x.numpy(), tx.numpy())
+    leaf = gpugrad.ones(3, 3, requires_grad=True)
+    y = leaf * 2
+    y.diagonal().mul_(gpugrad.tensor([1.0, 2.0, 3.0]))
+    y.sum().backward()
+    tleaf = torch.ones(3, 3, requires_grad=True)
+    ty = tleaf * 2
+    ty.diagonal().mul_(torch.tensor([1.0, 2.0, 3.0]))
+    ty.sum().backward()
+    assert numpy.array_equal(leaf.grad.numpy(), tleaf.grad.numpy())
+    with pytest.raises(RuntimeError, match="cannot be identical"):
+        gpugrad.zeros(2, 2).diagonal(0, 1, 1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_as_strided_matches_torch(rng, device):
+    x = rng.standard_normal((4, 5))
+    for size, stride, offset in (((3, 3), (1, 2), 0), ((2, 2, 2), (5, 1, 2), 3), ((4,), (6,), None)):
+        compare_with_torch(rng, lambda a: gpugrad.as_strided(a, size, stride, offset),
+                           lambda a: torch.as_strided(a, size, stride, offset), [x], device)
+    compare_with_torch(rng, lambda a: a.t().as_strided((3, 2), (1, 4)), lambda a: a.t().as_strided((3, 2), (1, 4)),
+                       [x], device)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        gpugrad.zeros(2, 2).as_strided((3, 3), (1, 1), 1)
+    with pytest.raises(RuntimeError):
+        torch.zeros(2, 2).as_strided((3, 3), (1, 1), 1)
+    y = gpugrad.zeros(6)
+    y.as_strided((2, 2), (2, 1))[1].fill_(1.0)
+    assert y.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("indexing", ["ij", "xy"])
+def test_meshgrid_matches_torch(rng, indexing):
+    a, b, c = rng.standard_normal(3), rng.standard_normal(2), rng.standard_normal(4)
+    compare_with_torch(rng, lambda *t: gpugrad.meshgrid(*t, indexing=indexing),
+                       lambda *t: torch.meshgrid(*t, indexing=indexing), [a, b, c])
+    compare_with_torch(rng, lambda *t: gpugrad.meshgrid(list(t), indexing=indexing),
+                       lambda *t: torch.meshgrid(list(t), indexing=indexing), [a, b])
+    with pytest.warns(UserWarning, match="indexing argument"):
+        gpugrad.meshgrid(gpugrad.ones(2), gpugrad.ones(3))
+    with pytest.raises(RuntimeError, match="0D or 1D"):
+        gpugrad.meshgrid(gpugrad.ones(2, 2), indexing="ij")

@@ -697,6 +697,32 @@ def atan(input):
 arctan = atan
 
 
+class Atan2(InternalFunction):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.arctan2(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        # torch's: grad * other / (self^2 + other^2), grad * -self / (...), 0 at the origin
+        squared = a * a + b * b
+        scale = where(squared == 0, 0.0, reciprocal(squared))
+        return (grad * b * scale if ctx.needs_input_grad[0] else None,
+                grad * -a * scale if ctx.needs_input_grad[1] else None)
+
+
+def atan2(input, other):
+    """The angle of the point (other, input) (arctan(input / other) in the right
+    quadrant), elementwise, broadcasting; integers give the default float dtype."""
+    (a, b), dtype = _tensor_pair("atan2", input, other, floating=True)
+    return rounded(Atan2.apply(a, b), dtype)
+
+
+arctan2 = atan2
+
+
 @autocast_mode.float32
 def sinh(input):
     """The hyperbolic sine, elementwise."""
@@ -1327,10 +1353,10 @@ class Fmin(Fmax):
     largest = False
 
 
-def _tensor_pair(name, input, other):
+def _tensor_pair(name, input, other, floating=False):
     validation.tensor_argument(input, name, "input", 1)
     validation.tensor_argument(other, name, "other", 2)
-    return promote(input, other)
+    return promote(input, other, floating=floating)
 
 
 def fmax(input, other):

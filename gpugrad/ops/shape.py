@@ -5,6 +5,7 @@ on a view rewrites its base's history (``autograd/inplace.py``)."""
 
 import builtins
 import math
+import warnings
 
 import numpy
 
@@ -951,3 +952,209 @@ def pad(input, pad, mode="constant", value=None):
             index = numpy.where(index >= n, period - index, index)
         out = index_select(out, d, Tensor._make(backend.to_device(index.astype(numpy.int64), input.device)))
     return out
+
+
+# -- diagonals, strided views, grids ----------------------------------------------------
+
+def _diagonal_view(xp, x, offset, dim1, dim2):
+    """The elements x[..., i, i + offset] (over dims dim1, dim2) as a strided view
+    of x's memory, the diagonal last (torch's layout), writable where x is."""
+    n1, n2 = x.shape[dim1], x.shape[dim2]
+    length = builtins.max(0, builtins.min(n1, n2 - offset) if offset >= 0 else builtins.min(n1 + offset, n2))
+    if length:
+        start = [slice(None)] * x.ndim
+        start[dim2 if offset >= 0 else dim1] = slice(abs(offset), None)
+        x = x[tuple(start)]
+    others = [d for d in range(x.ndim) if d not in (dim1, dim2)]
+    shape = tuple(x.shape[d] for d in others) + (length,)
+    strides = tuple(x.strides[d] for d in others) + (x.strides[dim1] + x.strides[dim2],)
+    return xp.lib.stride_tricks.as_strided(x, shape, strides)
+
+
+class Diagonal(InternalFunction):
+    """x[..., i, i + offset] over (dim1, dim2), a view; its backward writes the
+    gradient onto that diagonal of zeros (DiagonalScatter, whose backward is this)."""
+    is_view = True
+
+    @staticmethod
+    def forward(ctx, x, offset, dim1, dim2):
+        ctx.geometry = (x.shape, offset, dim1, dim2)
+        return _diagonal_view(ctx.xp, x, offset, dim1, dim2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return DiagonalScatter.apply(grad, *ctx.geometry), None, None, None
+
+
+class DiagonalScatter(InternalFunction):
+    """Zeros of ``shape`` with ``values`` on the diagonal (offset, dim1, dim2)."""
+
+    @staticmethod
+    def forward(ctx, values, shape, offset, dim1, dim2):
+        ctx.geometry = (offset, dim1, dim2)
+        out = ctx.xp.zeros(shape, dtype=values.dtype)
+        _diagonal_view(ctx.xp, out, offset, dim1, dim2)[...] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Diagonal.apply(grad, *ctx.geometry), None, None, None, None
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """The diagonal ``offset`` above the main one (below when negative) of the
+    2-D slices over (dim1, dim2), as a view whose last dim runs along it."""
+    d1, d2 = wrap_dim(dim1, input.ndim), wrap_dim(dim2, input.ndim)
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    return Diagonal.apply(input, int(offset), d1, d2)
+
+
+def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """A tensor whose 2-D slices over (dim1, dim2) hold input's last dim on their
+    diagonal ``offset`` (zeros elsewhere): one dim more than input."""
+    ndim = input.ndim + 1
+    d1, d2 = wrap_dim(dim1, ndim), wrap_dim(dim2, ndim)
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    n = input.shape[-1] + abs(int(offset)) if input.ndim else 1 + abs(int(offset))
+    if input.ndim == 0:
+        input = reshape(input, (1,))
+    others = iter(input.shape[:-1])
+    shape = tuple(n if d in (d1, d2) else next(others) for d in range(ndim))
+    return DiagonalScatter.apply(input, shape, int(offset), d1, d2)
+
+
+def diag(input, diagonal=0):
+    """A 1-D input as the ``diagonal`` of a square matrix; a 2-D input's
+    ``diagonal`` as a 1-D tensor (a copy)."""
+    if input.ndim == 1:
+        return diag_embed(input, diagonal, 0, 1)
+    if input.ndim != 2:
+        raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
+    return Diagonal.apply(input, int(diagonal), 0, 1).clone()
+
+
+def diagflat(input, offset=0):
+    """The flattened input on the ``offset`` diagonal of a square matrix."""
+    return diag_embed(reshape(input, (-1,)), offset, 0, 1)
+
+
+def trace(input):
+    """The sum of the main diagonal of a 2-D tensor."""
+    if input.ndim != 2:
+        raise RuntimeError("trace: expected a matrix, but got tensor with dim " + str(input.ndim))
+    return diagonal(input).sum()
+
+
+class _StorageMap(InternalFunction):
+    """Values moved between element positions of one memory: ``values`` added
+    at positions ``source`` of zeros of ``size``, read back at ``target`` (the
+    gradient of as_strided; its own adjoint with source and target swapped)."""
+
+    @staticmethod
+    def forward(ctx, values, source, target, size):
+        ctx.geometry = (source, target, size)
+        memory = ctx.xp.zeros(size, dtype=values.dtype)
+        backend.scatter_add(memory, source.reshape(-1), values.reshape(-1))
+        return memory[target]
+
+    @staticmethod
+    def backward(ctx, grad):
+        source, target, size = ctx.geometry
+        return _StorageMap.apply(grad, target, source, size), None, None, None
+
+
+def _positions(xp, shape, strides, offset):
+    """The element positions a (shape, strides in elements, offset) view reads."""
+    position = xp.full(shape, offset, dtype=numpy.int64)
+    for d, (n, s) in enumerate(zip(shape, strides)):
+        axis = [1] * len(shape)
+        axis[d] = n
+        position = position + xp.arange(n, dtype=numpy.int64).reshape(axis) * s
+    return position
+
+
+class AsStrided(InternalFunction):
+    is_view = True
+
+    @staticmethod
+    def forward(ctx, x, size, stride, offset, input_strides):
+        itemsize = x.dtype.itemsize
+        ctx.geometry = (x.shape, size, stride, offset, input_strides)
+        as_strided = ctx.xp.lib.stride_tricks.as_strided
+        start = as_strided(x, (offset + 1,), (itemsize,))[offset:] if offset else x
+        return as_strided(start, size, tuple(s * itemsize for s in stride))
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, size, stride, offset, input_strides = ctx.geometry
+        xp = grad.xp
+        source = _positions(xp, size, stride, offset)
+        target = _positions(xp, shape, input_strides, 0)
+        extent = 1 + builtins.max(int(source.max()) if source.size else 0, int(target.max()) if target.size else 0)
+        return _StorageMap.apply(grad, source, target, extent), None, None, None, None
+
+
+def as_strided(input, size, stride, storage_offset=None):
+    """A view of input's memory with the given ``size`` and ``stride`` (in
+    elements) from element ``storage_offset`` of input's start (torch's
+    storage offset for a tensor that starts its storage).  Writes through
+    overlapping elements alias; the gradient sums over them."""
+    size = tuple(int(n) for n in size)
+    stride = tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise RuntimeError("mismatch in length of strides and shape")
+    offset = int(storage_offset or 0)
+    if any(s < 0 for s in stride):
+        raise RuntimeError("as_strided: Negative strides are not supported at the moment, got strides: "
+                           f"{list(stride)}")
+    itemsize = input.dtype.itemsize
+    input_strides = tuple(s // itemsize for s in input.array.strides)
+    if any(s < 0 for s in input_strides):
+        input = input.contiguous()
+        input_strides = tuple(s // itemsize for s in input.array.strides)
+    extent = offset + 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else 0
+    available = 1 + builtins.sum((n - 1) * s for n, s in zip(input.shape, input_strides)) if input.numel() else 0
+    if extent > available:
+        raise RuntimeError(f"setStorage: sizes {list(size)}, strides {list(stride)}, storage offset {offset}, and "
+                           f"itemsize {itemsize} requiring a storage size of {extent * itemsize} are out of bounds "
+                           f"for storage of size {available * itemsize}")
+    return AsStrided.apply(input, size, stride, offset, input_strides)
+
+
+def meshgrid(*tensors, indexing=None):
+    """Coordinate grids of 1-D (or 0-d) tensors: with indexing='ij' the k-th
+    output varies along dim k; 'xy' swaps the first two dims (as NumPy's).
+    Each output is an expanded view of its input."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
+                      UserWarning, stacklevel=2)
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f'torch.meshgrid: indexing must be one of "xy" or "ij", but received: {indexing}')
+    if not tensors:
+        raise RuntimeError("torch.meshgrid expects a non-empty TensorList")
+    for t in tensors:
+        if t.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.ndim}D")
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t.dtype != first.dtype:
+            raise RuntimeError("torch.meshgrid: Expected all tensors in the tensor list to have the same dtype.")
+        if t.device != first.device:
+            raise RuntimeError("torch.meshgrid: Expected all tensors in the tensor list to have the same device.")
+    order = list(range(len(tensors)))
+    swap = indexing == "xy" and len(tensors) >= 2
+    if swap:
+        order[0], order[1] = 1, 0
+    sizes = [builtins.max(t.numel(), 1) if t.ndim == 0 else t.shape[0] for t in tensors]
+    grid = tuple(sizes[k] for k in order)
+    out = []
+    for k, t in enumerate(tensors):
+        shape = [1] * len(tensors)
+        shape[order.index(k)] = sizes[k]
+        out.append(expand(reshape(t, tuple(shape)), grid))
+    return tuple(out)

@@ -1,0 +1,121 @@
+"""gpugrad/ops/scatter.py against torch in float64: values, gradients and
+second derivatives of scatter, scatter_add, scatter_reduce (every reduction,
+include_self both ways), index_add, index_copy, index_fill, masked_scatter;
+the in-place forms; torch's errors."""
+
+import numpy
+import pytest
+import torch
+from conftest import DEVICES, compare_with_torch
+
+import gpugrad
+
+
+def _index(rng, shape, size):
+    return rng.integers(0, size, shape)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_scatter_and_scatter_add(rng, device, dim):
+    x = rng.standard_normal((4, 5))
+    index_shape = (3, 4) if dim == 0 else (4, 3)
+    src = rng.standard_normal(index_shape)       # (torch's backward refuses a src larger than index)
+    size = x.shape[dim]
+    # scatter writes: distinct positions along dim so the last write is the same one in both
+    if dim == 0:
+        index = numpy.stack([rng.permutation(size)[:3] for _ in range(4)], axis=1)
+    else:
+        index = numpy.stack([rng.permutation(size)[:3] for _ in range(4)], axis=0)
+    compare_with_torch(rng, lambda a, s: gpugrad.scatter(a, dim, gpugrad.tensor(index, device=device), s),
+                       lambda a, s: torch.scatter(a, dim, torch.tensor(index), s), [x, src], device)
+    repeated = _index(rng, index_shape, size)
+    compare_with_torch(rng, lambda a, s: a.scatter_add(dim, gpugrad.tensor(repeated, device=device), s),
+                       lambda a, s: a.scatter_add(dim, torch.tensor(repeated), s), [x, src], device)
+    compare_with_torch(rng, lambda a: gpugrad.scatter(a, dim, gpugrad.tensor(index, device=device), value=2.5),
+                       lambda a: torch.scatter(a, dim, torch.tensor(index), value=2.5), [x], device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduce", ["sum", "prod", "mean", "amax", "amin"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_reduce(rng, device, reduce, include_self):
+    x = rng.standard_normal((5, 3))
+    src = rng.standard_normal((6, 3))
+    if reduce in ("amax", "amin"):       # ties: torch shares the gradient, the test makes some
+        src[1] = src[0]
+    if reduce == "prod":
+        src[2, 1] = 0.0                   # one zero among the factors
+    index = _index(rng, (6, 3), 5)
+    index[1] = index[0]
+    double = reduce not in ("amax", "amin", "prod")
+    compare_with_torch(
+        rng, lambda a, s: a.scatter_reduce(0, gpugrad.tensor(index, device=device), s, reduce,
+                                           include_self=include_self),
+        lambda a, s: a.scatter_reduce(0, torch.tensor(index), s, reduce, include_self=include_self),
+        [x, src], device, double=double)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_index_add_copy_fill(rng, device):
+    x = rng.standard_normal((5, 4))
+    source = rng.standard_normal((3, 4))
+    index = numpy.array([4, 0, 4])
+    g_index = gpugrad.tensor(index, device=device)
+    compare_with_torch(rng, lambda a, s: gpugrad.index_add(a, 0, g_index, s, alpha=-1.5),
+                       lambda a, s: torch.index_add(a, 0, torch.tensor(index), s, alpha=-1.5), [x, source], device)
+    distinct = numpy.array([3, 0, 1])
+    compare_with_torch(rng, lambda a, s: a.index_copy(0, gpugrad.tensor(distinct, device=device), s),
+                       lambda a, s: a.index_copy(0, torch.tensor(distinct), s), [x, source], device)
+    compare_with_torch(rng, lambda a: a.index_fill(1, gpugrad.tensor([2, 0], device=device), -3.0),
+                       lambda a: a.index_fill(1, torch.tensor([2, 0]), -3.0), [x], device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_masked_scatter(rng, device):
+    x = rng.standard_normal((3, 4))
+    mask = rng.random((1, 4)) < 0.5
+    source = rng.standard_normal((4, 4))
+    compare_with_torch(rng, lambda a, s: a.masked_scatter(gpugrad.tensor(mask, device=device), s),
+                       lambda a, s: a.masked_scatter(torch.tensor(mask), s), [x, source], device)
+
+
+def test_in_place_forms_write_through_views(rng):
+    base = gpugrad.zeros(3, 4)
+    view = base[1:]
+    view.scatter_(1, gpugrad.tensor([[0], [3]]), gpugrad.ones(2, 1))
+    view.index_add_(1, gpugrad.tensor([1, 1]), gpugrad.ones(2, 2))
+    tbase = torch.zeros(3, 4)
+    tview = tbase[1:]
+    tview.scatter_(1, torch.tensor([[0], [3]]), torch.ones(2, 1))
+    tview.index_add_(1, torch.tensor([1, 1]), torch.ones(2, 2))
+    assert numpy.array_equal(base.numpy(), tbase.numpy())
+    x = gpugrad.tensor(rng.standard_normal((4,)), requires_grad=True)
+    y = x * 1
+    y.scatter_add_(0, gpugrad.tensor([0, 0]), gpugrad.ones(2, dtype=gpugrad.float64))
+    y.sum().backward()
+    assert numpy.array_equal(x.grad.numpy(), numpy.ones(4))
+
+
+def test_errors_as_torch():
+    x = gpugrad.zeros(3, 4)
+    cases = [
+        (lambda lib: lib.zeros(3, 4).scatter(0, lib.tensor([[3]]), 1.0), RuntimeError, "out of bounds"),
+        (lambda lib: lib.zeros(3, 4).scatter(0, lib.tensor([[0.0]]), 1.0), RuntimeError, "int32/int64"),
+        (lambda lib: lib.zeros(3, 4).scatter_add(0, lib.tensor([0]), lib.ones(1, 4)), RuntimeError, "dimensions"),
+        (lambda lib: lib.zeros(3, 4).scatter_reduce(0, lib.tensor([[0]]), lib.ones(1, 1), "foo"), RuntimeError,
+         "reduce argument"),
+        (lambda lib: lib.zeros(3, 4).index_add(0, lib.tensor([0, 1]), lib.ones(1, 4)), RuntimeError,
+         "Number of indices"),
+        (lambda lib: lib.zeros(3, 4).index_add(0, lib.tensor([5]), lib.ones(1, 4)), RuntimeError, "out of bounds"),
+        (lambda lib: lib.zeros(3, 4).index_copy(0, lib.tensor([5]), lib.ones(1, 4)), IndexError, "out of bounds"),
+        (lambda lib: lib.zeros(3, 4).index_add(0, lib.tensor([[0]]), lib.ones(1, 4)), IndexError, "vector"),
+        (lambda lib: lib.zeros(3, 4).masked_scatter(lib.ones(3, 4, dtype=lib.bool), lib.ones(5)), RuntimeError,
+         "Number of elements of source"),
+    ]
+    for call, error, words in cases:
+        with pytest.raises(error, match=words):
+            call(gpugrad)
+        with pytest.raises(error):
+            call(torch)
+    assert x.numel() == 12
