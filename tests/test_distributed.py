@@ -161,7 +161,8 @@ def test_launcher_uses_mpiexec(tmp_path):
 
 
 def test_launcher_shares_the_cores_out(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)              # the machine's processors
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)  # this process's
     env = launcher.thread_environment(4, {"PATH": "/bin"})
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "4" and env["PATH"] == "/bin"
     assert launcher.thread_environment(32, {})["OMP_NUM_THREADS"] == "1"

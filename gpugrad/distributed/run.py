@@ -50,11 +50,13 @@ def _free_port():
 
 def thread_environment(nproc, environ=None):
     """The environment for one of ``nproc`` processes on this machine: the
-    cores shared out to BLAS and OpenMP thread pools (OMP_NUM_THREADS and
+    cores this process may run on (its CPU affinity, not every processor of the
+    machine) shared out to BLAS and OpenMP thread pools (OMP_NUM_THREADS and
     OPENBLAS_NUM_THREADS), unless the user set OMP_NUM_THREADS."""
     env = dict(os.environ if environ is None else environ)
     if "OMP_NUM_THREADS" not in env:
-        threads = str(max(1, (os.cpu_count() or 1) // max(1, nproc)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = str(max(1, cores // max(1, nproc)))
         env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = threads
     return env
 
