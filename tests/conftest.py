@@ -99,6 +99,27 @@ def to_torch(t, device=None, requires_grad=None):
     return out
 
 
+def launch_counter():
+    """Under the emulator, a function giving (kernel launches, CuPy array
+    operations) since this call (copies to the device, cupy.asarray, are not
+    counted); None on a GPU or the CPU."""
+    if not EMULATED:
+        return None
+    import fakecupy  # only under the emulator (its folder is on sys.path there)
+    calls = {"n": 0}
+    original, launches = fakecupy._call, fakecupy.STATS["launches"]
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+    fakecupy._call = counted
+
+    def stop():
+        fakecupy._call = original
+        return fakecupy.STATS["launches"] - launches, calls["n"]
+    return stop
+
+
 def to_numpy(value):
     if isinstance(value, gpugrad.Tensor):
         return value.detach().to("cpu").array.astype(numpy.float64)

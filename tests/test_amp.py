@@ -195,6 +195,52 @@ def test_grad_scaler_matches_torch_step_by_step():
     assert restored.get_scale() == scaler.get_scale()
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,options", [("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+                                          ("Adam", {"lr": 0.1, "amsgrad": True}), ("AdamW", {"lr": 0.1}),
+                                          ("RMSprop", {"lr": 0.05, "momentum": 0.5, "centered": True}),
+                                          ("Adagrad", {"lr": 0.1, "lr_decay": 0.1})], ids=str)
+def test_grad_scaler_on_the_gpu_skips_and_steps_as_torch(name, options):
+    """GradScaler on the GPU with the multi-tensor optimizers (one launch to
+    unscale and check, the step reading found_inf on the device, the step
+    counters on the device): float64 parameters of two shapes, inf at steps 0
+    and 3, against torch's GradScaler on the CPU: the same parameters, state,
+    step counts and scales.  (A skipped first step leaves the initial state,
+    where torch's loop has made none yet; for SGD a zero momentum buffer, where
+    torch's fused SGD has an uninitialised one: the same next step without
+    dampening.)"""
+    values = numpy.random.default_rng(2).standard_normal((2, 5, 3))
+    traces = []
+    for lib, device in ((gpugrad, "cuda"), (torch, "cpu")):
+        params = [lib.nn.Parameter(lib.tensor(values[0], dtype=lib.float64, device=device)),
+                  lib.nn.Parameter(lib.tensor(values[1, 0], dtype=lib.float64, device=device))]
+        optimizer = getattr(lib.optim, name)(params, **options)
+        scaler = lib.amp.GradScaler(device, init_scale=16.0, growth_interval=2)
+        trace = []
+        for step in range(6):
+            optimizer.zero_grad()
+            loss = (params[0] * params[0]).sum() + params[1].sin().sum() * (float("inf") if step in (0, 3) else 1.0)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            state = optimizer.state[params[0]]
+            trace.append((scaler.get_scale(), [p.detach().cpu().numpy().copy() for p in params],
+                          float(state["step"]) if "step" in state else None,
+                          {k: v.detach().cpu().numpy().copy() for k, v in state.items() if k != "step"}))
+        traces.append(trace)
+    for ours, theirs in zip(*traces):
+        assert ours[0] == theirs[0]
+        for a, b in zip(ours[1], theirs[1]):
+            numpy.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        if theirs[2] is None and not theirs[3]:     # torch made no state yet; ours is the initial one
+            assert ours[2] in (None, 0.0) and not any(v.any() for v in ours[3].values())
+            continue
+        assert ours[2] == theirs[2]
+        assert sorted(ours[3]) == sorted(theirs[3])
+        for key in ours[3]:
+            numpy.testing.assert_allclose(ours[3][key], theirs[3][key], rtol=1e-10, atol=1e-12)
+
+
 def test_grad_scaler_unscale_and_errors():
     p = gpugrad.nn.Parameter(gpugrad.ones(3))
     optimizer = gpugrad.optim.SGD([p], lr=0.1)

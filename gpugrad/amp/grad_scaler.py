@@ -10,11 +10,15 @@ The scale, the growth tracker and the inf flag live on the gradients' device
 and are updated there: on the GPU a training step reads nothing back to the
 host (the optimizer skips the step on the device: see
 ``Optimizer.step_unless``).  ``get_scale()`` and ``state_dict()`` read them.
+On the GPU, ``unscale_`` is one launch per gradient dtype (kernels/foreach.cu's
+unscale_check: torch's _amp_foreach_non_finite_check_and_unscale_), and the
+multi-tensor optimizers read ``found_inf`` in their own launch.
 """
 
 import warnings
 
 from gpugrad import backend, dtypes
+from gpugrad.cuda import multi_tensor
 from gpugrad.tensor import Tensor
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
@@ -83,23 +87,30 @@ class GradScaler:
             raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
         if state["stage"] == _STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
-        found = None
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                if grad.dtype == dtypes.float16:
-                    raise ValueError("Attempting to unscale FP16 gradients.")
-                self._lazy_init(grad.array)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        for grad in grads:
+            if grad.dtype == dtypes.float16:
+                raise ValueError("Attempting to unscale FP16 gradients.")
+        found = False
+        if grads:
+            self._lazy_init(grads[0].array)
+        if grads and all(g.is_cuda and g.device == grads[0].device and g.array.flags.c_contiguous for g in grads):
+            # one launch per dtype: unscale, and note inf / nan in a device flag (no host sync)
+            with backend.device_guard(grads[0].device):
+                found = grads[0].xp.zeros((), dtype=dtypes.float32)
+            multi_tensor.unscale_and_check([g.array for g in grads], self._scale, found)
+            for grad in grads:
+                grad.increment_version()
+        else:
+            for grad in grads:
                 xp = grad.xp
                 array = grad.array
                 array *= (1.0 / backend.to_device(self._scale, backend.device_of(array))).astype(array.dtype)
                 grad.increment_version()
                 bad = ~xp.isfinite(array).all()
-                found = bad if found is None else found | bad
-        if found is None:
-            found = False
+                found = bad if found is False else found | bad
+            if backend.is_cupy_array(found):
+                found = found.astype(dtypes.float32)
         state["found_inf"] = found
         state["stage"] = _UNSCALED
 
@@ -137,10 +148,9 @@ class GradScaler:
             flags = [s["found_inf"] for s in self._optimizers.values() if s["found_inf"] is not None]
             if not flags:
                 raise AssertionError("No inf checks were recorded prior to update.")
-            found = flags[0]
+            found = xp.asarray(flags[0]) != 0
             for flag in flags[1:]:
-                found = found | flag
-            found = xp.asarray(found)
+                found = found | (xp.asarray(flag) != 0)
             successful = self._growth_tracker + 1
             grown = self._scale * xp.float32(self._growth_factor)
             grow = ~found & (successful == self._growth_interval) & xp.isfinite(grown)

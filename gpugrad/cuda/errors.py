@@ -4,7 +4,9 @@ A kernel that indexes by class or by position (cross-entropy, nll_loss's
 target check, embedding and gather index checks) and meets an index out of
 range writes ``[kind, value, bound]`` into a small word instead of asserting
 (a device assert would leave the CUDA context unusable).  ``kind`` is 1 for a
-class index (outside ``[0, C)`` and not ``ignore_index``), 2 for a position.
+class index (outside ``[0, C)`` and not ``ignore_index``), 2 for a position,
+3 for a non-finite total norm in ``clip_grad_norm_(error_if_nonfinite=True)``
+(``value`` holds the bits of the norm's order, a double).
 
 The word lives in pinned host memory that the GPU writes directly (unified
 addressing: every 64-bit CUDA platform), so the host reads it without a copy
@@ -25,6 +27,10 @@ from gpugrad import backend
 
 CLASS_INDEX = 1
 POSITION = 2
+NONFINITE_NORM = 3
+NONFINITE_NORM_MESSAGE = ("The total norm of order {} for gradients from `parameters` is non-finite, so it cannot be "
+                          "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+                          "`error_if_nonfinite=False`")
 
 _buffers = {}       # device id -> _Word
 _pending = {}       # device id -> {stream pointer: stream} of launches not yet checked after a sync
@@ -97,6 +103,9 @@ def _raise_from_words(device_id):
         kind, value, bound = (int(v) for v in word.get())
         if kind:
             word.fill(0)
+            if kind == NONFINITE_NORM:
+                order = float(numpy.array(value, dtype=numpy.int64).view(numpy.float64))
+                raise RuntimeError(NONFINITE_NORM_MESSAGE.format(order) + f" (recorded by a CUDA kernel on cuda:{dev})")
             if kind == POSITION:
                 raise IndexError(f"index {value} is out of bounds for a dimension of size {bound} "
                                  f"(recorded by a CUDA kernel on cuda:{dev})")

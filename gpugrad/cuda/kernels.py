@@ -36,6 +36,9 @@ INSTANTIATIONS = {
     "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=_T, i=_I)
                         + _expand("cross_entropy_backward<{t}, {i}>", t=_T, i=_I)
                         + _expand("check_indices<{i}>", i=_I),
+    "optimizers.cu": _expand("{k}<{t}>", k=("sgd_step", "adam_step", "rmsprop_step", "adagrad_step"), t=_T)
+                     + ["increment_steps"],
+    "foreach.cu": _expand("{k}<{t}>", k=("norm_partials", "scale_by_norm", "unscale_check", "clamp_values"), t=_T),
 }
 
 

@@ -5,12 +5,19 @@ Subclasses implement ``update(param, grad, state, group)`` on raw arrays
 groups: it skips parameters without a gradient, creates the state on first
 use, and marks each parameter as changed (its version goes up, so a graph that
 saved the old value raises instead of using the new one).
+
+On the GPU, SGD, Adam, AdamW, RMSprop and Adagrad update every parameter of a
+dtype in one launch (``multi_tensor_kernel``, kernels/optimizers.cu; torch's
+``foreach`` / ``fused`` paths): a subclass gives each parameter's arrays and
+numbers (``multi_tensor_row``), and the base class groups them by device and
+dtype.  ``foreach=False`` keeps the loop over parameters.
 """
 
 import copy
 
 from gpugrad import backend
 from gpugrad.autograd.grad_mode import enable_grad, no_grad
+from gpugrad.cuda import multi_tensor
 from gpugrad.nn.utils import zero_grad_
 from gpugrad.tensor import Tensor
 
@@ -56,40 +63,83 @@ class Optimizer:
         """Clear the gradients of every parameter (to None, or to zeros in place)."""
         zero_grad_(self._params(), set_to_none)
 
+    multi_tensor_kernel = None     # a subclass's step in kernels/optimizers.cu, if it has one
+    multi_tensor_step_list = None  # the index of its rows' step counter, if they have one
+
+    def multi_tensor_row(self, param, grad, state, group):
+        """(arrays, numbers) of one CUDA parameter for ``multi_tensor_kernel``,
+        in the kernel's order; a host step count is advanced here."""
+        raise NotImplementedError
+
     @no_grad()
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns the
         closure's loss when a closure (which recomputes it) is given."""
         loss = _call(closure)
-        for p, grad, state, group in self._updates():
-            self.update(p.array, grad.array, state, group)
-            p.increment_version()
+        self._step(None)
         return loss
 
     @no_grad()
     def step_unless(self, found_inf, closure=None):
-        """``step()``, skipped where the 0-d device array ``found_inf`` is set,
-        without reading it back to the host (GradScaler on the GPU): each
-        update runs on copies of the parameter and its state, which are
-        written back only where ``found_inf`` is false.  The step count moves
-        to the parameter's device for this (as torch's capturable optimizers)."""
+        """``step()``, skipped where the 0-d float32 device array ``found_inf``
+        is not 0, without reading it back to the host (GradScaler on the GPU).
+        The step counts move to the parameters' device for this (as torch's
+        capturable optimizers).  The multi-tensor kernels read the flag
+        themselves; elsewhere each update runs on copies of the parameter and
+        its state, written back only where ``found_inf`` is 0."""
         loss = _call(closure)
-        for p, grad, state, group in self._updates():
-            xp = p.xp
-            keep = xp.logical_not(found_inf)
-            for name, value in state.items():
-                if isinstance(value, Tensor) and value.device != p.device:
-                    state[name] = value.to(p.device)
-            work = {name: Tensor._make(value.array.copy()) if isinstance(value, Tensor) else value
-                    for name, value in state.items()}
-            param = p.array.copy()
-            self.update(param, grad.array, work, group)
-            xp.copyto(p.array, param, where=keep)
-            for name, value in work.items():
-                if isinstance(value, Tensor):
-                    xp.copyto(state[name].array, value.array, where=keep)
-            p.increment_version()
+        self._step(found_inf)
         return loss
+
+    def _step(self, found_inf):
+        batched = []
+        for p, grad, state, group in self._updates():
+            if found_inf is not None:
+                for name, value in state.items():
+                    if isinstance(value, Tensor) and value.device != p.device:
+                        state[name] = value.to(p.device)
+            if self.multi_tensor_kernel is not None and _batched(p, grad, group):
+                batched.append((p, grad, state, group))
+            elif found_inf is None:
+                self.update(p.array, grad.array, state, group)
+                p.increment_version()
+            else:
+                self._update_unless(found_inf, p, grad, state, group)
+        if batched:
+            self._multi_tensor_update(batched, found_inf)
+
+    def _update_unless(self, found_inf, p, grad, state, group):
+        xp = p.xp
+        keep = found_inf == 0
+        work = {name: Tensor._make(value.array.copy()) if isinstance(value, Tensor) else value
+                for name, value in state.items()}
+        param = p.array.copy()
+        self.update(param, grad.array, work, group)
+        xp.copyto(p.array, param, where=keep)
+        for name, value in work.items():
+            if not isinstance(value, Tensor):
+                continue
+            if name in state:
+                xp.copyto(state[name].array, value.array, where=keep)
+            else:          # created by this update (SGD's momentum buffer): zeros where skipped
+                state[name] = Tensor._make(xp.where(keep, value.array, 0).astype(value.dtype))
+        p.increment_version()
+
+    def _multi_tensor_update(self, updates, found_inf):
+        """The batched updates: one launch per device and dtype."""
+        launches = {}
+        for p, grad, state, group in updates:
+            arrays, numbers = self.multi_tensor_row(p, grad, state, group)
+            rows, values = launches.setdefault((p.get_device(), p.dtype), ([], []))
+            rows.append(arrays)
+            values.append(numbers)
+        step_list = self.multi_tensor_step_list
+        for rows, values in launches.values():
+            device_steps = step_list is not None and any(r[step_list] is not None for r in rows)
+            multi_tensor.optimizer_step(self.multi_tensor_kernel, rows, values, found_inf,
+                                        step_list if device_steps else None)
+        for p, *_ in updates:
+            p.increment_version()
 
     def _updates(self):
         """(parameter, gradient, state, group) for each parameter with a gradient, its
@@ -162,6 +212,40 @@ def _restore(name, value, param):
         dtype = param.dtype if tensor.is_floating_point() and name != "step" else None
         return tensor.to(device=param.device if name != "step" else tensor.device, dtype=dtype).clone()
     return copy.deepcopy(value)
+
+
+def _batched(param, grad, group):
+    """Whether a parameter goes through the multi-tensor kernel: on CUDA,
+    contiguous, unless the group asked for the loop (foreach=False, fused unset)."""
+    if not param.is_cuda or (group.get("foreach") is False and not group.get("fused")):
+        return False
+    return param.array.flags.c_contiguous and grad.array.flags.c_contiguous
+
+
+def check_foreach_fused(foreach, fused, differentiable=False):
+    """torch's errors for the implementation flags."""
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+
+
+def device_step(state):
+    """The array of a parameter's step counter when it lives on the GPU (the
+    kernel reads and increments it there), else None."""
+    step = state["step"]
+    return step.array if step.is_cuda else None
+
+
+def host_step(state):
+    """Advance a parameter's step counter (on the CPU, as torch keeps it) and
+    return its new value as a Python float; 0.0 for a counter on the GPU, which
+    the kernel advances."""
+    step = state["step"]
+    if step.is_cuda:
+        return 0.0
+    step.array += 1
+    return float(step.array)
 
 
 def check_adam_arguments(lr, betas, eps, weight_decay):

@@ -1,6 +1,14 @@
 """RMSprop and Adagrad, torch's update rules."""
 
-from gpugrad.optim.optimizer import Optimizer, step_counter, step_value, zeros_state
+from gpugrad.optim.optimizer import (
+    Optimizer,
+    check_foreach_fused,
+    device_step,
+    host_step,
+    step_counter,
+    step_value,
+    zeros_state,
+)
 from gpugrad.tensor import Tensor
 
 
@@ -14,8 +22,9 @@ class RMSprop(Optimizer):
                             ("weight_decay value", weight_decay), ("alpha value", alpha)):
             if value < 0:
                 raise ValueError(f"Invalid {name}: {value}")
+        check_foreach_fused(foreach, None, differentiable)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize))
+                                      centered=centered, maximize=maximize, foreach=foreach))
 
     def init_state(self, param, group):
         state = {"step": step_counter(), "square_avg": zeros_state(param)}
@@ -51,6 +60,17 @@ class RMSprop(Optimizer):
         else:
             param -= group["lr"] * (grad / avg)
 
+    multi_tensor_kernel = "rmsprop_step"
+    multi_tensor_step_list = 5
+
+    def multi_tensor_row(self, param, grad, state, group):
+        host_step(state)
+        buf = state["momentum_buffer"].array if group["momentum"] > 0 else None
+        grad_avg = state["grad_avg"].array if group["centered"] else None
+        return ((param.array, grad.array, state["square_avg"].array, buf, grad_avg, device_step(state)),
+                (group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"],
+                 float(group["maximize"])))
+
 
 class Adagrad(Optimizer):
     """sum += g^2; p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(sum) + eps)."""
@@ -61,8 +81,10 @@ class Adagrad(Optimizer):
                             ("initial_accumulator_value", initial_accumulator_value), ("epsilon value", eps)):
             if value < 0:
                 raise ValueError(f"Invalid {name}: {value}")
+        check_foreach_fused(foreach, fused, differentiable)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
-                                      initial_accumulator_value=initial_accumulator_value, maximize=maximize))
+                                      initial_accumulator_value=initial_accumulator_value, maximize=maximize,
+                                      foreach=foreach, fused=fused))
         for group in self.param_groups:     # torch creates Adagrad's state eagerly
             for p in group["params"]:
                 self.state[p] = self.init_state(p, group)
@@ -85,3 +107,12 @@ class Adagrad(Optimizer):
         std = xp.sqrt(total)
         std += group["eps"]
         param -= clr * (grad / std)
+
+    multi_tensor_kernel = "adagrad_step"
+    multi_tensor_step_list = 3
+
+    def multi_tensor_row(self, param, grad, state, group):
+        step = host_step(state)
+        return ((param.array, grad.array, state["sum"].array, device_step(state)),
+                (group["lr"], group["lr_decay"], group["weight_decay"], group["eps"],
+                 group["lr"] / (1 + (step - 1) * group["lr_decay"]), float(group["maximize"])))

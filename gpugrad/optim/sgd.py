@@ -1,6 +1,6 @@
 """SGD with momentum, dampening, Nesterov momentum and weight decay."""
 
-from gpugrad.optim.optimizer import Optimizer
+from gpugrad.optim.optimizer import Optimizer, check_foreach_fused
 from gpugrad.tensor import Tensor
 
 
@@ -23,10 +23,26 @@ class SGD(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        check_foreach_fused(foreach, fused, differentiable)
         if differentiable:
             raise NotImplementedError("SGD(differentiable=True) is not supported")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                      foreach=foreach, fused=fused))
+
+    multi_tensor_kernel = "sgd_step"
+
+    def multi_tensor_row(self, param, grad, state, group):
+        buf, first = None, False
+        if group["momentum"] != 0:
+            if state.get("momentum_buffer") is None:
+                # written with the gradient by the kernel (zeros should the step be skipped)
+                state["momentum_buffer"] = Tensor._make(param.xp.zeros_like(param.array))
+                first = True
+            buf = state["momentum_buffer"].array
+        return ((param.array, grad.array, buf),
+                (group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                 float(group["nesterov"]), float(group["maximize"]), float(first)))
 
     def update(self, param, grad, state, group):
         lr, momentum = group["lr"], group["momentum"]
