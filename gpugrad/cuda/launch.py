@@ -23,8 +23,7 @@ import math
 
 import numpy
 
-from gpugrad import dtypes
-from gpugrad.backend import cupy_module
+from gpugrad import backend, dtypes
 from gpugrad.cuda import kernels
 
 MAX_THREADS = 512            # the kernels' __launch_bounds__
@@ -90,7 +89,7 @@ def layout_of(x, dim):
     """(x, its RowLayout): x itself when its layout allows, else a C-contiguous copy."""
     layout = row_layout(x, dim)
     if layout is None:
-        x = cupy_module().ascontiguousarray(x)
+        x = backend.cupy_module().ascontiguousarray(x)
         layout = contiguous_layout(x.shape, dim)
     return x, layout
 
@@ -99,7 +98,8 @@ def sm_count(device_id):
     """The device's multiprocessor count (cached)."""
     count = _sm_counts.get(device_id)
     if count is None:
-        count = _sm_counts[device_id] = int(cupy_module().cuda.Device(device_id).attributes["MultiProcessorCount"])
+        device = backend.cupy_module().cuda.Device(device_id)
+        count = _sm_counts[device_id] = int(device.attributes["MultiProcessorCount"])
     return count
 
 
@@ -145,7 +145,7 @@ def counters(device_id, count):
     """At least ``count`` zeroed uint32 counters for last-block reductions on
     this device and the current stream (the kernels leave them at zero; per
     stream, so concurrent launches on two streams do not share one)."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     key = (device_id, cp.cuda.get_current_stream().ptr)
     buffer = _scratch.get(key)
     if buffer is None or buffer.size < count:
@@ -179,7 +179,7 @@ def output_like(x, layout):
     logits[:, :50257] of a wider array, or x[:, 1:]) get output rows with the
     same 16-byte phase, so the kernel stores whole vectors; otherwise the
     output is contiguous."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     vector = 16 // x.itemsize
     phase = x.data.ptr % 16
     rows, cols, so = layout.rows, layout.cols, layout.so
@@ -196,7 +196,7 @@ def per_row(grad, shape, dtype):
     """An upstream gradient as one value per row, in ``dtype``, and its element
     stride: a 1-D view (stride 0 for one value broadcast to every row), copied
     only when it must be."""
-    g = cupy_module().broadcast_to(grad, shape).reshape(-1)
+    g = backend.cupy_module().broadcast_to(grad, shape).reshape(-1)
     if g.dtype != dtype:
         g = g.astype(dtype)
     return g, 0 if g.size == 1 else g.strides[0] // g.itemsize

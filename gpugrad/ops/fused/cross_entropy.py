@@ -21,7 +21,6 @@ from gpugrad import backend, dtypes
 from gpugrad.autograd import engine
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.backend import cupy_module
 from gpugrad.cuda import errors, launch
 from gpugrad.ops.elementwise import where
 from gpugrad.ops.fused import rows
@@ -181,7 +180,7 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
     for fewer than GRAD_IN_FORWARD_MIN_COLS classes).  A bad target is
     recorded in the error word.  (The kernel writes a new gradient: overwrite
     has no use here.)"""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     x, layout = launch.layout_of(x, 1)
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)
@@ -221,7 +220,7 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
 
 def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator):
     """backward_numpy's result (x's shape, contiguous) in one launch."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     x, layout = launch.layout_of(x, 1)
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)

@@ -6,7 +6,7 @@ synchronising read (gpugrad/cuda/errors.py)."""
 
 import numpy
 
-from gpugrad.backend import cupy_module
+from gpugrad import backend
 from gpugrad.cuda import errors, launch
 from gpugrad.ops.fused import rows
 
@@ -33,7 +33,7 @@ def check_numpy(index, bound, kind, ignore_index=None):
 
 def check_cuda(index, bound, kind, ignore_index=None):
     """Record such a value in the error word: one launch, no sync."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     device_id = index.device.id
     count = index.size
     with cp.cuda.Device(device_id):

@@ -14,7 +14,6 @@ from gpugrad import backend, dtypes
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.backend import cupy_module
 from gpugrad.cuda import kernels, launch
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape
 from gpugrad.ops.fused import rows
@@ -62,7 +61,7 @@ def launch_statistics(x, layout, want_result=True):
     """(m, ls, lse): per-row statistics in the accumulation dtype, and the
     log-sum-exp in x's dtype (None unless ``want_result``), in row order.
     One launch."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)
     with cp.cuda.Device(device_id):
@@ -85,7 +84,7 @@ def launch_statistics(x, layout, want_result=True):
 def launch_apply(x, layout, m, ls, mode, grad=None, grad_stride=0):
     """x's shape, contiguous: g * exp((x - m) - ls) ('lse_grad'), softmax or
     log_softmax of rows whose statistics (m, ls) are known.  One launch."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     device_id = x.device.id
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)

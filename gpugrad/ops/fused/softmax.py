@@ -15,7 +15,6 @@ from gpugrad import backend, dtypes
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.backend import cupy_module
 from gpugrad.cuda import launch
 from gpugrad.dims import wrap_dim
 from gpugrad.ops.fused import logsumexp, rows
@@ -68,7 +67,7 @@ def backward_numpy(y, grad, dim, log):
 def forward_cuda(x, dim, log):
     """softmax (or log_softmax) of x along ``dim``, in x's shape: one launch
     (two for few rows long enough to split)."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     x, layout = launch.layout_of(x, dim)
     device_id = x.device.id
     with cp.cuda.Device(device_id):
@@ -88,7 +87,7 @@ def forward_cuda(x, dim, log):
 def backward_cuda(y, grad, dim, log):
     """The gradient from the output y and the upstream gradient (of y's dtype),
     in y's shape, contiguous: one launch."""
-    cp = cupy_module()
+    cp = backend.cupy_module()
     y, y_layout = launch.layout_of(y, dim)
     grad, grad_layout = launch.layout_of(cp.broadcast_to(grad, y.shape), dim)
     device_id = y.device.id
