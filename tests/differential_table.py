@@ -2670,6 +2670,244 @@ entry("slogdet", lambda g, form: ((_square(g),), {}))
 entry("inverse", lambda g, form: ((_square(g),), {}))
 entry("pinverse", lambda g, form: ((g.tensor(g.shape(min_ndim=2, max_ndim=2, empty=False), values="normal"),), {}))
 
+# -- issue 27's layers: group/instance norm, transposed convolutions, interpolation, pixel shuffle, bags ----------
+
+def _group_norm(g, form):
+    groups = g.int(1, 3)
+    c = groups * g.int(1, 2)
+    shape = (g.int(1, 2), c) + tuple(g.int(1, 3) for _ in range(g.int(0, 2)))
+    if g.chance(0.03):
+        c += 1
+        shape = (shape[0], c) + shape[2:]
+    kwargs = {}
+    # (plain weight and bias, and a bias only with a weight: torch's backward fails on an expanded bias,
+    # and its second derivative without a weight)
+    if g.chance(0.6):
+        kwargs["weight"] = g.tensor((c,), values="normal", view=False)
+        if g.chance(0.6):
+            kwargs["bias"] = g.tensor((c,), values="normal", view=False)
+    if g.chance(0.2):
+        kwargs["eps"] = g.choice((1e-5, 0.1))
+    return (g.tensor(shape, values=g.choice(("normal", "ties", "zeros"))), groups), kwargs
+
+
+entry("group_norm", _group_norm, forms=("F",))
+
+
+def _instance_norm(g, form):
+    shape = (g.int(1, 2), g.int(1, 3)) + tuple(g.int(2, 3) for _ in range(g.int(1, 2)))
+    c = shape[1]
+    kwargs = {}
+    # finite weights and statistics: the composed backward's inf and nan are not placed as torch's fused one's
+    if g.chance(0.4):
+        kwargs["weight"] = g.tensor((c,), values="normal")
+        kwargs["bias"] = g.tensor((c,), values="normal")
+    if g.chance(0.4):
+        kwargs["running_mean"] = g.tensor((c,), values="normal", grad=False, view=False)
+        kwargs["running_var"] = g.tensor((c,), values="positive", grad=False, view=False)
+        if g.chance(0.3):
+            kwargs["use_input_stats"] = False
+        if g.chance(0.3):
+            kwargs["momentum"] = 0.5
+    return (g.tensor(shape, values=g.choice(("normal", "ties"))),), kwargs
+
+
+entry("instance_norm", _instance_norm, forms=("F",))
+
+
+def _conv_transpose(g, form, spatial):
+    groups = g.choice((1, 1, 2))
+    c = groups * g.int(1, 2)
+    out = g.int(1, 2)
+    size = tuple(g.int(1, 4) for _ in range(spatial))
+    kernel = tuple(g.int(1, 3) for _ in range(spatial))
+    x = g.tensor((g.int(1, 2), c) + size if g.chance(0.85) else (c,) + size)
+    weight = g.tensor((c, out) + kernel, view=False)    # (torch's double backward wants it contiguous)
+    kwargs = {}
+    stride = g.int(1, 3)
+    dilation = g.choice((1, 1, 2))
+    if g.chance(0.5):
+        kwargs["bias"] = g.tensor((out * groups,))
+    if stride > 1 or g.chance(0.2):
+        kwargs["stride"] = stride
+    if g.chance(0.4):
+        kwargs["padding"] = g.int(0, 1)
+    if g.chance(0.4):
+        kwargs["output_padding"] = g.int(0, max(stride, dilation) - 1) if g.chance(0.95) else max(stride, dilation)
+    if dilation > 1:
+        kwargs["dilation"] = dilation
+    if groups > 1:
+        kwargs["groups"] = groups
+    return (x, weight), kwargs
+
+
+entry("conv_transpose2d", lambda g, form: _conv_transpose(g, form, 2), forms=("F",))
+entry("conv_transpose1d", lambda g, form: _conv_transpose(g, form, 1), forms=("F",))
+
+
+def _interpolate(g, form):
+    mode = g.choice(("nearest", "nearest", "nearest-exact", "bilinear", "linear"))
+    spatial = {"bilinear": 2, "linear": 1}.get(mode, g.int(1, 2))
+    # (finite values for the linear modes: where a weight is 0, torch's kernels give inf or nan as their code
+    # path has it, 1-D and 2-D differently)
+    x = g.tensor((g.int(1, 2), g.int(1, 2)) + tuple(g.int(1, 5) for _ in range(spatial)),
+                 **({"values": "normal"} if "linear" in mode else {}))
+    kwargs = {"mode": mode}
+    if g.chance(0.5):
+        kwargs["size"] = tuple(g.int(1, 7) for _ in range(spatial)) if spatial > 1 or g.chance(0.5) else g.int(1, 7)
+    else:
+        kwargs["scale_factor"] = g.choice((2, 0.5, 1.5, 3, 2.25, 0.7))
+        if g.chance(0.2):
+            kwargs["recompute_scale_factor"] = True
+    if mode in ("bilinear", "linear") and g.chance(0.6):
+        kwargs["align_corners"] = g.chance(0.5)
+    return (x,), kwargs
+
+
+entry("interpolate", _interpolate, forms=("F",))
+entry("upsample", lambda g, form: (lambda a: (a[0], {k: v for k, v in a[1].items()
+                                                     if k != "recompute_scale_factor"}))(_interpolate(g, form)),
+      forms=("F",))
+entry("upsample_nearest", lambda g, form: ((g.tensor((1, 2, g.int(1, 3), g.int(1, 3))),), {"scale_factor": 2}),
+      forms=("F",))
+entry("upsample_bilinear", lambda g, form: ((g.tensor((1, 2, g.int(1, 3), g.int(1, 3))),), {"size": g.int(1, 5)}),
+      forms=("F",))
+
+
+def _pixel_shuffle(g, form):
+    r = g.int(1, 3)
+    c = r * r * g.int(1, 2) + (1 if g.chance(0.03) else 0)
+    # (no empty batch: torch's backward of an empty shuffle fails)
+    return (g.tensor(g.shape(max_ndim=1, empty=False) + (c, g.int(1, 3), g.int(1, 3))), r), {}
+
+
+entry("pixel_shuffle", _pixel_shuffle, forms=("F",))
+
+
+def _pixel_unshuffle(g, form):
+    r = g.int(1, 3)
+    return (g.tensor(g.shape(max_ndim=1, empty=False) + (g.int(1, 2), r * g.int(1, 2), r * g.int(1, 2))), r), {}
+
+
+entry("pixel_unshuffle", _pixel_unshuffle, forms=("F",))
+
+
+def _embedding_bag(g, form):
+    rows, dim = g.int(1, 5), g.int(1, 3)
+    weight = g.tensor((rows, dim), view=False)
+    mode = g.choice(("sum", "mean", "max"))
+    kwargs = {"mode": mode}
+    # (indices in range: torch's embedding_bag reads out of bounds, and may crash, on a bad one)
+    if g.chance(0.5):
+        index = g.index((g.int(1, 3), g.int(1, 3)), rows, wrong=0.0)
+        offsets = None
+    else:
+        count = g.int(0, 6)
+        index = g.index((count,), rows, wrong=0.0)
+        starts = numpy.sort(g.rng.integers(0, count + 1, g.int(1, 3)))
+        starts[0] = 0
+        if g.chance(0.3):       # the end appended (torch reads out of bounds without it)
+            kwargs["include_last_offset"] = True
+            starts = numpy.append(starts, count)
+        offsets = T(starts.astype("int64"), "int64", False, ("plain",), "index")
+    if mode == "sum" and g.chance(0.3):
+        kwargs["per_sample_weights"] = g.tensor(tuple(index.base.shape))
+    if g.chance(0.2):
+        kwargs["padding_idx"] = g.int(0, rows - 1)
+    return (index, weight, offsets), kwargs
+
+
+# (no second derivatives: torch has none for per_sample_weights, and max's is of a selection)
+entry("embedding_bag", _embedding_bag, forms=("F",))
+
+
+def _signs(g, shape):
+    t = g.tensor(shape, grad=False)
+    t.base = g.rng.choice([-1.0, 1.0, 0.0], t.base.shape, p=[0.45, 0.45, 0.1])
+    return t
+
+
+def _cosine_embedding(g, form):
+    batched = g.chance(0.8)
+    shape = (g.int(0, 3), g.int(1, 4)) if batched else (g.int(1, 4),)
+    kwargs = _reduction(g)
+    if g.chance(0.5):
+        kwargs["margin"] = g.choice((0.0, 0.5, -0.2))
+    # (normal values: near a zero vector the squared norm is torch's 1e-12, whose second derivatives round apart)
+    return (g.tensor(shape, values="normal"), g.tensor(shape, values="normal"),
+            _signs(g, shape[:1] if batched else ())), kwargs
+
+
+entry("cosine_embedding_loss", _cosine_embedding, forms=("F",))
+
+
+def _margin_ranking(g, form):
+    shape = g.shape(min_ndim=1)
+    kwargs = _reduction(g)
+    if g.chance(0.5):
+        kwargs["margin"] = g.choice((0.0, 0.5))
+    return (g.tensor(shape), g.tensor(shape), _signs(g, shape)), kwargs
+
+
+entry("margin_ranking_loss", _margin_ranking, forms=("F",))
+
+
+def _triplet(g, form):
+    shape = (g.int(1, 3), g.int(1, 4)) if g.chance(0.8) else (g.int(1, 4),)
+    kwargs = _reduction(g)
+    if g.chance(0.4):
+        kwargs["p"] = g.choice((1.0, 2.0, 3.0))
+    if g.chance(0.3):
+        kwargs["swap"] = True
+    if g.chance(0.3):
+        kwargs["margin"] = g.choice((0.5, 2.0, 0.0))
+    return (g.tensor(shape), g.tensor(shape), g.tensor(shape)), kwargs
+
+
+entry("triplet_margin_loss", _triplet, forms=("F",))
+
+
+def _poisson_nll(g, form):
+    shape = g.shape()
+    kwargs = _reduction(g)
+    log_input = g.chance(0.6)
+    if not log_input:
+        kwargs["log_input"] = False
+    if g.chance(0.4):
+        kwargs["full"] = True
+    x = g.tensor(shape, values="normal" if log_input else "positive")
+    target = g.tensor(shape, grad=g.chance(0.3))
+    target.base = g.rng.poisson(2.0, target.base.shape).astype("float64")
+    return (x, target), kwargs
+
+
+entry("poisson_nll_loss", _poisson_nll, forms=("F",))
+
+
+def _gaussian_nll(g, form):
+    shape = (g.int(1, 3), g.int(1, 4))
+    var_shape = g.choice((shape, shape[:1], (shape[0], 1), (1, shape[1])))
+    kwargs = {"reduction": g.choice(("mean", "sum", "none"))} if g.chance(0.6) else {}
+    if g.chance(0.4):
+        kwargs["full"] = True
+    if g.chance(0.3):
+        kwargs["eps"] = g.choice((1e-6, 0.5))
+    return (g.tensor(shape), g.tensor(shape, grad=g.chance(0.4)), g.tensor(var_shape, values="positive")), kwargs
+
+
+entry("gaussian_nll_loss", _gaussian_nll, forms=("F",))
+
+
+def _multilabel_soft_margin(g, form):
+    shape = (g.int(1, 3), g.int(1, 4)) if g.chance(0.8) else (g.int(1, 4),)
+    kwargs = _reduction(g)
+    if g.chance(0.3):
+        kwargs["weight"] = g.tensor(shape[-1:], values="positive", grad=False)
+    return (g.tensor(shape), g.tensor(shape, values="unit", grad=g.chance(0.3))), kwargs
+
+
+entry("multilabel_soft_margin_loss", _multilabel_soft_margin, forms=("F",))
+
 EXCLUDED = {}
 for _name in ("BFloat16Tensor", "BoolTensor", "ByteTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor",
               "LongTensor", "ShortTensor", "Generator", "Size", "Tensor", "autocast", "device", "finfo", "iinfo",

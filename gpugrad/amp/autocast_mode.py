@@ -179,6 +179,8 @@ LOWER_PRECISION_OPS = (
     "outer",
     "nn.functional.conv1d",
     "nn.functional.conv2d",
+    "nn.functional.conv_transpose1d",
+    "nn.functional.conv_transpose2d",
     "nn.functional.scaled_dot_product_attention",
 )
 FLOAT32_OPS = (
@@ -204,15 +206,19 @@ FLOAT32_OPS = (
     "tan",
     "nn.functional.binary_cross_entropy",
     "nn.functional.binary_cross_entropy_with_logits",
+    "nn.functional.cosine_embedding_loss",
     "nn.functional.cross_entropy",
     "nn.functional.huber_loss",
     "nn.functional.kl_div",
     "nn.functional.l1_loss",
     "nn.functional.layer_norm",
+    "nn.functional.margin_ranking_loss",
     "nn.functional.mse_loss",
     "nn.functional.nll_loss",
     "nn.functional.normalize",
+    "nn.functional.poisson_nll_loss",
     "nn.functional.smooth_l1_loss",
     "nn.functional.softmin",
     "nn.functional.softplus",
+    "nn.functional.triplet_margin_loss",
 )

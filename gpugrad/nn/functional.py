@@ -18,6 +18,7 @@ from gpugrad.amp import autocast_mode
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.ops import elementwise, normalization
+from gpugrad.ops import embedding as embeddings
 from gpugrad.ops import loss as losses
 from gpugrad.ops.conv import (
     adaptive_avg_pool2d,
@@ -25,6 +26,8 @@ from gpugrad.ops.conv import (
     avg_pool2d,
     conv1d,
     conv2d,
+    conv_transpose1d,
+    conv_transpose2d,
     fold,
     max_pool1d,
     max_pool2d,
@@ -36,7 +39,8 @@ from gpugrad.ops.fused.cross_entropy import cross_entropy as fused_cross_entropy
 from gpugrad.ops.fused.indices import check_indices
 from gpugrad.ops.fused.softmax import log_softmax, softmax
 from gpugrad.ops.linalg import einsum, linear
-from gpugrad.ops.shape import cat, pad, split_with_sizes
+from gpugrad.ops.sampling import interpolate
+from gpugrad.ops.shape import cat, pad, pixel_shuffle, pixel_unshuffle, split_with_sizes
 from gpugrad.tensor import Tensor
 
 __all__ = [
@@ -49,19 +53,27 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "conv1d",
     "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "cosine_embedding_loss",
     "cosine_similarity",
     "cross_entropy",
     "dropout",
     "elu",
     "embedding",
+    "embedding_bag",
     "fold",
+    "gaussian_nll_loss",
     "gelu",
     "glu",
+    "group_norm",
     "gumbel_softmax",
     "hardsigmoid",
     "hardswish",
     "hardtanh",
     "huber_loss",
+    "instance_norm",
+    "interpolate",
     "kl_div",
     "l1_loss",
     "layer_norm",
@@ -70,16 +82,21 @@ __all__ = [
     "linear_cross_entropy",
     "log_softmax",
     "logsigmoid",
+    "margin_ranking_loss",
     "max_pool1d",
     "max_pool2d",
     "mish",
     "mse_loss",
     "multi_head_attention_forward",
+    "multilabel_soft_margin_loss",
     "nll_loss",
     "normalize",
     "one_hot",
     "pad",
     "pairwise_distance",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "poisson_nll_loss",
     "relu",
     "relu6",
     "relu_",
@@ -95,7 +112,11 @@ __all__ = [
     "tanh",
     "tanhshrink",
     "threshold",
+    "triplet_margin_loss",
     "unfold",
+    "upsample",
+    "upsample_bilinear",
+    "upsample_nearest",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -397,6 +418,118 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return out / input.shape[0] if batchmean and input.ndim else out
 
 
+@autocast_mode.float32
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    """1 - cos(x1, x2) where target is 1, max(0, cos - margin) where it is -1
+    (along the last dim of 1-D or 2-D inputs; torch's 1e-12 added to each
+    squared norm)."""
+    reduction = _reduction(reduction, size_average, reduce)
+    dim = target.ndim
+    if dim not in (0, 1):
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    if (input1.ndim, input2.ndim) != (dim + 1, dim + 1):
+        raise RuntimeError(f"{dim}D target tensor expects {dim + 1}D input tensors, but found inputs with sizes "
+                           f"{list(input1.shape)} and {list(input2.shape)}.")
+    product = (input1 * input2).sum(dim)
+    squares1 = (input1 * input1).sum(dim) + 1e-12
+    squares2 = (input2 * input2).sum(dim) + 1e-12
+    cos = product / (squares1 * squares2).sqrt()
+    zeros = cos.new_zeros(())
+    loss = where(target == 1, 1 - cos, zeros) + where(target == -1, (cos - margin).clamp_min(0), zeros)
+    return _reduce(loss, reduction)
+
+
+@autocast_mode.float32
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    """max(0, -target (x1 - x2) + margin)."""
+    reduction = _reduction(reduction, size_average, reduce)
+    if input1.ndim != input2.ndim or input1.ndim != target.ndim:
+        raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
+                           f"input1: {input1.shape}, input2: {input2.shape}, target: {target.shape} ")
+    return _reduce((-target * (input1 - input2) + margin).clamp_min(0), reduction)
+
+
+@autocast_mode.float32
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
+                        reduce=None, reduction="mean"):
+    """max(0, margin + d(a, p) - d(a, n)) with d the pairwise p-norm distance
+    (swap: d(a, n) the smaller of it and d(p, n))."""
+    reduction = _reduction(reduction, size_average, reduce)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same number of "
+                           f"dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative "
+                           f"{negative.ndim}D inputs")
+    positive_distance = pairwise_distance(anchor, positive, p, eps)
+    negative_distance = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        negative_distance = elementwise.minimum(negative_distance, pairwise_distance(positive, negative, p, eps))
+    return _reduce((margin + positive_distance - negative_distance).clamp_min(0), reduction)
+
+
+@autocast_mode.float32
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):
+    """exp(input) - target input (log_input), or input - target log(input + eps);
+    full adds Stirling's approximation of log(target!) where target > 1."""
+    reduction = _reduction(reduction, size_average, reduce)
+    if log_input:
+        loss = input.exp() - target * input
+    else:
+        loss = input - target * (input + eps).log()
+    if full:
+        stirling = target * target.log() - target + 0.5 * (2 * math.pi * target).log()
+        loss = loss + stirling.masked_fill(target <= 1, 0)
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """0.5 (log var + (input - target)^2 / var) (+ 0.5 log 2 pi when full); var
+    the shape of input, or one dim short of it, or of size 1 in one dim; var
+    clamped to eps without changing its gradient (as torch's)."""
+    if isinstance(var, float):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = var * input.new_ones(input.shape)
+    elif bool((var < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    if tuple(var.shape) != tuple(input.shape):
+        if tuple(input.shape[:-1]) == tuple(var.shape):
+            var = var.unsqueeze(-1)
+        elif input.ndim == var.ndim and sum(y for x, y in zip(input.shape, var.shape) if x != y) == 1:
+            pass
+        else:
+            raise ValueError("var is of incorrect size")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(reduction + " is not valid")
+    var = var.clone()
+    with no_grad():
+        var.clamp_(min=eps)
+    loss = 0.5 * (var.log() + (input - target) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """The mean over classes (the last dim) of the binary logistic losses of
+    each label, -(y log sigmoid(x) + (1 - y) log sigmoid(-x)), optionally weighted."""
+    if size_average is not None or reduce is not None:
+        reduction = _reduction(reduction, size_average, reduce)
+    loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    loss = loss.sum(dim=input.ndim - 1) / input.shape[input.ndim - 1]
+    if reduction == "none":
+        return loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    raise ValueError(reduction + " is not valid")
+
+
 def _constant_operand(value, input, function, what):
     """A class or pos weight: no gradient flows to it (torch's error if one is asked for)."""
     if value is None:
@@ -512,21 +645,122 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
               sparse=False):
     """Rows of ``weight`` at the indices ``input`` (any shape); the row at
-    padding_idx receives no gradient.  An index outside [0, num_embeddings)
-    raises IndexError (on the GPU at the next synchronising read)."""
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
+    padding_idx receives no gradient; with max_norm, the rows looked up whose
+    norm_type-norm exceeds it are first rescaled to it, in place in weight.  An
+    index outside [0, num_embeddings) raises IndexError (on the GPU at the next
+    synchronising read)."""
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
     if input.dtype.kind not in "iu":
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar types: "
                            f"Long, Int; but got {dtypes.dtype_name(input.dtype)} instead")
     rows = weight.shape[0]
     check_indices(input.array, rows, device_errors.POSITION)
+    if max_norm is not None:       # the rows looked up are renormalised in place first, as torch's
+        embeddings.embedding_renorm_(weight, input, float(max_norm), float(norm_type))
     out = weight[input]
     if padding_idx is not None:
         padding_idx = padding_idx % rows
         mask = Tensor._make((input.array == padding_idx)[..., None])
         out = where(mask, out.detach(), out)
     return out
+
+
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
+                  sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):
+    """Sums, means or maxima of bags of embedding rows: input (B, L) (one bag
+    per row) or 1-D with ``offsets`` (each bag's start; include_last_offset:
+    the last entry is the end); per_sample_weights scale the rows (mode 'sum');
+    entries equal to padding_idx are left out; empty bags give zeros."""
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError(f"mode has to be one of sum, mean or max, got {mode!r}")
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding_bag: scale_grad_by_freq and sparse are not supported")
+    if input.dtype.kind not in "iu":
+        raise RuntimeError("embedding_bag: expected input (indices) of an integer dtype, got "
+                           f"{dtypes.dtype_name(input.dtype)}")
+    if input.ndim == 2:
+        if offsets is not None:
+            raise ValueError("if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
+                             "fixed length sequences. However, found offsets of type Tensor")
+    elif input.ndim == 1:
+        if offsets is None:
+            raise ValueError("offsets has to be a 1D Tensor but got None")
+        if offsets.ndim != 1:
+            raise ValueError("offsets has to be a 1D Tensor")
+    else:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.ndim}")
+    if per_sample_weights is not None:
+        if mode != "sum":
+            raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. per_sample_weights is only "
+                                      f"supported for mode='sum' (got mode='{mode}'). Please open a feature request "
+                                      "on GitHub.")
+        if tuple(per_sample_weights.shape) != tuple(input.shape):
+            raise ValueError(f"embedding_bag: If per_sample_weights ({list(per_sample_weights.shape)}) is not None, "
+                             f"then it must have the same shape as the input ({list(input.shape)})")
+    if padding_idx is not None:
+        padding_idx = padding_idx % weight.shape[0]
+    flat = input.reshape(-1)
+    check_indices(flat.array, weight.shape[0], device_errors.POSITION)
+    if max_norm is not None:
+        embeddings.embedding_renorm_(weight, flat, float(max_norm), float(norm_type))
+    rows = weight[flat]
+    return embeddings.embedding_bag(input, weight, offsets, mode, per_sample_weights, include_last_offset,
+                                    padding_idx, rows)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise (N, C, *) over each group of C / num_groups channels (and the
+    spatial dims), then scale and shift per channel."""
+    if input.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
+    channels = input.shape[1]
+    if num_groups > 0 and input.shape[0] * channels // num_groups * math.prod(input.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "   # (torch's check)
+                         f"{[input.shape[0] * channels // num_groups, num_groups] + list(input.shape[2:])}")
+    if num_groups <= 0 or channels % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input of "
+                           f"shape {list(input.shape)} and num_groups={num_groups}")
+    for value, name in ((weight, "weight"), (bias, "bias")):
+        if value is not None and (value.ndim != 1 or value.shape[0] != channels):
+            raise RuntimeError(f"Expected {name} to be a vector of size equal to the number of channels in input, "
+                               f"but got {name} of shape {list(value.shape)} and input of shape {list(input.shape)}")
+    return normalization.group_norm(input, num_groups, weight, bias, eps)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Normalise each channel of each sample of (N, C, *) over its spatial
+    dims (use_input_stats; the running statistics, when given, updated in
+    place), or with the running statistics."""
+    if input.ndim < 3:
+        raise ValueError(f"instance_norm: expected an input of at least 3 dims (N, C, *), got {input.ndim}")
+    if use_input_stats and math.prod(input.shape[2:]) <= 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+    return normalization.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats,
+                                       0.0 if momentum is None else momentum, eps)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """The deprecated name of interpolate (with torch's warning)."""
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.", stacklevel=2)
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """interpolate(mode='nearest') under its deprecated name (with torch's warning)."""
+    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """interpolate(mode='bilinear', align_corners=True) under its deprecated name."""
+    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
 
 
 def one_hot(tensor, num_classes=-1):

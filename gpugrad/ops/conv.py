@@ -275,3 +275,86 @@ def adaptive_avg_pool2d(input, output_size):
                  for j in range(out_w)]
         rows.append(stack(cells, -1))
     return stack(rows, -2)
+
+
+def _tuple(value, count, name):
+    if isinstance(value, int):
+        return (value,) * count
+    value = tuple(int(v) for v in value)
+    if len(value) != count:
+        raise RuntimeError(f"expected {name} to be a single integer value or a list of {count} values to match the "
+                           f"convolution dimensions, but got {name}={list(value)}")
+    return value
+
+
+@autocast_mode.lower_precision
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The transposed 2-D convolution (the gradient of conv2d with respect to
+    its input) of (N, C_in, H, W) (or (C_in, H, W)) with weight
+    (C_in, C_out / groups, kh, kw): a matrix product into columns, then fold
+    (col2im) adds the overlapping windows.  Output (H - 1) s - 2 p + d (k - 1)
+    + output_padding + 1 per spatial dim."""
+    if input.ndim == 3:
+        return conv_transpose2d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
+                                dilation).squeeze(0)
+    if input.ndim != 4 or weight.ndim != 4:
+        raise RuntimeError(f"conv_transpose2d: expected a 3-D or 4-D input and a 4-D weight, got input "
+                           f"{list(input.shape)} and weight {list(weight.shape)}")
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"Input type ({dtypes.dtype_name(input.dtype)}) and weight type "
+                           f"({dtypes.dtype_name(weight.dtype)}) should be the same")
+    n, c, h, w = input.shape
+    in_channels, per_group, kh, kw = weight.shape
+    if c != in_channels or in_channels % groups:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {in_channels} channels, but got {c} channels instead")
+    stride, padding = _tuple(stride, 2, "stride"), _tuple(padding, 2, "padding")
+    output_padding, dilation = _tuple(output_padding, 2, "output_padding"), _tuple(dilation, 2, "dilation")
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= s and op >= d:
+            raise RuntimeError("output padding must be smaller than either stride or dilation, but got "
+                               f"output_padding_height: {output_padding[0]} output_padding_width: "
+                               f"{output_padding[1]} stride_height: {stride[0]} stride_width: {stride[1]} "
+                               f"dilation_height: {dilation[0]} dilation_width: {dilation[1]}")
+    out_hw = tuple((size - 1) * s - 2 * p + d * (k - 1) + op + 1 for size, s, p, d, k, op in
+                   zip((h, w), stride, padding, dilation, (kh, kw), output_padding))
+    if out_hw[0] <= 0 or out_hw[1] <= 0:
+        raise RuntimeError(f"conv_transpose2d: the output size {list(out_hw)} is not positive")
+    out_channels = per_group * groups
+    if groups == 1:
+        cols = weight.reshape(in_channels, per_group * kh * kw).t() @ input.reshape(n, c, h * w)
+    else:
+        cols = weight.reshape(groups, in_channels // groups, per_group * kh * kw).transpose(-1, -2) @ \
+            input.reshape(n, groups, c // groups, h * w)
+    cols = cols.reshape(n, out_channels * kh * kw, h * w)
+    out = Fold.apply(cols, out_hw, (kh, kw), dilation, padding, stride, (h, w))
+    if bias is not None:
+        out = out + bias.reshape(1, out_channels, 1, 1)
+    return out
+
+
+@autocast_mode.lower_precision
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The transposed 1-D convolution of (N, C_in, L) with weight (C_in, C_out / groups, k)."""
+    if input.ndim == 2:
+        return conv_transpose1d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
+                                dilation).squeeze(0)
+    if input.ndim != 3 or weight.ndim != 3:
+        raise RuntimeError(f"conv_transpose1d: expected a 2-D or 3-D input and a 3-D weight, got input "
+                           f"{list(input.shape)} and weight {list(weight.shape)}")
+    out = conv_transpose2d(input.unsqueeze(2), weight.unsqueeze(2), bias, (1, _one(stride)), (0, _one(padding)),
+                           (0, _one(output_padding)), groups, (1, _one(dilation)))
+    return out.squeeze(2)
+
+
+def transposed_output_padding(input_size, output_size, stride, padding, kernel_size, dilation):
+    """The output_padding that makes a transposed convolution's output ``output_size``
+    (torch's ConvTranspose's forward(input, output_size))."""
+    output_padding = []
+    for size, target, s, p, k, d in zip(input_size, output_size, stride, padding, kernel_size, dilation):
+        smallest = (size - 1) * s - 2 * p + d * (k - 1) + 1
+        if not smallest <= target < smallest + s:
+            raise ValueError(f"requested an output size of {list(output_size)}, but valid sizes range from "
+                             f"{smallest} to {smallest + s - 1} (for an input of {list(input_size)})")
+        output_padding.append(target - smallest)
+    return tuple(output_padding)

@@ -1,11 +1,12 @@
-"""Normalisation's autograd Functions, validated and called by
-``nn.functional``: layer_norm as one node (torch's native_layer_norm)."""
+"""Normalisation, validated and called by ``nn.functional``: layer_norm as
+one node (torch's native_layer_norm); group_norm and instance_norm composed
+of differentiable ops in the arithmetic of torch's CPU kernels."""
 
 import math
 
 from gpugrad import backend, dtypes
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.autograd.grad_mode import is_grad_enabled
+from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.tensor import Tensor
 
 
@@ -65,3 +66,57 @@ class LayerNorm(InternalFunction):
 
 def _count(shape, dims):
     return math.prod(shape[d] for d in dims)
+
+
+def _statistics(x, dims):
+    """The mean and the biased variance over ``dims`` (kept), differentiable."""
+    mean = x.mean(dims, keepdim=True)
+    centered = x - mean
+    return mean, (centered * centered).mean(dims, keepdim=True)
+
+
+def _scale_shift(x, mean, invstd, weight, bias):
+    """x * alpha + beta with alpha = invstd * weight, beta = bias - mean * alpha per
+    channel (dim 1): torch's CPU kernels' arithmetic, so inf and nan land where theirs do."""
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    alpha = invstd if weight is None else invstd * weight.reshape(shape)
+    beta = -(mean * alpha) if bias is None else bias.reshape(shape) - mean * alpha
+    return x * alpha + beta
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """torch.nn.functional.group_norm: (N, C, *) normalised over each group of
+    C / num_groups channels and the spatial dims, then scaled and shifted per channel."""
+    n, c = input.shape[:2]
+    grouped = input.reshape((n, num_groups, -1))
+    mean, var = _statistics(grouped, (2,))
+    invstd = (var + eps).rsqrt()
+    per_channel = (n, num_groups, c // num_groups) + (1,) * (input.ndim - 2)
+    channel_shape = (n, c) + (1,) * (input.ndim - 2)
+    expand = lambda t: t.reshape((n, num_groups, 1) + (1,) * (input.ndim - 2)).expand(per_channel).reshape(  # noqa
+        channel_shape)
+    return _scale_shift(input, expand(mean), expand(invstd), weight, bias)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """torch.nn.functional.instance_norm: each (sample, channel) of (N, C, *)
+    normalised over its spatial dims (use_input_stats), the running statistics
+    updated with the batch's average of them (unbiased variances, as torch's);
+    or normalised with the running statistics."""
+    n, c = input.shape[:2]
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if not use_input_stats:
+        return _scale_shift(input, running_mean.reshape(shape), (running_var.reshape(shape) + eps).rsqrt(), weight,
+                            bias)
+    dims = tuple(range(2, input.ndim))
+    mean, var = _statistics(input, dims)
+    if running_mean is not None or running_var is not None:
+        count = math.prod(input.shape[2:])
+        with no_grad():
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(mean.reshape(n, c).mean(0) * momentum)
+            if running_var is not None:
+                unbiased = var.reshape(n, c) * (count / (count - 1)) if count > 1 else var.reshape(n, c)
+                running_var.mul_(1 - momentum).add_(unbiased.mean(0) * momentum)
+    return _scale_shift(input, mean, (var + eps).rsqrt(), weight, bias)

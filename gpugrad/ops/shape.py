@@ -1158,3 +1158,40 @@ def meshgrid(*tensors, indexing=None):
         shape[order.index(k)] = sizes[k]
         out.append(expand(reshape(t, tuple(shape)), grid))
     return tuple(out)
+
+
+def pixel_shuffle(input, upscale_factor):
+    """(*, C r^2, H, W) -> (*, C, H r, W r): each group of r^2 channels spread
+    over an r x r block (sub-pixel convolution's rearrangement)."""
+    r = int(upscale_factor)
+    if input.ndim < 3:
+        raise RuntimeError(f"pixel_shuffle expects input to have at least 3 dimensions, but got input with "
+                           f"{input.ndim} dimension(s)")
+    if r <= 0:
+        raise RuntimeError(f"pixel_shuffle expects a positive upscale_factor, but got {r}")
+    *batch, c, h, w = input.shape
+    if c % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
+                           f"upscale_factor, but input.size(-3)={c} is not divisible by {r * r}")
+    n = len(batch)
+    x = reshape(input, tuple(batch) + (c // (r * r), r, r, h, w))
+    x = permute(x, tuple(range(n)) + (n, n + 3, n + 1, n + 4, n + 2)).clone()     # a copy always, as torch's
+    return reshape(x, tuple(batch) + (c // (r * r), h * r, w * r))
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H r, W r) -> (*, C r^2, H, W), the inverse of pixel_shuffle."""
+    r = int(downscale_factor)
+    if input.ndim < 3:
+        raise RuntimeError(f"pixel_unshuffle expects input to have at least 3 dimensions, but got input with "
+                           f"{input.ndim} dimension(s)")
+    if r <= 0:
+        raise RuntimeError(f"pixel_unshuffle expects a positive downscale_factor, but got {r}")
+    *batch, c, h, w = input.shape
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects height and width to be divisible by downscale_factor, but "
+                           f"input.size(-2)={h} and input.size(-1)={w} are not divisible by {r}")
+    n = len(batch)
+    x = reshape(input, tuple(batch) + (c, h // r, r, w // r, r))
+    x = permute(x, tuple(range(n)) + (n, n + 2, n + 4, n + 1, n + 3)).clone()
+    return reshape(x, tuple(batch) + (c * r * r, h // r, w // r))

@@ -40,12 +40,15 @@ from gpugrad.nn.modules.conv import (
     AvgPool2d,
     Conv1d,
     Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
     MaxPool1d,
     MaxPool2d,
 )
 from gpugrad.nn.modules.layers import (
     Dropout,
     Embedding,
+    EmbeddingBag,
     Flatten,
     LayerNorm,
     Unflatten,
@@ -58,19 +61,30 @@ from gpugrad.nn.modules.linear import (
 from gpugrad.nn.modules.loss import (
     BCELoss,
     BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
     CrossEntropyLoss,
+    GaussianNLLLoss,
     HuberLoss,
     KLDivLoss,
     L1Loss,
     LinearCrossEntropyLoss,
     LinearCrossEntropyOptions,
+    MarginRankingLoss,
     MSELoss,
+    MultiLabelSoftMarginLoss,
     NLLLoss,
+    PoissonNLLLoss,
     SmoothL1Loss,
+    TripletMarginLoss,
 )
 from gpugrad.nn.modules.module import (
     Module,
     Parameter,
+)
+from gpugrad.nn.modules.normalization import (
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
 )
 from gpugrad.nn.modules.rnn import (
     GRU,
@@ -89,4 +103,11 @@ from gpugrad.nn.modules.transformer import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+)
+from gpugrad.nn.modules.upsampling import (
+    PixelShuffle,
+    PixelUnshuffle,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
 )

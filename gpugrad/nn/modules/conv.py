@@ -4,7 +4,7 @@ from gpugrad import creation
 from gpugrad.nn import functional as F
 from gpugrad.nn.modules.linear import Linear
 from gpugrad.nn.modules.module import Module, Parameter
-from gpugrad.ops.conv import pair
+from gpugrad.ops.conv import pair, transposed_output_padding
 
 
 class _ConvNd(Module):
@@ -65,6 +65,71 @@ class Conv1d(_ConvNd):
     def forward(self, input):
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
         return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+
+
+class _ConvTransposeNd(_ConvNd):
+    """The transposed convolutions: weight (C_in, C_out / groups, *kernel), torch's init."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
+        if padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
+        Module.__init__(self)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        count = self._dims
+        tuple_of = (lambda v: (v,) * count if isinstance(v, int) else tuple(v))     # noqa: E731
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding = tuple_of(kernel_size), tuple_of(stride), tuple_of(padding)
+        self.output_padding, self.dilation = tuple_of(output_padding), tuple_of(dilation)
+        self.padding_mode = padding_mode
+        self.weight = Parameter(creation.empty(in_channels, out_channels // groups, *self.kernel_size, device=device,
+                                               dtype=dtype))
+        if bias:
+            self.bias = Parameter(creation.empty(out_channels, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def _output_padding(self, input, output_size):
+        if output_size is None:
+            return self.output_padding
+        output_size = tuple(output_size)[-self._dims:]
+        return transposed_output_padding(tuple(input.shape[-self._dims:]), output_size, self.stride, self.padding,
+                                         self.kernel_size, self.dilation)
+
+    def extra_repr(self):
+        zeros, ones = (0,) * self._dims, (1,) * self._dims
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != zeros:
+            text += f", padding={self.padding}"
+        if self.output_padding != zeros:
+            text += f", output_padding={self.output_padding}"
+        if self.dilation != ones:
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """The transposed 2-D convolution of (N, C_in, H, W) into (N, C_out, H', W')."""
+
+    _dims = 2
+
+    def forward(self, input, output_size=None):
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                  self._output_padding(input, output_size), self.groups, self.dilation)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """The transposed 1-D convolution of (N, C_in, L) into (N, C_out, L')."""
+
+    _dims = 1
+
+    def forward(self, input, output_size=None):
+        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding,
+                                  self._output_padding(input, output_size), self.groups, self.dilation)
 
 
 class MaxPool2d(Module):
