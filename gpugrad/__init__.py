@@ -117,7 +117,9 @@ from gpugrad.legacy import (
     ShortTensor,
 )
 from gpugrad.ops.decomposition import (
+    cdist,
     det,
+    dist,
     logdet,
     slogdet,
 )

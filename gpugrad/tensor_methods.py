@@ -189,6 +189,7 @@ METHODS = {
     "histc": search.histc,
     "histogram": search.histogram,
     "det": decomposition.det,
+    "dist": decomposition.dist,
     "logdet": decomposition.logdet,
     "slogdet": decomposition.slogdet,
     "inverse": decomposition.inv,

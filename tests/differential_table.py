@@ -2908,6 +2908,35 @@ def _multilabel_soft_margin(g, form):
 
 entry("multilabel_soft_margin_loss", _multilabel_soft_margin, forms=("F",))
 
+
+def _prelu(g, form):
+    shape = g.shape()
+    channels = shape[1] if len(shape) >= 2 else 1
+    count = g.choice((1, channels)) if g.chance(0.97) else channels + 1
+    return (g.tensor(shape), g.tensor((count,) if g.chance(0.9) else (), values="normal")), {}
+
+
+entry("prelu", _prelu, forms=("F",))
+
+
+def _cdist(g, form):
+    batch = g.shape(max_ndim=1)
+    m = g.int(1, 3)
+    # (finite values: torch's cdist kernels treat nan and inf apart from its norms; and its matrix-product form
+    # rounds apart)
+    x1 = g.tensor(batch + (g.int(1, 4), m), values=g.choice(("normal", "ties")))
+    x2 = g.tensor(batch + (g.int(1, 4), m if g.chance(0.97) else m + 1), values=g.choice(("normal", "ties")))
+    kwargs = {"compute_mode": "donot_use_mm_for_euclid_dist"}
+    if g.chance(0.6):
+        kwargs["p"] = g.choice((1.0, 2.0, 3.0, 0.0, math.inf, 0.5))
+    return (x1, x2), kwargs
+
+
+entry("cdist", _cdist)
+# (no p=0: torch's backward of it fails)
+entry("dist", lambda g, form: ((g.tensor(g.shape()), g.tensor(g.shape(max_ndim=1))),
+                               {"p": g.choice((2, 1, math.inf, 3.0))} if g.chance(0.5) else {}))
+
 EXCLUDED = {}
 for _name in ("BFloat16Tensor", "BoolTensor", "ByteTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor",
               "LongTensor", "ShortTensor", "Generator", "Size", "Tensor", "autocast", "device", "finfo", "iinfo",

@@ -252,3 +252,42 @@ def test_remaining_loss_modules_and_errors(rng, device):
         F.poisson_nll_loss(gpugrad.zeros(3), gpugrad.zeros(3), reduction="max")
     with pytest.raises(ValueError, match="TripletMarginLoss: expected margin"):
         gpugrad.nn.TripletMarginLoss(margin=-1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_prelu(rng, device):
+    x = rng.standard_normal((3, 4, 2))
+    x[0, 0, 0] = 0.0
+    compare_with_torch(rng, F.prelu, TF.prelu, [x, rng.standard_normal(4)], device)
+    compare_with_torch(rng, F.prelu, TF.prelu, [x, rng.standard_normal(1)], device)
+    compare_with_torch(rng, F.prelu, TF.prelu, [x[0, 0], rng.standard_normal(())], device)
+    ours, theirs = module_pair("PReLU", device, 4, init=0.1)
+    assert repr(ours) == repr(theirs)
+    compare_with_torch(rng, ours, theirs, [x], device)
+    with pytest.raises(RuntimeError, match="Mismatch of parameter numbers"):
+        F.prelu(gpugrad.zeros(2, 3), gpugrad.zeros(2))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cdist(rng, device):
+    x1, x2 = rng.standard_normal((2, 4, 3)), rng.standard_normal((5, 3))
+    x2[0] = x1[0, 1]            # a zero distance: the gradient there is 0, as torch's
+    for p in (2.0, 1.0, 3.0, float("inf"), 0.5):
+        compare_with_torch(rng, lambda a, b: gpugrad.cdist(a, b, p, "donot_use_mm_for_euclid_dist"),
+                           lambda a, b: torch.cdist(a, b, p, "donot_use_mm_for_euclid_dist"), [x1, x2], device,
+                           double=False)
+    with pytest.raises(RuntimeError, match="same number of columns"):
+        gpugrad.cdist(gpugrad.zeros(2, 3), gpugrad.zeros(2, 4))
+    with pytest.raises(ValueError, match="compute_mode"):
+        gpugrad.cdist(gpugrad.zeros(2, 3), gpugrad.zeros(2, 3), compute_mode="fast")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dist(rng, device):
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    for p in (2, 1, float("inf"), 3.5):
+        compare_with_torch(rng, lambda x, y: gpugrad.dist(x, y, p), lambda x, y: torch.dist(x, y, p), [a, b], device)
+        compare_with_torch(rng, lambda x, y: x.dist(y, p=p), lambda x, y: x.dist(y, p=p), [a, b], device)
+    a[0, 1] = b[1]        # (p=0 counts the non-zero differences; torch's backward of it fails)
+    assert_close(gpugrad.dist(gpugrad.tensor(a, device=device), gpugrad.tensor(b, device=device), 0),
+                 torch.dist(torch.tensor(a), torch.tensor(b), 0), 0)

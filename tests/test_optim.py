@@ -94,6 +94,12 @@ SCHEDULERS = [
     ("OneCycleLR", {"max_lr": 0.5, "total_steps": 21}),
     ("OneCycleLR", {"max_lr": [0.5, 0.2], "epochs": 3, "steps_per_epoch": 7, "anneal_strategy": "linear",
                     "three_phase": True, "cycle_momentum": True}),
+    ("CosineAnnealingWarmRestarts", {"T_0": 3, "T_mult": 2, "eta_min": 0.002}),
+    ("CosineAnnealingWarmRestarts", {"T_0": 4}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": [0.1, 0.05], "step_size_up": 3, "step_size_down": 5}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 2, "mode": "triangular2"}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 4, "mode": "exp_range", "gamma": 0.9,
+                  "cycle_momentum": False}),
 ]
 
 
@@ -138,6 +144,22 @@ def test_reduce_lr_on_plateau_matches_torch(mode, threshold_mode):
         assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
     assert sched.get_last_lr() != [0.1]
     sched.step(gpugrad.tensor(0.1))  # a 0-d tensor metric, as a loss is
+
+
+def test_warm_restarts_jump_to_an_epoch_as_torch():
+    """CosineAnnealingWarmRestarts.step(epoch) with fractional epochs (per batch, as its docs show)."""
+    param, tparam = nn.Parameter(gpugrad.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    sched = gpugrad.optim.lr_scheduler.CosineAnnealingWarmRestarts(gpugrad.optim.SGD([param], lr=0.1), 2, 3)
+    tsched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(torch.optim.SGD([tparam], lr=0.1), 2, 3)
+    for epoch in (0.5, 1.0, 2.25, 7.9, 8.0, 3.0, 30.5):
+        sched.step(epoch)
+        tsched.step(epoch)
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-14)
+        assert (sched.T_cur, sched.T_i, sched.last_epoch) == (tsched.T_cur, tsched.T_i, tsched.last_epoch)
+    with pytest.raises(ValueError, match="T_0"):
+        gpugrad.optim.lr_scheduler.CosineAnnealingWarmRestarts(gpugrad.optim.SGD([param], lr=0.1), 0)
+    with pytest.raises(ValueError, match="momentum"):
+        gpugrad.optim.lr_scheduler.CyclicLR(gpugrad.optim.Adagrad([param]), 0.01, 0.1)
 
 
 def test_optimizer_state_holds_tensors(rng):

@@ -97,6 +97,7 @@ __all__ = [
     "pixel_shuffle",
     "pixel_unshuffle",
     "poisson_nll_loss",
+    "prelu",
     "relu",
     "relu6",
     "relu_",
@@ -813,6 +814,22 @@ def threshold(input, threshold, value, inplace=False):
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """x where x > 0, negative_slope * x elsewhere."""
     return _activate(elementwise.leaky_relu, input, inplace, negative_slope, inplace)
+
+
+def prelu(input, weight):
+    """x where x > 0, weight * x elsewhere; weight one value, or one per channel (dim 1)."""
+    if weight.ndim > 1:
+        raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
+    count = weight.numel()
+    if count == 1:
+        weight = weight.reshape(())
+    else:
+        channels = input.shape[1] if input.ndim >= 2 else 1
+        if count != channels:
+            raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter numbers = "
+                               f"{count} and channel size = {channels}.")
+        weight = weight.reshape((count,) + (1,) * (input.ndim - 2))
+    return elementwise.prelu(input, weight)
 
 
 def elu(input, alpha=1.0, inplace=False):

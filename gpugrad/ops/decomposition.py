@@ -422,6 +422,37 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     return reduction.norm(x, float(ord), dim, keepdim, dtype)
 
 
+def dist(input, other, p=2):
+    """The p-norm of input - other (broadcast), as one 0-d tensor."""
+    return vector_norm(input - other, p)
+
+
+_CDIST_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist", "donot_use_mm_for_euclid_dist")
+
+
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
+    """The p-norm distance between each row of x1 (..., P, M) and each row of
+    x2 (..., R, M): (..., P, R), the batch dims broadcast.  Computed as the
+    norms of the differences (torch's direct kernel; torch's matrix-product
+    form for p = 2 and more than 25 rows agrees to rounding)."""
+    if compute_mode not in _CDIST_MODES:
+        raise ValueError(f"{compute_mode} is not a valid value for compute_mode")
+    for x, name in ((x1, "X1"), (x2, "X2")):
+        if x.ndim < 2:
+            raise RuntimeError(f"cdist only supports at least 2D tensors, {name} got: {x.ndim}D")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
+    if p < 0:
+        raise RuntimeError("cdist only supports non-negative p values")
+    difference = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+    if p == math.inf:
+        # torch's cdist backward sends the whole gradient to each tied maximum (the norm shares it out)
+        size = difference.abs()
+        largest = size.detach().amax(-1, keepdim=True)
+        return (largest + ((size - largest) * (size.detach() == largest)).sum(-1, keepdim=True)).squeeze(-1)
+    return vector_norm(difference, p, -1)
+
+
 def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
     """A matrix norm over the two dims ``dim``: 'fro', 'nuc' (the sum of the
     singular values), 2 / -2 (the largest / smallest singular value), 1 / -1

@@ -1225,6 +1225,30 @@ def leaky_relu(input, negative_slope=0.01, in_place=False):
     return LeakyRelu.apply(input, float(negative_slope), in_place)
 
 
+class Prelu(InternalFunction):
+    """x for x > 0, w x else, with w broadcast to x (torch's _prelu_kernel):
+    the input's gradient at 0 is w's; the cross second derivatives only
+    where x < 0 or nan, as torch's double backward has them."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return ctx.xp.where(x > 0, x, w * x).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        negative = ~(x >= 0)         # (nan counts: torch's double backward tests x < 0 || x != x)
+        grad_x = where(x > 0, grad, where(negative, w, w.detach()) * grad)
+        grad_w = where(x > 0, 0.0, where(negative, x, x.detach()) * grad)
+        return grad_x, grad_w.sum_to_size(w.shape)
+
+
+def prelu(input, weight):
+    """x where x > 0, weight x elsewhere; ``weight`` already shaped to broadcast against input."""
+    return Prelu.apply(input, weight)
+
+
 class Hardsigmoid(InternalFunction):
     """clamp(x / 6 + 1/2, 0, 1); gradient 1/6 strictly inside (-3, 3)."""
 

@@ -1,7 +1,9 @@
 """Activation modules: each calls its functional form."""
 
+from gpugrad import creation
+from gpugrad.autograd.grad_mode import no_grad
 from gpugrad.nn import functional as F
-from gpugrad.nn.modules.module import Module
+from gpugrad.nn.modules.module import Module, Parameter
 
 
 class _Activation(Module):
@@ -116,6 +118,25 @@ class LeakyReLU(Module):
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class PReLU(Module):
+    """x where x > 0, a learned weight * x elsewhere (one weight, or one per channel)."""
+
+    def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
+        super().__init__()
+        self.num_parameters, self.init = num_parameters, init
+        self.weight = Parameter(creation.full((num_parameters,), init, device=device, dtype=dtype))
+
+    def reset_parameters(self):
+        with no_grad():
+            self.weight.fill_(self.init)
+
+    def forward(self, input):
+        return F.prelu(input, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
 
 
 class ELU(Module):
