@@ -76,6 +76,10 @@ def test_conv_transpose_modules_and_1d(rng, device):
         compare_with_torch(rng, lambda a, w: F.conv_transpose1d(a, w, **options),
                            lambda a, w: TF.conv_transpose1d(a, w, **options), [x, rng.standard_normal((4, 3, 3))],
                            device)
+    for kwargs in ({}, {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2, "dilation": 2, "bias": False}):
+        for name in ("ConvTranspose1d", "ConvTranspose2d"):
+            ours, theirs = getattr(gpugrad.nn, name)(4, 2, 3, **kwargs), getattr(torch.nn, name)(4, 2, 3, **kwargs)
+            assert repr(ours) == repr(theirs)
     ours, theirs = module_pair("ConvTranspose1d", device, 4, 6, 3, stride=2, groups=2)
     compare_with_torch(rng, ours, theirs, [x], device)
     ours, theirs = module_pair("ConvTranspose2d", device, 4, 2, 3, stride=2, padding=1, bias=False)

@@ -43,6 +43,8 @@ class _ConvNd(Module):
             text += f", padding={self.padding}"
         if self.dilation != (1,) * self._dims:
             text += f", dilation={self.dilation}"
+        if getattr(self, "output_padding", (0,) * self._dims) != (0,) * self._dims:    # (the transposed ones)
+            text += f", output_padding={self.output_padding}"
         if self.groups != 1:
             text += f", groups={self.groups}"
         return text + ("" if self.bias is not None else ", bias=False")
@@ -97,19 +99,6 @@ class _ConvTransposeNd(_ConvNd):
         output_size = tuple(output_size)[-self._dims:]
         return transposed_output_padding(tuple(input.shape[-self._dims:]), output_size, self.stride, self.padding,
                                          self.kernel_size, self.dilation)
-
-    def extra_repr(self):
-        zeros, ones = (0,) * self._dims, (1,) * self._dims
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != zeros:
-            text += f", padding={self.padding}"
-        if self.output_padding != zeros:
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != ones:
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        return text + ("" if self.bias is not None else ", bias=False")
 
 
 class ConvTranspose2d(_ConvTransposeNd):
