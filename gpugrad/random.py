@@ -31,6 +31,7 @@ class Generator:
         self._make()
 
     def _make(self):
+        self._philox_offset = 0
         if self.device.type == "cpu":
             self._engine = numpy.random.default_rng(self._seed)
         else:
@@ -82,6 +83,15 @@ class Generator:
         if low != 0 or high != 1:
             out = out * (high - low) + low
         return out.astype(dtype, copy=False)
+
+    def philox(self, counters):
+        """(key, first counter) for a counter-based draw (CUDA's dropout kernel)
+        that uses ``counters`` Philox counters; the generator's offset moves past
+        them, so the next draw is fresh and manual_seed replays them (no device
+        work, no host sync)."""
+        offset = self._philox_offset
+        self._philox_offset = offset + counters
+        return self._seed, offset
 
     def normal(self, shape, mean, std, dtype):
         draw = _draw_dtype(dtype)

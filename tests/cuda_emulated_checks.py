@@ -474,6 +474,29 @@ def gpt_example_in_bfloat16_autocast():
     assert all(p.dtype == gpugrad.float32 and bool(gpugrad.isfinite(p).all()) for p in gpu.parameters())
 
 
+@check
+def gpt_step_launches():
+    """The GPT example's training step (size small, dropout 0.1, AdamW,
+    clip_grad_norm_) counted on the simulated device (benchmarks/step_launches.py):
+    issue 28's targets (at most 700 launches in all, 4 for clip_grad_norm_ and 4
+    for AdamW, no host sync), and each phase within a tenth of what it was
+    when these kernels landed (forward 143, backward 180), so a regression shows."""
+    import memtraffic_gpugrad
+
+    from benchmarks import step_launches
+    rows = step_launches.gpt_step(lambda: memtraffic_gpugrad.OpCounter(fakecupy), "small", batch=2, block=32)
+    LAUNCHES["gpt small step"] = {phase: (r["kernels"], r["cupy_ops"] + r["memsets"]) for phase, r in rows.items()
+                                  if isinstance(r, dict)}
+    assert rows["total"]["syncs"] == 0, {phase: r.get("sync_calls") for phase, r in rows.items()
+                                         if isinstance(r, dict)}
+    assert rows["total"]["launches"] <= 700, rows["total"]
+    assert rows["clip"]["launches"] <= 4 and rows["adamw"]["launches"] <= 4, (rows["clip"], rows["adamw"])
+    for phase, cap in (("forward", 143), ("backward", 180), ("zero_grad", 0)):
+        assert rows[phase]["launches"] <= cap * 1.1, f"{phase}: {rows[phase]['launches']} launches " \
+            f"({rows[phase]['by_name']}), was {cap}"
+    assert math.isfinite(rows["loss"])
+
+
 def main():
     results = {}
     for name, function in CHECKS.items():

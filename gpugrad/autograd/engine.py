@@ -119,13 +119,30 @@ def _root_edge(tensor, index):
     return tensor.gradient_edge()
 
 
+_kept_seeds = {}     # (device, dtype, shape) -> a kept 1 for loss.backward() on CUDA
+
+
+def _implicit_seed(t):
+    """The 1 of ``loss.backward()``: on CUDA a kept device array (no launch per
+    backward; the engine never writes into a root gradient, and a leaf that
+    would receive it gets a copy, as for any gradient the caller holds)."""
+    if t.is_cpu:
+        return t.xp.ones(t.shape, dtype=t.dtype)
+    key = (backend.device_key(t.array), t.dtype, t.shape)
+    one = _kept_seeds.get(key)
+    if one is None:
+        with backend.device_guard(t.device):
+            one = _kept_seeds[key] = t.xp.ones(t.shape, dtype=t.dtype)
+    return one
+
+
 def _make_root_grads(tensors, grad_tensors, create_graph):
     grads, seeds = [], []
     for i, (t, g) in enumerate(zip(tensors, grad_tensors)):
         if g is None:
             if t.numel() != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = Tensor._make(t.xp.ones(t.shape, dtype=t.dtype))
+            g = Tensor._make(_implicit_seed(t))
             seeds.append(id(g.array))
         else:
             if not isinstance(g, Tensor):

@@ -39,6 +39,9 @@ INSTANTIATIONS = {
     "optimizers.cu": _expand("{k}<{t}>", k=("sgd_step", "adam_step", "rmsprop_step", "adagrad_step"), t=_T)
                      + ["increment_steps"],
     "foreach.cu": _expand("{k}<{t}>", k=("norm_partials", "scale_by_norm", "unscale_check", "clamp_values"), t=_T),
+    "layer_norm.cu": _expand("{k}<{t}>", k=("layer_norm_forward", "layer_norm_backward"), t=_T),
+    "elementwise.cu": _expand("{k}<{t}, {tanh}>", k=("gelu_forward", "gelu_backward"), t=_T, tanh=("false", "true"))
+                      + _expand("dropout_apply<{t}>", t=_T),
 }
 
 

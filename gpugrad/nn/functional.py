@@ -13,10 +13,11 @@ compositions of ops.
 import math
 import warnings
 
-from gpugrad import dtypes, random
+from gpugrad import backend, dtypes, random
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
+from gpugrad.cuda import layers
 from gpugrad.ops import elementwise, normalization
 from gpugrad.ops import embedding as embeddings
 from gpugrad.ops import loss as losses
@@ -584,6 +585,10 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
         return input
     if p == 1.0:
         mask = Tensor._make(input.xp.zeros(input.shape, dtype=input.dtype))
+    elif not inplace and layers.supports(input.array):      # CUDA: one kernel, the mask never stored
+        seed, offset = random.generator_for(input.device, generator).philox(layers.philox_groups(input.numel()))
+        scale = float(input.array.dtype.type(1 / (1 - p)))
+        return elementwise.PhiloxDropout.apply(input, float(p), seed, offset, scale)
     else:
         keep = random.generator_for(input.device, generator).uniform(input.shape, 0.0, 1.0, dtypes.float32) >= p
         mask = Tensor._make((keep / (1 - p)).astype(input.dtype))
@@ -953,6 +958,29 @@ def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
     return hard_y - y.detach() + y
 
 
+_causal_biases = {}            # (device, dtype) -> the largest causal bias made so far, reused through views
+CAUSAL_CACHE_ELEMENTS = 1 << 22
+
+
+def _causal_bias(like, length, source):
+    """The (length, source) causal bias (-inf above the diagonal, else 0) in
+    ``like``'s dtype and device, without a launch when a view of a kept one
+    serves (top-left aligned, as torch's is_causal)."""
+    key = (like.device, like.dtype)
+    kept = _causal_biases.get(key)
+    if kept is not None and kept.shape[0] >= length and kept.shape[1] >= source:
+        return Tensor._make(kept[:length, :source])
+    rows, cols = length, source
+    if kept is not None and max(length, kept.shape[0]) * max(source, kept.shape[1]) <= CAUSAL_CACHE_ELEMENTS:
+        rows, cols = max(length, kept.shape[0]), max(source, kept.shape[1])
+    xp = like.xp
+    with backend.device_guard(like.device):
+        bias = xp.triu(xp.full((rows, cols), -math.inf, dtype=like.dtype), 1)
+    if rows * cols <= CAUSAL_CACHE_ELEMENTS:
+        _causal_biases[key] = bias
+    return Tensor._make(bias[:length, :source])
+
+
 def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_causal, scale, enable_gqa):
     if is_causal and mask is not None:
         raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True")
@@ -964,9 +992,8 @@ def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_ca
         value = value.repeat_interleave(repeat, -3)
     scores = (query @ key.mT) * scale
     dead = None
-    if is_causal:
-        allowed = Tensor._make(query.xp.tril(query.xp.ones((length, source), dtype=bool)))
-        scores = scores.masked_fill(~allowed, -math.inf)
+    if is_causal:         # as torch's math path: an additive 0 / -inf bias (its gradient passes through)
+        scores = scores + _causal_bias(scores, length, source)
     elif mask is not None:
         # rows the mask closes entirely give zeros (as torch), not softmax's nan: such a
         # row is opened for the softmax, then its weights are zeroed (gradients stay finite)

@@ -18,6 +18,7 @@ from gpugrad import backend, dtypes, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
+from gpugrad.cuda import layers
 from gpugrad.ops._promote import floating, promote, rounded, scalar_of
 from gpugrad.tensor import Tensor
 
@@ -879,7 +880,7 @@ class Gelu(InternalFunction):
     """x * Phi(x), exactly (erf) or with torch's tanh approximation.  The
     forward keeps x (and on the CPU, where erf is compute-bound, Phi(x) as
     well: the GPU recomputes it rather than hold another array); the backward
-    is one Function."""
+    is one Function.  On CUDA each is one kernel (kernels/elementwise.cu)."""
 
     half_in_float32 = True
 
@@ -887,6 +888,9 @@ class Gelu(InternalFunction):
     def forward(ctx, x, approximate):
         ctx.approximate = approximate
         xp = ctx.xp
+        if layers.supports(x):           # CUDA: one kernel
+            ctx.save_for_backward(x, None)
+            return layers.gelu_forward(x, approximate == "tanh")
         if approximate == "tanh":
             ctx.save_for_backward(x, None)
             inner = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
@@ -917,6 +921,8 @@ class GeluBackward(InternalFunction):
         ctx.save_for_backward(grad, x)
         ctx.approximate = approximate
         xp = ctx.xp
+        if layers.supports(grad, x):     # CUDA: one kernel
+            return layers.gelu_backward(grad, x, approximate == "tanh")
         if approximate == "tanh":
             x2 = x * x
             t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x2 * x))
@@ -958,6 +964,22 @@ def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise RuntimeError("approximate argument must be either none or tanh.")
     return Gelu.apply(_unary_input(input, "gelu"), approximate)
+
+
+class PhiloxDropout(InternalFunction):
+    """x * (keep ? scale : 0) on CUDA in one kernel, the mask drawn by the
+    counter-based Philox generator from (seed, offset) and never stored: the
+    backward applies the same mask to the gradient (the same Function, so it
+    is differentiable again)."""
+
+    @staticmethod
+    def forward(ctx, x, p, seed, offset, scale):
+        ctx.mask = (p, seed, offset, scale)
+        return layers.dropout(x, p, seed, offset, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return PhiloxDropout.apply(grad, *ctx.mask), None, None, None, None
 
 
 class Silu(InternalFunction):

@@ -1,12 +1,14 @@
 """Normalisation, validated and called by ``nn.functional``: layer_norm as
-one node (torch's native_layer_norm); group_norm and instance_norm composed
-of differentiable ops in the arithmetic of torch's CPU kernels."""
+one node (torch's native_layer_norm; on CUDA its forward and backward are one
+kernel each, kernels/layer_norm.cu); group_norm and instance_norm composed of
+differentiable ops in the arithmetic of torch's CPU kernels."""
 
 import math
 
 from gpugrad import backend, dtypes
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
+from gpugrad.cuda import layers
 from gpugrad.tensor import Tensor
 
 
@@ -18,6 +20,11 @@ class LayerNorm(InternalFunction):
     @staticmethod
     def forward(ctx, x, weight, bias, dims, eps):
         acc = dtypes.accumulate_dtype(x.dtype)
+        ctx.dims, ctx.eps = dims, eps
+        if dims and layers.supports(x, weight, bias):
+            out, mean, rstd = layers.layer_norm_forward(x, weight, bias, len(dims), eps, acc)
+            ctx.save_for_backward(x, weight, mean, rstd)
+            return out
         a = x.astype(acc, copy=False)
         mean = backend.array_sum(a, axis=dims, keepdims=True) * acc.type(1 / _count(x.shape, dims))
         centered = a - mean
@@ -26,7 +33,6 @@ class LayerNorm(InternalFunction):
         rstd = 1 / ctx.xp.sqrt(var + acc.type(eps))
         centered *= rstd
         ctx.save_for_backward(x, weight, mean, rstd)
-        ctx.dims, ctx.eps = dims, eps
         if weight is not None:
             centered *= weight
         if bias is not None:
@@ -48,6 +54,12 @@ class LayerNorm(InternalFunction):
             grad_w = (grad * xhat).sum(lead) if needs[1] else None
             grad_b = grad.sum(lead) if needs[2] else None
             return grad_x, grad_w, grad_b, None, None
+        if layers.supports(grad.array, x.array, None if weight is None else weight.array):
+            dx, dw, db = layers.layer_norm_backward(grad.array, x.array, None if weight is None else weight.array,
+                                                    mean.array, rstd.array, len(dims), needs[0], needs[1],
+                                                    needs[2])
+            return (None if dx is None else Tensor._make(dx), None if dw is None else Tensor._make(dw),
+                    None if db is None else Tensor._make(db), None, None)
         acc = rstd.array.dtype
         g = grad.array.astype(acc, copy=False)
         xhat = (x.array.astype(acc, copy=False) - mean.array) * rstd.array

@@ -33,7 +33,7 @@ class Sum(InternalFunction):
     def forward(ctx, x, dims, keepdim, dtype):
         ctx.shape, ctx.dims = x.shape, dims
         out = array_sum(x, axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(dtype))
-        return out.astype(dtype, copy=False)
+        return out if out.dtype == dtype else out.astype(dtype)
 
     @staticmethod
     def backward(ctx, grad):

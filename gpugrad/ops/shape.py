@@ -651,6 +651,8 @@ def split(input, split_size_or_sections, dim=0):
         if builtins.sum(sizes) != n:
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
                                f"(input tensor's size at dimension {dim}), but got split_sizes={sizes}")
+    if len(sizes) > 1 and input.requires_grad and is_grad_enabled():
+        return SplitWithSizes.apply(input, tuple(sizes), dim)    # one node: its backward is one cat
     lead = (slice(None),) * dim
     out, start = [], 0
     for size in sizes:

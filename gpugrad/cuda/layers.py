@@ -1,0 +1,147 @@
+"""Launchers of the transformer layers' kernels: layer normalisation
+(kernels/layer_norm.cu), GELU and dropout (kernels/elementwise.cu), one
+launch per call.  Inputs are CuPy arrays on one device; what is not
+contiguous is copied first."""
+
+import math
+
+import numpy
+
+from gpugrad import backend, dtypes
+from gpugrad.cuda import kernels, launch
+
+THREADS = 256
+WARPS = 8                  # rows per block of the layer-norm kernels: a warp each
+BLOCKS_PER_SM = 16
+
+
+def _contiguous(array):
+    cp = backend.cupy_module()
+    return array if array.flags.c_contiguous else cp.ascontiguousarray(array)
+
+
+def _elementwise_grid(count, device_id):
+    return (max(1, min(-(-count // THREADS), BLOCKS_PER_SM * launch.sm_count(device_id))),)
+
+
+def _function(filename, name, device_id):
+    return kernels.get_function(filename, name, device_id)
+
+
+def _pointer(array):
+    return numpy.uint64(0) if array is None else array
+
+
+def supports(*arrays):
+    """True when the kernels take these arrays: CuPy arrays (None allowed) of one floating dtype."""
+    dtype = None
+    for a in arrays:
+        if a is None:
+            continue
+        if not backend.is_cupy_array(a) or (dtype is not None and a.dtype != dtype):
+            return False
+        dtype = a.dtype
+    return dtype is not None and dtypes.dtype_name(dtype) in kernels.FLOAT_TYPES
+
+
+# -- layer normalisation ---------------------------------------------------------------
+
+def layer_norm_forward(x, weight, bias, ndims, eps, acc):
+    """(y, mean, rstd) over the trailing ``ndims`` dims of x; mean and rstd in
+    ``acc``, shaped as x with those dims kept as 1 (``keepdims``)."""
+    cp = backend.cupy_module()
+    x = _contiguous(x)
+    cols = math.prod(x.shape[x.ndim - ndims:])
+    rows = x.size // cols if cols else 0
+    device_id = x.device.id
+    with cp.cuda.Device(device_id):
+        out = cp.empty(x.shape, dtype=x.dtype)
+        mean = cp.empty(x.shape[:x.ndim - ndims] + (1,) * ndims, dtype=acc)
+        rstd = cp.empty(mean.shape, dtype=acc)
+        if rows:
+            grid = (max(1, min(-(-rows // WARPS), BLOCKS_PER_SM * launch.sm_count(device_id))),)
+            _function("layer_norm.cu", f"layer_norm_forward<{launch.float_type(x.dtype)}>", device_id)(
+                grid, (32, WARPS), (x, _pointer(weight), _pointer(bias), out, mean, rstd, launch.i64(rows),
+                                    launch.i64(cols), numpy.float64(1 / cols), numpy.float64(eps)))
+    return out, mean, rstd
+
+
+def layer_norm_backward(grad, x, weight, mean, rstd, ndims, need_x, need_weight, need_bias):
+    """(dx, dweight, dbias) of layer_norm_forward, each None where not needed, in one launch."""
+    cp = backend.cupy_module()
+    grad, x = _contiguous(grad), _contiguous(x)
+    cols = math.prod(x.shape[x.ndim - ndims:])
+    rows = x.size // cols if cols else 0
+    device_id = x.device.id
+    with cp.cuda.Device(device_id):
+        dx = cp.empty(x.shape, dtype=x.dtype) if need_x else None
+        shape = x.shape[x.ndim - ndims:]
+        dweight = cp.empty(shape, dtype=x.dtype) if need_weight else None
+        dbias = cp.empty(shape, dtype=x.dtype) if need_bias else None
+        if not rows:
+            for a in (dweight, dbias):
+                if a is not None:
+                    a.fill(0)
+            return dx, dweight, dbias
+        blocks = max(1, min(-(-rows // WARPS), 2 * launch.sm_count(device_id)))
+        per_block = -(-rows // blocks)
+        blocks = -(-rows // per_block)
+        partials = cp.empty(2 * blocks * cols if (need_weight or need_bias) else 1, dtype=mean.dtype)
+        _function("layer_norm.cu", f"layer_norm_backward<{launch.float_type(x.dtype)}>", device_id)(
+            (blocks,), (32, WARPS),
+            (grad, x, _pointer(weight), mean, rstd, _pointer(dx), _pointer(dweight), _pointer(dbias), partials,
+             launch.counters(device_id, 1), launch.i64(rows), launch.i64(cols), numpy.float64(1 / cols),
+             launch.i64(per_block)))
+    return dx, dweight, dbias
+
+
+# -- GELU ---------------------------------------------------------------------------------
+
+def gelu_forward(x, tanh):
+    cp = backend.cupy_module()
+    x = _contiguous(x)
+    device_id = x.device.id
+    with cp.cuda.Device(device_id):
+        out = cp.empty(x.shape, dtype=x.dtype)
+        if x.size:
+            name = f"gelu_forward<{launch.float_type(x.dtype)}, {'true' if tanh else 'false'}>"
+            _function("elementwise.cu", name, device_id)(_elementwise_grid(x.size, device_id), (THREADS,),
+                                                          (x, out, launch.i64(x.size)))
+    return out
+
+
+def gelu_backward(grad, x, tanh):
+    cp = backend.cupy_module()
+    x = _contiguous(x)
+    grad = _contiguous(cp.broadcast_to(grad, x.shape))
+    device_id = x.device.id
+    with cp.cuda.Device(device_id):
+        out = cp.empty(x.shape, dtype=x.dtype)
+        if x.size:
+            name = f"gelu_backward<{launch.float_type(x.dtype)}, {'true' if tanh else 'false'}>"
+            _function("elementwise.cu", name, device_id)(_elementwise_grid(x.size, device_id), (THREADS,),
+                                                          (grad, x, out, launch.i64(x.size)))
+    return out
+
+
+# -- dropout --------------------------------------------------------------------------------
+
+def dropout(x, p, seed, offset, scale):
+    """x * (keep ? scale : 0), the mask drawn by Philox from (seed, offset)."""
+    cp = backend.cupy_module()
+    x = _contiguous(x)
+    device_id = x.device.id
+    with cp.cuda.Device(device_id):
+        out = cp.empty(x.shape, dtype=x.dtype)
+        if x.size:
+            groups = -(-x.size // 4)
+            _function("elementwise.cu", f"dropout_apply<{launch.float_type(x.dtype)}>", device_id)(
+                _elementwise_grid(groups, device_id), (THREADS,),
+                (x, out, launch.i64(x.size), numpy.uint64(seed), numpy.uint64(offset), numpy.float32(p),
+                 numpy.float64(scale)))
+    return out
+
+
+def philox_groups(count):
+    """How many Philox counters a dropout of ``count`` elements uses."""
+    return -(-count // 4)

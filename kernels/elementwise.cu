@@ -1,0 +1,116 @@
+// gpugrad kernels: elementwise ops of a transformer in one launch each.
+//
+// Math (A = Acc<T>; K = sqrt(2/pi), C = 0.044715, constants rounded to A):
+//   gelu_forward<T, TANH>:   tanh: y = ((tanh(K * (x + C*x*x*x)) + 1) * 0.5) * x
+//                            erf:  y = ((erf(x * (1/sqrt 2)) + 1) * 0.5) * x
+//   gelu_backward<T, TANH>:  dx = g * gelu'(x):
+//                            tanh: t = tanh(K * (x + C*x^2*x));
+//                                  gelu' = 0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3C x^2)
+//                            erf:  gelu' = (erf(x/sqrt 2) + 1) * 0.5 + x exp(-x^2/2) / sqrt(2 pi)
+//   (the same operations in the same order as the NumPy twins in gpugrad/ops/elementwise.py)
+//   dropout_apply<T>:        y = x * (u >= p ? scale : 0), where u in [0, 1) comes from
+//                            Philox4x32-10 (a counter-based generator: the words of
+//                            counter offset + i/4 under the 64-bit key `seed`, word i % 4,
+//                            its top 24 bits) and scale = 1/(1-p) rounded to T; the
+//                            mask is never stored: the backward reruns the kernel on the
+//                            gradient with the same seed and offset.
+// Layout: contiguous arrays of n elements.
+// Launch: a grid-stride loop, a thread per element (four per thread for dropout,
+// one Philox call each); any grid gives the same result.
+// Bytes: each element read once and written once.
+#include "common.cuh"
+
+using namespace gpugrad;
+
+namespace {
+
+constexpr double SQRT_2_OVER_PI = 0.7978845608028654;
+constexpr double GELU_C = 0.044715;
+constexpr double INV_SQRT_2 = 0.7071067811865476;
+constexpr double INV_SQRT_2PI = 0.3989422804014327;
+
+template <typename A> __device__ __forceinline__ A gelu_value(A v, bool tanh_form) {
+    A inner;
+    if (tanh_form) inner = tanh(static_cast<A>(SQRT_2_OVER_PI) * (v + static_cast<A>(GELU_C) * v * v * v));
+    else inner = erf(v * static_cast<A>(INV_SQRT_2));
+    inner += A(1);
+    inner *= A(0.5);
+    return inner * v;
+}
+
+template <typename A> __device__ __forceinline__ A gelu_slope(A v, bool tanh_form) {
+    if (tanh_form) {
+        const A x2 = v * v;
+        const A t = tanh(static_cast<A>(SQRT_2_OVER_PI) * (v + static_cast<A>(GELU_C) * x2 * v));
+        return A(0.5) * (A(1) + t)
+               + A(0.5) * v * (A(1) - t * t) * static_cast<A>(SQRT_2_OVER_PI) * (A(1) + static_cast<A>(3 * GELU_C) * x2);
+    }
+    A slope = erf(v * static_cast<A>(INV_SQRT_2));
+    slope += A(1);
+    slope *= A(0.5);
+    A pdf = exp(A(-0.5) * v * v);
+    pdf *= static_cast<A>(INV_SQRT_2PI);
+    pdf *= v;
+    return slope + pdf;
+}
+
+// Philox4x32-10 (Salmon et al., 2011): four 32-bit words of counter (ctr, 0, 0) under key.
+__device__ __forceinline__ void philox(unsigned long long key, unsigned long long ctr, unsigned int (&out)[4]) {
+    unsigned int c0 = static_cast<unsigned int>(ctr), c1 = static_cast<unsigned int>(ctr >> 32), c2 = 0u, c3 = 0u;
+    unsigned int k0 = static_cast<unsigned int>(key), k1 = static_cast<unsigned int>(key >> 32);
+    for (int round = 0; round < 10; ++round) {
+        const unsigned long long p0 = 0xD2511F53ull * c0, p1 = 0xCD9E8D57ull * c2;
+        const unsigned int hi0 = static_cast<unsigned int>(p0 >> 32), lo0 = static_cast<unsigned int>(p0);
+        const unsigned int hi1 = static_cast<unsigned int>(p1 >> 32), lo1 = static_cast<unsigned int>(p1);
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+}  // namespace
+
+template <typename T, bool TANH>
+__global__ void __launch_bounds__(MAX_THREADS) gelu_forward(const T* __restrict__ x, T* __restrict__ out,
+                                                             long long n) {
+    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<long long>(gridDim.x) * blockDim.x)
+        out[i] = Store<T>::of(gelu_value(to_acc(x[i]), TANH));
+}
+
+template <typename T, bool TANH>
+__global__ void __launch_bounds__(MAX_THREADS) gelu_backward(const T* __restrict__ grad, const T* __restrict__ x,
+                                                              T* __restrict__ out, long long n) {
+    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<long long>(gridDim.x) * blockDim.x)
+        out[i] = Store<T>::of(gelu_slope(to_acc(x[i]), TANH) * to_acc(grad[i]));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(MAX_THREADS) dropout_apply(const T* __restrict__ x, T* __restrict__ out, long long n,
+                                                              unsigned long long seed, unsigned long long offset,
+                                                              float p, double scale) {
+    using A = Acc<T>;
+    const A kept = static_cast<A>(scale);
+    const long long groups = (n + 3) / 4;
+    for (long long q = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; q < groups;
+         q += static_cast<long long>(gridDim.x) * blockDim.x) {
+        unsigned int words[4];
+        philox(seed, offset + static_cast<unsigned long long>(q), words);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const long long i = q * 4 + k;
+            if (i < n) {
+                const float u = static_cast<float>(words[k] >> 8) * 5.9604644775390625e-08f;   // 2^-24
+                out[i] = Store<T>::of(to_acc(x[i]) * (u >= p ? kept : A(0)));
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+"""The transformer layers' single kernels on CUDA (issue 28 point 3): layer
+norm forward and backward, GELU (erf and tanh) forward and backward, and
+dropout with a counter-based mask, each one launch; against torch in float64
+on both devices (the NumPy path on the CPU, the kernels under the emulator)."""
+
+import math
+
+import numpy
+import pytest
+import torch
+from conftest import EMULATED, assert_close, launch_counter, to_numpy, to_torch
+
+import gpugrad
+
+F = gpugrad.nn.functional
+
+
+def _pair(rng, shape, device, scale=1.0):
+    values = rng.standard_normal(shape) * scale
+    return gpugrad.tensor(values, device=device, requires_grad=True), to_torch(
+        gpugrad.tensor(values), requires_grad=True)
+
+
+def _count(fn, device):
+    """(result of fn, kernel launches, CuPy operations) on the emulated cuda
+    device; launches None elsewhere."""
+    stop = launch_counter() if device == "cuda" else None
+    result = fn()
+    return (result, *stop()) if stop else (result, None, None)
+
+
+LAYER_NORM_CASES = [((3, 5, 7), 1, True, True), ((4, 6, 10), 2, True, True), ((2, 70), 1, False, False),
+                    ((2, 3, 300), 1, True, False), ((0, 8), 1, True, True), ((9,), 1, True, True)]
+
+
+@pytest.mark.parametrize("shape, ndims, with_weight, with_bias", LAYER_NORM_CASES)
+def test_layer_norm_matches_torch(rng, device, shape, ndims, with_weight, with_bias):
+    x, tx = _pair(rng, shape, device, 3.0)
+    normalized = shape[len(shape) - ndims:]
+    w, tw = _pair(rng, normalized, device) if with_weight else (None, None)
+    b, tb = _pair(rng, normalized, device) if with_bias else (None, None)
+    out, launches, ops = _count(lambda: F.layer_norm(x, normalized, w, b, eps=1e-5), device)
+    if launches is not None and x.numel():
+        assert (launches, ops) == (1, 0), "the forward is one kernel"
+    tout = torch.nn.functional.layer_norm(tx, normalized, tw, tb, eps=1e-5)
+    assert_close(out, tout, 1e-12)
+    g = rng.standard_normal(shape)
+    _, launches, ops = _count(lambda: out.backward(gpugrad.tensor(g, device=device)), device)
+    if launches is not None and x.numel():
+        assert launches == 1, "the backward (dx, dw, db) is one kernel"
+    tout.backward(torch.tensor(g))
+    for ours, theirs in ((x, tx), (w, tw), (b, tb)):
+        if ours is not None:
+            assert ours.grad.shape == ours.shape
+            assert_close(ours.grad, theirs.grad, 1e-12)
+
+
+def test_layer_norm_non_contiguous_nan_and_only_some_gradients(rng, device):
+    base, tbase = _pair(rng, (6, 4), device)
+    x, tx = base.t(), tbase.t()                     # rows of 6 with stride 4
+    w = gpugrad.tensor(rng.standard_normal(6), device=device)     # no gradient wanted for the weight
+    tw = to_torch(w)
+    out = F.layer_norm(x, (6,), w)
+    tout = torch.nn.functional.layer_norm(tx, (6,), tw)
+    assert_close(out, tout, 1e-12)
+    out.sum().backward()
+    tout.sum().backward()
+    assert_close(base.grad, tbase.grad, 1e-12)
+    values = rng.standard_normal((3, 5))
+    values[1, 2], values[2, 0] = math.nan, math.inf
+    got = to_numpy(F.layer_norm(gpugrad.tensor(values, device=device), (5,)))
+    want = torch.nn.functional.layer_norm(torch.tensor(values), (5,)).numpy()
+    numpy.testing.assert_array_equal(numpy.isnan(got), numpy.isnan(want))
+    assert_close(got[0], want[0], 1e-12)
+
+
+def test_layer_norm_float32_and_double_backward(rng, device):
+    x, tx = _pair(rng, (5, 33), device)
+    w, tw = _pair(rng, (33,), device)
+    out = F.layer_norm(x.float(), (33,), w.float())
+    tout = torch.nn.functional.layer_norm(tx.float(), (33,), tw.float())
+    assert out.dtype == gpugrad.float32
+    assert_close(out, tout, 1e-6)
+    # create_graph: the differentiable formula, then a second derivative equal to torch's
+    y = F.layer_norm(x, (33,), w)
+    ty = torch.nn.functional.layer_norm(tx, (33,), tw)
+    gx, = gpugrad.autograd.grad((y * y).sum(), x, create_graph=True)
+    tgx, = torch.autograd.grad((ty * ty).sum(), tx, create_graph=True)
+    assert_close(gx, tgx, 1e-12)
+    (gx * gx).sum().backward()
+    (tgx * tgx).sum().backward()
+    assert_close(w.grad, tw.grad, 1e-10)
+    assert_close(x.grad, tx.grad, 1e-10)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("shape", [(5, 33), (), (0, 3), (2, 3, 4)])
+def test_gelu_matches_torch(rng, device, approximate, shape):
+    x, tx = _pair(rng, shape, device, 3.0)
+    out, launches, ops = _count(lambda: F.gelu(x, approximate=approximate), device)
+    if launches is not None and x.numel():
+        assert (launches, ops) == (1, 0)
+    tout = torch.nn.functional.gelu(tx, approximate=approximate)
+    assert_close(out, tout, 1e-14)
+    g = rng.standard_normal(shape)
+    _, launches, ops = _count(lambda: out.backward(gpugrad.tensor(g, device=device)), device)
+    if launches is not None and x.numel():
+        assert launches == 1
+    tout.backward(torch.tensor(g))
+    assert_close(x.grad, tx.grad, 1e-10)     # gelu' cancels near x = -2.4
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_edges_non_contiguous_and_second_derivative(rng, device, approximate):
+    values = numpy.array([math.nan, math.inf, -math.inf, 0.0, -0.0, 30.0, -30.0, 1e-300])
+    got = to_numpy(F.gelu(gpugrad.tensor(values, device=device), approximate=approximate))
+    want = torch.nn.functional.gelu(torch.tensor(values), approximate=approximate).numpy()
+    numpy.testing.assert_array_equal(numpy.isnan(got), numpy.isnan(want))
+    finite = ~numpy.isnan(want)
+    numpy.testing.assert_allclose(got[finite], want[finite], rtol=1e-14, atol=0)
+    base, tbase = _pair(rng, (4, 6), device)
+    x, tx = base.t(), tbase.t()
+    y = F.gelu(x, approximate=approximate)
+    ty = torch.nn.functional.gelu(tx, approximate=approximate)
+    gx, = gpugrad.autograd.grad(y.sum(), base, create_graph=True)
+    tgx, = torch.autograd.grad(ty.sum(), tbase, create_graph=True)
+    assert_close(gx, tgx, 1e-10)
+    (gx * gx).sum().backward()
+    (tgx * tgx).sum().backward()
+    assert_close(base.grad, tbase.grad, 1e-12)
+
+
+def test_gelu_half_precision(rng, device):
+    values = rng.standard_normal((8, 16)).astype(numpy.float32)
+    for dtype in (gpugrad.float16, gpugrad.bfloat16):
+        out = F.gelu(gpugrad.tensor(values, device=device).to(dtype), approximate="tanh")
+        assert out.dtype == dtype
+        want = torch.nn.functional.gelu(torch.tensor(values, dtype=torch.float64), approximate="tanh").numpy()
+        assert_close(to_numpy(out), want, 1e-2)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_mask_scale_and_gradient(rng, device, p):
+    """Each element is x / (1 - p) or 0, the gradient holds the same mask (the
+    kernel reruns the generator in the backward), the kept fraction is
+    1 - p within 5 standard deviations; torch's dropout gives the same form."""
+    x, tx = _pair(rng, (64, 129), device)
+    out, launches, ops = _count(lambda: F.dropout(x, p), device)
+    if launches is not None:
+        assert (launches, ops) == (1, 0), "dropout is one kernel, no stored mask"
+    values = to_numpy(out)
+    kept = values != 0
+    scale = 1 / (1 - p)
+    numpy.testing.assert_allclose(values[kept], to_numpy(x)[kept] * scale, rtol=1e-15)
+    n = kept.size
+    assert abs(kept.mean() - (1 - p)) <= 5 * math.sqrt(p * (1 - p) / n)
+    g = rng.standard_normal((64, 129))
+    out.backward(gpugrad.tensor(g, device=device))
+    numpy.testing.assert_allclose(to_numpy(x.grad), g * kept * scale, rtol=1e-15)
+    # torch's dropout on the same input: values x / (1 - p) or 0, gradient g on the same mask
+    tout = torch.nn.functional.dropout(tx, p)
+    tkept = tout.detach().numpy() != 0
+    tout.backward(torch.tensor(g))
+    numpy.testing.assert_allclose(tx.grad.numpy(), g * tkept * scale, rtol=1e-15)
+
+
+def test_dropout_replays_under_manual_seed_and_differs_between_calls(rng, device):
+    x = gpugrad.tensor(rng.standard_normal((33, 17)), device=device)
+    gpugrad.manual_seed(1234)
+    first, second = to_numpy(F.dropout(x, 0.5)) != 0, to_numpy(F.dropout(x, 0.5)) != 0
+    gpugrad.manual_seed(1234)
+    again = to_numpy(F.dropout(x, 0.5)) != 0
+    numpy.testing.assert_array_equal(first, again)
+    assert (first != second).any()
+    generator = gpugrad.Generator(device).manual_seed(7)
+    one = to_numpy(F.dropout(x, 0.5, generator=generator)) != 0
+    generator.manual_seed(7)
+    numpy.testing.assert_array_equal(one, to_numpy(F.dropout(x, 0.5, generator=generator)) != 0)
+
+
+def test_dropout_edges(rng, device):
+    x, _ = _pair(rng, (3, 4), device)
+    assert F.dropout(x, 0.0) is x
+    assert F.dropout(x, 0.3, training=False) is x
+    numpy.testing.assert_array_equal(to_numpy(F.dropout(x, 1.0)), numpy.zeros((3, 4)))
+    empty = gpugrad.zeros((0, 5), device=device)
+    assert F.dropout(empty, 0.5).shape == (0, 5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        F.dropout(x, 1.5)
+    # non-contiguous input and a second derivative through the mask
+    base, _ = _pair(rng, (5, 6), device)
+    y = F.dropout(base.t(), 0.4)
+    kept = to_numpy(y) != 0
+    gx, = gpugrad.autograd.grad((y * y).sum(), base, create_graph=True)
+    numpy.testing.assert_allclose(to_numpy(gx).T, 2 * to_numpy(base).T * kept / 0.6 ** 2, rtol=1e-14)
+    gx.sum().backward()
+    numpy.testing.assert_allclose(to_numpy(base.grad).T, 2 * kept / 0.6 ** 2, rtol=1e-14)
+
+
+@pytest.mark.cuda
+def test_layer_kernels_do_not_read_back(rng):
+    if not EMULATED:
+        pytest.skip("host syncs are counted by the emulator")
+    import fakecupy
+    reads = []
+    original = fakecupy.ndarray.get
+    fakecupy.ndarray.get = lambda self, *a, **k: reads.append(1) or original(self, *a, **k)
+    try:
+        x = gpugrad.randn(8, 32, device="cuda", requires_grad=True)
+        w = gpugrad.ones(32, device="cuda", requires_grad=True)
+        y = F.dropout(F.gelu(F.layer_norm(x, (32,), w), approximate="tanh"), 0.2)
+        y.sum().backward()
+        fakecupy._flush()
+    finally:
+        fakecupy.ndarray.get = original
+    assert not reads
+    assert w.grad is not None
+
+
+def _operation_names(fn):
+    """The CuPy operations fn runs on the emulated device, by name (kernel launches apart)."""
+    import fakecupy
+    names, original = [], fakecupy._call
+
+    def counted(function, name, *args, **kwargs):
+        names.append(name)
+        return original(function, name, *args, **kwargs)
+    fakecupy._call = counted
+    try:
+        fn()
+    finally:
+        fakecupy._call = original
+    return names
+
+
+@pytest.mark.cuda
+def test_implicit_seed_is_kept_and_never_handed_out(rng):
+    """loss.backward() seeds with a kept 1 on CUDA (no `ones` per backward); a
+    leaf root gets a copy of it, so writing into that .grad leaves the next
+    backward's seed at 1."""
+    if not EMULATED:
+        pytest.skip("operations are counted by the emulator")
+    x = gpugrad.tensor(rng.standard_normal((3, 4)), device="cuda", requires_grad=True)
+    (x * 2).sum().backward()
+    names = _operation_names(lambda: (x * 2).sum().backward())
+    assert "ones" not in names and "full" not in names, names
+    numpy.testing.assert_array_equal(to_numpy(x.grad), numpy.full((3, 4), 4.0))
+    for _ in range(2):
+        leaf = gpugrad.tensor(3.0, device="cuda", requires_grad=True)
+        leaf.backward()
+        assert to_numpy(leaf.grad) == 1.0
+        leaf.grad.add_(5)               # writes the leaf's own copy, never the kept seed
+    y = gpugrad.tensor(2.0, device="cuda", requires_grad=True)
+    z = y * 1
+    z.retain_grad()
+    z.backward()
+    z.grad.mul_(7)
+    assert to_numpy(y.grad) == 1.0
+    w = gpugrad.tensor(2.0, device="cuda", requires_grad=True)
+    (w * 3).backward()
+    assert to_numpy(w.grad) == 3.0
+
+
+@pytest.mark.cuda
+def test_zero_grad_to_none_launches_nothing(rng):
+    if not EMULATED:
+        pytest.skip("launches are counted by the emulator")
+    model = gpugrad.nn.Linear(8, 4).to("cuda")
+    optimizer = gpugrad.optim.AdamW(model.parameters())
+    model(gpugrad.randn(5, 8, device="cuda")).sum().backward()
+    stop = launch_counter()
+    optimizer.zero_grad()
+    model.zero_grad()
+    assert stop() == (0, 0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_causal_attention_reuses_its_bias_across_sizes(rng, device, dtype):
+    """The causal bias is kept per device and dtype and sliced (top-left aligned,
+    as torch's is_causal) for every (L, S), growing when a larger one comes."""
+    for length, source in ((6, 5), (3, 7), (6, 5), (9, 9), (1, 4), (4, 1), (0, 3)):
+        q, tq = _pair(rng, (2, length, 4), device)
+        k, tk = _pair(rng, (2, source, 4), device)
+        v, tv = _pair(rng, (2, source, 3), device)
+        q, k, v = (t.to(getattr(gpugrad, dtype)).detach().requires_grad_() for t in (q, k, v))
+        tq, tk, tv = (t.to(getattr(torch, dtype)).detach().requires_grad_() for t in (tq, tk, tv))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+        tol = 1e-12 if dtype == "float64" else 1e-5
+        finite = ~torch.isnan(tout)          # torch: a row with nothing to attend to is nan on the math path
+        numpy.testing.assert_array_equal(numpy.isnan(to_numpy(out)), ~finite.numpy())
+        assert_close(to_numpy(out)[finite.numpy()], tout.detach()[finite].numpy(), tol)
+        if length and source and bool(finite.all()):
+            out.sum().backward()
+            tout.sum().backward()
+            for ours, theirs in ((q, tq), (k, tk), (v, tv)):
+                assert_close(ours.grad, theirs.grad, tol)
