@@ -95,51 +95,42 @@ def layer_norm_backward(grad, x, weight, mean, rstd, ndims, need_x, need_weight,
     return dx, dweight, dbias
 
 
-# -- GELU ---------------------------------------------------------------------------------
+# -- GELU and dropout ------------------------------------------------------------------------
 
-def gelu_forward(x, tanh):
+def _elementwise(name, x, inputs, *numbers, units=None):
+    """One launch of kernels/elementwise.cu's ``name`` over the elements of x
+    (contiguous): arguments (*inputs, out, n, *numbers), out new, of x's shape
+    and dtype; ``units``: the threads' work items (n by default)."""
     cp = backend.cupy_module()
-    x = _contiguous(x)
     device_id = x.device.id
     with cp.cuda.Device(device_id):
         out = cp.empty(x.shape, dtype=x.dtype)
         if x.size:
-            name = f"gelu_forward<{launch.float_type(x.dtype)}, {'true' if tanh else 'false'}>"
-            _function("elementwise.cu", name, device_id)(_elementwise_grid(x.size, device_id), (THREADS,),
-                                                          (x, out, launch.i64(x.size)))
+            _function("elementwise.cu", name, device_id)(_elementwise_grid(units or x.size, device_id), (THREADS,),
+                                                         (*inputs, out, launch.i64(x.size), *numbers))
     return out
+
+
+def _gelu_name(step, dtype, tanh):
+    return f"gelu_{step}<{launch.float_type(dtype)}, {'true' if tanh else 'false'}>"
+
+
+def gelu_forward(x, tanh):
+    x = _contiguous(x)
+    return _elementwise(_gelu_name("forward", x.dtype, tanh), x, (x,))
 
 
 def gelu_backward(grad, x, tanh):
-    cp = backend.cupy_module()
     x = _contiguous(x)
-    grad = _contiguous(cp.broadcast_to(grad, x.shape))
-    device_id = x.device.id
-    with cp.cuda.Device(device_id):
-        out = cp.empty(x.shape, dtype=x.dtype)
-        if x.size:
-            name = f"gelu_backward<{launch.float_type(x.dtype)}, {'true' if tanh else 'false'}>"
-            _function("elementwise.cu", name, device_id)(_elementwise_grid(x.size, device_id), (THREADS,),
-                                                          (grad, x, out, launch.i64(x.size)))
-    return out
+    grad = _contiguous(backend.cupy_module().broadcast_to(grad, x.shape))
+    return _elementwise(_gelu_name("backward", x.dtype, tanh), x, (grad, x))
 
-
-# -- dropout --------------------------------------------------------------------------------
 
 def dropout(x, p, seed, offset, scale):
     """x * (keep ? scale : 0), the mask drawn by Philox from (seed, offset)."""
-    cp = backend.cupy_module()
     x = _contiguous(x)
-    device_id = x.device.id
-    with cp.cuda.Device(device_id):
-        out = cp.empty(x.shape, dtype=x.dtype)
-        if x.size:
-            groups = -(-x.size // 4)
-            _function("elementwise.cu", f"dropout_apply<{launch.float_type(x.dtype)}>", device_id)(
-                _elementwise_grid(groups, device_id), (THREADS,),
-                (x, out, launch.i64(x.size), numpy.uint64(seed), numpy.uint64(offset), numpy.float32(p),
-                 numpy.float64(scale)))
-    return out
+    return _elementwise(f"dropout_apply<{launch.float_type(x.dtype)}>", x, (x,), numpy.uint64(seed),
+                        numpy.uint64(offset), numpy.float32(p), numpy.float64(scale), units=philox_groups(x.size))
 
 
 def philox_groups(count):
