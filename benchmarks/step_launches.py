@@ -8,9 +8,11 @@ launches, and host synchronisations.  These are counts, not timings: each
 launch costs host time on a real GPU (5-20 us through CuPy), which is what
 the counts stand for.
 
-Run as a script (``python -m benchmarks.step_launches [--json]``) it prints
-the GPT example's step and the digits MLP's step per phase; the emulator's
-folder comes from GPUGRAD_CUEMU, by default ``../shared/tools/cuemu``.
+Run as a script (``python -m benchmarks.step_launches [--json] [--torch]``)
+it prints the GPT example's step and the digits MLP's step per phase, and
+with --torch torch's top-level operations for the same GPT step on the CPU;
+the emulator's folder comes from GPUGRAD_CUEMU, by default
+``../shared/tools/cuemu``.
 """
 
 import argparse
@@ -106,6 +108,48 @@ def gpt_step(counter_factory, size="small", batch=2, block=64, warmup=1):
     return rows
 
 
+def torch_gpt_step(size="small", batch=2, block=64, warmup=1):
+    """torch's top-level operations per phase of the same step on the CPU (the
+    torch twin of the example, benchmarks/gpt_torch.py; AdamW and
+    clip_grad_norm_ with foreach=True, as on CUDA): the aten operations the
+    profiler records whose parent is not itself an aten operation."""
+    import numpy
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks import gpt_torch
+    model_module = gpt_torch.load()
+    torch.manual_seed(0)
+    settings = dict(model_module.SIZES[size])
+    settings["block_size"] = block
+    config = model_module.GPTConfig(**settings)
+    model = model_module.GPT(config)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "wpe.weight"]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n == "wpe.weight"]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.95), foreach=True)
+    rng = numpy.random.default_rng(0)
+    x = torch.tensor(rng.integers(0, config.vocab_size, (batch, block)))
+    y = torch.tensor(rng.integers(0, config.vocab_size, (batch, block)))
+    state = {}
+    phases = [("forward", lambda: state.update(loss=model(x, y)[1])), ("zero_grad", optimizer.zero_grad),
+              ("backward", lambda: state["loss"].backward()),
+              ("clip", lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)),
+              ("adamw", optimizer.step)]
+    for _ in range(warmup):
+        for _, fn in phases:
+            fn()
+    rows = {}
+    for name, fn in phases:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        top = [e.name for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+        rows[name] = {"ops": len(top), "by_name": dict(collections.Counter(top).most_common(12))}
+    rows["total"] = {"ops": sum(r["ops"] for r in rows.values())}
+    return rows
+
+
 def mlp_step(counter_factory, batch=64, warmup=1):
     """The same for the digits MLP (64-128-64-10, ReLU, cross-entropy, SGD with momentum)."""
     import gpugrad
@@ -143,17 +187,23 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--torch", action="store_true", help="also count torch's operations for the GPT step")
     args = parser.parse_args(argv)
     factory = install_emulator()
     if factory is None:
         sys.exit(f"no CUDA emulator at {cuemu_dir()} (set GPUGRAD_CUEMU)")
     result = {"gpt": gpt_step(factory, args.size, args.batch, args.block), "mlp": mlp_step(factory)}
+    if args.torch:
+        result["torch_gpt"] = torch_gpt_step(args.size, args.batch, args.block)
     if args.json:
         print(json.dumps(result, indent=1))
-    else:
-        for name, rows in result.items():
-            print(f"{name} step on the simulated cuda device (the emulator's counts, not a GPU's)")
-            print(table(rows))
+        return
+    for name in ("gpt", "mlp"):
+        print(f"{name} step on the simulated cuda device (the emulator's counts, not a GPU's)")
+        print(table(result[name]))
+    if args.torch:
+        print("torch, the same GPT step on the CPU: top-level aten operations per phase (profiler; foreach=True)")
+        print("  ".join(f"{phase} {r['ops']}" for phase, r in result["torch_gpt"].items()))
 
 
 if __name__ == "__main__":
