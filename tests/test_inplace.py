@@ -83,14 +83,14 @@ def test_leaf_that_requires_grad_refuses_in_place_outside_no_grad():
 
 def test_manual_sgd_updates_the_parameters():
     """The scripts' `for p in model.parameters(): p -= lr * p.grad` (silently a no-op before)."""
-    model = gpugrad.nn.Linear(3, 1)
-    tmodel = torch.nn.Linear(3, 1)
+    model = gpugrad.nn.Linear(3, 1, dtype=gpugrad.float64)          # float64: float32's rounding of a bias
+    tmodel = torch.nn.Linear(3, 1, dtype=torch.float64)            # near 0 is no test of the update
     with torch.no_grad():
         tmodel.weight.copy_(to_torch(model.weight))
         tmodel.bias.copy_(to_torch(model.bias))
     x = numpy.arange(12.0).reshape(4, 3) / 10
-    for ours, theirs, data in ((model, tmodel, gpugrad.tensor(x, dtype=gpugrad.float32)),
-                               (tmodel, None, torch.tensor(x, dtype=torch.float32))):
+    for ours, theirs, data in ((model, tmodel, gpugrad.tensor(x, dtype=gpugrad.float64)),
+                               (tmodel, None, torch.tensor(x, dtype=torch.float64))):
         for _ in range(3):
             loss = (ours(data) ** 2).mean()
             ours.zero_grad()
@@ -98,8 +98,8 @@ def test_manual_sgd_updates_the_parameters():
             with (gpugrad.no_grad() if theirs is not None else torch.no_grad()):
                 for p in ours.parameters():
                     p -= 0.1 * p.grad
-    assert_close(model.weight, tmodel.weight, 1e-6)
-    assert_close(model.bias, tmodel.bias, 1e-6)
+    assert_close(model.weight, tmodel.weight, 1e-12)
+    assert_close(model.bias, tmodel.bias, 1e-12)
 
 
 def test_in_place_on_a_view_rewrites_the_base_history(rng):
