@@ -208,6 +208,7 @@ FLOAT32_OPS = (
     "nn.functional.binary_cross_entropy_with_logits",
     "nn.functional.cosine_embedding_loss",
     "nn.functional.cross_entropy",
+    "nn.functional.ctc_loss",
     "nn.functional.huber_loss",
     "nn.functional.kl_div",
     "nn.functional.l1_loss",

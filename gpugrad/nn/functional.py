@@ -13,12 +13,14 @@ compositions of ops.
 import math
 import warnings
 
-from gpugrad import backend, dtypes, random
+import numpy
+
+from gpugrad import backend, dtypes, random, validation
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import layers
-from gpugrad.ops import elementwise, normalization
+from gpugrad.ops import ctc, elementwise, normalization
 from gpugrad.ops import embedding as embeddings
 from gpugrad.ops import loss as losses
 from gpugrad.ops.conv import (
@@ -59,6 +61,7 @@ __all__ = [
     "cosine_embedding_loss",
     "cosine_similarity",
     "cross_entropy",
+    "ctc_loss",
     "dropout",
     "elu",
     "embedding",
@@ -512,6 +515,92 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
     return _reduce(loss, reduction)
+
+
+_CTC_CHECK = " (while checking arguments for ctc_loss_allocate_outputs)"
+
+
+def _ctc_lengths(lengths, name):
+    """A lengths argument (an integer tensor, or a tuple or list of ints) as a host int64 array."""
+    if isinstance(lengths, Tensor):
+        if dtypes.category(lengths.dtype) != 1:
+            raise RuntimeError(f"{name} must be integral")
+        return backend.to_device(lengths.array, backend.as_device("cpu")).astype(numpy.int64).reshape(-1)
+    if isinstance(lengths, (tuple, list)):
+        for value in lengths:
+            if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)):
+                raise TypeError(f"ctc_loss(): argument '{name}' failed to unpack the object at pos 2 with error "
+                                f"\"type must be tuple of ints,but got {type(value).__name__}\"")
+        return numpy.asarray(lengths, dtype=numpy.int64).reshape(-1)
+    raise TypeError(f"ctc_loss(): argument '{name}' must be a Tensor or a tuple of ints, not {type(lengths).__name__}")
+
+
+def _ctc_check_lengths(lengths, name, limit=None):
+    for value in lengths.tolist():
+        if value < 0:
+            raise RuntimeError(f"Expected {name} to have value at least 0, but got value {value}{_CTC_CHECK}")
+        if limit is not None and value > limit:
+            raise RuntimeError(f"Expected {name} to have value at most {limit}, but got value {value}{_CTC_CHECK}")
+
+
+@autocast_mode.float32
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """The connectionist temporal classification loss of log-probabilities
+    (T, N, C) or (T, C) against targets padded (N, S) or concatenated
+    (sum(target_lengths),), as torch's: 'mean' divides each loss by its target
+    length (at least 1) and then averages; ``zero_infinity`` sets impossible
+    alignments' losses and gradients to 0.  The gradient is torch's (that of
+    log_softmax outputs)."""
+    _check_tensor(log_probs, "ctc_loss", "log_probs")
+    _check_tensor(targets, "ctc_loss", "targets")
+    reduction = _reduction(reduction)
+    blank = validation.int_argument(blank, "ctc_loss", "blank")
+    input_lengths = _ctc_lengths(input_lengths, "input_lengths")
+    target_lengths = _ctc_lengths(target_lengths, "target_lengths")
+    batched = log_probs.ndim == 3
+    lp = log_probs if batched else log_probs.unsqueeze(1)
+    if lp.dtype not in (dtypes.float32, dtypes.float64):
+        raise validation.not_implemented(f"ctc_loss_{lp.device.type}", lp.dtype)
+    if lp.ndim != 3:
+        raise RuntimeError(f"Expected 3-dimensional tensor, but got {lp.ndim}-dimensional tensor for argument #1 "
+                           f"'log_probs'{_CTC_CHECK}")
+    if lp.numel() == 0:
+        raise RuntimeError("log_probs tensor must not be empty")
+    steps, count, classes = lp.shape
+    if not 0 <= blank < classes:
+        raise RuntimeError("blank must be in label range")
+    if input_lengths.size != count:
+        raise RuntimeError("input_lengths must be of size batch_size")
+    if target_lengths.size != count:
+        raise RuntimeError("target_lengths must be of size batch_size")
+    if not 1 <= targets.ndim <= 2:
+        raise RuntimeError(f"Expected 1 to 2 dimensions, but got {targets.ndim}-dimensional tensor for argument #2 "
+                           f"'targets'{_CTC_CHECK}")
+    _ctc_check_lengths(target_lengths, "target_lengths")
+    longest = int(target_lengths.max())
+    expected = int(target_lengths.sum()) if targets.ndim == 1 else count
+    if targets.shape[0] != expected:
+        raise RuntimeError(f"Expected tensor to have size {expected} at dimension 0, but got size {targets.shape[0]} "
+                           f"for argument #2 'targets'{_CTC_CHECK}")
+    if targets.ndim == 2 and targets.shape[1] < longest:
+        raise RuntimeError(f"Expected tensor to have size at least {longest} at dimension 1, but got size "
+                           f"{targets.shape[1]} for argument #2 'targets'{_CTC_CHECK}")
+    _ctc_check_lengths(input_lengths, "input_lengths", steps)
+    labels = backend.to_device(targets.array, backend.as_device("cpu")).astype(numpy.int64)
+    used = (labels if targets.ndim == 1 else
+            labels[:, :longest][numpy.arange(longest)[None, :] < target_lengths[:, None]])
+    if used.size and (used.min() < 0 or used.max() >= classes):
+        bad = int(used.min()) if used.min() < 0 else int(used.max())
+        raise RuntimeError(f"ctc_loss: target value {bad} is out of range for {classes} classes")
+    loss = ctc.ctc_loss(lp, labels, input_lengths, target_lengths, blank, zero_infinity)
+    if zero_infinity:
+        loss = where(loss == math.inf, loss.new_zeros(()), loss)
+    if reduction == "mean":
+        divisor = Tensor._make(backend.to_device(numpy.maximum(target_lengths, 1).astype(loss.dtype), loss.device))
+        return (loss / divisor).mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss if batched else loss.squeeze(0)
 
 
 def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
