@@ -2909,6 +2909,27 @@ def _multilabel_soft_margin(g, form):
 entry("multilabel_soft_margin_loss", _multilabel_soft_margin, forms=("F",))
 
 
+def _ctc(g, form):
+    unbatched = g.chance(0.15)
+    steps, count, classes = g.int(1, 5), 1 if unbatched else g.int(1, 3), g.int(2, 4)
+    input_lengths = tuple(g.int(0, steps + (1 if g.chance(0.03) else 0)) for _ in range(count))
+    target_lengths = tuple(g.int(0, 3) for _ in range(count))     # (some longer than their inputs: inf losses)
+    if g.chance(0.5):
+        targets = g.index((count, max(target_lengths) + g.int(0, 1)), classes, wrong=0)
+    else:
+        targets = g.index((sum(target_lengths),), classes, wrong=0)
+    kwargs = _reduction(g)
+    if g.chance(0.5):
+        kwargs["blank"] = g.int(0, classes - 1)
+    if g.chance(0.4):
+        kwargs["zero_infinity"] = True
+    x = g.tensor((steps, classes) if unbatched else (steps, count, classes), values="normal")
+    return (x, targets, input_lengths, target_lengths), kwargs
+
+
+entry("ctc_loss", _ctc, forms=("F",))
+
+
 def _prelu(g, form):
     shape = g.shape()
     channels = shape[1] if len(shape) >= 2 else 1

@@ -169,7 +169,24 @@ def test_ctc_loss_errors_as_torchs(rng):
     bad = targets.copy()
     bad[0, 0] = classes
     with pytest.raises(RuntimeError, match="out of range"):
-        F.ctc_loss(gpugrad.tensor(x), gpugrad.tensor(bad), gpugrad.tensor(input_lengths), gpugrad.tensor(target_lengths))
+        F.ctc_loss(gpugrad.tensor(x), gpugrad.tensor(bad), gpugrad.tensor(input_lengths),
+                   gpugrad.tensor(target_lengths))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ctc_loss_blank_in_targets_as_torch(rng, device):
+    """Targets holding the blank (torch says they must not; its kernel still computes): torch's values and
+    gradients, including its kernel's last step, which drops the final blank's share when the last label is
+    the blank; on unnormalised log-probabilities."""
+    steps, count, classes = 5, 4, 3
+    x = rng.standard_normal((steps, count, classes))
+    targets = rng.integers(0, classes, (count, 3))
+    targets[0, -1] = targets[1, 0] = 0
+    input_lengths, target_lengths = numpy.array([5, 4, 5, 3]), numpy.array([3, 2, 3, 1])
+    for reduction in ("none", "sum"):
+        ours, theirs, ours_x, theirs_x = _both(device, x, targets, input_lengths, target_lengths,
+                                               reduction=reduction)
+        _check(rng, ours, theirs, ours_x, theirs_x)
 
 
 def test_ctc_loss_has_no_second_derivative(rng):

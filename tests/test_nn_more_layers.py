@@ -5,7 +5,8 @@ output_size), interpolate / Upsample (nearest, nearest-exact, linear,
 bilinear with align_corners both ways, scale_factor and size), PixelShuffle
 and PixelUnshuffle, Embedding(max_norm=) and EmbeddingBag, and the remaining
 losses (CosineEmbeddingLoss, MarginRankingLoss, TripletMarginLoss,
-PoissonNLLLoss, GaussianNLLLoss, MultiLabelSoftMarginLoss); on the emulated
+PoissonNLLLoss, GaussianNLLLoss, MultiLabelSoftMarginLoss; CTCLoss in
+test_ctc_loss.py); on the emulated
 cuda device too."""
 
 import numpy

@@ -6,8 +6,8 @@ the ops; it defines no autograd Function and exports torch's names only
 (``__all__``).  Cross-entropy is the fused op of ``ops/fused/cross_entropy.py``
 (linear_cross_entropy of ``ops/fused/linear_cross_entropy.py``); mse,
 smooth_l1, huber, the binary cross-entropies and nll_loss are the Functions of
-``ops/loss.py``, layer_norm that of ``ops/normalization.py``; the rest are
-compositions of ops.
+``ops/loss.py``, ctc_loss that of ``ops/ctc.py``, layer_norm that of
+``ops/normalization.py``; the rest are compositions of ops.
 """
 
 import math

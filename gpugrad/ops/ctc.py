@@ -127,6 +127,13 @@ class CtcLoss(InternalFunction):
             top = ratio.max(axis=2) if ratio.shape[2] else xp.full((steps, count), -inf, ratio.dtype)
             top = xp.where(top == -inf, 0, top)
             share = xp.exp(ratio - top[..., None])
+            # torch's kernel sets (not adds) the last label's class at t = input_length - 1 after the blank's:
+            # where that label is the blank, the final blank state's share is dropped there
+            last_blank = ((tl > 0) & (labels[batch, xp.maximum(tl - 1, 0)] == ctx.blank) if labels.shape[1]
+                          else xp.zeros(count, dtype=bool))
+            dropped = ((xp.arange(steps)[:, None] == il[None, :] - 1) & last_blank[None, :])[..., None] & (
+                states[None, None, :] == 2 * tl[None, :, None])
+            share = xp.where(dropped, 0, share)
             collected = xp.zeros(log_probs.shape, dtype=log_probs.dtype)
             collected[:, :, ctx.blank] = share[:, :, 0::2].sum(axis=2)
             for k in range(labels.shape[1]):
