@@ -89,6 +89,21 @@ def test_matches_torchs_linear_cross_entropy_and_loss_backward(rng):
         assert_close(ours_leaf.grad, theirs_leaf.grad, 1e-12)
 
 
+def test_2d_input_takes_no_reshape_node(rng):
+    """(N, D) input joins the op as it is: through a reshape node its gradient
+    would reach .grad as a view, which the engine copies (one more N x D pass);
+    (B, T, D) input is reshaped, as torch's."""
+    x = gpugrad.tensor(rng.standard_normal((6, 4)), requires_grad=True)
+    w = gpugrad.tensor(rng.standard_normal((5, 4)), requires_grad=True)
+    loss = F.linear_cross_entropy(x, w, gpugrad.tensor(rng.integers(0, 5, 6)))
+    assert loss.grad_fn.next_functions[0][0].variable is x
+    loss.backward()
+    assert x.grad.array.base is None
+    x3 = gpugrad.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    loss3 = F.linear_cross_entropy(x3, w, gpugrad.tensor(rng.integers(0, 5, (2, 3))))
+    assert loss3.grad_fn.next_functions[0][0].name() == "ReshapeBackward0"
+
+
 def test_second_backward_recomputes_and_scaled_upstream(rng):
     leaves, tleaves, t, ours, theirs = _case(rng, (20,), 8, 13, "float64", {"weight": True})
     loss = F.linear_cross_entropy(leaves[0], leaves[1], gpugrad.tensor(t), linear_bias=leaves[2],

@@ -297,7 +297,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
         raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but "
                            f"got weight tensor of shape: {list(weight.shape)}")
-    rows = input.reshape(-1, input.shape[-1])
+    # (N, D) input as it is: through a reshape node its gradient would arrive as a view, which the engine copies
+    rows = input if input.ndim == 2 else input.reshape(-1, input.shape[-1])
     loss = chunked.linear_cross_entropy(rows, linear_weight, linear_bias, _class_indices(target.reshape(-1)),
                                         weight, ignore_index, reduction, label_smoothing,
                                         chunk=None if options is None else options.batch_chunk_size,
