@@ -211,6 +211,8 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
         raise RuntimeError(f"unsupported range: {start} -> {end}")
     if (end - start) * step < 0:
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+    if not dtypes.is_floating_point(dtype) and not math.isfinite(step):   # torch converts it to int64 first
+        raise RuntimeError("value cannot be converted to type int64_t without overflow")
     dev = backend.as_device(device)
     xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):

@@ -81,4 +81,8 @@ def test_factories_refuse_what_torch_refuses():
         with pytest.raises(kind):
             bad()
     assert gpugrad.arange(4.15, dtype=gpugrad.int64).tolist() == torch.arange(4.15, dtype=torch.int64).tolist()
+    for dtype in ("int64", "int32", "uint8"):          # an infinite step: int64 cannot hold it (fuzzer seed 4140803826)
+        with pytest.raises(RuntimeError, match="cannot be converted to type int64_t without overflow"):
+            gpugrad.arange(-3, 6, float("inf"), dtype=getattr(gpugrad, dtype))
+    assert gpugrad.arange(-3, 6, float("inf"), dtype=gpugrad.float64).tolist() == []     # as torch's: empty
     assert gpugrad.arange(4.15, dtype=gpugrad.int32).tolist() == torch.arange(4.15, dtype=torch.int32).tolist()
