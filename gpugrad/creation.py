@@ -238,15 +238,30 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
         start, end = int(start), int(end)
     xp = backend.xp_for_device(dev)
     with backend.device_guard(dev):
-        array = xp.linspace(start, end, steps, dtype=numpy.float64).astype(dtype, copy=False)
+        compute = dtype if dtype in (dtypes.float32, dtypes.float64) else numpy.float64
+        array = linspace_array(xp, start, end, steps, compute).astype(dtype, copy=False)
     return _new(array, requires_grad)
+
+
+def linspace_array(xp, start, end, steps, dtype=numpy.float64):
+    """torch's linspace (its scalar loop, in ``dtype``): start + i * step for the first half,
+    end - (steps - 1 - i) * step for the rest (NumPy's start + i * step rounds differently: the
+    edges of histogram bins, for one).  torch's vectorised loop, over whole SIMD widths of a long
+    range, can differ from it in the last bit."""
+    kind = numpy.dtype(dtype).type
+    i = xp.arange(steps, dtype=dtype)
+    start, end = kind(start), kind(end)
+    if steps <= 1:
+        return i + start
+    step = (end - start) / kind(steps - 1)
+    return xp.where(i < steps // 2, start + step * i, end - step * (kind(steps - 1) - i))
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
     """``steps`` values from base**start to base**end, evenly spaced in the exponent."""
     dtype = dtypes.as_dtype(dtype) or dtypes.get_default_dtype()
-    if not dtypes.is_floating_point(dtype):       # torch converts the ends to the dtype first
-        start, end = int(start), int(end)
+    if not dtypes.is_floating_point(dtype) and steps != 1:   # torch converts the ends to the dtype first
+        start, end = int(start), int(end)                     # (one step: base ** start, start as given)
     line = linspace(start, end, steps, dtype=dtypes.float64, device=device)
     return _new((base ** line.array).astype(dtype), requires_grad)
 

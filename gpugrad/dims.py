@@ -4,6 +4,7 @@ import functools
 import inspect
 import math
 import numbers
+import operator
 
 
 class Size(tuple):
@@ -80,12 +81,18 @@ def shape_arg(args):
     """A shape given as f(2, 3), f((2, 3)) or f([2, 3]), as a tuple of ints (-1 allowed)."""
     if len(args) == 1 and not isinstance(args[0], numbers.Integral):
         args = args[0]
-        if isinstance(args, numbers.Integral):
-            args = (args,)
-    try:
-        return tuple(int(n) for n in args)
-    except TypeError:
-        raise TypeError(f"a size must be a sequence of ints, got {args!r}") from None
+        if isinstance(args, numbers.Integral) or (hasattr(args, "__index__") and getattr(args, "ndim", 1) == 0):
+            args = (args,)        # an int, or an integer 0-d tensor or array
+    if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
+        raise TypeError(f"a size must be a sequence of ints, got {type(args).__name__}")
+    shape = []
+    for position, n in enumerate(args, 1):
+        try:
+            shape.append(operator.index(n))       # ints only, as torch's parser (2.5 is no size)
+        except TypeError:
+            raise TypeError(f"a size must be a sequence of ints, but got {type(n).__name__} at pos {position}: "
+                            f"{args!r}") from None
+    return tuple(shape)
 
 
 def size_arg(args, size=None, function=None):

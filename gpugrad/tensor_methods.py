@@ -429,6 +429,10 @@ def __setitem__(self, key, value):
     """``x[key] = value``: in place (every alias and view sees it); recorded
     for autograd like torch's index_put_ / copy_ on the view x[key]."""
     key, advanced = shape.convert_key(self, key)
+    if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
+        # torch drops the value's leading dims of size 1 (x[0] = v of shape (1, n) writes a row of n)
+        lead = next((d for d, n in enumerate(value.shape) if n != 1), value.ndim)
+        value = value.reshape(tuple(value.shape[lead:]))
     if self.array.size and inplace.overlaps(self.array):       # expanded: the written region must not be
         target = None if advanced else self.array[key]
         if target is None or target.size and inplace.overlaps(target):

@@ -369,3 +369,15 @@ def test_grad_mode_and_autocast_are_per_thread():
     assert ours["a"][0] == (False, True, "bfloat16", False) and ours["b"][0] == (True, False, "float32", True)
     assert ours["a"][-1] == ours["b"][-1] == (True, False)
     assert gpugrad.is_grad_enabled() and not gpugrad.is_autocast_enabled("cpu")
+
+
+def test_nll_loss_runs_in_float32_under_autocast_for_every_reduction(rng):
+    """nll_loss's decorator had slipped onto another definition (issue 25): under autocast its loss was
+    bfloat16 with reduction='none'; torch's is float32 for every reduction."""
+    scores = rng.standard_normal((3, 4))
+    for lib in (gpugrad, torch):
+        x = lib.tensor(scores, dtype=lib.bfloat16).log_softmax(1)
+        for reduction in ("none", "mean", "sum"):
+            with lib.autocast("cpu", dtype=lib.bfloat16):
+                loss = lib.nn.functional.nll_loss(x, lib.tensor([0, 3, 1]), reduction=reduction)
+            assert str(loss.dtype).endswith("float32"), (lib.__name__, reduction)

@@ -378,3 +378,23 @@ def test_autograd_names_above_tensor_are_there_on_first_use():
     assert autograd.backward is gpugrad.autograd.engine.backward and autograd.functional.jacobian
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         getattr(autograd, "nothing")
+
+
+def test_a_custom_backward_returns_one_gradient_per_input_as_torch():
+    """A backward returning more gradients than forward has inputs was accepted (issue 25): torch's
+    RuntimeError, unless the extra ones are None; fewer is an error too."""
+    def function(lib, backward):
+        return type("Fn", (lib.autograd.Function,), {"forward": staticmethod(lambda ctx, x, k: x * k),
+                                                       "backward": staticmethod(backward)})
+
+    for lib in (torch, gpugrad):
+        for backward, ok in ((lambda ctx, g: (g * 2, None, g), False), (lambda ctx, g: g * 2, False),
+                             (lambda ctx, g: (g * 2, None, None), True), (lambda ctx, g: (g * 2, None), True)):
+            x = lib.ones(2, requires_grad=True)
+            out = function(lib, backward).apply(x, 2.0).sum()
+            if ok:
+                out.backward()
+                assert x.grad.tolist() == [2.0, 2.0]
+            else:
+                with pytest.raises(RuntimeError, match=r"returned an incorrect number of gradients \(expected 2, "):
+                    out.backward()

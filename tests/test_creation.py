@@ -86,3 +86,24 @@ def test_factories_refuse_what_torch_refuses():
             gpugrad.arange(-3, 6, float("inf"), dtype=getattr(gpugrad, dtype))
     assert gpugrad.arange(-3, 6, float("inf"), dtype=gpugrad.float64).tolist() == []     # as torch's: empty
     assert gpugrad.arange(4.15, dtype=gpugrad.int32).tolist() == torch.arange(4.15, dtype=torch.int32).tolist()
+
+
+def test_sizes_are_ints_only_as_torch():
+    """zeros((3, 2.5)) made a 3x2 tensor (issue 25: nn.Linear(2.5, 3)); an integer 0-d tensor is a size."""
+    for bad in (lambda lib: lib.zeros((3, 2.5)), lambda lib: lib.ones(2.5), lambda lib: lib.empty("3"),
+                lambda lib: lib.zeros(lib.tensor(2.0)), lambda lib: lib.ones(6).reshape(2, 3.0),
+                lambda lib: lib.ones(3).expand(3.0)):
+        with pytest.raises(TypeError):
+            bad(torch)
+        with pytest.raises(TypeError):
+            bad(gpugrad)
+    for good in (lambda lib: lib.zeros(numpy.int64(2)), lambda lib: lib.zeros(lib.tensor(2)),
+                 lambda lib: lib.ones(6).reshape(lib.tensor(2), 3)):
+        assert tuple(good(gpugrad).shape) == tuple(good(torch).shape)
+
+
+def test_logspace_of_one_integer_step_keeps_the_fractional_start():
+    for args in ((2.96, 1.52, 1), (2.96, 1.52, 3), (-1.0, 2.0, 3)):
+        for base in (10.0, 2.0):
+            assert gpugrad.logspace(*args, base=base, dtype=gpugrad.int64).tolist() == \
+                torch.logspace(*args, base=base, dtype=torch.int64).tolist(), (args, base)

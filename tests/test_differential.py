@@ -26,20 +26,7 @@ CASES = int(os.environ.get("GPUGRAD_FUZZ_CASES", 3000))
 EMULATED_CASES = int(os.environ.get("GPUGRAD_FUZZ_EMULATED_CASES", 600))
 
 # entries with mismatches still being fixed (name -> what is left); the large run (make fuzz) reports them too
-_CONV = "pooling and unfold: torch's output-size errors, unfold's result a view of its input"
-_F = "nn.functional: torch's argument errors, nan and inf in gradients"
-PENDING = {
-    "adaptive_avg_pool2d": _CONV, "avg_pool1d": _CONV, "avg_pool2d": _CONV, "max_pool1d": _CONV, "max_pool2d": _CONV,
-    "unfold": _CONV, "batch_norm": _F, "binary_cross_entropy": _F, "binary_cross_entropy_with_logits": _F,
-    "cosine_similarity": "broadcast operands and the dim of the norms", "cross_entropy": _F, "embedding": _F,
-    "glu": _F, "huber_loss": _F, "kl_div": _F, "layer_norm": _F, "nll_loss": _F, "smooth_l1_loss": _F,
-    "mse_loss": _F, "l1_loss": _F, "scaled_dot_product_attention": "rows of nan",
-    "linear_cross_entropy": "double backward, differentiable class weights",
-    "program": "which tensors an op saves for backward (torch raises where gpugrad kept what it needs)",
-    "__setitem__": "rare", "cumprod": "nan and inf in the gradient", "index_put": "rare", "index_select": "rare",
-    "linear": "rare", "pow": "nan and inf in the second derivative", "prod": "nan and inf in the second derivative",
-    "roll": "rare", "std": "rare", "take_along_dim": "rare",
-}
+PENDING = {}
 
 
 def _run(entries, cases, device):

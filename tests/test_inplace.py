@@ -192,3 +192,33 @@ def test_data_gives_a_tensor_outside_the_graph():
         p.data = 3
     with pytest.raises(RuntimeError, match="must be floating point"):
         p.data = gpugrad.tensor([1, 2])
+
+
+def test_a_result_saved_for_backward_then_changed_in_place_raises_as_torch():
+    """relu, abs, fill_ and the in-place forms of ops that save their result (x.relu_() then x.mul_(2))
+    keep what torch keeps, so an in-place change after them raises at backward as torch's does; pow_ and
+    x.add_(x) save nothing that changes."""
+    cases = {
+        "relu then mul_": lambda y: y.relu().mul_(2),
+        "abs then mul_ of its input": lambda y: (y.abs(), y.mul_(2))[0],
+        "relu_ then mul_": lambda y: y.relu_().mul_(2),
+        "tanh_ then mul_": lambda y: y.tanh_().mul_(2),
+        "sigmoid then fill_": lambda y: y.sigmoid().fill_(1.0),
+        "exp then zero_": lambda y: y.exp().zero_(),
+        "mul_ by itself": lambda y: y.mul_(y),
+        "pow_ then mul_": lambda y: y.pow_(2).mul_(2),
+        "add_ itself": lambda y: y.add_(y),
+        "relu_ through a view": lambda y: (y[0].relu_(), y.mul_(2))[1],
+    }
+    for name, program in cases.items():
+        outcomes = []
+        for lib in (torch, gpugrad):
+            x = lib.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=lib.float64, requires_grad=True)
+            out = program(x * 1)
+            try:
+                out.sum().backward()
+                outcomes.append(x.grad.tolist())
+            except RuntimeError as error:
+                assert "modified by an inplace operation" in str(error)
+                outcomes.append("raises")
+        assert outcomes[0] == outcomes[1], name

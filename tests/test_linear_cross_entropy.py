@@ -118,9 +118,20 @@ def test_second_backward_recomputes_and_scaled_upstream(rng):
     for a, b, tleaf in zip(first, leaves, tleaves):
         assert_close(a, tleaf.grad * 3, 1e-12)
         assert_close(b.grad, tleaf.grad, 1e-12)
-    with pytest.raises(RuntimeError, match="double backward is not supported"):
-        again = F.linear_cross_entropy(leaves[0], leaves[1], gpugrad.tensor(t), **ours)
-        gpugrad.autograd.grad(again, leaves[0], create_graph=True)
+    # create_graph: the unfused gradient, differentiable again (before: "double backward is not supported")
+    again = F.linear_cross_entropy(leaves[0], leaves[1], gpugrad.tensor(t), linear_bias=leaves[2], **ours)
+    (gx,) = gpugrad.autograd.grad(again, leaves[0], create_graph=True)
+    for leaf in leaves:
+        leaf.grad = None
+    (gx * gx).sum().backward()
+    tagain = _reference(tleaves, torch.tensor(t), theirs)
+    (tgx,) = torch.autograd.grad(tagain, tleaves[0], create_graph=True)
+    for leaf in tleaves:
+        leaf.grad = None
+    (tgx * tgx).sum().backward()
+    assert_close(gx, tgx, 1e-12)
+    for leaf, tleaf in zip(leaves, tleaves):
+        assert_close(leaf.grad, tleaf.grad, 1e-10)
 
 
 def test_all_rows_ignored_and_no_grad(rng):

@@ -594,3 +594,250 @@ def test_functional_exports_torchs_names_and_defines_no_function_class():
                or getattr(getattr(value, "__wrapped__", None), "__module__", None) == F.__name__}
     assert not [name for name, value in defined.items() if inspect.isclass(value)]
     assert {name for name in defined if not name.startswith("_")} <= set(F.__all__)
+
+
+# -- the differential fuzzer's findings in nn.functional (issue 25), one test each --------------------------
+
+def test_cosine_similarity_of_broadcast_operands_as_torch(rng):
+    """The norms are those of the broadcast operands: |result| <= 1 (before: the un-broadcast one's norm)."""
+    x1, tx1 = make_pair(rng, (3, 1))
+    x2, tx2 = make_pair(rng, (3, 4))
+    out, tout = F.cosine_similarity(x1, x2, dim=1), TF.cosine_similarity(tx1, tx2, dim=1)
+    assert (out.detach().abs().numpy() <= 1 + 1e-12).all()
+    assert_forward_backward(rng, out, tout, [(x1, tx1), (x2, tx2)], 1e-10)
+    with pytest.raises(RuntimeError, match="common dtype to be floating point"):
+        F.cosine_similarity(gpugrad.ones(3, dtype=gpugrad.int64), gpugrad.ones(3, dtype=gpugrad.int64), dim=0)
+
+
+def test_nll_loss_with_every_target_ignored_and_an_ignored_row_of_minus_inf(rng):
+    x, tx = make_pair(rng, (3, 4))
+    target = numpy.array([1, -100, 2])
+    loss = F.nll_loss(x, gpugrad.tensor(numpy.full(3, -100)))
+    tloss = TF.nll_loss(tx, torch.full((3,), -100))
+    assert numpy.isnan(loss.item()) and numpy.isnan(tloss.item())
+    loss.backward()
+    tloss.backward()
+    assert (x.grad.numpy() == 0).all() and (tx.grad.numpy() == 0).all()        # before: nan
+    for reduction in ("mean", "sum", "none"):
+        y, ty = make_pair(rng, (3, 4))
+        with gpugrad.no_grad():
+            y[1] = -float("inf")
+        with torch.no_grad():
+            ty[1] = -float("inf")
+        loss = F.nll_loss(y, gpugrad.tensor(target), reduction=reduction)
+        tloss = TF.nll_loss(ty, torch.tensor(target), reduction=reduction)
+        assert numpy.isfinite(loss.detach().numpy()).all()                          # before: nan
+        assert_forward_backward(rng, loss, tloss, [(y, ty)], 1e-12)
+
+
+def test_class_weights_that_require_grad_are_refused_as_torch(rng):
+    x, y = gpugrad.randn(3, 4, requires_grad=True), gpugrad.tensor([0, 1, 3])
+    w = gpugrad.rand(4, requires_grad=True)
+    for function in (F.nll_loss, F.cross_entropy):
+        with pytest.raises(RuntimeError, match="is not differentiable with respect to argument 'weight'"):
+            function(x, y, weight=w)
+        with pytest.raises(RuntimeError, match="is not differentiable with respect to argument 'weight'"):
+            getattr(TF, function.__name__)(to_torch(x), torch.tensor([0, 1, 3]), weight=to_torch(w,
+                                                                                               requires_grad=True))
+
+
+def test_glu_refuses_an_odd_dim_as_torch():
+    for shape, dim, message in (((3, 5), -1, "Halving dimension must be even, but dimension 1 is size 5"),
+                                ((), 0, "glu does not support scalars")):
+        with pytest.raises(RuntimeError, match=message):
+            F.glu(gpugrad.ones(shape), dim)
+        with pytest.raises(RuntimeError, match=message):
+            TF.glu(torch.ones(shape), dim)
+    assert F.glu(gpugrad.ones(2, 0), 1).shape == TF.glu(torch.ones(2, 0), 1).shape == (2, 0)
+
+
+def test_pooling_and_unfold_refuse_an_output_size_of_zero_as_torch():
+    x, tx = gpugrad.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    for name, args, message in (("max_pool2d", (3,), "Output size is too small"),
+                                ("avg_pool2d", (3,), "Output size is too small"),
+                                ("unfold", (3,), "must be at least one")):
+        with pytest.raises(RuntimeError, match=message):
+            getattr(F, name)(x, *args)
+        with pytest.raises(RuntimeError, match=message):
+            getattr(TF, name)(tx, *args)
+    with pytest.raises(RuntimeError, match="Invalid computed output size: 0"):
+        F.max_pool1d(gpugrad.ones(1, 1, 2), 3)
+    with pytest.raises(RuntimeError, match="Invalid computed output size: 0"):
+        TF.max_pool1d(torch.ones(1, 1, 2), 3)
+
+
+def test_max_pool_picks_torchs_element_with_nan_and_minus_inf(rng):
+    """The last nan of a window, else its first maximum; a window of -inf: its first element in the input."""
+    values = numpy.array([[1.0, numpy.nan, 2.0, numpy.nan], [-numpy.inf, -numpy.inf, 3.0, 3.0],
+                          [0.5, 0.5, -numpy.inf, 1.0], [2.0, 0.0, -1.0, 2.0]])[None, None]
+    x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    for options in ({"kernel_size": 2}, {"kernel_size": 3, "stride": 1, "padding": 1},
+                    {"kernel_size": 2, "stride": 1, "dilation": 2}):
+        out, index = F.max_pool2d(x, return_indices=True, **options)
+        tout, tindex = TF.max_pool2d(tx, return_indices=True, **options)
+        assert (index.numpy() == tindex.numpy()).all(), options
+        assert_forward_backward(rng, out, tout, [(x, tx)], 1e-12)
+        x.grad = tx.grad = None
+
+
+def test_unfold_returns_a_copy_and_adaptive_pool_keeps_a_none_size(rng):
+    x, tx = make_pair(rng, (1, 2, 4, 6))
+    out = F.unfold(x, 2, stride=2)
+    assert not numpy.shares_memory(out.detach().numpy(), x.detach().numpy())   # before: a view of x
+    assert_close(out, TF.unfold(tx, 2, stride=2), 0)
+    pooled, tpooled = F.adaptive_avg_pool2d(x, (None, 3)), TF.adaptive_avg_pool2d(tx, (None, 3))
+    assert pooled.shape == tpooled.shape == (1, 2, 4, 3)
+    assert_forward_backward(rng, pooled, tpooled, [(x, tx)], 1e-12)
+
+
+def test_embedding_refuses_a_padding_idx_out_of_range_as_torch():
+    weight = gpugrad.ones(4, 2)
+    for padding_idx in (4, -5):
+        with pytest.raises(AssertionError, match="Padding_idx must be within num_embeddings"):
+            F.embedding(gpugrad.tensor([0, 1]), weight, padding_idx=padding_idx)
+        with pytest.raises(AssertionError, match="Padding_idx must be within num_embeddings"):
+            TF.embedding(torch.tensor([0, 1]), torch.ones(4, 2), padding_idx=padding_idx)
+
+
+def test_scaled_dot_product_attention_keeps_nan_rows_and_zeroes_closed_ones(rng):
+    """A query row with a nan is nan even where the mask closes it (before: 0); a closed row of finite
+    scores is 0; a float mask's nan makes its row nan."""
+    q, tq = make_pair(rng, (1, 3, 4))
+    k, tk = make_pair(rng, (1, 5, 4))
+    v, tv = make_pair(rng, (1, 5, 2))
+    with gpugrad.no_grad():
+        q[0, 1, 2] = float("nan")
+    with torch.no_grad():
+        tq[0, 1, 2] = float("nan")
+    allowed = numpy.ones((3, 5), dtype=bool)
+    allowed[1:] = False
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=gpugrad.tensor(allowed))
+    tout = TF.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(allowed))
+    assert numpy.isnan(out.detach().numpy()[0, 1]).all() and (out.detach().numpy()[0, 2] == 0).all()
+    numpy.testing.assert_allclose(out.detach().numpy(), tout.detach().numpy(), rtol=1e-12, atol=1e-14)
+    values = rng.standard_normal((3, 5))
+    values[0, 1] = numpy.nan
+    values[2] = -numpy.inf
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=gpugrad.tensor(values))
+    tout = TF.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(values))
+    assert numpy.isnan(out.detach().numpy()[0, :2]).all() and (out.detach().numpy()[0, 2] == 0).all()
+    numpy.testing.assert_allclose(out.detach().numpy(), tout.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_regression_losses_broadcast_and_report_as_torch(rng):
+    """mse/l1/smooth_l1/huber broadcast input against target (torch's RuntimeError where they do not);
+    huber's weighted mean divides by the count; smooth_l1's gradient at |d| = beta is torch's."""
+    x, tx = make_pair(rng, (3, 1))
+    y, ty = make_pair(rng, (4,))
+    for name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"):
+        with pytest.warns(UserWarning):
+            out = getattr(F, name)(x, y, reduction="none")
+        with pytest.warns(UserWarning):
+            tout = getattr(TF, name)(tx, ty, reduction="none")
+        assert_forward_backward(rng, out, tout, [(x, tx), (y, ty)], 1e-12)
+        x.grad = y.grad = tx.grad = ty.grad = None
+        with pytest.raises(RuntimeError, match="must match the size"), pytest.warns(UserWarning):
+            getattr(F, name)(x, gpugrad.ones(2, 2))
+        with pytest.raises(RuntimeError, match="must match the size"), pytest.warns(UserWarning):
+            getattr(TF, name)(tx, torch.ones(2, 2))
+    w, tw = make_pair(rng, (3, 4), low=0.1)
+    z, tz = make_pair(rng, (3, 4))
+    t, tt = make_pair(rng, (3, 4), requires_grad=False)
+    assert_forward_backward(rng, F.huber_loss(z, t, weight=w), TF.huber_loss(tz, tt, weight=tw), [(z, tz), (w, tw)],
+                            1e-12)
+    d = numpy.array([1.0, -1.0, 0.5, 2.0])            # |d| == beta at the first two
+    a, ta = gpugrad.tensor(d, requires_grad=True), torch.tensor(d, requires_grad=True)
+    for name in ("smooth_l1_loss", "huber_loss"):
+        loss = getattr(F, name)(a, gpugrad.zeros(4, dtype=gpugrad.float64))
+        tloss = getattr(TF, name)(ta, torch.zeros(4, dtype=torch.float64))
+        (ga,) = gpugrad.autograd.grad(loss, a, create_graph=True)
+        (tga,) = torch.autograd.grad(tloss, ta, create_graph=True)
+        assert_close(ga, tga, 1e-15)
+        assert_close(gpugrad.autograd.grad(ga.sum(), a)[0], torch.autograd.grad(tga.sum(), ta)[0], 1e-15)
+
+
+def test_kl_div_and_binary_cross_entropy_gradients_at_zero_and_one(rng):
+    """kl_div as torch's xlogy(t, t) - t x (0 where t is 0, nan with a nan); bce's gradient to the target
+    -logit(p) unclamped (inf at p of 0 and 1), its second derivative torch's."""
+    x, tx = make_pair(rng, (5,))
+    values = numpy.array([0.0, 0.3, numpy.nan, 1.0, 0.0])
+    t, tt = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    out, tout = F.kl_div(x, t, reduction="none"), TF.kl_div(tx, tt, reduction="none")
+    assert_close(out, tout, 1e-15)
+    out.sum().backward()
+    tout.sum().backward()
+    for ours, theirs in ((x, tx), (t, tt)):
+        assert numpy.array_equal(numpy.isnan(ours.grad.numpy()), numpy.isnan(theirs.grad.numpy()))
+        assert_close(ours.grad, theirs.grad, 1e-15)
+    p = numpy.array([0.0, 0.2, 1.0, 0.7])
+    a, ta = gpugrad.tensor(p, requires_grad=True), torch.tensor(p, requires_grad=True)
+    b, tb = make_pair(rng, (4,), low=0.0, high=1.0)
+    (ga, gb) = gpugrad.autograd.grad(F.binary_cross_entropy(a, b), (a, b), create_graph=True)
+    (tga, tgb) = torch.autograd.grad(TF.binary_cross_entropy(ta, tb), (ta, tb), create_graph=True)
+    assert numpy.array_equal(gb.detach().numpy(), tgb.detach().numpy(), equal_nan=True)     # before: +-100
+    assert_close(ga, tga, 1e-12)
+    second = gpugrad.autograd.grad(ga.sum(), (a, b))
+    tsecond = torch.autograd.grad(tga.sum(), (ta, tb))
+    for ours, theirs in zip(second, tsecond):
+        assert_close(ours, theirs, 1e-12)
+
+
+def test_layer_norm_rows_of_equal_values_empty_inputs_and_shape_errors(rng):
+    """A constant row centres to exactly 0 (inf weight: nan, as torch); an empty input normalises to empty;
+    normalized_shape must be a non-empty sequence."""
+    values = numpy.repeat(rng.standard_normal((4, 1)), 3, axis=1)
+    weight = numpy.array([2.0, -numpy.inf, 0.5])
+    x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    out = F.layer_norm(x, (3,), gpugrad.tensor(weight))
+    tout = TF.layer_norm(tx, (3,), torch.tensor(weight))
+    assert numpy.array_equal(out.detach().numpy(), tout.detach().numpy(), equal_nan=True)
+    e, te = make_pair(rng, (0, 3))
+    w, tw = make_pair(rng, (3,))
+    out, tout = F.layer_norm(e, (3,), w), TF.layer_norm(te, (3,), tw)
+    assert out.shape == tout.shape == (0, 3)
+    out.sum().backward()
+    tout.sum().backward()
+    assert_close(w.grad, tw.grad, 0)
+    for shape, error, message in (((), RuntimeError, "Expected normalized_shape to be at least 1-dimensional"),
+                                  (3.0, TypeError, "normalized_shape")):
+        with pytest.raises(error, match=message):
+            F.layer_norm(x, shape)
+        with pytest.raises(error, match=message):
+            TF.layer_norm(tx, shape)
+
+
+def test_layer_norm_double_backward_matches_torch(rng):
+    x, tx = make_pair(rng, (3, 5))
+    w, tw = make_pair(rng, (5,))
+    (g,) = gpugrad.autograd.grad(F.layer_norm(x, (5,), w).pow(3).sum(), x, create_graph=True)
+    (tg,) = torch.autograd.grad(TF.layer_norm(tx, (5,), tw).pow(3).sum(), tx, create_graph=True)
+    assert_close(g, tg, 1e-12)
+    assert_forward_backward(rng, g, tg, [(x, tx), (w, tw)], 1e-10)
+
+
+def test_batch_norm_argument_errors_as_torch():
+    x, tx = gpugrad.ones(1, 3, 1), torch.ones(1, 3, 1)
+    for args, kwargs, error, message in (((None, None), {"training": True}, ValueError, "more than 1 value"),
+                                         ((None, None), {"training": True, "momentum": "a"}, TypeError, "momentum")):
+        with pytest.raises(error, match=message):
+            F.batch_norm(gpugrad.ones(2, 3, 1) if "momentum" in kwargs else x, *args, **kwargs)
+        with pytest.raises(error, match=message):
+            TF.batch_norm(torch.ones(2, 3, 1) if "momentum" in kwargs else tx, *args, **kwargs)
+    with pytest.raises(ValueError, match="more than 1 value"):       # one value per channel: size 1 in dims 0, 2
+        F.batch_norm(gpugrad.ones(1, 0, 1), None, None, training=True)
+
+
+def test_binary_cross_entropy_with_logits_of_0d_tensors():
+    """A 0-d input crashed (NumPy's ufuncs give scalars for 0-d arrays; issue 25)."""
+    for pos_weight in (None, 2.0):
+        x, tx = gpugrad.tensor(0.3, dtype=gpugrad.float64, requires_grad=True), torch.tensor(0.3, requires_grad=True,
+                                                                                              dtype=torch.float64)
+        kwargs = {} if pos_weight is None else {"pos_weight": gpugrad.tensor(pos_weight, dtype=gpugrad.float64)}
+        tkwargs = {} if pos_weight is None else {"pos_weight": torch.tensor(pos_weight, dtype=torch.float64)}
+        out = F.binary_cross_entropy_with_logits(x, gpugrad.tensor(0.25, dtype=gpugrad.float64), **kwargs)
+        tout = TF.binary_cross_entropy_with_logits(tx, torch.tensor(0.25, dtype=torch.float64), **tkwargs)
+        assert out.shape == () and isinstance(out.array, numpy.ndarray)
+        out.backward()
+        tout.backward()
+        assert_close(out, tout, 1e-12)
+        assert_close(x.grad, tx.grad, 1e-12)

@@ -330,3 +330,32 @@ def test_bilinear_matches_torch(rng, device):
                                    ((2, 3), (2, 5), "input2 size does not match weight size: got 5 but expected 4")):
         with pytest.raises(RuntimeError, match=message):
             gpugrad.nn.functional.bilinear(gpugrad.ones(*first), gpugrad.ones(*second), gpugrad.ones(5, 3, 4))
+
+
+def test_registering_a_name_of_another_kind_is_refused_as_torch():
+    """register_buffer('weight', ...) over a Parameter was accepted (issue 25): torch's KeyError, and its
+    checks of the name; nn.Linear(2.5, 3) built a layer (sizes are ints only)."""
+    for lib in (torch, gpugrad):
+        module = lib.nn.Linear(2, 3)
+        with pytest.raises(KeyError, match="attribute 'weight' already exists"):
+            module.register_buffer("weight", lib.ones(3, 2))
+        with pytest.raises(KeyError, match="attribute 'forward' already exists"):
+            module.register_buffer("forward", lib.ones(3, 2))
+        norm = lib.nn.BatchNorm1d(3)
+        with pytest.raises(KeyError, match="attribute 'running_mean' already exists"):
+            norm.register_parameter("running_mean", lib.nn.Parameter(lib.ones(3)))
+        with pytest.raises(KeyError, match="attribute 'weight' already exists"):
+            module.add_module("weight", lib.nn.ReLU())
+        with pytest.raises(KeyError, match="contain"):
+            module.register_buffer("a.b", None)
+        with pytest.raises(KeyError, match="empty string"):
+            module.register_parameter("", None)
+        with pytest.raises(TypeError, match="name should be a string"):
+            module.register_buffer(3, None)
+        module.register_buffer("weight_copy", lib.ones(3, 2))
+        module.register_buffer("weight_copy", None)          # re-registering its own kind is fine
+        assert module.weight_copy is None
+    with pytest.raises(TypeError, match="a size must be a sequence of ints"):
+        gpugrad.nn.Linear(2.5, 3)             # torch: TypeError from empty() (it built a 2.5-wide layer)
+    with pytest.raises(TypeError):
+        torch.nn.Linear(2.5, 3)

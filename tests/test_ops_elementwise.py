@@ -313,3 +313,15 @@ def test_atan2_matches_torch(rng, device):
     z = gpugrad.tensor([1.0, -2.0])
     z.atan2_(gpugrad.tensor([1.0, 1.0]))
     numpy.testing.assert_allclose(z.numpy(), numpy.arctan2([1.0, -2.0], [1.0, 1.0]), rtol=1e-6)
+
+
+def test_pow_by_a_half_is_torchs_sqrt_and_rsqrt():
+    """torch computes x ** 0.5 as sqrt(x) and x ** -0.5 as rsqrt(x): nan at -inf (pow gives inf and 0)."""
+    values = [-numpy.inf, -0.0, 0.0, 4.0, numpy.inf, -1.0, numpy.nan]
+    for exponent in (0.5, -0.5):
+        x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+        out, tout = x ** exponent, tx ** exponent
+        numpy.testing.assert_array_equal(out.detach().numpy(), tout.detach().numpy())
+        out.sum().backward()
+        tout.sum().backward()
+        numpy.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())

@@ -85,3 +85,21 @@ def test_einsum_diagonals_are_differentiable(rng):
     x, tx = make_pair(rng, (3, 3))
     assert_forward_backward(rng, gpugrad.einsum("ii->i", x), torch.einsum("ii->i", tx), [(x, tx)], 1e-12)
     assert_close(gpugrad.einsum("ii", x), torch.einsum("ii", tx), 1e-12)
+
+
+def test_linear_with_a_1d_weight_and_a_bias_follows_torchs_paths(rng):
+    """addmm (a 2-D input, or a contiguous one with a bias of 1 or more dims) refuses a 1-D weight; the
+    other paths add the bias to the product."""
+    for shape, transpose in (((2,), False), ((3, 2), False), ((1, 2, 2), False), ((2, 2, 2), True),
+                             ((2, 1, 2, 2), False)):
+        for bias_shape in ((), (1,), (2,)):
+            results = []
+            for lib in (torch, gpugrad):
+                x = lib.ones(shape, dtype=lib.float64)
+                x = x.transpose(0, 1) if transpose else x
+                try:
+                    results.append(tuple(lib.nn.functional.linear(x, lib.ones(2, dtype=lib.float64),
+                                                                  lib.ones(bias_shape, dtype=lib.float64)).shape))
+                except RuntimeError as error:
+                    results.append(str(error))
+            assert results[0] == results[1], (shape, transpose, bias_shape)

@@ -242,3 +242,39 @@ def test_statistics_tell_dim_none_from_no_dim(rng, name):
         getattr(gpugrad, name)(x, unbiased=False, keepdim=True)
     with pytest.raises(TypeError):
         getattr(torch, name)(tx, unbiased=False, keepdim=True)
+
+
+def test_cumprod_gradients_with_inf_nan_and_zeros_as_torch():
+    """Each region of torch's cumprod backward (before the first zero, at it, up to the second) sums only
+    its own terms: an inf or nan beyond it stays out; the second derivative without zeros is torch's."""
+    import itertools
+    values = (numpy.inf, 0.0, 2.0, -1.0, numpy.nan, -numpy.inf)
+    upstream, second = [0.5, -1.0, 2.0], [1.5, 0.25, -3.0]
+    for row in itertools.product(values, repeat=3):
+        results = []
+        for lib in (torch, gpugrad):
+            x = lib.tensor(row, dtype=lib.float64, requires_grad=True)
+            (g,) = lib.autograd.grad(x.cumprod(0), x, lib.tensor(upstream, dtype=lib.float64), create_graph=True)
+            (h,) = lib.autograd.grad(g, x, lib.tensor(second, dtype=lib.float64))
+            y = lib.tensor(row, dtype=lib.float64, requires_grad=True)
+            y.cumprod(0).backward(lib.tensor(upstream, dtype=lib.float64))
+            results.append(numpy.concatenate([g.detach().numpy(), h.numpy(), y.grad.numpy()]))
+        numpy.testing.assert_array_equal(results[1], results[0], err_msg=str(row))
+    with pytest.raises(IndexError, match="Dimension out of range"):       # the dim checked before the dtype
+        gpugrad.ones(2, 3).cumprod(3, dtype=gpugrad.int64)
+
+
+def test_prod_of_everything_with_two_zeros_and_an_infinity_has_a_zero_gradient():
+    """torch's prod() (no dim) gives zeros when two or more elements are 0 (not the products of the
+    others, nan beside an inf); with a dim, or under create_graph, the products; dims checked first."""
+    values = [[0.0, 0.0, 2.0], [1.5, -numpy.inf, 0.5]]
+    for kwargs in ({}, {"dim": 1}, {"dim": 0}):
+        grads = []
+        for lib in (torch, gpugrad):
+            x = lib.tensor(values, dtype=lib.float64, requires_grad=True)
+            x.prod(**kwargs).sum().backward()
+            grads.append(x.grad.numpy())
+        numpy.testing.assert_array_equal(grads[1], grads[0], err_msg=str(kwargs))
+    for lib in (torch, gpugrad):
+        with pytest.raises(IndexError, match="Dimension out of range"):
+            lib.ones(2).prod(1, dtype=lib.int64)

@@ -269,3 +269,47 @@ def test_meshgrid_matches_torch(rng, indexing):
         gpugrad.meshgrid(gpugrad.ones(2), gpugrad.ones(3))
     with pytest.raises(RuntimeError, match="0D or 1D"):
         gpugrad.meshgrid(gpugrad.ones(2, 2), indexing="ij")
+
+
+def test_edge_cases_of_take_along_dim_roll_index_select_index_put_and_setitem():
+    x = numpy.arange(12.0).reshape(4, 3)
+    index = numpy.array([[0, 5, -5], [4, -1, 40]])       # torch 2.13 takes the indices modulo the size
+    assert gpugrad.take_along_dim(gpugrad.tensor(x), gpugrad.tensor(index), 0).tolist() == \
+        torch.take_along_dim(torch.tensor(x), torch.tensor(index), 0).tolist()
+    for lib in (gpugrad, torch):
+        with pytest.raises(RuntimeError, match="out of bounds"):        # not so without a dim
+            lib.take_along_dim(lib.tensor(x), lib.tensor([12]))
+        assert tuple(lib.roll(lib.ones(0, 3), 4, -3).shape) == (0, 3)     # an empty tensor: no dim check
+        with pytest.raises(RuntimeError, match="INDICES element is out of DATA bounds, id=-1 axis_dim=3"):
+            lib.tensor(x).index_select(1, lib.tensor([0, -1]))           # the columns of a matrix
+        with pytest.raises(IndexError, match="index out of range in self"):
+            lib.tensor(x).index_select(0, lib.tensor([0, -1]))
+        with pytest.raises(RuntimeError, match="shape mismatch"):       # the value's shape before a bad index
+            lib.zeros(4, 2).index_put_((lib.tensor([0, 4]),), lib.ones(4, 4))
+        y = lib.zeros(3, dtype=lib.float64)
+        y[1] = lib.tensor([[5.0]], dtype=lib.float64)       # the value's leading dims of size 1 dropped
+        y[()] = lib.tensor([[[1.0, 2.0, 3.0]]], dtype=lib.float64)
+        assert y.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_setitem_on_an_expanded_tensor_differentiates_twice():
+    """x[1:] = v on an expanded x (one element written) and its backward with create_graph."""
+    results = []
+    for lib in (torch, gpugrad):
+        base = lib.tensor([0.5], dtype=lib.float64, requires_grad=True)
+        x = base.clone().expand(2)
+        x[1:] = 3.0
+        (g,) = lib.autograd.grad((x * x).sum(), base, create_graph=True)
+        results.append((x.tolist(), g.tolist()))
+    assert results[0] == results[1]
+
+
+def test_negative_constant_padding_narrows_first_as_torch():
+    for shape, widths in (((4, 0), (-1, 2)), ((4, 2), (2, -3)), ((4, 1), (-1, 2)), ((4, 2), (-1, -1))):
+        outcomes = []
+        for lib in (torch, gpugrad):
+            try:
+                outcomes.append(tuple(lib.nn.functional.pad(lib.ones(shape), widths).shape))
+            except RuntimeError as error:
+                outcomes.append(str(error))
+        assert outcomes[0] == outcomes[1], (shape, widths)

@@ -446,7 +446,12 @@ def _check_result(node, result):
     if type(result) is not tuple:
         result = (result,)
     edges = node._edges
-    if len(result) < len(edges) and any(edges[len(result):]):
+    if len(result) > len(edges) and all(g is None for g in result[len(edges):]):
+        result = result[:len(edges)]           # torch drops extra Nones
+    # one gradient per argument of forward, as torch's (gpugrad's own ops may leave off trailing
+    # arguments that take none)
+    if len(result) > len(edges) or (len(result) < len(edges) and (not node.forward_takes_arrays
+                                                                    or any(edges[len(result):]))):
         raise RuntimeError(f"function {node.name()} returned an incorrect number of gradients "
                            f"(expected {len(edges)}, got {len(result)})")
     for g in result:

@@ -200,6 +200,17 @@ class Function:
                 copy._requires_grad = tensor._requires_grad
                 self._saved[i] = SavedTensor(copy, "constant")
 
+    def rebind_output(self, result, tensor):
+        """An in-place op wrote its result (this node's output ``result``) into
+        ``tensor``: a saved output is now ``tensor``'s memory at its current
+        version (torch's saved ``result`` of ``x.relu_()``: a later in-place
+        change of x is caught)."""
+        for saved in self._saved or ():
+            if saved is not None and saved.kind == "output" and saved.value is result.array:
+                saved.value = tensor.array
+                saved.version_counter = tensor._version_counter
+                saved.version = tensor._version_counter[0]
+
     def release(self):
         """Drop what was saved for backward (the engine calls this unless retain_graph)."""
         self._saved = None

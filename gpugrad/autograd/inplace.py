@@ -111,6 +111,8 @@ class ZeroRegion(InternalFunction):
         region = _view_of(out, chain)
         if region.size and overlaps(region):        # torch's backward of a fill_ on an expanded view
             raise RuntimeError(OVERLAP)
+        if isinstance(region, numpy.ndarray) and not region.flags.writeable:   # a region of an expanded view
+            region = backend.writable_alias(region)
         region[...] = 0
         return out
 
@@ -163,6 +165,10 @@ def apply(tensor, op, args=(), kwargs=None, any_cast=False, overlap_ok=False):
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
                            "operation.")
     alias = tensor.alias()
+    if any(a is tensor for a in args):      # x.mul_(x): the operand is x as it will be, saved with x's version
+        other = tensor.alias()
+        other.array = tensor.array.view()   # (its own array object: an op saving it saves the operand, not self)
+        args = tuple(other if a is tensor else a for a in args)
     result = op(alias, *args, **kwargs)
     _check_result(tensor, result, any_cast, overlap_ok)
     if result.array is tensor.array:
@@ -174,11 +180,15 @@ def apply(tensor, op, args=(), kwargs=None, any_cast=False, overlap_ok=False):
     if view is None:
         _write(tensor.array, result.array)
         tensor.increment_version()
+        if result.grad_fn is not None:
+            result.grad_fn.rebind_output(result, tensor)
         tensor.set_history(*(result.gradient_edge() if result.requires_grad else (None, 0)))
         return tensor
     base, chain = view
     new_base = CopySlices.apply(base.alias(), result, chain)
     base.increment_version()              # views share their base's version counter
+    if result.grad_fn is not None:
+        result.grad_fn.rebind_output(result, tensor)
     base.set_history(new_base.grad_fn, 0)
     tensor.gradient_edge()                # the view's history, replayed on the new base
     return tensor

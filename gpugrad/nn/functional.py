@@ -20,6 +20,7 @@ from gpugrad.amp import autocast_mode
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.cuda import errors as device_errors
 from gpugrad.cuda import layers
+from gpugrad.dims import sequence_arg, wrap_dim
 from gpugrad.ops import ctc, elementwise, normalization
 from gpugrad.ops import embedding as embeddings
 from gpugrad.ops import loss as losses
@@ -40,10 +41,10 @@ from gpugrad.ops.elementwise import gelu, sigmoid, softplus, tanh, where
 from gpugrad.ops.fused import linear_cross_entropy as chunked
 from gpugrad.ops.fused.cross_entropy import cross_entropy as fused_cross_entropy
 from gpugrad.ops.fused.indices import check_indices
-from gpugrad.ops.fused.softmax import log_softmax, softmax
+from gpugrad.ops.fused.softmax import log_softmax, safe_softmax, softmax
 from gpugrad.ops.linalg import einsum, linear
 from gpugrad.ops.sampling import interpolate
-from gpugrad.ops.shape import cat, pad, pixel_shuffle, pixel_unshuffle, split_with_sizes
+from gpugrad.ops.shape import broadcast_tensors, cat, pad, pixel_shuffle, pixel_unshuffle, split_with_sizes
 from gpugrad.tensor import Tensor
 
 __all__ = [
@@ -176,6 +177,14 @@ def _check_class_input(input, target, weight, name):
     return classes
 
 
+def _constant_class_weight(weight, input_ndim):
+    """Class weights of index targets get no gradient: torch refuses one that requires it."""
+    if weight is not None and weight.requires_grad and is_grad_enabled():
+        kernel = "nll_loss2d_forward" if input_ndim == 4 else "nll_loss_forward"
+        raise RuntimeError(f"The function '{kernel}' is not differentiable with respect to argument 'weight'. This "
+                           "input cannot have requires_grad True.")
+
+
 def _check_class_targets(input, target, name):
     if target.dtype not in (dtypes.int64, dtypes.int32, dtypes.uint8, dtypes.int16, dtypes.int8):
         raise RuntimeError(f"{name}: expected target of dtype int64 (class indices) or of the input's "
@@ -215,6 +224,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if dtypes.is_floating_point(target.dtype):
         return _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing, classes)
     _check_class_targets(input, target, "cross_entropy")
+    _constant_class_weight(weight, input.ndim)
     target = _class_indices(target)
     if input.ndim == 1:
         return fused_cross_entropy(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction,
@@ -251,12 +261,15 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     (``LinearCrossEntropyOptions`` sets the chunk).  input (D,) or (N, D) (and,
     beyond torch, (B, T, D): leading dims flattened, 'none' keeps them),
     linear_weight (V, D), target class indices.  Probability targets and
-    K-dimensional weights run the unfused reference.  Double backward raises."""
+    K-dimensional weights run the unfused reference.  Double backward goes
+    through the whole logits (differentiable, as torch's)."""
     reduction = _reduction(reduction)
     if ignore_index is None:
         ignore_index = -100
     for value, what in ((input, "input"), (linear_weight, "linear_weight"), (target, "target")):
         _check_tensor(value, "linear_cross_entropy", what)
+    if not dtypes.is_floating_point(target.dtype):
+        _constant_class_weight(weight, 2)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     if linear_weight.ndim > 2 or dtypes.is_floating_point(target.dtype) or input.ndim == 0:
@@ -315,6 +328,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     reduction = _reduction(reduction, size_average, reduce)
     _check_class_input(input, target, weight, "nll_loss")
     _check_class_targets(input, target, "nll_loss")
+    _constant_class_weight(weight, input.ndim)
     target = _class_indices(target)
     if input.ndim == 1:
         input, target = input.unsqueeze(0), target.reshape(1)
@@ -333,84 +347,102 @@ def _warn_shape(input, target):
 
 
 def _loss_operands(input, target, name):
-    """input and target in their common floating dtype (torch's promotion),
-    with torch's warning when they broadcast."""
+    """input and target in their common floating dtype (torch's promotion) and
+    broadcast against each other (torch's RuntimeError where they do not),
+    with torch's warning when their sizes differ."""
     _check_tensor(input, name, "input")
     _check_tensor(target, name, "target")
     _warn_shape(input, target)
     dtype = dtypes.result_type(input, target)
     if not dtypes.is_floating_point(dtype):
         dtype = dtypes.get_default_dtype()
-    return (input if input.dtype == dtype else input.to(dtype)), (target if target.dtype == dtype else
-                                                                   target.to(dtype))
+    input, target = (input if input.dtype == dtype else input.to(dtype)), (target if target.dtype == dtype else
+                                                                            target.to(dtype))
+    return broadcast_tensors(input, target)
 
 
-def _weighted(loss, weight, input, reduction):
-    """torch's weighted mse and l1: the mean divides by the sum of the weights."""
-    if weight.shape != input.shape:
+def _weighted(loss, weight, shape, reduction, mean_by_weight=True):
+    """torch's weighted mse, l1 (the mean divides by the sum of the weights) and huber (by the count);
+    the weight of the input's own ``shape``."""
+    if weight.shape != shape:
         raise ValueError("Weights and input must have the same size.")
     loss = loss * weight
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
     if reduction == "mean":
-        return loss.sum() / weight.sum()
-    return _reduce(loss, reduction)
+        return loss.sum() / weight.sum() if mean_by_weight else loss.mean()
+    raise ValueError(f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'.")
+
+
+def _legacy(reduction, size_average, reduce):
+    """torch's deprecated size_average / reduce, when given (the name itself is checked later, as torch does)."""
+    return reduction if size_average is None and reduce is None else _reduction(reduction, size_average, reduce)
 
 
 @autocast_mode.float32
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error (broadcasting input against target, with torch's warning)."""
-    reduction = _reduction(reduction, size_average, reduce)
+    shape = input.shape
     input, target = _loss_operands(input, target, "mse_loss")
+    reduction = _legacy(reduction, size_average, reduce)
     if weight is None:
-        return losses.MseLoss.apply(input, target, reduction)
+        return losses.MseLoss.apply(input, target, _reduction(reduction))
     diff = input - target
-    return _weighted(diff * diff, weight, input, reduction)
+    return _weighted(diff * diff, weight, shape, reduction)
 
 
 @autocast_mode.float32
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean absolute error."""
-    reduction = _reduction(reduction, size_average, reduce)
+    shape = input.shape
     input, target = _loss_operands(input, target, "l1_loss")
+    reduction = _legacy(reduction, size_average, reduce)
     loss = (input - target).abs()
-    return _reduce(loss, reduction) if weight is None else _weighted(loss, weight, input, reduction)
+    return _reduce(loss, _reduction(reduction)) if weight is None else _weighted(loss, weight, shape, reduction)
 
 
 @autocast_mode.float32
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta = 0: l1)."""
-    reduction = _reduction(reduction, size_average, reduce)
-    if beta < 0:
-        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     input, target = _loss_operands(input, target, "smooth_l1_loss")
+    reduction = _reduction(_legacy(reduction, size_average, reduce))
     if beta == 0:
         return _reduce((input - target).abs(), reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     return losses.SmoothL1Loss.apply(input, target, reduction, float(beta), 1.0)
 
 
 @autocast_mode.float32
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere."""
-    reduction = _reduction(reduction)
-    if delta <= 0:
-        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    shape = input.shape
     input, target = _loss_operands(input, target, "huber_loss")
     if weight is None:
-        return losses.HuberLoss.apply(input, target, reduction, float(delta), float(delta))
-    if weight.shape != input.shape:
+        reduction = _reduction(reduction)
+    elif weight.shape != shape:
         raise ValueError("Weights and input must have the same size.")
-    return _reduce(losses.HuberLoss.apply(input, target, "none", float(delta), float(delta)) * weight, reduction)
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    if weight is None:
+        return losses.HuberLoss.apply(input, target, reduction, float(delta), float(delta))
+    return _weighted(losses.HuberLoss.apply(input, target, "none", float(delta), float(delta)), weight, shape,
+                     reduction, mean_by_weight=False)
 
 
 @autocast_mode.float32
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
-    """KL(target || exp(input)) elementwise: target (log target - input); 'batchmean'
-    divides the sum by the batch size (what the math calls KL divergence)."""
-    if reduction == "batchmean":
-        batchmean, reduction = True, "sum"
+    """KL(target || exp(input)) elementwise: target (log target - input), as
+    torch's xlogy(target, target) - target * input (0 where target is 0, nan
+    with a nan); 'batchmean' divides the sum by the batch size."""
+    batchmean = reduction == "batchmean" and size_average is None and reduce is None
+    if batchmean:
+        reduction = "sum"
     else:
-        batchmean = False
         reduction = _reduction(reduction, size_average, reduce)
-        if reduction == "mean":
+        if reduction == "mean" and size_average is None and reduce is None:
             warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support "
                           "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
                           "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
@@ -418,8 +450,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     if log_target:
         loss = target.exp() * (target - input)
     else:
-        loss = where(target > 0, target * (target.clamp(min=1e-45 if target.dtype == dtypes.float64 else 1e-38)
-                                           .log() - input), 0.0)
+        loss = elementwise.xlogy(target, target) - target * input
     out = _reduce(loss, reduction)
     return out / input.shape[0] if batchmean and input.ndim else out
 
@@ -643,6 +674,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if input.numel() and (bool((input.array < 0).any()) or bool((input.array > 1).any())):
         raise RuntimeError("all elements of input should be between 0 and 1")
     target = target.to(input.dtype)
+    if weight is not None:
+        validation.expandable(weight.shape, input.shape)
     w = _constant_operand(weight, input, "binary_cross_entropy", "weight")
     return losses.BinaryCrossEntropy.apply(input, target, reduction, None if w is None else w.expand(input.shape))
 
@@ -658,6 +691,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                          f"({list(input.shape)})")
     target = target.to(input.dtype)
     function = "binary_cross_entropy_with_logits"
+    for value in (weight, pos_weight):
+        if value is not None:
+            validation.expandable(value.shape, input.shape)
     weight = _constant_operand(weight, input, function, "weight")
     pos_weight = _constant_operand(pos_weight, input, function, "pos_weight")
     return losses.BinaryCrossEntropyWithLogits.apply(input, target, reduction, weight, pos_weight)
@@ -687,10 +723,12 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
 
 @autocast_mode.float32
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalise over the last len(normalized_shape) dims (biased variance), then scale and shift."""
-    if isinstance(normalized_shape, int):
-        normalized_shape = (normalized_shape,)
-    normalized_shape = tuple(normalized_shape)
+    """Normalise over the last len(normalized_shape) dims (biased variance), then scale and shift
+    (normalized_shape a sequence, as torch's function takes it; nn.LayerNorm takes an int too)."""
+    normalized_shape = sequence_arg(normalized_shape, "layer_norm", "normalized_shape", 2)
+    if not normalized_shape:
+        raise RuntimeError("Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one "
+                           "element, but got normalized_shape = []")
     if tuple(input.shape[input.ndim - len(normalized_shape):]) != normalized_shape:
         raise RuntimeError(f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
                            f"[*, {', '.join(map(str, normalized_shape))}], but got input of size "
@@ -711,13 +749,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if input.ndim < 2:
         raise ValueError(f"batch_norm: expected at least a 2-D input (N, C, ...), got {input.ndim}-D")
     channels = input.shape[1]
+    count = math.prod(n for d, n in enumerate(input.shape) if d != 1)
+    if training and count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{list(input.shape)}")
+    if not isinstance(momentum, (int, float)):
+        raise TypeError(f"batch_norm(): argument 'momentum' (position 7) must be float, not "
+                        f"{type(momentum).__name__}")
+    if channels == 0 and (weight is not None or bias is not None):
+        raise IndexError("select(): index 0 out of range for tensor of size [0] at dimension 0")
     dims = (0,) + tuple(range(2, input.ndim))
     shape = (1, channels) + (1,) * (input.ndim - 2)
     if training:
-        count = input.numel() // channels
-        if count <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                             f"{list(input.shape)}")
         mean = input.mean(dims)
         centered = input - mean.reshape(shape)
         var = (centered * centered).mean(dims)
@@ -745,16 +788,26 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     norm_type-norm exceeds it are first rescaled to it, in place in weight.  An
     index outside [0, num_embeddings) raises IndexError (on the GPU at the next
     synchronising read)."""
+    rows = weight.shape[0]
+    if padding_idx is not None:       # torch's asserts
+        if padding_idx > 0:
+            assert padding_idx < rows, "Padding_idx must be within num_embeddings"
+        elif padding_idx < 0:
+            assert padding_idx >= -rows, "Padding_idx must be within num_embeddings"
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
     if input.dtype.kind not in "iu":
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar types: "
                            f"Long, Int; but got {dtypes.dtype_name(input.dtype)} instead")
-    rows = weight.shape[0]
+    if weight.numel() == 0 and input.numel() and not input.is_cuda:     # torch's other kernel, other error
+        low, high = int(input.array.min()), int(input.array.max())
+        if low < 0 or high >= rows:
+            raise RuntimeError(f"INDICES element is out of DATA bounds, id={high if high >= rows else low} "
+                               f"axis_dim={rows}")
     check_indices(input.array, rows, device_errors.POSITION)
     if max_norm is not None:       # the rows looked up are renormalised in place first, as torch's
         embeddings.embedding_renorm_(weight, input, float(max_norm), float(norm_type))
-    out = weight[input]
+    out = weight.index_select(0, input.reshape(-1)).reshape(tuple(input.shape) + tuple(weight.shape[1:]))
     if padding_idx is not None:
         padding_idx = padding_idx % rows
         mask = Tensor._make((input.array == padding_idx)[..., None])
@@ -983,8 +1036,13 @@ def tanhshrink(input):
 
 
 def glu(input, dim=-1):
-    """a * sigmoid(b) of the two halves of input along dim."""
-    a, b = input.chunk(2, dim)
+    """a * sigmoid(b) of the two halves of input along dim (of even size)."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    dim = wrap_dim(dim, input.ndim)
+    if input.shape[dim] % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {input.shape[dim]}")
+    a, b = input.chunk(2, dim) if input.shape[dim] else (input, input)
     return a * b.sigmoid()
 
 
@@ -1019,9 +1077,17 @@ def bilinear(input1, input2, weight, bias=None):
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    """The cosine of the angle between x1 and x2 along dim."""
-    dot = (x1 * x2).sum(dim)
-    return dot / (x1.norm(2, dim) * x2.norm(2, dim)).clamp(min=eps)
+    """The cosine of the angle between x1 and x2 along dim, as torch computes it:
+    the operands broadcast first, each divided by its norm (held at least eps,
+    its gradient the norm's), then the sum of products (|result| <= 1)."""
+    dtype = dtypes.result_type(x1, x2)
+    if not dtypes.is_floating_point(dtype):
+        raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is "
+                           f"{dtypes.dtype_name(dtype)}")
+    x1, x2 = broadcast_tensors(x1.to(dtype), x2.to(dtype))
+    n1 = elementwise.clamp_min_value(x1.norm(2, dim, keepdim=True), eps)
+    n2 = elementwise.clamp_min_value(x2.norm(2, dim, keepdim=True), eps)
+    return ((x1 / n1) * (x2 / n2)).sum(dim)
 
 
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
@@ -1081,21 +1147,15 @@ def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_ca
         key = key.repeat_interleave(repeat, -3)
         value = value.repeat_interleave(repeat, -3)
     scores = (query @ key.mT) * scale
-    dead = None
     if is_causal:         # as torch's math path: an additive 0 / -inf bias (its gradient passes through)
         scores = scores + _causal_bias(scores, length, source)
     elif mask is not None:
-        # rows the mask closes entirely give zeros (as torch), not softmax's nan: such a
-        # row is opened for the softmax, then its weights are zeroed (gradients stay finite)
-        if mask.dtype == dtypes.bool_:
-            dead = ~mask.detach().any(-1, keepdim=True)
-            scores = scores.masked_fill(~(mask | dead), -math.inf)
-        else:
-            dead = (mask.detach() == -math.inf).all(-1, keepdim=True)
-            scores = scores + mask.masked_fill(dead, 0.0)
-    weights = softmax(scores, -1)
-    if dead is not None:
-        weights = weights.masked_fill(dead, 0.0)
+        validation.expandable(mask.shape, scores.shape)
+        if mask.dtype == dtypes.bool_:     # added as 0 / -inf, as torch's math path (inf + -inf is nan there)
+            mask = Tensor._make(query.xp.where(mask.array, 0.0, -math.inf).astype(scores.dtype))
+        scores = scores + mask
+    # rows every score closes (-inf) give zeros, as torch's _safe_softmax, nan rows nan
+    weights = safe_softmax(scores, -1)
     if dropout_p > 0:
         weights = dropout(weights, dropout_p)
     return weights @ value

@@ -10,7 +10,7 @@ import math
 from gpugrad import dtypes
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.ops.shape import pad, stack
+from gpugrad.ops.shape import gather_valid, pad, stack
 from gpugrad.tensor import Tensor
 
 
@@ -101,8 +101,17 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """Every kernel window of a (N, C, H, W) input as a column: (N, C * kh * kw, L)."""
     if input.ndim != 4:
         raise RuntimeError(f"unfold: expected a 4-D (N, C, H, W) input, got {list(input.shape)}")
-    return Unfold.apply(input, pair(kernel_size, "kernel_size"), pair(dilation, "dilation"),
-                        pair(padding, "padding"), pair(stride, "stride"), 0, None)
+    kernel, dilation = pair(kernel_size, "kernel_size"), pair(dilation, "dilation")
+    padding, stride = pair(padding, "padding"), pair(stride, "stride")
+    blocks = tuple(_out_size(n, k, d, p, s) for n, k, d, p, s in zip(input.shape[2:], kernel, dilation, padding,
+                                                                      stride))
+    if any(b < 1 for b in blocks):
+        raise RuntimeError(f"Given input with spatial size {tuple(input.shape[2:])}, kernel_size={kernel}, "
+                           f"dilation={dilation}, padding={padding}, calculated shape of the array of sliding blocks "
+                           f"as {blocks}, but its components must be at least one.")
+    out = Unfold.apply(input, kernel, dilation, padding, stride, 0, None)
+    # a copy always, as torch's (the windows reshape to a view of the input where they do not overlap)
+    return out.clone() if input.xp.may_share_memory(out.array, input.array) else out
 
 
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
@@ -190,6 +199,10 @@ def _pool_geometry(input, kernel_size, stride, padding, dilation, ceil_mode):
                            f"kernel_size={kernel}")
     out_hw = tuple(_out_size(s, k, d, p, st, ceil_mode) for s, k, d, p, st in zip(input.shape[2:], kernel, dilation,
                                                                                  padding, stride))
+    if any(n < 1 for n in out_hw):
+        c, (h, w) = input.shape[1], input.shape[2:]
+        raise RuntimeError(f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{out_hw[0]}x{out_hw[1]}). "
+                           "Output size is too small")
     return kernel, stride, padding, dilation, out_hw
 
 
@@ -198,6 +211,23 @@ def _pool_windows(input, kernel, dilation, padding, stride, out_hw, fill):
     n, c = input.shape[:2]
     cols = Unfold.apply(input, kernel, dilation, padding, stride, fill, out_hw)
     return cols.reshape(n, c, kernel[0] * kernel[1], out_hw[0], out_hw[1])
+
+
+def _max_offsets(input, windows, kernel, dilation, padding, stride, out_hw):
+    """Where in each window torch's max_pool2d finds its maximum: the last nan
+    if any, else the first element greater than the rest, else (a window of
+    -inf) the first element inside the input (never the padding)."""
+    xp = input.xp
+    inside = Unfold.apply(Tensor._make(xp.ones((1, 1) + tuple(input.shape[2:]), dtype=input.dtype)), kernel, dilation,
+                          padding, stride, 0, out_hw).array.reshape((1, 1, kernel[0] * kernel[1]) + out_hw) > 0
+    w = windows.array
+    nan = xp.isnan(w)
+    first = xp.argmax(xp.where(inside & ~nan, w, -xp.inf), axis=2)
+    first_inside = xp.argmax(inside, axis=2)
+    chosen_inside = xp.take_along_axis(xp.broadcast_to(inside, w.shape), first[:, :, None], axis=2)[:, :, 0]
+    first = xp.where(chosen_inside, first, first_inside)
+    last_nan = w.shape[2] - 1 - xp.argmax(nan[:, :, ::-1], axis=2)
+    return xp.where(nan.any(axis=2), last_nan, first).astype(dtypes.int64)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -209,11 +239,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     kernel, stride, padding, dilation, out_hw = _pool_geometry(input, kernel_size, stride, padding, dilation,
                                                                ceil_mode)
     windows = _pool_windows(input, kernel, dilation, padding, stride, out_hw, -math.inf)
-    values, offsets = windows.max(2)
+    offsets = _max_offsets(input, windows, kernel, dilation, padding, stride, out_hw)
+    values = gather_valid(windows, 2, Tensor._make(offsets[:, :, None])).squeeze(2)
     if not return_indices:
         return values
     xp = input.xp
-    ki, kj = offsets.array // kernel[1], offsets.array % kernel[1]
+    ki, kj = offsets // kernel[1], offsets % kernel[1]
     rows = xp.arange(out_hw[0]).reshape(1, 1, -1, 1) * stride[0] - padding[0] + ki * dilation[0]
     cols = xp.arange(out_hw[1]).reshape(1, 1, 1, -1) * stride[1] - padding[1] + kj * dilation[1]
     return values, Tensor._make((rows * input.shape[3] + cols).astype(dtypes.int64))
@@ -245,6 +276,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """max_pool2d over the last dim of (N, C, L)."""
+    if input.ndim in (2, 3):
+        stride_ = _one(kernel_size if stride is None or stride == [] or stride == () else stride)
+        size = _out_size(input.shape[-1], _one(kernel_size), _one(dilation), _one(padding), stride_, ceil_mode)
+        if size < 1:
+            raise RuntimeError(f"max_pool1d() Invalid computed output size: {size}")
     out = max_pool2d(input.unsqueeze(-2), (1, _one(kernel_size)), None if stride is None else (1, _one(stride)),
                      (0, _one(padding)), (1, _one(dilation)), ceil_mode, return_indices)
     if return_indices:
@@ -264,8 +300,11 @@ def adaptive_avg_pool2d(input, output_size):
     if input.ndim == 3:
         return adaptive_avg_pool2d(input.unsqueeze(0), output_size).squeeze(0)
     h, w = input.shape[2:]
-    out_h, out_w = pair(output_size if output_size is not None else (h, w), "output_size")
-    out_h, out_w = out_h or h, out_w or w
+    if output_size is None:
+        output_size = (h, w)
+    if not isinstance(output_size, int):      # None in output_size keeps that dim's size
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, (h, w)))
+    out_h, out_w = pair(output_size, "output_size")
     if h % out_h == 0 and w % out_w == 0:
         return avg_pool2d(input, (h // out_h, w // out_w))
     rows = []

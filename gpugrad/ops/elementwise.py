@@ -212,9 +212,15 @@ class Pow(InternalFunction):
             odd = (xp.abs(b) % 2) == 1
             out = xp.where(b < 0, xp.where(a == 1, 1, xp.where(a == -1, xp.where(odd, -1, 1), 0)), out)
             out = out.astype(dtype, copy=False)
+        elif not isinstance(b, xp.ndarray) and dtype.kind == "f" and (b == 0.5 or b == -0.5):
+            # torch's pow_tensor_scalar: sqrt and rsqrt for these exponents (sqrt(-inf) is nan, pow's inf)
+            out = xp.sqrt(a)
+            if b < 0:
+                out = xp.divide(1, out, out=out if isinstance(out, xp.ndarray) else None).astype(dtype, copy=False)
         else:
             out = xp.power(a, b)
-        ctx.save_for_backward(a, b, out)
+        # the result only for the exponent's gradient, as torch's (pow_ then an in-place change is fine)
+        ctx.save_for_backward(a, b, out if ctx.needs_input_grad[1] else None)
         return out
 
     @staticmethod
@@ -351,14 +357,15 @@ negative = neg
 class Abs(InternalFunction):
     @staticmethod
     def forward(ctx, x):
-        if ctx.needs_input_grad[0]:     # sign(x), 0 at 0 and at nan (torch's gradient)
-            ctx.save_for_backward((x > 0).astype(x.dtype) - (x < 0).astype(x.dtype))
+        if ctx.needs_input_grad[0]:     # x itself, as torch's (an in-place change of x is caught)
+            ctx.save_for_backward(x)
         return ctx.xp.abs(x)
 
     @staticmethod
     def backward(ctx, grad):
-        sign, = ctx.saved_tensors
-        return grad * sign
+        x, = ctx.saved_tensors          # sign(x), 0 at 0 and at nan (torch's gradient)
+        a = x.array
+        return grad * Tensor._make((a > 0).astype(a.dtype) - (a < 0).astype(a.dtype))
 
 
 def abs(input):
@@ -817,13 +824,13 @@ class Relu(InternalFunction):
     @staticmethod
     def forward(ctx, x):
         y = ctx.xp.maximum(x, 0)
-        ctx.save_for_backward(x)
+        ctx.save_for_backward(y)        # the result, as torch's (y > 0 where x > 0; an in-place change of y is caught)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        return ThresholdBackward.apply(grad, x, 0.0)
+        y, = ctx.saved_tensors
+        return ThresholdBackward.apply(grad, y, 0.0)
 
 
 class ThresholdBackward(InternalFunction):
@@ -1319,6 +1326,24 @@ def hardswish(input):
     return Hardswish.apply(_unary_input(input, "hardswish"))
 
 
+class ClampMinValue(InternalFunction):
+    """max(x, low) in value, the identity in gradient (torch's cosine_similarity
+    clamps the norms in place under no_grad: their gradient stays the norm's)."""
+
+    @staticmethod
+    def forward(ctx, x, low):
+        return ctx.xp.maximum(x, low).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def clamp_min_value(input, low):
+    """max(input, low), with the gradient of input itself (see ClampMinValue)."""
+    return ClampMinValue.apply(input, scalar_of(input.dtype, low))
+
+
 def clamp_min(input, min):
     """max(input, min), elementwise (clamp with a lower bound only)."""
     if min is None:
@@ -1477,6 +1502,31 @@ def masked_fill(input, mask, value):
 masked_fill.reads_value_first = True     # in place, torch checks no overlap of the value with the input
 
 
+class Xlogy(InternalFunction):
+    """x * log(y), 0 where x is 0 (nan where y is nan), as torch.xlogy; its
+    gradients are torch's: xlogy(x != 0, y) to x and x / y to y."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        xp = ctx.xp
+        ctx.save_for_backward(x, y)
+        out = xp.where(x == 0, 0, x * xp.log(y))
+        return xp.where(xp.isnan(y), xp.nan, out).astype(xp.result_type(x, y), copy=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return (grad * xlogy((x != 0).to(grad.dtype), y) if needs[0] else None,
+                grad * x / y if needs[1] else None)
+
+
+def xlogy(input, other):
+    """input * log(other), 0 where input is 0 (torch.xlogy; used by kl_div)."""
+    (x, y), dtype = promote(input, other, floating=True)
+    return rounded(Xlogy.apply(x, y), dtype)
+
+
 class Addcdiv(InternalFunction):
     """input + value * t1 / t2 (``Addcmul``: * t2) in one node, torch's
     gradients: value / t2 to t1, -value t1 / t2^2 to t2 (value t2, value t1)."""
@@ -1615,7 +1665,8 @@ class CopyFrom(InternalFunction):
 
     @staticmethod
     def backward(ctx, grad):
-        return None, grad
+        # zeros to what was overwritten, as torch's (its graph still runs: a saved tensor changed since is caught)
+        return (zeros_of(grad) if ctx.needs_input_grad[0] else None), grad
 
 
 def copy_from(dst, src):

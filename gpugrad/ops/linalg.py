@@ -190,9 +190,14 @@ def linear(input, weight, bias=None):
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {weight.ndim}D")
     _check_same_dtype(input, weight, "linear")
     if weight.ndim == 1:
-        if bias is not None:
+        if bias is None:
+            return matmul(input, weight)
+        # torch's paths: addmm (a 2-D input, or a contiguous one with a bias of 1 or more dims) refuses a
+        # 1-D weight; otherwise the product plus the bias, added in place
+        if input.ndim == 2 or not (bias.ndim == 0 or input.ndim > 2 and not input.is_contiguous()):
             raise RuntimeError("mat2 must be a matrix, got 1-D tensor")
-        return matmul(input, weight)
+        validation.expandable(bias.shape, tuple(input.shape[:-1]))
+        return matmul(input, weight) + bias
     if input.shape[-1] != weight.shape[-1]:
         rows = math.prod(input.shape[:-1])
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{input.shape[-1]} and "

@@ -17,8 +17,14 @@ class LayerNorm(InternalFunction):
     node: the statistics in the accumulation dtype and the result rounded once
     (torch's native_layer_norm); keeps x and the per-row mean and 1/std."""
 
+    numpy_errstate = True
+
     @staticmethod
     def forward(ctx, x, weight, bias, dims, eps):
+        if x.size == 0:
+            ctx.save_for_backward(x, weight, None, None)
+            ctx.dims, ctx.eps = dims, eps
+            return x.copy()
         acc = dtypes.accumulate_dtype(x.dtype)
         ctx.dims, ctx.eps = dims, eps
         if dims and layers.supports(x, weight, bias):
@@ -27,6 +33,10 @@ class LayerNorm(InternalFunction):
             return out
         a = x.astype(acc, copy=False)
         mean = backend.array_sum(a, axis=dims, keepdims=True) * acc.type(1 / _count(x.shape, dims))
+        # held within the row's range: a row of equal values centres to exactly 0 (as torch's Welford
+        # mean), so an infinite weight there gives nan, not the sign of a rounding residue times inf
+        xp = ctx.xp
+        mean = xp.minimum(xp.maximum(mean, a.min(axis=dims, keepdims=True)), a.max(axis=dims, keepdims=True))
         centered = a - mean
         var = backend.array_sum(centered * centered, axis=dims, keepdims=True) * acc.type(1 / _count(x.shape,
                                                                                                       dims))
@@ -44,15 +54,20 @@ class LayerNorm(InternalFunction):
         x, weight, mean, rstd = ctx.saved_tensors
         dims, needs = ctx.dims, ctx.needs_input_grad
         lead = tuple(range(x.ndim - len(dims)))
+        if mean is None:           # an empty input: empty gradients
+            zeros = [None if w is None else Tensor._make(x.xp.zeros(w.shape, dtype=w.dtype)) for w in (weight, weight)]
+            return Tensor._make(x.xp.zeros(x.shape, dtype=x.dtype)), zeros[0], zeros[1], None, None
         if is_grad_enabled():          # create_graph: the formula in differentiable ops, statistics from x
-            centered = x - x.mean(dims, keepdim=True)
+            mean_t = x.mean(dims, keepdim=True)
+            centered = x - mean_t
             rstd_t = ((centered * centered).mean(dims, keepdim=True) + ctx.eps).rsqrt()
             xhat = centered * rstd_t
             dxhat = grad if weight is None else grad * weight
-            grad_x = rstd_t * (dxhat - dxhat.mean(dims, keepdim=True)
-                               - xhat * (dxhat * xhat).mean(dims, keepdim=True))
-            grad_w = (grad * xhat).sum(lead) if needs[1] else None
-            grad_b = grad.sum(lead) if needs[2] else None
+            inv = 1 / _count(x.shape, dims)
+            b = (dxhat.sum(dims, keepdim=True) * mean_t - (dxhat * x).sum(dims, keepdim=True)) * rstd_t ** 3 * inv
+            grad_x = rstd_t * dxhat + b * x - b * mean_t - dxhat.sum(dims, keepdim=True) * rstd_t * inv
+            grad_w = ((grad * xhat).sum(lead) if lead else grad * xhat) if needs[1] else None
+            grad_b = (grad.sum(lead) if lead else grad) if needs[2] else None
             return grad_x, grad_w, grad_b, None, None
         if layers.supports(grad.array, x.array, None if weight is None else weight.array):
             dx, dw, db = layers.layer_norm_backward(grad.array, x.array, None if weight is None else weight.array,
@@ -62,15 +77,20 @@ class LayerNorm(InternalFunction):
                     None if db is None else Tensor._make(db), None, None)
         acc = rstd.array.dtype
         g = grad.array.astype(acc, copy=False)
-        xhat = (x.array.astype(acc, copy=False) - mean.array) * rstd.array
+        a = x.array.astype(acc, copy=False)
+        m, r = mean.array, rstd.array
+        xhat = (a - m) * r
         dxhat = g if weight is None else g * weight.array.astype(acc, copy=False)
         inv = acc.type(1 / _count(x.shape, dims))
         grad_x = None
         if needs[0]:
-            grad_x = dxhat - backend.array_sum(dxhat, axis=dims, keepdims=True) * inv
-            grad_x -= xhat * (backend.array_sum(dxhat * xhat, axis=dims, keepdims=True) * inv)
-            grad_x *= rstd.array
-            grad_x = Tensor._make(grad_x.astype(x.dtype, copy=False))
+            # torch's layer_norm_backward algebra (so inf and nan land where torch's do):
+            # dx = r dxhat + b x + c, b = (db m - ds) r^3 / n, c = -b m - db r / n
+            ds = backend.array_sum(dxhat * a, axis=dims, keepdims=True)
+            db = backend.array_sum(dxhat, axis=dims, keepdims=True)
+            b = (db * m - ds) * (r * r * r) * inv
+            c = -b * m - db * r * inv
+            grad_x = Tensor._make((r * dxhat + b * a + c).astype(x.dtype, copy=False))
         grad_w = Tensor._make(backend.array_sum(g * xhat, axis=lead).astype(weight.dtype)) if needs[1] else None
         grad_b = Tensor._make(backend.array_sum(g, axis=lead).astype(grad.dtype)) if needs[2] else None
         return grad_x, grad_w, grad_b, None, None

@@ -111,8 +111,8 @@ def sum_to_size(input, *size):
 
 class Prod(InternalFunction):
     @staticmethod
-    def forward(ctx, x, dims, keepdim):
-        ctx.shape, ctx.dims = x.shape, dims
+    def forward(ctx, x, dims, keepdim, whole=False):
+        ctx.shape, ctx.dims, ctx.whole = x.shape, dims, whole
         acc = dtypes.accumulate_dtype(x.dtype) if dtypes.is_floating_point(x.dtype) else dtypes.int64
         out = array_prod(x, axis=dims, keepdims=keepdim, dtype=acc)
         out = backend.keep_array(out).astype(x.dtype if dtypes.is_floating_point(x.dtype) else dtypes.int64,
@@ -126,13 +126,16 @@ class Prod(InternalFunction):
         # quotient gives them), the product of the others (exact with zeros) where it does
         x, out = ctx.saved_tensors
         if x.ndim == 0:
-            return grad, None, None
+            return grad, None, None, None
         grad = grad.reshape(keepdim_shape(ctx.shape, ctx.dims))
-        if not bool((x.array == 0).any()):
-            return grad * (out.reshape(keepdim_shape(ctx.shape, ctx.dims)) / x), None, None
+        zeros = int((x.array == 0).sum())
+        if not zeros:
+            return grad * (out.reshape(keepdim_shape(ctx.shape, ctx.dims)) / x), None, None, None
+        if ctx.whole and zeros > 1 and not is_grad_enabled():     # torch's shortcut for prod() of all
+            return Tensor._make(x.xp.zeros(x.shape, dtype=grad.dtype)), None, None, None
         if len(ctx.dims) == 1:
-            return _prod_safe_zeros_backward(grad, x, ctx.dims[0]), None, None
-        return _prod_safe_zeros_backward(grad.reshape(-1), x.reshape(-1), 0).reshape(x.shape), None, None
+            return _prod_safe_zeros_backward(grad, x, ctx.dims[0]), None, None, None
+        return _prod_safe_zeros_backward(grad.reshape(-1), x.reshape(-1), 0).reshape(x.shape), None, None, None
 
 
 def _prod_safe_zeros_backward(grad, x, dim):
@@ -154,12 +157,13 @@ def _prod_safe_zeros_backward(grad, x, dim):
 def prod(input, dim=None, keepdim=False, *, dtype=None, keepdims=None):
     """The product over ``dim`` (None: every element); integer tensors give int64.
     The gradient is exact with zeros, up to the second order."""
+    if dim is not None and not isinstance(dim, int):
+        raise TypeError("prod(): dim must be an int (torch reduces one dim at a time)")
+    dims = normalize_dims(dim, input.ndim)       # (torch checks the dim before the dtype)
     if dtype is not None:
         _check_result_dtype(input, dtypes.as_dtype(dtype))
         input = input.to(dtype)
-    if dim is not None and not isinstance(dim, int):
-        raise TypeError("prod(): dim must be an int (torch reduces one dim at a time)")
-    return Prod.apply(input, normalize_dims(dim, input.ndim), keepdim_arg(keepdim, keepdims))
+    return Prod.apply(input, dims, keepdim_arg(keepdim, keepdims), dim is None)
 
 
 # -- max and min ----------------------------------------------------------------------
@@ -572,7 +576,9 @@ class CumProd(InternalFunction):
         if x.shape[dim] <= 1:        # torch's cumprod_backward: the gradient itself
             return grad, None
         zero = x == 0
-        if is_grad_enabled() and bool(zero.array.any()):
+        if not bool(zero.array.any()):       # torch's: reversed cumsum of grad * out, over x
+            return (grad * out).flip(dim).cumsum(dim).flip(dim) / x, None
+        if is_grad_enabled():
             return _cumprod_backward_differentiable(grad, x, dim), None
         # d out_i / d x_k = prod_{j <= i, j != k} x_j for i >= k.  Before the
         # first zero of a row that is out_i / x_k; at the first zero z it is
@@ -581,10 +587,11 @@ class CumProd(InternalFunction):
         before = seen == 0
         first_zero = zero & (seen == 1)
         safe = where(before, x, 1.0)
-        reverse = (grad * out).flip(dim).cumsum(dim).flip(dim)
+        # as torch's: each part sums only its own region (an inf or nan beyond it stays out)
+        reverse = where(before, grad * out, 0.0).flip(dim).cumsum(dim).flip(dim)
         grad_before = where(before, reverse / safe, 0.0)
-        after = where(seen >= 1, where(first_zero, 1.0, x), 1.0)
-        tail = after.cumprod(dim) * where(seen >= 1, grad, 0.0)
+        between = (seen == 1) & ~first_zero                  # after the first zero, before the second
+        tail = where(between, x, 1.0).cumprod(dim) * where(seen == 1, grad, 0.0)
         prefix = where(before, x, 1.0).cumprod(dim)          # out_{z-1} at z
         at_zero = where(first_zero, prefix * tail.flip(dim).cumsum(dim).flip(dim), 0.0)
         return grad_before + at_zero, None
@@ -615,15 +622,15 @@ def _cumprod_backward_differentiable(grad, x, dim):
 @autocast_mode.float32
 def cumprod(input, dim, *, dtype=None):
     """Running products along ``dim``; the gradient is exact with zeros."""
+    dim = wrap_dim(dim, input.ndim)           # (torch checks the dim before the dtype)
     if dtype is not None:
         _check_result_dtype(input, dtypes.as_dtype(dtype))
         input = input.to(dtype)
     elif not dtypes.is_floating_point(input.dtype):
         input = input.to(dtypes.int64)
     if input.ndim == 0:
-        wrap_dim(dim, 0)
         return input.clone()
-    return CumProd.apply(input, wrap_dim(dim, input.ndim))
+    return CumProd.apply(input, dim)
 
 
 # -- sorting ------------------------------------------------------------------------------------
@@ -662,7 +669,7 @@ def argsort(input, dim=-1, descending=False, stable=False):
 
 def topk(input, k, dim=-1, largest=True, sorted=True):
     """(values, indices) of the k largest (or smallest) elements along ``dim``."""
-    d = wrap_dim(dim, input.ndim) if input.ndim else 0
+    d = wrap_dim(dim, input.ndim)              # (a 0-d tensor: dim 0 or -1, as torch)
     size = input.shape[d] if input.ndim else 1
     if not 0 <= k <= size:
         raise RuntimeError(f"selected index k out of range (k={k}, size {size} along dim {d})")

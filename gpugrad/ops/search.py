@@ -6,6 +6,7 @@ import builtins
 import math
 
 from gpugrad import backend, dtypes, return_types
+from gpugrad.creation import linspace_array
 from gpugrad.dims import wrap_dim
 from gpugrad.tensor import Tensor
 
@@ -182,7 +183,7 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False):
             low, high = 0.0, 0.0
         if low == high:
             low, high = low - 0.5, high + 0.5
-        edges = xp.linspace(low, high, bins + 1).astype(dtype)
+        edges = linspace_array(xp, low, high, bins + 1).astype(dtype)
     count = edges.size - 1
     keep = (x >= edges[0]) & (x <= edges[-1])
     w = None

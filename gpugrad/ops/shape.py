@@ -308,7 +308,13 @@ class GetItem(InternalFunction):
         x, key = indexed_region(x, key)
         if not advanced and Ellipsis not in key:
             key = key + (Ellipsis,)     # x[i] of a 1-D array: a 0-d view (NumPy would give a scalar, a copy)
-        return x[key]
+        try:
+            return x[key]
+        except IndexError:              # torch checks no index of an empty result
+            region = _region_shape(x, key)
+            if 0 in region:
+                return ctx.xp.empty(region, dtype=x.dtype)
+            raise
 
     @staticmethod
     def backward(ctx, grad):
@@ -340,9 +346,17 @@ def put_values(array, key, value, accumulate=False):
     if isinstance(array, numpy.ndarray) and not array.flags.writeable:   # an expanded tensor (its region checked)
         array = backend.writable_alias(array)
     array, key = indexed_region(array, key)
-    if getattr(value, "ndim", 0) and value.ndim > array[key].ndim:
-        raise RuntimeError(f"shape mismatch: value tensor of shape {list(value.shape)} cannot be broadcast to "
-                           f"indexing result of shape {list(array[key].shape)}")
+    try:
+        region = array[key].shape
+    except IndexError as error:
+        region = _region_shape(array, key)
+        if getattr(value, "ndim", 0):       # torch reports a value of the wrong shape before a bad index
+            _check_region(value, region)
+        if 0 in region:                     # and checks no index of an empty region
+            return
+        raise IndexError(str(error).replace("axis", "dimension")) from None
+    if getattr(value, "ndim", 0):
+        _check_region(value, region)
     try:
         if accumulate:
             region = array[key].shape
@@ -354,6 +368,28 @@ def put_values(array, key, value, accumulate=False):
         shape = list(getattr(value, "shape", ()))
         raise RuntimeError(f"shape mismatch: value tensor of shape {shape} cannot be broadcast to indexing "
                            f"result of shape {list(array[key].shape)}") from None
+
+
+def _check_region(value, region):
+    try:
+        fits = value.ndim <= len(region) and numpy.broadcast_shapes(value.shape, region) == tuple(region)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(value.shape)} cannot be broadcast to "
+                           f"indexing result of shape {list(region)}")
+
+
+def _region_shape(array, key):
+    """The shape ``array[key]`` has, its integer indices taken as 0 (a key with an index out of range)."""
+    dummy = numpy.lib.stride_tricks.as_strided(numpy.zeros(1), array.shape, (0,) * array.ndim)
+    host = backend.as_device("cpu")
+    parts = []
+    for k in key if isinstance(key, tuple) else (key,):
+        if getattr(k, "dtype", None) is not None:
+            k = numpy.zeros(k.shape, dtype=numpy.int64) if k.dtype.kind in "iu" else backend.to_device(k, host)
+        parts.append(k)
+    return dummy[tuple(parts)].shape
 
 
 class IndexPut(InternalFunction):
@@ -487,8 +523,9 @@ def take_along_dim(input, indices, dim=None):
                            f"but got {input.ndim} dimensions for input, and {indices.ndim} dimensions for indices")
     wrap_dim_of_tensor(dim, input.ndim)
     size = input.shape[wrap_dim(dim, input.ndim)]
-    if indices.numel() and size and bool((indices.array < 0).any()):    # negative indices count from the end
-        indices = Tensor._make(indices.xp.where(indices.array < 0, indices.array + size, indices.array))
+    if indices.numel() and size and bool(((indices.array < 0) | (indices.array >= size)).any()):
+        # torch 2.13 takes the indices modulo the size along dim (-1 the last, size the first; not so with dim=None)
+        indices = Tensor._make(indices.array % size)
     if input.ndim != indices.ndim:
         raise RuntimeError(f"torch.take_along_dim(): input and indices should have the same number of dimensions, "
                            f"but got {input.ndim} dimensions for input, and {indices.ndim} dimensions for indices")
@@ -521,6 +558,10 @@ def index_select(input, dim, index):
     if index.numel() and backend.xp_for(index.array) is numpy:
         low, high = int(index.array.min()), int(index.array.max())
         if low < 0 or high >= input.shape[dim]:
+            if dim == 1:      # torch's CPU kernel for dim 1 (of 2 or more dims)
+                raise RuntimeError(f"INDICES element is out of DATA bounds, id="
+                                   f"{next(int(i) for i in index.array.reshape(-1) if not 0 <= i < input.shape[1])} "
+                                   f"axis_dim={input.shape[1]}")
             raise IndexError("index out of range in self")
     return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
 
@@ -788,6 +829,8 @@ def roll(input, shifts, dims=None):
         return Roll.apply(input.flatten(), shifts[0], None).reshape(input.shape)
     if len(shifts) != len(dims):
         raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
+    if input.numel() == 0:      # torch's roll copies an empty tensor before it looks at dims
+        return input.clone()
     dims = tuple(wrap_dim_of_tensor(d, input.ndim) for d in dims)
     return Roll.apply(input, shifts, dims)
 
@@ -932,6 +975,9 @@ def pad(input, pad, mode="constant", value=None):
             raise RuntimeError(f"The input size {n}, plus negative padding {before} and {after} resulted in a "
                                f"negative output size, which is invalid. Check dimension {d} of your input.")
     if mode == "constant":
+        if any(n + builtins.min(before, 0) + builtins.min(after, 0) < 0 for n, (before, after) in
+               zip(input.shape, widths)):       # torch narrows the input by the negative pads first
+            raise RuntimeError("narrow(): length must be non-negative.")
         return Pad.apply(input, tuple(widths), 0 if value is None else value)
     if mode not in ("reflect", "replicate", "circular"):
         raise NotImplementedError(f"pad: mode {mode!r} is not supported")

@@ -94,6 +94,19 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
+    def _check_name(self, name, kind, table):
+        """torch's checks of a name registered as a parameter, buffer or module: a string without a dot,
+        not empty, not an attribute of another kind (a buffer never hides a parameter)."""
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string. Got {_type_name(name)}")
+        if "." in name:
+            raise KeyError(f"{kind} name can't contain \".\", got: {name}" if kind == "module"
+                           else f"{kind} name can't contain \".\"")
+        if name == "":
+            raise KeyError(f"{kind} name can't be empty string \"\"")
+        if name not in table and hasattr(self, name):
+            raise KeyError(f"attribute '{name}' already exists")
+
     def _forget(self, name):
         self.__dict__.pop(name, None)
         for table in (self._parameters, self._buffers, self._modules):
@@ -117,17 +130,21 @@ class Module:
 
     def register_parameter(self, name, param):
         """Add a parameter (or None) under ``name``."""
+        self._check_name(name, "parameter", self._parameters)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{_type_name(param)}' object to parameter '{name}' "
                             "(gpugrad.nn.Parameter or None required)")
-        if "." in name or name == "":
-            raise KeyError(f"parameter name can't contain \".\" or be empty, got {name!r}")
+        if param is not None and param.grad_fn is not None:
+            raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
+                             f"created explicitly. To express '{name}' as a function of another Tensor, compute "
+                             "the value in the forward() method.")
         self._forget(name)
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
         """Add a tensor that is state but not a parameter (saved in state_dict
         unless ``persistent=False``; moved by ``to``)."""
+        self._check_name(name, "buffer", self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
                             "(gpugrad.Tensor or None required)")
@@ -140,6 +157,7 @@ class Module:
         """Add a child module (or None) under ``name``."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_type_name(module)} is not a Module subclass")
+        self._check_name(name, "module", self._modules)
         self._forget(name)
         self._modules[name] = module
 

@@ -133,10 +133,10 @@ def forward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, reduct
             spread = xp.ones(classes, dtype=acc) if weight is None else weight
             e -= (g * smoothing / classes) * spread[None, :]
         e[xp.arange(count), safe] -= g * (1 - smoothing) * w_t
-        if special is not None:
-            e[special & valid] = xp.nan
         if not bool(valid.all()):
             e[~valid] = 0
+        if special is not None:      # torch's: log_softmax's backward makes a row without finite statistics
+            e[special] = xp.nan      # nan, ignored or not (0 * exp(nan))
         dx = _rows_back(xp, e.astype(x.dtype, copy=False), x.shape)
     result = xp.asarray(result)
     return Forward(result if loss_in_acc else result.astype(x.dtype, copy=False), m, ls, dx, denominator, x)
@@ -164,10 +164,10 @@ def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls
         out -= (g * (smoothing / classes))[:, None] * spread[None, :]
     out[xp.arange(count), safe] -= g * (1 - smoothing) * w_t
     special = rows.special_rows(xp, ls)
-    if special is not None:
-        out[special & valid] = xp.nan
     if not bool(valid.all()):
-        out[~valid] = 0          # also where an ignored row's logits are all -inf
+        out[~valid] = 0
+    if special is not None:      # torch's: nan for a row without finite statistics, ignored or not
+        out[special] = xp.nan
     return _rows_back(xp, out.astype(x.dtype, copy=False), x.shape)
 
 
@@ -306,7 +306,8 @@ def _cross_entropy_double_backward(ctx, grad):
         g = g / Tensor._make(xp.where(d == 0, 1, d).astype(x.dtype))
     probabilities = softmax(x, 1)
     out = g.reshape(column) * (probabilities * scale - dist)
-    return where(Tensor._make(valid.reshape(column)), out, 0.0)
+    # an ignored row: 0, nan where its softmax is (torch's log_softmax backward: 0 * exp(nan))
+    return where(Tensor._make(valid.reshape(column)), out, probabilities * 0.0)
 
 
 def cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):

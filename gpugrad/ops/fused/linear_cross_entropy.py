@@ -13,7 +13,9 @@ statistics (m, log-sum-exp) in case the backward must run again
 is only known then): the chunks are then recomputed.
 
 Peak extra memory: one chunk of logits and its gradient (the memory budget
-sets the chunk), plus the gradients themselves.  Double backward raises.
+sets the chunk), plus the gradients themselves.  A backward with
+create_graph (double backward) builds the unfused logits and differentiates
+them, as torch.
 """
 
 from gpugrad import backend, dtypes
@@ -22,6 +24,7 @@ from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.ops.fused import cross_entropy
 from gpugrad.ops.fused.rows import pick
+from gpugrad.ops.linalg import linear
 from gpugrad.tensor import Tensor
 
 # bytes for one chunk's logits and their gradient, by default: on the CPU small chunks cost no speed
@@ -110,10 +113,8 @@ class LinearCrossEntropy(InternalFunction):
 
     @staticmethod
     def backward(ctx, grad):
-        if is_grad_enabled():
-            raise RuntimeError("linear_cross_entropy: double backward is not supported (the gradients are "
-                               "computed chunk by chunk, without a graph); use cross_entropy(linear(...)) for "
-                               "higher derivatives")
+        if is_grad_enabled():       # create_graph: the unfused op's gradient, with its graph
+            return _differentiable_backward(ctx, grad) + (None,) * 8
         grads, ctx.grads = ctx.grads, None           # handed over once; a second backward recomputes
         if grads is not None:
             if engine.is_implicit_seed(grad):
@@ -125,6 +126,19 @@ class LinearCrossEntropy(InternalFunction):
     def release(self):
         super().release()
         self.grads = None
+
+
+def _differentiable_backward(ctx, grad):
+    """The gradients of cross_entropy(linear(x, W, b)) as differentiable
+    Tensors (the logits built whole: a second derivative is asked for)."""
+    x, weight, bias, target, w, _, _, _ = ctx.saved_tensors
+    ignore_index, reduction, smoothing = ctx.options[:3]
+    wanted = [t for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3]) if need]
+    logits = linear(x, weight, bias)
+    loss = cross_entropy.cross_entropy(logits, target, None if w is None else w.to(x.dtype), ignore_index,
+                                       reduction, smoothing)
+    found = iter(engine.grad([loss], wanted, [grad], create_graph=True, allow_unused=True))
+    return tuple(next(found) if need else None for need in ctx.needs_input_grad[:3])
 
 
 def _accumulate(xp, dz, xc, weight, gx, gw, gb, start, stop, acc):

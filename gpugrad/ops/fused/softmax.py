@@ -140,6 +140,26 @@ class LogSoftmax(Softmax):
     log = True
 
 
+class SafeSoftmax(Softmax):
+    """softmax whose rows of nothing but -inf are 0, not nan, with the
+    gradient of that output (torch's _safe_softmax: attention's rows that
+    every score closes)."""
+
+    @classmethod
+    def forward(cls, ctx, x, dim):
+        y = super().forward(ctx, x, dim)
+        if y.size:
+            dead = (x == -numpy.inf).all(axis=dim, keepdims=True)
+            if bool(dead.any()):
+                y[...] = ctx.xp.where(dead, 0, y)      # (in place: the output saved for backward)
+        return y
+
+
+def safe_softmax(input, dim):
+    """softmax along ``dim``, 0 for a row of only -inf (scaled_dot_product_attention's)."""
+    return SafeSoftmax.apply(input, wrap_dim(dim, input.ndim))
+
+
 def _softmax_dim(x, dim, name):
     if dim is None:
         # torch's legacy choice when dim is omitted, with its warning
