@@ -150,8 +150,9 @@ class SafeSoftmax(Softmax):
         y = super().forward(ctx, x, dim)
         if y.size:
             dead = (x == -numpy.inf).all(axis=dim, keepdims=True)
-            if bool(dead.any()):
-                y[...] = ctx.xp.where(dead, 0, y)      # (in place: the output saved for backward)
+            # (in place: the output saved for backward; on the GPU without reading dead back: no sync)
+            if ctx.xp is not numpy or bool(dead.any()):
+                y[...] = ctx.xp.where(dead, 0, y)
         return y
 
 
