@@ -18,11 +18,27 @@
 //   special and s is not used: torch gives nan for softmax, log_softmax and
 //   cross-entropy there, and +inf / -inf / nan for log-sum-exp.
 //
-// Compiled by NVRTC (cupy.RawModule): no host headers; cuda_fp16.h and
-// cuda_bf16.h come from the CUDA runtime headers directory.
+// * Row clusters (sm_90): a row too long for one block's shared memory, or
+//   one of few long rows, is split over the S blocks of a thread-block
+//   cluster along grid.y (ROW_CLUSTER(S)); each block keeps its chunk on chip
+//   and the blocks merge their (m, s) through distributed shared memory
+//   (cluster_merge).  Below sm_90 the attribute and the merge compile away and
+//   the launchers never launch those instantiations.
+//
+// Compiled by NVRTC (cupy.RawModule): no host headers; cuda_fp16.h,
+// cuda_bf16.h and cooperative_groups.h come from the CUDA runtime headers directory.
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define GPUGRAD_CLUSTERS 1
+#define ROW_CLUSTER(blocks) __cluster_dims__(1, blocks, 1)
+#else
+#define GPUGRAD_CLUSTERS 0
+#define ROW_CLUSTER(blocks)
+#endif
 
 namespace gpugrad {
 
@@ -197,6 +213,14 @@ template <typename T> __device__ __forceinline__ int cache_shift(int head) {
 template <typename T> __device__ __forceinline__ int row_room(int n) {
     constexpr int N = Vec<T>::N;
     return (n + N + N - 1) / N * N;
+}
+
+// Elements of a row per chunk when it is split into `splits` chunks (grid.y):
+// whole 16-byte vectors, so that every chunk starts at the row's 16-byte phase.
+template <typename T> __device__ __forceinline__ int chunk_length(int cols, int splits) {
+    constexpr int N = Vec<T>::N;
+    const int per = (cols + splits - 1) / splits;
+    return splits == 1 ? cols : (per + N - 1) / N * N;
 }
 
 // Calls scalar(j, value) and pack(j0, vec) over this lane's share of row
@@ -428,6 +452,39 @@ __device__ __forceinline__ bool merge_split_row(MaxSum<A>& st, A& extra, A* part
         row_counters[row] = 0u;
     }
     return merge_here;
+}
+
+// The S blocks of a row cluster (grid.y = S, one row per block at a time)
+// merge the states of their chunks, st and one more sum `extra`, through
+// distributed shared memory: every block gets the same merged row, in rank
+// order (deterministic).  Every thread of every block of the cluster must
+// call, with its group's merged st and extra (group_merge, group_sum).
+template <typename A> __device__ __forceinline__ MaxSum<A> cluster_merge(MaxSum<A> st, A& extra) {
+#if GPUGRAD_CLUSTERS
+    namespace cg = cooperative_groups;
+    __shared__ A slot[3];
+    cg::cluster_group cluster = cg::this_cluster();
+    if (threadIdx.x == 0) {
+        slot[0] = st.m;
+        slot[1] = st.s;
+        slot[2] = extra;
+    }
+    cluster.sync();
+    MaxSum<A> total = empty_max_sum<A>();
+    A sum = A(0);
+    const int blocks = static_cast<int>(cluster.num_blocks());
+    for (int k = 0; k < blocks; ++k) {
+        const A* other = cluster.map_shared_rank(slot, k);
+        total = merge(total, MaxSum<A>{other[0], other[1]});
+        sum += other[2];
+    }
+    cluster.sync();                       // every block has read every slot before it is rewritten (or exits)
+    extra = sum;
+    return total;
+#else
+    __trap();                             // never launched below sm_90
+    return st;
+#endif
 }
 
 }  // namespace gpugrad

@@ -19,22 +19,29 @@
 //   be the engine's 1 (loss.backward()), the forward writes dx while it holds
 //   the row: N*C read + N*C written, nothing left for the backward.  Under
 //   'mean' every block first adds up the denominator itself (N targets read
-//   per block, in the same order: all blocks agree), so the launcher only
-//   asks for this when C is large enough for that to be cheap.
-// Bytes: forward reads N*C once (twice with dx when a row group does not fit
-//   in shared memory); ignored rows are not read; backward reads N*C and
-//   writes N*C.
+//   per block, in the same order: all blocks agree), so the launcher asks for
+//   this from 512 classes on, with no more blocks than keep those reads
+//   within the logits' bytes.
+// Bytes: forward reads N*C once (with dx, rows are kept in shared memory up
+//   to the opt-in limit, and on sm_90 longer rows in the shared memory of a
+//   row cluster; below sm_90 those are read twice); ignored rows are not
+//   read; backward reads N*C and writes N*C.
 // Loss: in the input dtype (torch), or in the accumulation dtype (loss_in_acc).
 // Launch: as logsumexp.cu; forward (without dx) and backward split few long
 //   rows over grid.y, the last block of a row merging its chunks in order.
+//   On sm_90 the forward with dx takes rows beyond one block's shared memory,
+//   and few long rows, over a row cluster of CLUSTER blocks along grid.y
+//   (common.cuh, cluster_merge): each block writes its chunk's dx.
 #include "common.cuh"
 
 using namespace gpugrad;
 
 constexpr long long CLASS_INDEX = 1;   // the error word's kind for a bad class index
 
-template <typename T, typename TI>
-__global__ void __launch_bounds__(512, 1) cross_entropy_forward(
+// The forward over one row per block group (CLUSTER == 1: the whole row, or a chunk merged by the
+// row's last block), or over the chunks of a row cluster of CLUSTER blocks along grid.y.
+template <typename T, typename TI, int CLUSTER>
+__device__ __forceinline__ void cross_entropy_forward_rows(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
         const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
         long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,
@@ -62,12 +69,13 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         denominator = block_tree_sum(denominator, scratch_block);
     }
     const A grad_scale = dx != nullptr && reduction == 2 ? A(1) / denominator : A(1);
-    // grid.y > 1: each row split into chunks, one per block (never with dx)
+    // grid.y > 1: each row split into chunks, one per block: merged by the row's last block (never with
+    // dx), or through distributed shared memory by the blocks of a row cluster (each writes its chunk's dx)
     const int splits = gridDim.y, chunk = blockIdx.y;
-    const int chunk_cols = (cols + splits - 1) / splits;
+    const int chunk_cols = chunk_length<T>(cols, splits);
     const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     T* cache = dx != nullptr && use_cache && sc == 1
-                   ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(cols) : nullptr;
+                   ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(chunk_cols) : nullptr;
     A block_loss = A(0), block_weight = A(0);
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
@@ -96,10 +104,13 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
             });
         st = group_merge(st, scratch_m, scratch_s);
         if (smoothing != A(0)) weighted = group_sum(weighted, scratch_x);
-        if (splits > 1 && !merge_split_row(st, weighted, partial_m, partial_s,
-                                           smoothing != A(0) ? partial_x : static_cast<A*>(nullptr), row_counters,
-                                           row))
+        if constexpr (CLUSTER > 1) {
+            st = cluster_merge(st, weighted);
+        } else if (splits > 1 && !merge_split_row(st, weighted, partial_m, partial_s,
+                                                  smoothing != A(0) ? partial_x : static_cast<A*>(nullptr),
+                                                  row_counters, row)) {
             continue;                            // another block of this row merges it
+        }
         A m, ls;
         finish(st, m, ls);
         const bool special = !isfinite(ls);
@@ -113,7 +124,7 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
                 if (smoothing != A(0)) value += smooth * (total_weight * ((m - pivot) + ls) - weighted);
             }
         }
-        if (active && threadIdx.x == 0) {
+        if (active && threadIdx.x == 0 && (CLUSTER == 1 || chunk == 0)) {
             if (reduction == 0) {
                 if (loss_in_acc) static_cast<A*>(loss)[row] = value;
                 else static_cast<T*>(loss)[row] = Store<T>::of(value);
@@ -129,13 +140,15 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         if (dx != nullptr && active) {
             T* d_row = dx + dx_layout.base(row);
             if (!used) {
-                for (int j = threadIdx.x; j < cols; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(A(0));
+                for (int j = begin + threadIdx.x; j < end; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(A(0));
             } else {
                 const A scale = grad_scale * ((A(1) - smoothing) * w_t + smooth * total_weight);
                 const A g_smooth = grad_scale * smooth;
                 const A g_target = grad_scale * (A(1) - smoothing) * w_t;
-                write_row<T>(x_row, sc, cache, d_row, dx_sc, cols, threadIdx.x, blockDim.x, [&](int j, A v) {
+                write_row<T>(x_row + begin * sc, sc, cache, d_row + begin * dx_sc, dx_sc, end - begin, threadIdx.x,
+                             blockDim.x, [&](int k, A v) {
                     if (special) return quiet_nan<A>();
+                    const int j = begin + k;
                     A out = scale * fast_exp((v - m) - ls);
                     if (smoothing != A(0)) out -= g_smooth * (weight ? weight[j] : A(1));
                     if (j == t) out -= g_target;
@@ -157,6 +170,40 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
 }
 
 template <typename T, typename TI>
+__global__ void __launch_bounds__(512, 1) cross_entropy_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
+        long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,
+        Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, Acc<T>* __restrict__ row_weight,
+        T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
+        Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
+        long long* __restrict__ error, int use_cache, Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s,
+        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters) {
+    cross_entropy_forward_rows<T, TI, 1>(
+        x, inner, so, si, sc, rows, cols, target, weight, weight_sum, ignore_index, smoothing, reduction, loss,
+        loss_in_acc, m_out, ls_out, row_weight, dx, dx_so, dx_si, dx_sc, denominator_out, partials, counter, error,
+        use_cache, partial_m, partial_s, partial_x, row_counters);
+}
+
+// A row cluster of CLUSTER blocks per row (sm_90): rows longer than one block's shared memory keep the
+// gradient in the forward, and few long rows spread over CLUSTER SMs in one launch.
+template <typename T, typename TI, int CLUSTER>
+__global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) cross_entropy_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
+        long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,
+        Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, Acc<T>* __restrict__ row_weight,
+        T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
+        Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
+        long long* __restrict__ error, int use_cache, Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s,
+        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters) {
+    cross_entropy_forward_rows<T, TI, CLUSTER>(
+        x, inner, so, si, sc, rows, cols, target, weight, weight_sum, ignore_index, smoothing, reduction, loss,
+        loss_in_acc, m_out, ls_out, row_weight, dx, dx_so, dx_si, dx_sc, denominator_out, partials, counter, error,
+        use_cache, partial_m, partial_s, partial_x, row_counters);
+}
+
+template <typename T, typename TI>
 __global__ void __launch_bounds__(512, 1) cross_entropy_backward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
         const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
@@ -170,7 +217,7 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_backward(
     const A smooth = smoothing / A(cols);
     const A inverse_denominator = denominator != nullptr ? A(1) / *denominator : A(1);
     const int splits = gridDim.y, chunk = blockIdx.y;
-    const int chunk_cols = (cols + splits - 1) / splits;
+    const int chunk_cols = chunk_length<T>(cols, splits);
     const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     for (long long row = static_cast<long long>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
          row += static_cast<long long>(gridDim.x) * blockDim.y) {

@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(512, 1) logsumexp_forward(
     __shared__ A scratch_m[32], scratch_s[32];
     const Rows layout{inner, so, si, sc};
     const int splits = gridDim.y, chunk = blockIdx.y;
-    const int chunk_cols = (cols + splits - 1) / splits;
+    const int chunk_cols = chunk_length<T>(cols, splits);
     const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(512, 1) apply_stats(
     const Rows layout{inner, so, si, sc};
     const Rows out_layout{inner, out_so, out_si, out_sc};
     const int splits = gridDim.y, chunk = blockIdx.y;
-    const int chunk_cols = (cols + splits - 1) / splits;
+    const int chunk_cols = chunk_length<T>(cols, splits);
     const int begin = min(cols, chunk * chunk_cols), end = min(cols, begin + chunk_cols);
     for (long long row = static_cast<long long>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
          row += static_cast<long long>(gridDim.x) * blockDim.y) {

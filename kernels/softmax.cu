@@ -9,13 +9,17 @@
 //       twice (the second mostly from L2), and writes y; backward reads y and g
 //       once on the same condition and writes gx.  Only y is kept for backward.
 // Launch: as logsumexp.cu (S = 1); dynamic shared memory = rows per block x
-//       room for a row (common.cuh, row_room) when caching.
+//       room for a row (common.cuh, row_room) when caching, up to the opt-in
+//       limit.  On sm_90 rows beyond one block's shared memory, and few long
+//       rows, go to a row cluster of S blocks along grid.y, each keeping its
+//       chunk (cluster_merge), so that x (y and g) are read once at every length.
 #include "common.cuh"
 
 using namespace gpugrad;
 
-template <typename T, bool LOG>
-__global__ void __launch_bounds__(512, 1) softmax_forward(
+// One row per row group (CLUSTER == 1), or chunks of a row per block of a row cluster along grid.y.
+template <typename T, bool LOG, int CLUSTER>
+__device__ __forceinline__ void softmax_forward_rows(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
         T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
     using A = Acc<T>;
@@ -23,21 +27,28 @@ __global__ void __launch_bounds__(512, 1) softmax_forward(
     __shared__ A scratch_m[32], scratch_s[32];
     const Rows layout{inner, so, si, sc};
     const Rows out_layout{inner, y_so, y_si, y_sc};
-    T* cache = use_cache && sc == 1 ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(cols) : nullptr;
+    const int chunk_cols = chunk_length<T>(cols, gridDim.y);
+    const int begin = min(cols, static_cast<int>(blockIdx.y) * chunk_cols), end = min(cols, begin + chunk_cols);
+    T* cache = use_cache && sc == 1 ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(chunk_cols)
+                                    : nullptr;
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = group + threadIdx.y;
         const bool active = row < rows;
-        const T* x_row = x + (active ? layout.base(row) : 0);
+        const T* x_row = x + (active ? layout.base(row) + begin * sc : 0);
         MaxSum<A> st = empty_max_sum<A>();
-        if (active) st = lane_stats(x_row, sc, cols, threadIdx.x, blockDim.x, cache);
+        if (active) st = lane_stats(x_row, sc, end - begin, threadIdx.x, blockDim.x, cache);
         st = group_merge(st, scratch_m, scratch_s);
+        if constexpr (CLUSTER > 1) {
+            A unused = A(0);
+            st = cluster_merge(st, unused);
+        }
         A m, ls;
         finish(st, m, ls);
         const bool special = !isfinite(ls);
         if (active)
-            write_row<T>(x_row, sc, cache, y + out_layout.base(row), y_sc, cols, threadIdx.x, blockDim.x,
-                         [&](int, A v) {
+            write_row<T>(x_row, sc, cache, y + out_layout.base(row) + begin * y_sc, y_sc, end - begin, threadIdx.x,
+                         blockDim.x, [&](int, A v) {
                              if (special) return quiet_nan<A>();
                              const A shifted = (v - m) - ls;
                              return LOG ? shifted : fast_exp(shifted);
@@ -47,7 +58,22 @@ __global__ void __launch_bounds__(512, 1) softmax_forward(
 }
 
 template <typename T, bool LOG>
-__global__ void __launch_bounds__(512, 1) softmax_backward(
+__global__ void __launch_bounds__(512, 1) softmax_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
+    softmax_forward_rows<T, LOG, 1>(x, inner, so, si, sc, rows, cols, y, y_so, y_si, y_sc, use_cache);
+}
+
+// A row cluster (sm_90): rows beyond one block's shared memory, and few long rows, in one launch.
+template <typename T, bool LOG, int CLUSTER>
+__global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) softmax_forward(
+        const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
+        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
+    softmax_forward_rows<T, LOG, CLUSTER>(x, inner, so, si, sc, rows, cols, y, y_so, y_si, y_sc, use_cache);
+}
+
+template <typename T, bool LOG, int CLUSTER>
+__device__ __forceinline__ void softmax_backward_rows(
         const T* __restrict__ y, long long y_so, long long y_si, long long y_sc,
         const T* __restrict__ g, long long g_so, long long g_si, long long g_sc,
         long long inner, long long rows, int cols,
@@ -58,24 +84,27 @@ __global__ void __launch_bounds__(512, 1) softmax_backward(
     __shared__ A scratch[32];
     const Rows y_layout{inner, y_so, y_si, y_sc}, g_layout{inner, g_so, g_si, g_sc};
     const Rows out_layout{inner, out_so, out_si, out_sc};
+    const int chunk_cols = chunk_length<T>(cols, gridDim.y);
+    const int begin = min(cols, static_cast<int>(blockIdx.y) * chunk_cols), end = min(cols, begin + chunk_cols);
+    const int n = end - begin;
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = group + threadIdx.y;
         const bool active = row < rows;
-        const T* y_row = y + (active ? y_layout.base(row) : 0);
-        const T* g_row = g + (active ? g_layout.base(row) : 0);
-        T* out_row = out + (active ? out_layout.base(row) : 0);
+        const T* y_row = y + (active ? y_layout.base(row) + begin * y_sc : 0);
+        const T* g_row = g + (active ? g_layout.base(row) + begin * g_sc : 0);
+        T* out_row = out + (active ? out_layout.base(row) + begin * out_sc : 0);
         const bool vector = y_sc == 1 && g_sc == 1 &&
                             (reinterpret_cast<unsigned long long>(y_row) & 15) ==
                                 (reinterpret_cast<unsigned long long>(g_row) & 15);
-        const int head = vector ? head_length(y_row, cols) : 0;
+        const int head = vector ? head_length(y_row, n) : 0;
         const int shift = cache_shift<T>(head);
         T* cache_y = use_cache && vector
-                         ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * 2 * row_room<T>(cols) : nullptr;
-        T* cache_g = cache_y ? cache_y + row_room<T>(cols) : nullptr;
+                         ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * 2 * row_room<T>(chunk_cols) : nullptr;
+        T* cache_g = cache_y ? cache_y + row_room<T>(chunk_cols) : nullptr;
         A partial = A(0);
         if (active)
-            traverse2<T>(y_row, y_sc, g_row, g_sc, cols, vector, head, threadIdx.x, blockDim.x,
+            traverse2<T>(y_row, y_sc, g_row, g_sc, n, vector, head, threadIdx.x, blockDim.x,
                          [&](int j, T yv, T gv) {
                              if (cache_y) { cache_y[j + shift] = yv; cache_g[j + shift] = gv; }
                              partial += LOG ? to_acc(gv) : to_acc(gv) * to_acc(yv);
@@ -89,7 +118,8 @@ __global__ void __launch_bounds__(512, 1) softmax_backward(
                              for (int k = 0; k < N; ++k)
                                  partial += LOG ? to_acc(pg.v[k]) : to_acc(pg.v[k]) * to_acc(py.v[k]);
                          });
-        const A dot = group_sum(partial, scratch);
+        A dot = group_sum(partial, scratch);
+        if constexpr (CLUSTER > 1) cluster_merge(empty_max_sum<A>(), dot);
         if (active) {
             const bool same_phase = vector && out_sc == 1 &&
                                     (reinterpret_cast<unsigned long long>(out_row) & 15) ==
@@ -107,10 +137,31 @@ __global__ void __launch_bounds__(512, 1) softmax_backward(
                     for (int k = 0; k < N; ++k) out_row[(j0 + k) * out_sc] = r.v[k];
                 }
             };
-            if (cache_y) traverse2<T>(cache_y + shift, 1, cache_g + shift, 1, cols, true, head, threadIdx.x,
+            if (cache_y) traverse2<T>(cache_y + shift, 1, cache_g + shift, 1, n, true, head, threadIdx.x,
                                       blockDim.x, scalar, pack);
-            else traverse2<T>(y_row, y_sc, g_row, g_sc, cols, vector, head, threadIdx.x, blockDim.x, scalar, pack);
+            else traverse2<T>(y_row, y_sc, g_row, g_sc, n, vector, head, threadIdx.x, blockDim.x, scalar, pack);
         }
         if (use_cache) group_barrier();
     }
+}
+
+template <typename T, bool LOG>
+__global__ void __launch_bounds__(512, 1) softmax_backward(
+        const T* __restrict__ y, long long y_so, long long y_si, long long y_sc,
+        const T* __restrict__ g, long long g_so, long long g_si, long long g_sc,
+        long long inner, long long rows, int cols,
+        T* __restrict__ out, long long out_so, long long out_si, long long out_sc, int use_cache) {
+    softmax_backward_rows<T, LOG, 1>(y, y_so, y_si, y_sc, g, g_so, g_si, g_sc, inner, rows, cols, out, out_so,
+                                     out_si, out_sc, use_cache);
+}
+
+// A row cluster (sm_90): the row's dot product merged through distributed shared memory.
+template <typename T, bool LOG, int CLUSTER>
+__global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) softmax_backward(
+        const T* __restrict__ y, long long y_so, long long y_si, long long y_sc,
+        const T* __restrict__ g, long long g_so, long long g_si, long long g_sc,
+        long long inner, long long rows, int cols,
+        T* __restrict__ out, long long out_so, long long out_si, long long out_sc, int use_cache) {
+    softmax_backward_rows<T, LOG, CLUSTER>(y, y_so, y_si, y_sc, g, g_so, g_si, g_sc, inner, rows, cols, out, out_so,
+                                           out_si, out_sc, use_cache);
 }

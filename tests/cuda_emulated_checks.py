@@ -340,6 +340,84 @@ def few_long_rows_split_over_blocks():
 
 
 @check
+def row_clusters_keep_long_rows_on_chip():
+    """sm_90 (the emulator's device): rows beyond one block's shared memory (70,001
+    float32 classes, 280 KB) and few long rows (20,011) go to a row cluster
+    (kernels.CLUSTER_SIZES blocks along grid.y, merged through distributed shared
+    memory): cross-entropy writes its gradient in the forward (loss.backward() is
+    one launch) under every option, softmax and log_softmax take one launch each
+    way; float32 and bfloat16 match torch on the same values.  Rows cached beyond
+    48 KiB of shared memory opt in to more (softmax backward, 8 rows of y and g)."""
+    from gpugrad.cuda import kernels
+    from gpugrad.cuda import launch as launchers
+    launched = []
+    original = launchers.launch
+
+    def recording(filename, name, device_id, shape, args, shared_mem=0):
+        launched.append((name, shape.grid, shared_mem))
+        return original(filename, name, device_id, shape, args, shared_mem)
+    launchers.launch = recording
+    size = kernels.CLUSTER_SIZES[-1]
+    try:
+        rng = numpy.random.default_rng(12)
+        for rows, classes, dtype, tol in ((2, 70001, "float32", 1e-5), (3, 20011, "float32", 1e-5),
+                                          (2, 70001, "bfloat16", 1e-2)):
+            values = rng.standard_normal((rows, classes)) * 4
+            values[0, 11] = 40.0
+            rounded = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype)).float().numpy().astype("float64")
+            target = rng.integers(0, classes, rows)
+            weight = gpugrad.tensor(rng.uniform(0.3, 2.0, classes), dtype=getattr(gpugrad, dtype))
+            for reduction, options in (("mean", {}), ("sum", {"label_smoothing": 0.3, "weight": True}),
+                                       ("mean", {"ignore_index": int(target[1])})):
+                kwargs, tkwargs = dict(options), dict(options)
+                if options.get("weight"):
+                    kwargs["weight"] = weight.to("cuda")
+                    tkwargs["weight"] = torch.tensor(weight.float().numpy().astype("float64"))
+                x = gpugrad.tensor(rounded, device="cuda").to(getattr(gpugrad, dtype)).requires_grad_()
+                tx = torch.tensor(rounded, requires_grad=True)
+                launched.clear()
+                loss = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"), reduction=reduction, **kwargs)
+                loss.backward()
+                what = f"{rows}x{classes} {dtype} {reduction} {options}"
+                assert [name for name, _, _ in launched] == [
+                    f"cross_entropy_forward<{launchers.float_type(x.dtype)}, long long, {size}>"], (what, launched)
+                assert launched[0][1][1] == size, (what, launched)
+                tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+                tloss.backward()
+                close(loss.float(), tloss, tol, f"cluster loss {what}")
+                grad = x.grad.float().cpu().numpy().astype("float64")
+                err = numpy.abs(grad - tx.grad.numpy()).max() / numpy.abs(tx.grad.numpy()).max()
+                assert err < tol, f"cluster grad {what}: relative error {err:.3g}"
+            for name in ("softmax", "log_softmax"):
+                x = gpugrad.tensor(rounded, device="cuda").to(getattr(gpugrad, dtype)).requires_grad_()
+                tx = torch.tensor(rounded, requires_grad=True)
+                upstream = gpugrad.tensor(rng.standard_normal((rows, classes)), dtype=getattr(gpugrad, dtype))
+                launched.clear()
+                y = getattr(gpugrad, name)(x, 1)
+                y.backward(upstream.to("cuda"))
+                assert [entry[0].split("<")[0] for entry in launched] == ["softmax_forward", "softmax_backward"] \
+                    and all(entry[0].endswith(f", {size}>") for entry in launched), launched
+                ty = getattr(torch, name)(tx, 1)
+                ty.backward(torch.tensor(upstream.float().numpy().astype("float64")))
+                for ours, theirs, part in ((y, ty, "value"), (x.grad, tx.grad, "grad")):
+                    a = ours.detach().float().cpu().numpy().astype("float64")
+                    b = theirs.detach().numpy()
+                    err = numpy.abs(a - b).max() / numpy.abs(b).max()
+                    assert err < tol, f"cluster {name} {part} {rows}x{classes} {dtype}: relative error {err:.3g}"
+        # rows cached beyond the default 48 KiB: 8 rows of y and g per block (64 KB) opt in to more
+        values = rng.standard_normal((16, 1000))
+        x, tx = pair(values, "float32")
+        upstream = rng.standard_normal((16, 1000))
+        launched.clear()
+        gpugrad.softmax(x, 1).backward(gpugrad.tensor(upstream, dtype=gpugrad.float32, device="cuda"))
+        assert launched[-1][0] == "softmax_backward<float, false>" and launched[-1][2] > 48 * 1024, launched
+        torch.softmax(tx, 1).backward(torch.tensor(upstream.astype("float32").astype("float64")))
+        close(x.grad, tx.grad, 1e-5, "softmax backward cached beyond 48 KiB")
+    finally:
+        launchers.launch = original
+
+
+@check
 def bfloat16_kernels():
     """The __nv_bfloat16 instantiations: forward within one bfloat16 ulp of the
     exact result (torch float64 on the same values), gradients within bfloat16

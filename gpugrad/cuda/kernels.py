@@ -19,6 +19,10 @@ COMPILE_OPTIONS = ("--std=c++17",)
 FLOAT_TYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16", "float32": "float", "float64": "double"}
 INDEX_TYPES = {"int32": "int", "int64": "long long"}
 APPLY_MODES = {"lse_grad": 0, "softmax": 1, "log_softmax": 2}
+# Row clusters (sm_90 only; launch.row_cluster picks the size): blocks per cluster (8, the most a portable
+# cluster holds: rows up to 8 x 224 KB stay on chip) and the element types that have them (double rows split)
+CLUSTER_SIZES = (8,)
+CLUSTER_TYPES = ("float", "__half", "__nv_bfloat16")
 
 
 def _expand(template, **choices):
@@ -32,8 +36,12 @@ INSTANTIATIONS = {
     "logsumexp.cu": _expand("logsumexp_forward<{t}>", t=_T)
                     + _expand("apply_stats<{t}, {mode}>", t=_T, mode=APPLY_MODES.values()),
     "softmax.cu": _expand("softmax_forward<{t}, {log}>", t=_T, log=("false", "true"))
-                  + _expand("softmax_backward<{t}, {log}>", t=_T, log=("false", "true")),
+                  + _expand("softmax_forward<{t}, {log}, {c}>", t=CLUSTER_TYPES, log=("false", "true"), c=CLUSTER_SIZES)
+                  + _expand("softmax_backward<{t}, {log}>", t=_T, log=("false", "true"))
+                  + _expand("softmax_backward<{t}, {log}, {c}>", t=CLUSTER_TYPES, log=("false", "true"),
+                            c=CLUSTER_SIZES),
     "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=_T, i=_I)
+                        + _expand("cross_entropy_forward<{t}, {i}, {c}>", t=CLUSTER_TYPES, i=_I, c=CLUSTER_SIZES)
                         + _expand("cross_entropy_backward<{t}, {i}>", t=_T, i=_I)
                         + _expand("check_indices<{i}>", i=_I),
     "optimizers.cu": _expand("{k}<{t}>", k=("sgd_step", "adam_step", "rmsprop_step", "adagrad_step"), t=_T)

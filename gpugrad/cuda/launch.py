@@ -12,7 +12,9 @@ slice of a warp for short rows, several rows per warp; a warp; or a block of
 128-512 threads for long rows), strided rows a thread each; the grid strides
 over row groups (at most ``BLOCKS_PER_SM`` x SMs blocks), and few long rows
 are split over grid.y.  A row group whose rows fit in shared memory is read
-from global memory once (:func:`cache_bytes`).
+from global memory once (:func:`cache_bytes`): up to the device's opt-in
+limit per block (227 KiB on sm_90, 163 KiB on sm_80), which :func:`launch`
+asks for when a launch needs more than the default 48 KiB.
 
 :func:`launch` looks the kernel up in the loader (``gpugrad/cuda/kernels.py``,
 compiled once per device) and launches it.
@@ -27,7 +29,8 @@ from gpugrad import backend, dtypes
 from gpugrad.cuda import kernels
 
 MAX_THREADS = 512            # the kernels' __launch_bounds__
-CACHE_BYTES = 32 * 1024      # dynamic shared memory a block may use to keep its rows
+DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024   # static + dynamic shared memory a block gets without opting in
+STATIC_SHARED_BYTES = 8 * 1024   # room left for a kernel's static shared memory (at most ~4.9 KB now)
 BLOCKS_PER_SM = 8
 SPLIT_MIN_COLS = 16384       # rows at least this long are split when there are too few of them
 
@@ -35,6 +38,9 @@ RowLayout = collections.namedtuple("RowLayout", "shape dim rows cols inner so si
 LaunchShape = collections.namedtuple("LaunchShape", "grid block lanes rows_per_block")
 
 _sm_counts = {}
+_capabilities = {}
+_shared_optin = {}
+_dynamic_shared = {}         # (filename, name, device) -> the dynamic shared memory the kernel may use
 _scratch = {}                # (device, stream) -> cached zeroed counters
 
 
@@ -103,6 +109,25 @@ def sm_count(device_id):
     return count
 
 
+def compute_capability(device_id):
+    """The device's compute capability as a number (90 for sm_90; cached)."""
+    capability = _capabilities.get(device_id)
+    if capability is None:
+        capability = _capabilities[device_id] = int(backend.cupy_module().cuda.Device(device_id).compute_capability)
+    return capability
+
+
+def shared_memory_limit(device_id):
+    """The dynamic shared memory a block may keep rows in on this device: the
+    opt-in maximum per block, less room for the kernels' static shared memory
+    (cached)."""
+    limit = _shared_optin.get(device_id)
+    if limit is None:
+        attributes = backend.cupy_module().cuda.Device(device_id).attributes
+        limit = _shared_optin[device_id] = int(attributes["MaxSharedMemoryPerBlockOptin"]) - STATIC_SHARED_BYTES
+    return limit
+
+
 def launch_shape(layout, itemsize, device_id, split_long_rows=False):
     """(grid, block) and the lanes per row for a row kernel on a device."""
     rows, cols = layout.rows, layout.cols
@@ -133,12 +158,49 @@ def _room(cols, itemsize):
     return -(-(cols + vector) // vector) * vector * itemsize
 
 
-def cache_bytes(shape, layout, itemsize, arrays=1):
-    """Dynamic shared memory to keep a block's rows (0: do not cache)."""
+def chunk_length(cols, splits, itemsize):
+    """Elements per chunk of a row split over ``splits`` blocks (common.cuh's
+    chunk_length: whole 16-byte vectors)."""
+    if splits == 1:
+        return cols
+    vector = 16 // itemsize
+    return -(-(-(-cols // splits)) // vector) * vector
+
+
+def cache_bytes(shape, layout, itemsize, device_id, arrays=1):
+    """Dynamic shared memory to keep a block's rows, or its chunks of rows
+    split over grid.y (0: do not cache)."""
     if layout.sc != 1:
         return 0
-    need = shape.rows_per_block * arrays * _room(layout.cols, itemsize)
-    return need if need <= CACHE_BYTES else 0
+    need = shape.rows_per_block * arrays * _room(chunk_length(layout.cols, shape.grid[1], itemsize), itemsize)
+    return need if need <= shared_memory_limit(device_id) else 0
+
+
+def row_cluster(layout, itemsize, device_id, arrays=1):
+    """Blocks per row cluster (kernels.CLUSTER_SIZES) for contiguous rows a
+    block cannot keep in shared memory, or few long rows, on sm_90 (0 below
+    sm_90 and for other rows): the fewest blocks whose chunks fit, else the
+    most (rows longer than a cluster's shared memory: each block reads its
+    chunk twice, the second time mostly from L2)."""
+    if layout.sc != 1 or compute_capability(device_id) < 90:
+        return 0
+    limit, cols = shared_memory_limit(device_id), layout.cols
+    long_rows = arrays * _room(cols, itemsize) > limit
+    few_rows = cols >= SPLIT_MIN_COLS and layout.rows < 2 * sm_count(device_id)
+    if not (long_rows or few_rows):
+        return 0
+    for size in kernels.CLUSTER_SIZES:
+        if arrays * _room(chunk_length(cols, size, itemsize), itemsize) <= limit:
+            return size
+    return kernels.CLUSTER_SIZES[-1]
+
+
+def cluster_shape(layout, size, device_id):
+    """The launch of a row cluster kernel: a block of MAX_THREADS per chunk,
+    ``size`` chunks per row along grid.y (the cluster), the clusters striding
+    over the rows."""
+    blocks = max(1, min(layout.rows, BLOCKS_PER_SM * sm_count(device_id) // size))
+    return LaunchShape((blocks, size), (MAX_THREADS, 1), MAX_THREADS, 1)
 
 
 def counters(device_id, count):
@@ -158,6 +220,11 @@ def launch(filename, name, device_id, shape, args, shared_mem=0):
     """Launch the kernel ``name`` of ``filename`` with a LaunchShape."""
     function = kernels.get_function(filename, name, device_id)
     if shared_mem:
+        key = (filename, name, device_id)
+        if shared_mem > _dynamic_shared.get(key, DEFAULT_DYNAMIC_SHARED_BYTES - function.shared_size_bytes):
+            # beyond the default 48 KiB a kernel must opt in (cudaFuncAttributeMaxDynamicSharedMemorySize)
+            function.max_dynamic_shared_size_bytes = shared_mem
+            _dynamic_shared[key] = shared_mem
         function(shape.grid, shape.block, args, shared_mem=shared_mem)
     else:
         function(shape.grid, shape.block, args)

@@ -21,16 +21,18 @@ from gpugrad import backend, dtypes
 from gpugrad.autograd import engine
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.cuda import errors, launch
+from gpugrad.cuda import errors, kernels, launch
 from gpugrad.ops.elementwise import where
 from gpugrad.ops.fused import rows
 from gpugrad.ops.fused.softmax import softmax
 from gpugrad.tensor import Tensor
 
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
-# On CUDA under 'mean' the forward writes the gradient from this many classes on: each block then
-# reads the N targets once more for the denominator, cheap next to N * C logits
-GRAD_IN_FORWARD_MIN_COLS = 4096
+# On CUDA under 'mean' the forward writes the gradient from this many classes on: each block then reads
+# the N targets (8 bytes each) for the denominator, so the grid is bounded to keep those reads within the
+# logits' bytes (TARGET_BYTES per row and block), with at least one block per SM
+GRAD_IN_FORWARD_MIN_COLS = 512
+TARGET_BYTES = 8
 
 Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
 Forward.__doc__ = """The forward's result: ``loss`` per row in row order ('none') or 0-d, in
@@ -175,9 +177,11 @@ def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls
 
 def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
                  loss_in_acc=False, overwrite=False):
-    """forward_numpy's result in one launch (few long rows are split over
-    blocks: the gradient is then left to the backward, as it is under 'mean'
-    for fewer than GRAD_IN_FORWARD_MIN_COLS classes).  A bad target is
+    """forward_numpy's result in one launch.  Rows too long for one block's
+    shared memory, and few long rows, go to a row cluster on sm_90, which
+    keeps the gradient in the forward; below sm_90 few long rows are split
+    over blocks and the gradient is left to the backward, as it is under
+    'mean' for fewer than GRAD_IN_FORWARD_MIN_COLS classes.  A bad target is
     recorded in the error word.  (The kernel writes a new gradient: overwrite
     has no use here.)"""
     cp = backend.cupy_module()
@@ -188,10 +192,21 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
     code = REDUCTIONS[reduction]
     if code == 2 and cols < GRAD_IN_FORWARD_MIN_COLS:
         with_grad = False
+    float_type = launch.float_type(x.dtype)
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
+        cluster = launch.row_cluster(layout, x.itemsize, device_id) if with_grad and \
+            float_type in kernels.CLUSTER_TYPES else 0
+        if cluster:
+            # rows beyond one block's shared memory, or few long rows: a cluster of blocks per row keeps it on
+            # chip and writes the gradient (sm_90)
+            shape = launch.cluster_shape(layout, cluster, device_id)
+        if with_grad and code == 2:
+            blocks = max(launch.sm_count(device_id), cols * x.itemsize // TARGET_BYTES)
+            shape = shape._replace(grid=(min(shape.grid[0], blocks), shape.grid[1]))
         splits = shape.grid[1]
-        if splits > 1:
+        split_rows = splits > 1 and not cluster     # chunks merged by the row's last block
+        if split_rows:
             # few long rows: every SM gets a chunk; the gradient is then left to the backward kernel
             with_grad = False
         loss = cp.empty(count if code == 0 else (), dtype=acc if loss_in_acc else x.dtype)
@@ -200,14 +215,15 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
                                                                             launch.i64(0))
         denominator = cp.empty(1, dtype=acc) if code == 2 else None
         partials = cp.empty(2 * shape.grid[0] * splits, dtype=acc) if code else None
-        counters = launch.counters(device_id, 1 + (count if splits > 1 else 0))
-        if splits > 1:
+        counters = launch.counters(device_id, 1 + (count if split_rows else 0))
+        if split_rows:
             partial_m, partial_s, partial_x = (cp.empty(count * splits, dtype=acc) for _ in range(3))
             row_counters = counters[1:]
         else:
             partial_m = partial_s = partial_x = row_counters = None
-        cache = launch.cache_bytes(shape, layout, x.itemsize) if with_grad else 0
-        name = f"cross_entropy_forward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
+        cache = launch.cache_bytes(shape, layout, x.itemsize, device_id) if with_grad else 0
+        cluster_size = f", {cluster}" if cluster else ""
+        name = f"cross_entropy_forward<{float_type}, {launch.index_type(target.dtype)}{cluster_size}>"
         launch.launch("cross_entropy.cu", name, device_id, shape,
                       (x, *launch.strides(layout), launch.i64(count), numpy.int32(cols), target, weight, weight_sum,
                        launch.i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss,

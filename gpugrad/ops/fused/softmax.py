@@ -2,9 +2,11 @@
 gradients in one pass (kernels/softmax.cu on CUDA).
 
 Both keep only their output y for backward: softmax's gradient is
-y * (g - sum(g * y)), log_softmax's g - exp(y) * sum(g).  Rows too few and
-too long for one block each take two launches on CUDA: the row statistics,
-then the softmax from them (kernels/logsumexp.cu, through logsumexp.py).
+y * (g - sum(g * y)), log_softmax's g - exp(y) * sum(g).  On sm_90 rows too
+long for one block's shared memory, and few long rows, take a row cluster
+(one launch each way); below sm_90 few long rows take two launches forward:
+the row statistics, then the softmax from them (kernels/logsumexp.cu,
+through logsumexp.py).
 """
 
 import warnings
@@ -15,7 +17,7 @@ from gpugrad import backend, dtypes
 from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
-from gpugrad.cuda import launch
+from gpugrad.cuda import kernels, launch
 from gpugrad.dims import wrap_dim
 from gpugrad.ops.fused import logsumexp, rows
 from gpugrad.tensor import Tensor
@@ -66,18 +68,22 @@ def backward_numpy(y, grad, dim, log):
 
 def forward_cuda(x, dim, log):
     """softmax (or log_softmax) of x along ``dim``, in x's shape: one launch
-    (two for few rows long enough to split)."""
+    (two below sm_90 for few rows long enough to split)."""
     cp = backend.cupy_module()
     x, layout = launch.layout_of(x, dim)
     device_id = x.device.id
+    float_type = launch.float_type(x.dtype)
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
-        if shape.grid[1] > 1:
+        cluster = launch.row_cluster(layout, x.itemsize, device_id) if float_type in kernels.CLUSTER_TYPES else 0
+        if cluster:
+            shape = launch.cluster_shape(layout, cluster, device_id)
+        elif shape.grid[1] > 1:
             m, ls, _ = logsumexp.launch_statistics(x, layout, want_result=False)
             return logsumexp.launch_apply(x, layout, m, ls, "log_softmax" if log else "softmax")
         out, *out_strides = launch.output_like(x, layout)
-        cache = launch.cache_bytes(shape, layout, x.itemsize)
-        name = f"softmax_forward<{launch.float_type(x.dtype)}, {'true' if log else 'false'}>"
+        cache = launch.cache_bytes(shape, layout, x.itemsize, device_id)
+        name = f"softmax_forward<{float_type}, {'true' if log else 'false'}{f', {cluster}' if cluster else ''}>"
         launch.launch("softmax.cu", name, device_id, shape,
                       (x, *launch.strides(layout), launch.i64(layout.rows), numpy.int32(layout.cols), out,
                        *out_strides, numpy.int32(1 if cache else 0)), shared_mem=cache)
@@ -91,11 +97,16 @@ def backward_cuda(y, grad, dim, log):
     y, y_layout = launch.layout_of(y, dim)
     grad, grad_layout = launch.layout_of(cp.broadcast_to(grad, y.shape), dim)
     device_id = y.device.id
+    float_type = launch.float_type(y.dtype)
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(y_layout if grad_layout.sc == 1 else grad_layout, y.itemsize, device_id)
+        cluster = launch.row_cluster(y_layout, y.itemsize, device_id, arrays=2) \
+            if grad_layout.sc == 1 and float_type in kernels.CLUSTER_TYPES else 0
+        if cluster:
+            shape = launch.cluster_shape(y_layout, cluster, device_id)
         out, *out_strides = launch.output_like(y, y_layout)
-        cache = launch.cache_bytes(shape, y_layout, y.itemsize, arrays=2) if grad_layout.sc == 1 else 0
-        name = f"softmax_backward<{launch.float_type(y.dtype)}, {'true' if log else 'false'}>"
+        cache = launch.cache_bytes(shape, y_layout, y.itemsize, device_id, arrays=2) if grad_layout.sc == 1 else 0
+        name = f"softmax_backward<{float_type}, {'true' if log else 'false'}{f', {cluster}' if cluster else ''}>"
         launch.launch("softmax.cu", name, device_id, shape,
                       (y, launch.i64(y_layout.so), launch.i64(y_layout.si), launch.i64(y_layout.sc),
                        grad, launch.i64(grad_layout.so), launch.i64(grad_layout.si), launch.i64(grad_layout.sc),
