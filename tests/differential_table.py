@@ -1357,7 +1357,17 @@ entry("hardtanh", _activation((("min_val", (-1.0, -0.5, 0.0, 2.0)), ("max_val", 
 entry("hardsigmoid", _activation(), forms=("F",))
 entry("hardswish", _activation(), forms=("F",), check=_gradients_without_nan)
 entry("silu", _activation(), forms=("F",))
-entry("mish", _activation(), forms=("F",))
+
+
+def _mish_check(ours, theirs, built_o, built_t):
+    """torch's mish double backward is nan where exp(x) overflows (x > 709.78 in float64, 88.7 in float32),
+    the limit gpugrad gives is 0: gradients compared where the input stays below that (fuzzer seed 303)."""
+    compare(ours, theirs)
+    x = built_t.args[0].detach()
+    return not bool((x.double() > (88.0 if x.dtype != torch.float64 else 709.0)).any())
+
+
+entry("mish", _activation(), forms=("F",), check=_mish_check)
 entry("logsigmoid", _activation(inplace=False), forms=("F",))
 entry("softplus", _activation((("beta", (1.0, 0.5, 2.0)), ("threshold", (20.0, 1.0, 0.5))), inplace=False),
       forms=("F",))
