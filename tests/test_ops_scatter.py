@@ -119,3 +119,33 @@ def test_errors_as_torch():
         with pytest.raises(error):
             call(torch)
     assert x.numel() == 12
+
+
+def test_index_errors_name_what_torchs_kernels_name():
+    """Out-of-range indices raise what torch's CPU kernels raise, which depends on the path they take
+    (fuzzer seed 1466559323): index_add_ with alpha 1 on the first or last of 2+ dims goes through
+    scatter_add (RuntimeError), otherwise IndexError; an expanded target fails its overlap check first;
+    index_select on dim 1, or on an empty tensor of 2+ dims, raises torch's 'out of DATA bounds'."""
+    def kind(lib, shape, dim, alpha=1):
+        source_shape = list(shape)
+        source_shape[dim] = 3
+        try:
+            lib.zeros(*shape).index_add_(dim, lib.tensor([0, 1, shape[dim]]), lib.ones(*source_shape), alpha=alpha)
+        except (IndexError, RuntimeError) as error:
+            return type(error)
+        return None
+    for shape in ((5,), (4, 4), (4, 5, 6), (4, 5, 1), (2, 3, 4, 5)):
+        for dim in range(len(shape)):
+            for alpha in (1, 2):
+                assert kind(gpugrad, shape, dim, alpha) is kind(torch, shape, dim, alpha) is not None, (shape, dim)
+    for lib in (gpugrad, torch):
+        with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+            lib.zeros(3, 1).expand(3, 3).index_add_(1, lib.tensor([0, 7]), lib.ones(3, 2))
+    for shape, dim, index in (((1, 3, 0), 0, 1), ((0, 3), 1, 5), ((2, 0), 0, 3), ((2, 3), 1, 4)):
+        message = f"INDICES element is out of DATA bounds, id={index} axis_dim={shape[dim]}"
+        for lib in (gpugrad, torch):
+            with pytest.raises(RuntimeError, match=message):
+                lib.index_select(lib.zeros(shape), dim, lib.tensor([index]))
+    for lib in (gpugrad, torch):
+        with pytest.raises(IndexError, match="index out of range in self"):
+            lib.index_select(lib.zeros(2, 3), 0, lib.tensor([5]))

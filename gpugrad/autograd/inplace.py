@@ -143,6 +143,8 @@ def apply(tensor, op, args=(), kwargs=None, any_cast=False, overlap_ok=False):
     ``overlap_ok`` (``fill_``: every element gets the same value).
     """
     kwargs = kwargs or {}
+    if getattr(op, "overlap_checked_first", False) and tensor.array.size and overlaps(tensor.array):
+        raise RuntimeError(OVERLAP)                 # (index_add_: torch asks before it checks the indices)
     if not getattr(op, "reads_value_first", False):     # (masked_fill_ reads its 0-d value before writing)
         for value in tuple(args) + tuple(kwargs.values()):
             if isinstance(value, Tensor) and partially_overlaps(tensor.array, value.array):

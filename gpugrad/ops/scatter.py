@@ -300,7 +300,7 @@ def _check_index(name, input, dim, index, source, what="source", alpha=1):
         low, high = int(index.array.min()), int(index.array.max())
         bad = high if high >= size else low
         if name == "index_add" and (low < 0 or high >= size):     # torch's two kernels' messages
-            if input.ndim <= 1 or alpha != 1:
+            if input.ndim <= 1 or alpha != 1 or 0 < dim % input.ndim < input.ndim - 1:   # (fuzzer seed 1466559323)
                 raise IndexError("index out of range in self")
             raise RuntimeError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
         if low < -size or high >= size:
@@ -344,6 +344,9 @@ def index_add(input, dim, index, source, *, alpha=1):
     if source.ndim == 0:
         source = reshape(source, (1,))
     return IndexAdd.apply(input, source, dim, _vector_index(index, input, dim), input.dtype.type(alpha))
+
+
+index_add.overlap_checked_first = True        # in place on an expanded tensor: torch's overlap error first
 
 
 class IndexCopy(InternalFunction):

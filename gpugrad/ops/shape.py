@@ -558,10 +558,10 @@ def index_select(input, dim, index):
     if index.numel() and backend.xp_for(index.array) is numpy:
         low, high = int(index.array.min()), int(index.array.max())
         if low < 0 or high >= input.shape[dim]:
-            if dim == 1:      # torch's CPU kernel for dim 1 (of 2 or more dims)
+            if dim == 1 or input.ndim > 1 and input.numel() == 0:   # torch's CPU kernel for these (of 2+ dims)
                 raise RuntimeError(f"INDICES element is out of DATA bounds, id="
-                                   f"{next(int(i) for i in index.array.reshape(-1) if not 0 <= i < input.shape[1])} "
-                                   f"axis_dim={input.shape[1]}")
+                                   f"{next(int(i) for i in index.array.reshape(-1) if not 0 <= i < input.shape[dim])}"
+                                   f" axis_dim={input.shape[dim]}")
             raise IndexError("index out of range in self")
     return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
 
