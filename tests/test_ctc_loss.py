@@ -140,7 +140,8 @@ def test_ctc_loss_errors_as_torchs(rng):
         dict(blank=classes), dict(blank=-1), dict(blank=1.0), dict(blank=True),
         dict(input_lengths=input_lengths[:2]), dict(target_lengths=target_lengths[:2]),
         dict(x=x[0]), dict(x=x[None]), dict(targets=targets[None]), dict(targets=targets[:2]),
-        dict(targets=targets.reshape(-1)),
+        # concatenated targets one longer than the lengths add up to (torch's size check)
+        dict(targets=numpy.resize(targets.reshape(-1), int(target_lengths.sum()) + 1)),
         dict(input_lengths=input_lengths.astype(numpy.float64)),
         dict(x=x.astype(numpy.float16)), dict(x=x.astype(numpy.int64)),
         dict(x=x[:, :0]), dict(reduction="bad"),
