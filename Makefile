@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The GPU machines have torch, cupy and pytest in their system python and no network.
 GPU_PYTHON ?= python3
 
-.PHONY: demo digits test test-gpu test-emulated fuzz bench bench-gpu bench-quick kernels-check soak clean
+.PHONY: demo digits test test-gpu test-emulated kernels-emulated fuzz bench bench-gpu bench-quick kernels-check soak clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ GPUGRAD_CUEMU ?= $(abspath $(CURDIR)/../shared/tools/cuemu)
 export GPUGRAD_CUEMU
 test-emulated: $(VENV)/.test
 	PYTHONPATH=$(GPUGRAD_CUEMU)/autoinstall $(PY) -m pytest -q -m cuda -p no:cacheprovider
+
+# The emulator's kernel matrix (its run.py: each fused kernel through gpugrad/cuda/fused.py over shapes, layouts and
+# special values; 7,354 cases, RUN_ARGS="--quick" for 1,582) with the CuPy calls its minimal stand-in lacks supplied
+# by a developer tool (scripts/dev_cuemu_run.py; the library has no code for the emulator)
+kernels-emulated: $(VENV)/.test
+	$(PY) scripts/dev_cuemu_run.py $(RUN_ARGS)
 
 # The differential fuzzer's large run against torch: 50,000 cases (make test runs 3,000); FUZZ_SEED=n replays a run,
 # FUZZ_CASES=n sizes it; a failing case prints as entry/form:seed (python tests/differential.py --case ... replays it)

@@ -1,10 +1,19 @@
 """gpugrad/cuda/fused.py, the kernel-level index of the fused launchers: the
 names and signatures that code driving the kernels directly relies on (the
 emulator's run.py and memtraffic_gpugrad.py among it), and, on a (simulated)
-GPU, each entry point against float64 NumPy."""
+GPU, each entry point against float64 NumPy; and a slice of the emulator's
+kernel matrix through scripts/dev_cuemu_run.py, which runs the emulator's
+run.py on this checkout."""
 
 import inspect
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
 
+import emulator
 import numpy
 import pytest
 from conftest import assert_close
@@ -123,3 +132,22 @@ def test_each_entry_point_on_the_gpu(rng, dtype, shape):
     cp.cuda.Device(0).synchronize()
     with pytest.raises(IndexError, match=f"Target {c} is out of bounds"):
         errors.raise_recorded(0)
+
+
+# one case or more of each kind of the matrix: every kernel, both index dtypes, an error word
+MATRIX_SLICE = (r"^(lse_fwd|lse_bwd|softmax_fwd|softmax_bwd|ce) float32 N=3 C=(33|4097) .*(values=normal|glayout)"
+                r"|^check_targets int(32|64) N=17 C=33 |^ce_bad_target float32 N=17 C=1000 ")
+
+
+def test_the_emulators_kernel_matrix_runs_on_the_index():
+    """scripts/dev_cuemu_run.py (``make kernels-emulated``): the emulator's own
+    cases, launched through this index, pass (56 of its 7,354 here)."""
+    if not (emulator.CUEMU / "run.py").is_file() or shutil.which("g++") is None:
+        pytest.skip(f"the CUDA emulator ({emulator.CUEMU}; GPUGRAD_CUEMU) or g++ is not available")
+    tool = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "dev_cuemu_run.py"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}   # not under `make test-emulated`'s stand-in
+    run = subprocess.run([sys.executable, str(tool), "--quick", "--jobs", "1", "--filter", MATRIX_SLICE],
+                         capture_output=True, text=True, timeout=600, env=env)
+    summary = re.search(r"(\d+) passed, (\d+) failed", run.stdout)
+    assert summary and run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert summary.groups() == ("56", "0"), run.stdout[-4000:]
