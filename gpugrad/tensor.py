@@ -55,16 +55,17 @@ class Tensor:
         _init(self, array)
 
     @classmethod
-    def _make(cls, array, grad_fn=None, output_nr=0):
+    def _make(cls, array, grad_fn=None, output_nr=0, version_counter=None):
         """Wrap an ndarray without checks (the ops' fast path); a NumPy scalar
-        (a ufunc's result on 0-d arrays) becomes a 0-d array."""
+        (a ufunc's result on 0-d arrays) becomes a 0-d array.  ``version_counter``:
+        share another tensor's (a saved output unpacked for backward)."""
         t = object.__new__(cls)
         t.array = array if type(array) is numpy.ndarray else backend.keep_array(array)
         t.grad_fn = grad_fn
         t._requires_grad = False
         t._grad = None
         t._output_nr = output_nr
-        t._version_counter = [0]
+        t._version_counter = [0] if version_counter is None else version_counter
         t._hooks = None
         t._grad_accumulator = None
         t._view = None

@@ -28,6 +28,7 @@ from gpugrad.cuda import errors as device_errors
 from gpugrad.tensor import Tensor
 
 _NDARRAY = numpy.ndarray
+_TENSOR = Tensor
 
 
 class _Callbacks(threading.local):
@@ -181,20 +182,19 @@ def _validate(grad, meta, node, index):
 def _collect(roots):
     """Count, for every node reachable from the roots, the edges that reach it."""
     dependencies = {}
-    seen = set()
     stack = list({node: None for node, _ in roots})      # a node once, though several of its outputs are roots
-    for node in stack:
-        seen.add(node)
+    root_nodes = set(stack)
     while stack:
         node = stack.pop()
         for edge in node._edges:
-            if not edge:
-                continue
-            child = edge[0]
-            dependencies[child] = dependencies.get(child, 0) + 1
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
+            if edge:
+                child = edge[0]
+                if child in dependencies:        # seen before: one more edge
+                    dependencies[child] += 1
+                else:
+                    dependencies[child] = 1
+                    if child not in root_nodes:
+                        stack.append(child)
     return dependencies
 
 
@@ -301,7 +301,9 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
 
                 if len(grads) == 1 and grads[0] is not None:       # _call_backward's common case
                     in_grads = type(node).backward(node, grads[0])
-                    if type(in_grads) is not tuple or len(in_grads) < len(node._edges) or \
+                    if type(in_grads) is _TENSOR and len(node._edges) == 1:     # one input, one gradient
+                        in_grads = (in_grads,)
+                    elif type(in_grads) is not tuple or len(in_grads) < len(node._edges) or \
                             not node.forward_takes_arrays:       # gpugrad's own ops return well-formed tuples
                         in_grads = _check_result(node, in_grads)
                 else:

@@ -47,6 +47,7 @@ _FREED_MESSAGE = (
 
 
 _FLOATING = dtypes.FLOATING_SET
+_NDARRAY = numpy.ndarray
 _HALF = (dtypes.float16, dtypes.bfloat16)
 _ALL_FALSE = [()]
 for _n in range(1, 16):
@@ -78,9 +79,7 @@ class SavedTensor:
                 "Hint: the operation that failed was an in-place change of a tensor saved for backward; "
                 "use its out-of-place form (e.g. x = x * 2), or clone() the tensor first.")
         if self.kind == "output":
-            out = Tensor._make(self.value, grad_fn=node, output_nr=self.output_nr)
-            out._version_counter = self.version_counter
-            return out
+            return Tensor._make(self.value, node, self.output_nr, self.version_counter)
         return self.value
 
 
@@ -150,8 +149,14 @@ class Function:
         for s in self._saved:
             if s is None:
                 values.append(None)
-            elif s.kind == "input" and s.version_counter[0] == s.version:     # unpack()'s common case
+                continue
+            counter = s.version_counter
+            if counter is None or counter[0] != s.version:
+                values.append(s.unpack(self))
+            elif s.kind == "input":           # unpack()'s common cases, inline
                 values.append(s.value)
+            elif s.kind == "output":
+                values.append(Tensor._make(s.value, self, s.output_nr, counter))
             else:
                 values.append(s.unpack(self))
         return tuple(values)
@@ -306,7 +311,7 @@ class Function:
                     raw = cls.forward(ctx, *arrays)
             single = type(raw) is not tuple
             if single:                     # the common case, spelled out
-                data = backend.keep_array(raw)
+                data = raw if type(raw) is _NDARRAY else backend.keep_array(raw)
                 if not record:
                     out = Tensor._make(data)
                 else:
@@ -314,7 +319,7 @@ class Function:
                     out = Tensor._make(data, ctx if data.dtype in _FLOATING and (
                         not non_diff or id(raw) not in non_diff) else None)
                     if ctx._to_save:
-                        ctx._saved = _resolve_saved(ctx._to_save, args, (out,), (raw,))
+                        ctx._saved = _resolve_saved_single(ctx._to_save, args, out, raw)
                         ctx._had_saved = True
                         ctx._to_save = ()
                 if cls.is_view:
@@ -358,7 +363,8 @@ def _forward_in_float32(cls, ctx, arrays):
     float32 results rounded back to that type once."""
     half = None
     for a in arrays:
-        if isinstance(a, numpy.ndarray) and a.dtype in _HALF:
+        # itemsize first: a dtype comparison with bfloat16 (ml_dtypes) costs a microsecond
+        if isinstance(a, numpy.ndarray) and a.itemsize == 2 and a.dtype in _HALF:
             half = a.dtype
             break
     if half is None:
@@ -398,6 +404,24 @@ def _own_output(out, args):
         alias._version_counter = out._version_counter
         return alias
     return out
+
+
+def _resolve_saved_single(values, args, out, raw):
+    """_resolve_saved for a forward of one output (the hot case, spelled out)."""
+    saved = []
+    for value in values:
+        if value is None:
+            saved.append(None)
+        elif value is raw or value is out or value is out.array:
+            saved.append(SavedTensor(out.array, "output", out._version_counter, 0))
+        else:
+            for a in args:
+                if isinstance(a, Tensor) and (value is a.array or value is a):
+                    saved.append(SavedTensor(a, "input", a._version_counter))
+                    break
+            else:
+                saved.append(_resolve_saved((value,), args, (out,), (raw,))[0])
+    return saved
 
 
 def _resolve_saved(values, args, outputs, raw_outputs):
