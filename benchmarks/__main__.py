@@ -15,18 +15,20 @@ from benchmarks import require_torch
 
 require_torch()
 import gpugrad  # noqa: E402
-from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report  # noqa: E402
+from benchmarks import bench_gpt, bench_linear_ce, bench_losses, bench_ops, report, step_launches  # noqa: E402
 from benchmarks.suite import report_failure, run_case, usable  # noqa: E402
 from benchmarks.timing import Machine, describe, load_average  # noqa: E402
 
 GROUPS = {"losses": bench_losses.cases, "linear_ce": bench_linear_ce.cases, "gpt": bench_gpt.cases,
           **bench_ops.GROUPS}
+# groups that count rather than time: group -> fn(machine, quick) giving a dict for the record under its name
+COUNTS = {"launches": step_launches.collect}
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="a few small cases (CI: checks the suite runs)")
-    parser.add_argument("--only", nargs="+", choices=sorted(GROUPS), help="run these groups only")
+    parser.add_argument("--only", nargs="+", choices=sorted({**GROUPS, **COUNTS}), help="run these groups only")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--out", default="benchmarks/results", help="directory for JSON, markdown and plots")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per implementation")
@@ -60,7 +62,11 @@ def main(argv=None):
               "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
               "quick": args.quick, "compile": compile_torch, "repeats": repeats, "complete": False}
     stem = f"{datetime.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{device}" + ("-quick" if args.quick else "")
-    for group in args.only or list(GROUPS):
+    for group in args.only or list(GROUPS) + list(COUNTS):
+        if group in COUNTS:
+            _count_group(group, machine, args.quick, record, errors)
+            report.write(record, args.out, stem, plots=False)
+            continue
         for case in _cases(group, machine, args.quick, compile_torch, errors):
             try:
                 rows = run_case(machine, case, repeats, warmup, ceilings, usable(machine, case, errors))
@@ -81,6 +87,19 @@ def main(argv=None):
     print(report.markdown(record))
     print(f"\nwritten: {path}" + "".join(f", {p}" for p in plots))
     return record
+
+
+def _count_group(group, machine, quick, record, errors):
+    """A counting group: its dict goes to record[group] and its lines are printed; a failure is reported."""
+    started = time.time()
+    try:
+        record[group] = COUNTS[group](machine, quick)
+    except Exception as error:  # noqa: BLE001 (reported; the other groups still run)
+        traceback.print_exc()
+        report_failure(errors, error, group=group)
+        return
+    record[group]["seconds"] = round(time.time() - started, 1)
+    print("\n".join(step_launches.markdown(record[group])), flush=True)
 
 
 def _specialise_compiles(torch):

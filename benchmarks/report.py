@@ -10,6 +10,8 @@ import collections
 import json
 import pathlib
 
+from benchmarks import step_launches
+
 # a time whose spread (half the interquartile range over the median) exceeds this is too noisy for a verdict
 NOISY = 0.10
 # One colour per implementation in every plot; others get the rest of the palette in order of appearance.
@@ -78,9 +80,23 @@ def markdown(record):
              ] + ([f"**Loaded machine** ({busy}): other work competed for the cores, so no ratio below is a "
                    "verdict.", ""] if busy else []) + [
              f"Ceilings measured in this run: copy {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s "
-             f"(read + write), float32 matmul {ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s.",
-             "",
-             "| group | case | size | dtype | impl | time (ms) | spread | GB/s | % of copy | TFLOP/s | peak MB "
+             f"(read + write), float32 matmul {ceilings['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s."]
+    if record["results"]:      # a run of counting groups only (--only launches) has no timed rows
+        lines += [""] + _timed(record, busy)
+    lines += step_launches.markdown(record.get("launches"))
+    if record.get("errors"):
+        lines += ["", "Left out (the error each raised):", ""]
+        lines += ["- " + " ".join(str(v) for k, v in e.items() if k != "error" and v) + f": {e['error']}"
+                  for e in record["errors"]]
+    if record.get("complete") is False:
+        lines += ["", f"**Incomplete**: the run stopped after {record.get('seconds', 0):.0f} s; these are the cases "
+                      "measured until then."]
+    return "\n".join(lines)
+
+
+def _timed(record, busy):
+    """The timed rows' tables: times and rates, ratios, cost per node, kernel launches."""
+    lines = ["| group | case | size | dtype | impl | time (ms) | spread | GB/s | % of copy | TFLOP/s | peak MB "
              "| gpugrad speedup |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     ours = {_key(row): row for row in record["results"] if row["impl"] == "gpugrad"}
@@ -99,14 +115,7 @@ def markdown(record):
               "when the two quartile ranges are apart, both spreads are within "
               f"±{100 * NOISY:.0f}% and the machine was not loaded; otherwise it reads 'no verdict' and why."]
     lines += [""] + ratios(record) + [""] + node_costs(record) + launch_counts(record)
-    if record.get("errors"):
-        lines += ["", "Left out (the error each raised):", ""]
-        lines += ["- " + " ".join(str(v) for k, v in e.items() if k != "error" and v) + f": {e['error']}"
-                  for e in record["errors"]]
-    if record.get("complete") is False:
-        lines += ["", f"**Incomplete**: the run stopped after {record.get('seconds', 0):.0f} s; these are the cases "
-                      "measured until then."]
-    return "\n".join(lines)
+    return lines
 
 
 def machine_line(record):

@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import emulator
 import pytest
 
 from benchmarks.__main__ import main
@@ -41,6 +42,19 @@ def test_quick_suite_writes_json_table_and_plots(tmp_path, capsys):
     assert {"python", "numpy", "torch", "gpugrad", "affinity", "cgroup_cpu_quota"} <= set(machine)
     assert len(saved["load"]["before"]) == len(saved["load"]["after"]) == 3 and "loaded" in saved
     assert "Machine: " in out and "load average before" in out
+    launches = saved["launches"]         # the launches group: on the emulated device where the emulator is
+    if emulator.available():
+        gpt, mlp = launches["gpt"], launches["mlp"]
+        assert launches["device"] == "emulated cuda" and launches["settings"]["size"] == "tiny"
+        assert set(gpt) >= {"forward", "zero_grad", "backward", "clip", "adamw", "total"}
+        assert gpt["total"]["launches"] == sum(gpt[p]["launches"] for p in ("forward", "zero_grad", "backward",
+                                                                            "clip", "adamw"))
+        assert gpt["forward"]["launches"] > 0 and gpt["total"]["syncs"] == 0 and mlp["total"]["syncs"] == 0
+        assert gpt["clip"]["launches"] <= 4 and gpt["adamw"]["launches"] <= 4
+        assert launches["torch_gpt"]["forward"]["computing"] > 0 and launches["torch_mlp"]["sgd"]["computing"] > 0
+        assert "Launches per training step on the emulated cuda device" in out
+    else:
+        assert "GPUGRAD_CUEMU" in launches["skipped"]
     if (ROOT / ".git").exists():
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
         assert machine["commit"].startswith(head.strip())
@@ -99,6 +113,41 @@ def test_kernel_launch_counting_reads_the_profilers_trace():
     assert ("| cross_entropy | gpugrad | 2 | cross_entropy_forward<float> x1; cross_entropy_backward<float> x1 |"
             in table)
     assert "not counted: RuntimeError: no CUPTI" in table
+
+
+def test_the_launches_group_without_gpu_or_emulator_says_what_it_needs(tmp_path, capsys, monkeypatch):
+    """A user's clone has no emulator: the launches group records why it counted
+    nothing (the setting that names the emulator's folder), and the run completes."""
+    monkeypatch.setenv("GPUGRAD_CUEMU", str(tmp_path / "no-emulator-here"))
+    record = main(["--quick", "--only", "launches", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    skipped = record["launches"]["skipped"]
+    assert "GPUGRAD_CUEMU" in skipped and str(tmp_path / "no-emulator-here") in skipped
+    assert "Launches per training step: not counted (no GPU" in out
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert saved["complete"] and saved["errors"] == [] and saved["launches"]["skipped"] == skipped
+
+
+def test_the_gpu_launch_counter_reads_kernels_memsets_copies_and_syncs():
+    """On a GPU each phase is counted from its profiler trace: kernels, memsets and
+    copies are launches; synchronising runtime calls are host syncs, except the
+    counter's own (after its mark)."""
+    from benchmarks.step_launches import CuptiCounter
+    events = [
+        {"ph": "X", "cat": "kernel", "name": "layer_norm_forward<float>", "ts": 1},
+        {"ph": "X", "cat": "kernel", "name": "layer_norm_forward<float>", "ts": 2},
+        {"ph": "X", "cat": "gpu_memset", "name": "Memset (Device)", "ts": 3},
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH (Device -> Pageable)", "ts": 4},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 5},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpy", "ts": 6},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 7},
+        {"ph": "X", "cat": "user_annotation", "name": CuptiCounter.MARK, "ts": 8},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaDeviceSynchronize", "ts": 9},
+        {"ph": "f", "cat": "kernel", "name": "flow end", "ts": 10}]
+    counts = CuptiCounter.device_work(events)
+    assert (counts["launches"], counts["kernels"], counts["memsets"], counts["copies"]) == (4, 2, 1, 1)
+    assert counts["syncs"] == 1 and counts["sync_calls"] == ["cudaMemcpy"]
+    assert counts["by_name"]["layer_norm_forward<float>"] == 2
 
 
 def _row(impl, seconds, q1, q3, case="cross_entropy fwd+bwd", dtype="float32", **extra):
