@@ -27,7 +27,9 @@ def test_jacobian_matches_torch(rng, device):
     theirs = TAF.jacobian(t_vector, (tx, ty))
     for out_o, out_t in zip(ours, theirs):
         for a, b in zip(out_o, out_t):
-            assert_close(a, b, 1e-12)
+            # tanh's derivative 1 - y^2 where y nears 1 turns an ulp of y (NumPy's tanh against torch's) into
+            # 1e-11 of itself: entries far below 1 are held to 1e-12 absolutely (seed 2770001822: 3e-11 of 7e-5)
+            assert_close(a, b, 1e-12, floor=1.0)
     single = AF.jacobian(lambda a: a.softmax(0), x)
     assert single.shape == (3, 3)
     assert_close(single, TAF.jacobian(lambda a: a.softmax(0), tx), 1e-12)
