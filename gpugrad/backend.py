@@ -414,7 +414,13 @@ def keep_where(keep, values):
 
 def einsum(subscripts, *arrays):
     """``einsum`` of NumPy or CuPy arrays of one dtype; half types on the CPU
-    are summed in float32 and rounded once (NumPy has no fast half loops)."""
+    are summed in float32 and rounded once (NumPy has no fast half loops).
+    An expanded operand (a zero stride over a dim of 2 or more) is copied
+    first: NumPy's loop for a zero stride takes y * sum(g) for sum(g * y),
+    +-inf where torch's product, term by term, gives nan (inf times a 0 or
+    terms of both signs).  A size-1 dim broadcast by einsum itself is summed
+    first by torch too, and is left so."""
+    arrays = [a if all(s or n < 2 for s, n in zip(a.strides, a.shape)) else a.copy() for a in arrays]
     first = arrays[0]
     if type(first) is numpy.ndarray:
         if first.dtype in _HALF_TYPES:

@@ -841,3 +841,23 @@ def test_binary_cross_entropy_with_logits_of_0d_tensors():
         tout.backward()
         assert_close(out, tout, 1e-12)
         assert_close(x.grad, tx.grad, 1e-12)
+
+
+def test_bilinear_of_an_expanded_input_with_inf_multiplies_every_term_as_torch(rng, device):
+    """The weight's gradient sums x1 * (g x2) over the batch: with x1 expanded (stride 0) NumPy's einsum
+    took x1 * sum(g x2), +-inf where torch's terms of both signs give nan (fuzzer seed 2025120316, case
+    bilinear/F:1971486153), and so did x2's gradient (sum over i of x1 * W g)."""
+    for value in (numpy.inf, -numpy.inf):
+        x1 = gpugrad.tensor(value, dtype=gpugrad.float64, device=device).expand(3, 3).requires_grad_()
+        tx1 = torch.tensor(value, dtype=torch.float64).expand(3, 3).requires_grad_()
+        x2, tx2 = make_pair(rng, (3, 1), device=device, low=0.5, high=2.0)
+        w, tw = make_pair(rng, (1, 3, 1), device=device)
+        b, tb = make_pair(rng, (1,), device=device)
+        out, tout = F.bilinear(x1, x2, w, b), TF.bilinear(tx1, tx2, tw, tb)
+        assert_close(out, tout, 1e-12)
+        upstream = numpy.array([[1.0], [-1.0], [rng.standard_normal()]])        # terms of both signs
+        out.backward(gpugrad.tensor(upstream, device=device))
+        tout.backward(torch.from_numpy(upstream))
+        assert numpy.isnan(tw.grad.numpy()).all()
+        for ours, theirs in ((x1, tx1), (x2, tx2), (w, tw), (b, tb)):
+            assert_close(ours.grad, theirs.grad, 1e-12)

@@ -103,3 +103,31 @@ def test_linear_with_a_1d_weight_and_a_bias_follows_torchs_paths(rng):
                 except RuntimeError as error:
                     results.append(str(error))
             assert results[0] == results[1], (shape, transpose, bias_shape)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_einsum_of_an_expanded_operand_multiplies_every_term_as_torch(rng, device, value):
+    """An expanded (stride-0) operand is multiplied term by term, as torch's bmm does: NumPy's einsum
+    took y * sum(g) along a zero stride, so an inf times terms of both signs (or a 0) gave +-inf where
+    torch gives nan (fuzzer seed 2025120316, case einsum/torch:2501859075). Its size-1 broadcast is summed
+    first in both libraries (sum(g) * y), and stays so."""
+    x, tx = make_pair(rng, (4,), device=device)
+    ys = [(gpugrad.tensor(value, dtype=gpugrad.float64, device=device).expand(5),
+           torch.tensor(value, dtype=torch.float64).expand(5)),
+          (gpugrad.full((1,), value, dtype=gpugrad.float64, device=device),
+           torch.full((1,), value, dtype=torch.float64))]
+    for y, ty in ys:
+        upstream = rng.standard_normal((4, y.shape[0]))
+        if y.shape[0] > 1:
+            upstream[:, :3] = (0.0, 1.0, -1.0)       # a 0 and terms of both signs in every row
+        x.grad, tx.grad = None, None
+        out, tout = gpugrad.einsum("i,j->ij", x, y), torch.einsum("i,j->ij", tx, ty)
+        assert_close(out, tout, 1e-12)
+        out.backward(gpugrad.tensor(upstream, device=device))
+        tout.backward(torch.from_numpy(upstream))
+        assert_close(x.grad, tx.grad, 1e-12)
+    g = rng.standard_normal((4, 5))
+    g[:, :3] = (0.0, 1.0, -1.0)
+    for y, ty in ys:        # nan for the expanded y, +-inf for the size-1 one (summed first)
+        assert_close(gpugrad.einsum("ij,j->i", gpugrad.tensor(g, device=device), y),
+                     torch.einsum("ij,j->i", torch.from_numpy(g), ty), 1e-12)
