@@ -1,7 +1,8 @@
 // Softmax and log-softmax over the rows of a strided array, forward and backward.
 //
 // Math: forward  y = exp((x - m) - ls)   (LOG: y = (x - m) - ls),  m, ls as in
-//       logsumexp.cu; a row holding nan or +inf, or only -inf, gives nan (torch);
+//       logsumexp.cu; a row holding nan or +inf, or only -inf, gives nan (torch),
+//       a row of only -inf 0 with closed_zero (torch's _safe_softmax, attention's);
 //       backward softmax:     gx = y * (g - sum_c g_c y_c)
 //                log_softmax: gx = g - exp(y) * sum_c g_c
 // Bytes: forward reads x once when a row group's rows fit in shared memory
@@ -21,7 +22,8 @@ using namespace gpugrad;
 template <typename T, bool LOG, int CLUSTER>
 __device__ __forceinline__ void softmax_forward_rows(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
-        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
+        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache,
+        int closed_zero) {
     using A = Acc<T>;
     extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch_m[32], scratch_s[32];
@@ -49,7 +51,7 @@ __device__ __forceinline__ void softmax_forward_rows(
         if (active)
             write_row<T>(x_row, sc, cache, y + out_layout.base(row) + begin * y_sc, y_sc, end - begin, threadIdx.x,
                          blockDim.x, [&](int, A v) {
-                             if (special) return quiet_nan<A>();
+                             if (special) return closed_zero && ls == neg_inf<A>() ? A(0) : quiet_nan<A>();
                              const A shifted = (v - m) - ls;
                              return LOG ? shifted : fast_exp(shifted);
                          });
@@ -60,16 +62,19 @@ __device__ __forceinline__ void softmax_forward_rows(
 template <typename T, bool LOG>
 __global__ void __launch_bounds__(512, 1) softmax_forward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
-        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
-    softmax_forward_rows<T, LOG, 1>(x, inner, so, si, sc, rows, cols, y, y_so, y_si, y_sc, use_cache);
+        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache,
+        int closed_zero) {
+    softmax_forward_rows<T, LOG, 1>(x, inner, so, si, sc, rows, cols, y, y_so, y_si, y_sc, use_cache, closed_zero);
 }
 
 // A row cluster (sm_90): rows beyond one block's shared memory, and few long rows, in one launch.
 template <typename T, bool LOG, int CLUSTER>
 __global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) softmax_forward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
-        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache) {
-    softmax_forward_rows<T, LOG, CLUSTER>(x, inner, so, si, sc, rows, cols, y, y_so, y_si, y_sc, use_cache);
+        T* __restrict__ y, long long y_so, long long y_si, long long y_sc, int use_cache,
+        int closed_zero) {
+    softmax_forward_rows<T, LOG, CLUSTER>(x, inner, so, si, sc, rows, cols, y, y_so, y_si, y_sc, use_cache,
+                                          closed_zero);
 }
 
 template <typename T, bool LOG, int CLUSTER>

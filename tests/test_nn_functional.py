@@ -861,3 +861,34 @@ def test_bilinear_of_an_expanded_input_with_inf_multiplies_every_term_as_torch(r
         assert numpy.isnan(tw.grad.numpy()).all()
         for ours, theirs in ((x1, tx1), (x2, tx2), (w, tw), (b, tb)):
             assert_close(ours.grad, theirs.grad, 1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scaled_dot_product_attention_is_causal_zeroes_rows_that_see_no_key(rng, device, dtype):
+    """is_causal=True without a mask: a query row whose every open score is -inf (here a -inf in the
+    query against positive keys) sees no key; torch gives 0 there (and a 0 gradient), on both paths
+    (before, the cuda path took the plain softmax: nan).  L > S: the rows past S see every key, as
+    torch's top-left causal mask; a nan in a query keeps its row nan; S = 0 gives zeros."""
+    tol = FLOAT_TOLERANCE[dtype]
+    q, tq = make_pair(rng, (2, 6, 3), dtype, device)
+    k, tk = make_pair(rng, (2, 4, 3), dtype, device, low=0.5, high=2.0)
+    v, tv = make_pair(rng, (2, 4, 5), dtype, device)
+    closed = [(0, 0), (0, 3), (1, 5)]            # (batch, query row): row 0 sees key 0 only, row 5 every key
+    with gpugrad.no_grad(), torch.no_grad():
+        for b, i in closed:
+            q[b, i, 0] = tq[b, i, 0] = float("-inf")
+        q[1, 2, 1] = tq[1, 2, 1] = float("nan")
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    tout = TF.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+    result = out.detach().to("cpu").numpy()
+    assert all((result[b, i] == 0).all() for b, i in closed) and numpy.isnan(result[1, 2]).all()
+    assert_close(out, tout, tol)
+    upstream = rng.standard_normal(out.shape).astype(dtype)
+    upstream[1, 2] = 0.0                         # (the nan row's gradient is nan everywhere in both)
+    out.backward(gpugrad.tensor(upstream, device=device))
+    tout.backward(to_torch(upstream, device=device))
+    for ours, theirs in ((q, tq), (k, tk), (v, tv)):
+        assert_close(ours.grad, theirs.grad, tol, floor=1.0)
+    assert all((q.grad.to("cpu").numpy()[b, i] == 0).all() for b, i in closed)
+    empty = F.scaled_dot_product_attention(q, k[:, :0], v[:, :0], is_causal=True)
+    assert tuple(empty.shape) == (2, 6, 5) and (empty.detach().to("cpu").numpy() == 0).all()

@@ -1154,9 +1154,9 @@ def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_ca
         if mask.dtype == dtypes.bool_:     # added as 0 / -inf, as torch's math path (inf + -inf is nan there)
             mask = Tensor._make(query.xp.where(mask.array, 0.0, -math.inf).astype(scores.dtype))
         scores = scores + mask
-    # rows every score closes (-inf) give zeros, as torch's _safe_softmax, nan rows nan; on the GPU a causal
-    # bias closes no row (only infinite inputs can): the plain softmax there, without the launches of the test
-    weights = softmax(scores, -1) if is_causal and scores.is_cuda else safe_softmax(scores, -1)
+    # rows every score closes (-inf: a mask, or -inf scores under the causal bias) give zeros, as torch's
+    # _safe_softmax, nan rows nan (on CUDA the softmax kernel's closed_zero: no launch more)
+    weights = safe_softmax(scores, -1)
     if dropout_p > 0:
         weights = dropout(weights, dropout_p)
     return weights @ value

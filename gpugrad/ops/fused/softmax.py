@@ -25,8 +25,9 @@ from gpugrad.tensor import Tensor
 # -- the NumPy twin ---------------------------------------------------------------------
 
 
-def forward_numpy(x, dim, log):
-    """softmax (or log_softmax) of x along ``dim``, in x's dtype."""
+def forward_numpy(x, dim, log, closed_zero=False):
+    """softmax (or log_softmax) of x along ``dim``, in x's dtype; ``closed_zero``:
+    0 for a row of only -inf (softmax), where softmax gives nan."""
     xp = backend.xp_for(x)
     acc = dtypes.accumulate_dtype(x.dtype)
     if log:
@@ -39,7 +40,7 @@ def forward_numpy(x, dim, log):
         y *= xp.exp(-ls)
         special = rows.special_rows(xp, ls)
         if special is not None:
-            y = xp.where(special, xp.nan, y)
+            y = xp.where(special, xp.where(ls == -numpy.inf, 0, xp.nan) if closed_zero else xp.nan, y)
     return y.astype(x.dtype, copy=False)
 
 
@@ -66,10 +67,12 @@ def backward_numpy(y, grad, dim, log):
 
 # -- the CUDA launcher ------------------------------------------------------------------
 
-def forward_cuda(x, dim, log):
+def forward_cuda(x, dim, log, closed_zero=False):
     """softmax (or log_softmax) of x along ``dim``, in x's shape: one launch
-    (two below sm_90 for few rows long enough to split)."""
+    (two below sm_90 for few rows long enough to split); ``closed_zero`` as
+    forward_numpy's (the kernel's flag: no launch more)."""
     cp = backend.cupy_module()
+    source = x
     x, layout = launch.layout_of(x, dim)
     device_id = x.device.id
     float_type = launch.float_type(x.dtype)
@@ -80,13 +83,17 @@ def forward_cuda(x, dim, log):
             shape = launch.cluster_shape(layout, cluster, device_id)
         elif shape.grid[1] > 1:
             m, ls, _ = logsumexp.launch_statistics(x, layout, want_result=False)
-            return logsumexp.launch_apply(x, layout, m, ls, "log_softmax" if log else "softmax")
+            out = logsumexp.launch_apply(x, layout, m, ls, "log_softmax" if log else "softmax")
+            if closed_zero:      # (few rows long enough to split, below sm_90: the rows closed here)
+                out[...] = cp.where((source == -numpy.inf).all(axis=dim, keepdims=True), 0, out)
+            return out
         out, *out_strides = launch.output_like(x, layout)
         cache = launch.cache_bytes(shape, layout, x.itemsize, device_id)
         name = f"softmax_forward<{float_type}, {'true' if log else 'false'}{f', {cluster}' if cluster else ''}>"
         launch.launch("softmax.cu", name, device_id, shape,
                       (x, *launch.strides(layout), launch.i64(layout.rows), numpy.int32(layout.cols), out,
-                       *out_strides, numpy.int32(1 if cache else 0)), shared_mem=cache)
+                       *out_strides, numpy.int32(1 if cache else 0), numpy.int32(1 if closed_zero else 0)),
+                      shared_mem=cache)
     return out
 
 
@@ -120,13 +127,14 @@ def backward_cuda(y, grad, dim, log):
 class Softmax(InternalFunction):
     """softmax along one dim; keeps only its output y."""
     log = False
+    closed_zero = False
 
     @classmethod
     def forward(cls, ctx, x, dim):
         if x.size == 0:
             y = x.copy()
         else:
-            y = rows.pick(forward_numpy, forward_cuda, x, (dim,))(x, dim, cls.log)
+            y = rows.pick(forward_numpy, forward_cuda, x, (dim,))(x, dim, cls.log, cls.closed_zero)
         ctx.save_for_backward(y)
         ctx.dim = dim
         return y
@@ -154,17 +162,8 @@ class LogSoftmax(Softmax):
 class SafeSoftmax(Softmax):
     """softmax whose rows of nothing but -inf are 0, not nan, with the
     gradient of that output (torch's _safe_softmax: attention's rows that
-    every score closes)."""
-
-    @classmethod
-    def forward(cls, ctx, x, dim):
-        y = super().forward(ctx, x, dim)
-        if y.size:
-            dead = (x == -numpy.inf).all(axis=dim, keepdims=True)
-            # (in place: the output saved for backward; on the GPU without reading dead back: no sync)
-            if ctx.xp is not numpy or bool(dead.any()):
-                y[...] = ctx.xp.where(dead, 0, y)
-        return y
+    every score closes); on CUDA the kernel's closed_zero, no launch more."""
+    closed_zero = True
 
 
 def safe_softmax(input, dim):
