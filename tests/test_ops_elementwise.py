@@ -242,6 +242,21 @@ def test_floor_divide_raises_in_backward_and_div_rounding_has_zero_gradient():
     assert x.grad.tolist() == [0.0, 0.0]
 
 
+def test_integer_division_by_zero_raises_only_for_a_result_with_elements_as_torch():
+    """torch's ZeroDivisionError comes from its kernel's loop: an empty result raises none (fuzzer seed
+    2526851664, case floor_divide/torch:2690654352: before, gpugrad raised)."""
+    for lib in (torch, gpugrad):
+        empty, zeros = lib.zeros((0, 3), dtype=lib.int64), lib.zeros(3, dtype=lib.int64)
+        for op in (lambda a, b: lib.floor_divide(a, b), lambda a, b: lib.remainder(a, b),
+                   lambda a, b: lib.fmod(a, b), lambda a, b: lib.div(a, b, rounding_mode="trunc"),
+                   lambda a, b: lib.div(a, b, rounding_mode="floor")):
+            assert tuple(op(empty, 0).shape) == (0, 3) and tuple(op(empty, zeros).shape) == (0, 3)
+            with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+                op(lib.ones((2, 3), dtype=lib.int64), zeros)
+            with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+                op(lib.ones((2, 3), dtype=lib.int64), 0)
+
+
 def test_isclose_infinity_is_close_only_to_itself_and_other_must_be_a_tensor():
     x = torch.tensor([1.0, float("inf"), -float("inf"), float("nan"), 1e30])
     for other in (torch.tensor(float("inf")), torch.tensor([1.0, float("inf"), float("inf"), 0.0, float("inf")])):

@@ -159,15 +159,16 @@ def div(input, other, *, rounding_mode=None):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype, f"div_{rounding_mode}_cpu")
+    _check_integer_division(a, b, dtype, f"div_{rounding_mode}_cpu")
     return rounded(RoundedDiv.apply(a, b, rounding_mode), dtype)
 
 
-def _check_integer_division(b, dtype, kernel):
-    """torch's errors for an integer division: none for bool, none by zero."""
+def _check_integer_division(a, b, dtype, kernel):
+    """torch's errors for an integer division: none for bool, none by zero
+    (raised by its kernel's loop: not for an empty result)."""
     if dtype == dtypes.bool_:
         raise validation.not_implemented(kernel, dtype)
-    if dtypes.is_floating_point(dtype):
+    if dtypes.is_floating_point(dtype) or isinstance(a, Tensor) and a.numel() == 0:
         return
     zero = (b == 0) if not isinstance(b, Tensor) else bool((b.array == 0).any())
     if zero:
@@ -284,7 +285,7 @@ class FloorDivide(InternalFunction):
 def floor_divide(input, other):
     """floor(input / other), elementwise (torch defines no gradient: backward raises)."""
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype, "div_floor_cpu")
+    _check_integer_division(a, b, dtype, "div_floor_cpu")
     return rounded(FloorDivide.apply(a, b), dtype)
 
 
@@ -321,7 +322,7 @@ def remainder(input, other):
     """Python's modulus (the sign of the divisor), elementwise; gradient 1 to
     input, -floor(input / other) to other."""
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype, "remainder_cpu")
+    _check_integer_division(a, b, dtype, "remainder_cpu")
     return rounded(Remainder.apply(a, b), dtype)
 
 
@@ -329,7 +330,7 @@ def fmod(input, other):
     """C's fmod (the sign of the dividend), elementwise; gradient 1 to input,
     -trunc(input / other) to other."""
     (a, b), dtype = promote(input, other)
-    _check_integer_division(b, dtype, "fmod_cpu")
+    _check_integer_division(a, b, dtype, "fmod_cpu")
     return rounded(Fmod.apply(a, b), dtype)
 
 
