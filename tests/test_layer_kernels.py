@@ -101,7 +101,9 @@ def test_gelu_matches_torch(rng, device, approximate, shape):
     if launches is not None and x.numel():
         assert (launches, ops) == (1, 0)
     tout = torch.nn.functional.gelu(tx, approximate=approximate)
-    assert_close(out, tout, 1e-14)
+    # against the size of x: 1 + tanh (1 + erf) cancels for x << 0, where an ulp of tanh is 1e-13 of gelu(x) in
+    # torch's value too (seed 88 drew x = -3.278 for the 0-d case: torch 4.7e-14, gpugrad 8.1e-14 from the truth)
+    assert_close(out, tout, 1e-14, floor=float(tx.detach().norm()))
     g = rng.standard_normal(shape)
     _, launches, ops = _count(lambda: out.backward(gpugrad.tensor(g, device=device)), device)
     if launches is not None and x.numel():
