@@ -73,6 +73,11 @@ template <> __device__ __forceinline__ double neg_inf<double>() {
 template <typename A> __device__ __forceinline__ A pos_inf() { return -neg_inf<A>(); }
 template <typename A> __device__ __forceinline__ A quiet_nan() { return pos_inf<A>() - pos_inf<A>(); }
 
+// a == b with the sign of a zero (-0 != +0); nan is never the same value
+template <typename A> __device__ __forceinline__ bool same_value(A a, A b) {
+    return a == b && (a != A(0) || A(1) / a == A(1) / b);
+}
+
 // max that propagates nan from either side
 template <typename A> __device__ __forceinline__ A nan_max(A a, A b) { return (a > b || a != a) ? a : b; }
 
@@ -225,7 +230,7 @@ template <typename T> __device__ __forceinline__ int chunk_length(int cols, int 
 
 // Calls scalar(j, value) and pack(j0, vec) over this lane's share of row
 // `src` (element j at src[j * sc], or for a cache at src[j + shift]).
-template <typename T, typename Scalar, typename Pack>
+template <typename T, int U = UNROLL, typename Scalar, typename Pack>
 __device__ __forceinline__ void traverse(const T* __restrict__ src, long long sc, int n, int head, int lane,
                                          int lanes, Scalar&& scalar, Pack&& pack) {
     if (sc != 1) {
@@ -237,12 +242,12 @@ __device__ __forceinline__ void traverse(const T* __restrict__ src, long long sc
     const Vec<T>* vectors = reinterpret_cast<const Vec<T>*>(src + head);
     const int count = (n - head) / N;
     int i = lane;
-    for (; i + (UNROLL - 1) * lanes < count; i += UNROLL * lanes) {
-        Vec<T> packs[UNROLL];
+    for (; i + (U - 1) * lanes < count; i += U * lanes) {
+        Vec<T> packs[U];
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) packs[u] = vectors[i + u * lanes];
+        for (int u = 0; u < U; ++u) packs[u] = vectors[i + u * lanes];
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) pack(head + (i + u * lanes) * N, packs[u]);
+        for (int u = 0; u < U; ++u) pack(head + (i + u * lanes) * N, packs[u]);
     }
     for (; i < count; i += lanes) pack(head + i * N, vectors[i]);
     for (int j = head + count * N + lane; j < n; j += lanes) scalar(j, src[j]);
@@ -255,7 +260,7 @@ struct NoExtra {
 // The online (m, s) of this lane's share of a row, keeping what it read in
 // `cache` (when not null, contiguous rows only); extra(j0, values, count)
 // sees the same values (cross-entropy's weighted sum for label smoothing).
-template <typename T, typename Extra = NoExtra>
+template <typename T, int U = UNROLL, typename Extra = NoExtra>
 __device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, long long sc, int n, int lane,
                                                      int lanes, T* cache, Extra&& extra = Extra()) {
     using A = Acc<T>;
@@ -263,7 +268,7 @@ __device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, 
     MaxSum<A> st = empty_max_sum<A>();
     const int head = sc == 1 ? head_length(row, n) : 0;
     const int shift = cache_shift<T>(head);
-    traverse<T>(row, sc, n, head, lane, lanes,
+    traverse<T, U>(row, sc, n, head, lane, lanes,
                 [&](int j, T value) {
                     if (cache) cache[j + shift] = value;
                     const A v[1] = {to_acc(value)};
@@ -284,7 +289,7 @@ __device__ __forceinline__ MaxSum<Acc<T>> lane_stats(const T* __restrict__ row, 
 // out[j] = op(j, x[j]) over this lane's share of a row: x from the cache
 // when there is one, else from global memory; vector stores where out and x
 // share their 16-byte phase (and both are contiguous).
-template <typename T, typename Op>
+template <typename T, int U = UNROLL, typename Op>
 __device__ __forceinline__ void write_row(const T* __restrict__ row, long long sc, const T* cache, T* __restrict__ out,
                                           long long out_sc, int n, int lane, int lanes, Op&& op) {
     constexpr int N = Vec<T>::N;
@@ -305,8 +310,8 @@ __device__ __forceinline__ void write_row(const T* __restrict__ row, long long s
             for (int k = 0; k < N; ++k) out[(j0 + k) * out_sc] = r.v[k];
         }
     };
-    if (cache && sc == 1) traverse<T>(cache + shift, 1, n, head, lane, lanes, scalar, pack);
-    else traverse<T>(row, sc, n, head, lane, lanes, scalar, pack);
+    if (cache && sc == 1) traverse<T, U>(cache + shift, 1, n, head, lane, lanes, scalar, pack);
+    else traverse<T, U>(row, sc, n, head, lane, lanes, scalar, pack);
 }
 
 // Two rows read together (softmax backward's y and g): scalar(j, a_j, b_j)

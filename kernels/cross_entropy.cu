@@ -12,20 +12,26 @@
 //            of the row (divided by the mean's denominator sum_r w_t).
 //   sum_c w_c (lse - x_c) is accumulated as W (lse - p) - sum_c w_c (x_c - p)
 //   with a pivot p = x_t, so that logits near 1e4 do not cancel.
-//   A used row holding nan or +inf, or only -inf, gives nan (torch).
+//   A used row holding nan or +inf, or only -inf, gives nan (torch); an
+//   ignored one a loss of 0 and a gradient of nan (torch's log_softmax
+//   backward), and keeps its (m, ls) (an ignored row's are 0 otherwise).
 // Reductions: 'sum' and 'mean' are done here, in a fixed order (each block
 //   adds its rows, the last block adds the block partials): deterministic.
-// Gradient in the forward: when the caller expects the upstream gradient to
-//   be the engine's 1 (loss.backward()), the forward writes dx while it holds
-//   the row: N*C read + N*C written, nothing left for the backward.  Under
+// Gradient in the forward: the forward writes dx while it holds the row, for
+//   the upstream gradient the caller expects (`upstream`, one value: 1 for
+//   loss.backward(), the last one seen for (2 * loss).backward() and
+//   GradScaler): N*C read + N*C written.  The backward, given that value as
+//   `applied`, compares it on the device with the gradient that came: equal,
+//   every block returns at once (nothing read but two values); else dx is
+//   computed again from x.  Under
 //   'mean' every block first adds up the denominator itself (N targets read
 //   per block, in the same order: all blocks agree), so the launcher asks for
 //   this from 512 classes on, with no more blocks than keep those reads
 //   within the logits' bytes.
 // Bytes: forward reads N*C once (with dx, rows are kept in shared memory up
 //   to the opt-in limit, and on sm_90 longer rows in the shared memory of a
-//   row cluster; below sm_90 those are read twice); ignored rows are not
-//   read; backward reads N*C and writes N*C.
+//   row cluster; below sm_90 those are read twice), ignored rows included
+//   (whether their gradient is nan); backward reads N*C and writes N*C.
 // Loss: in the input dtype (torch), or in the accumulation dtype (loss_in_acc).
 // Launch: as logsumexp.cu; forward (without dx) and backward split few long
 //   rows over grid.y, the last block of a row merging its chunks in order.
@@ -38,6 +44,10 @@ using namespace gpugrad;
 
 constexpr long long CLASS_INDEX = 1;   // the error word's kind for a bad class index
 
+// Vectors in flight per lane in the forward: 2 for half and bfloat16 (8 elements each), which then fit in
+// 64 registers without spills on sm_90 (forward_min_blocks); UNROLL (4) for the others.
+template <typename T> __host__ __device__ constexpr int forward_unroll() { return sizeof(T) == 2 ? 2 : UNROLL; }
+
 // The forward over one row per block group (CLUSTER == 1: the whole row, or a chunk merged by the
 // row's last block), or over the chunks of a row cluster of CLUSTER blocks along grid.y.
 template <typename T, typename TI, int CLUSTER>
@@ -49,7 +59,8 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
         T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
         Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
         long long* __restrict__ error, int use_cache, Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s,
-        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters) {
+        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters,
+        const T* __restrict__ upstream) {
     using A = Acc<T>;
     extern __shared__ __align__(16) unsigned char shared_rows[];
     __shared__ A scratch_m[32], scratch_s[32], scratch_x[32];
@@ -68,7 +79,10 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
         }
         denominator = block_tree_sum(denominator, scratch_block);
     }
-    const A grad_scale = dx != nullptr && reduction == 2 ? A(1) / denominator : A(1);
+    // the upstream gradient dx is written for (the one the caller expects, else 1), over the mean's
+    // denominator: the backward's G = g * (1 / denominator), in the same order
+    const A grad_scale = (upstream != nullptr ? to_acc(*upstream) : A(1)) *
+                         (dx != nullptr && reduction == 2 ? A(1) / denominator : A(1));
     // grid.y > 1: each row split into chunks, one per block: merged by the row's last block (never with
     // dx), or through distributed shared memory by the blocks of a row cluster (each writes its chunk's dx)
     const int splits = gridDim.y, chunk = blockIdx.y;
@@ -94,9 +108,10 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
         const A pivot = isfinite(x_t) ? x_t : A(0);
         MaxSum<A> st = empty_max_sum<A>();
         A weighted = A(0);                       // sum_c w_c (x_c - pivot), for smoothing only
-        if (used)
-            st = lane_stats(x_row + begin * sc, sc, end - begin, threadIdx.x, blockDim.x, cache,
-                            [&](int j0, const auto& v, int count) {
+        // ignored rows are read too: their gradient is nan where their statistics are not finite (torch)
+        if (active)
+            st = lane_stats<T, forward_unroll<T>()>(x_row + begin * sc, sc, end - begin, threadIdx.x, blockDim.x,
+                                                    cache, [&](int j0, const auto& v, int count) {
                 if (smoothing == A(0)) return;
 #pragma unroll
                 for (int k = 0; k < static_cast<int>(sizeof(v) / sizeof(A)); ++k)
@@ -132,21 +147,24 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
             block_loss += value;
             block_weight += w_t;
             if (m_out != nullptr) {
-                m_out[row] = used ? m : A(0);
-                ls_out[row] = used ? ls : A(0);
+                // an ignored row: 0, or its statistics when they are not finite (its gradient is nan)
+                m_out[row] = used || special ? m : A(0);
+                ls_out[row] = used || special ? ls : A(0);
             }
             if (row_weight != nullptr) row_weight[row] = w_t;
         }
         if (dx != nullptr && active) {
             T* d_row = dx + dx_layout.base(row);
             if (!used) {
-                for (int j = begin + threadIdx.x; j < end; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(A(0));
+                // torch's log_softmax backward: 0 * exp(nan) in a row without finite statistics
+                const A fill = special ? quiet_nan<A>() : A(0);
+                for (int j = begin + threadIdx.x; j < end; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(fill);
             } else {
                 const A scale = grad_scale * ((A(1) - smoothing) * w_t + smooth * total_weight);
                 const A g_smooth = grad_scale * smooth;
                 const A g_target = grad_scale * (A(1) - smoothing) * w_t;
-                write_row<T>(x_row + begin * sc, sc, cache, d_row + begin * dx_sc, dx_sc, end - begin, threadIdx.x,
-                             blockDim.x, [&](int k, A v) {
+                write_row<T, forward_unroll<T>()>(x_row + begin * sc, sc, cache, d_row + begin * dx_sc, dx_sc,
+                                                  end - begin, threadIdx.x, blockDim.x, [&](int k, A v) {
                     if (special) return quiet_nan<A>();
                     const int j = begin + k;
                     A out = scale * fast_exp((v - m) - ls);
@@ -169,8 +187,15 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
         });
 }
 
+// Blocks of 512 threads per SM the forward is compiled for: 2 (at most 64 registers: warp-per-row
+// launches hold 32 warps per SM) for float, half and bfloat16 on sm_90, which fit there without spills;
+// 1 for double (it would spill) and below sm_90 (float would spill 72 bytes on sm_80).
+template <typename T> __host__ __device__ constexpr int forward_min_blocks() {
+    return sizeof(T) <= 4 && GPUGRAD_CLUSTERS ? 2 : 1;
+}
+
 template <typename T, typename TI>
-__global__ void __launch_bounds__(512, 1) cross_entropy_forward(
+__global__ void __launch_bounds__(512, forward_min_blocks<T>()) cross_entropy_forward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
         const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
         long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,
@@ -178,11 +203,12 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_forward(
         T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
         Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
         long long* __restrict__ error, int use_cache, Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s,
-        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters) {
+        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters,
+        const T* __restrict__ upstream) {
     cross_entropy_forward_rows<T, TI, 1>(
         x, inner, so, si, sc, rows, cols, target, weight, weight_sum, ignore_index, smoothing, reduction, loss,
         loss_in_acc, m_out, ls_out, row_weight, dx, dx_so, dx_si, dx_sc, denominator_out, partials, counter, error,
-        use_cache, partial_m, partial_s, partial_x, row_counters);
+        use_cache, partial_m, partial_s, partial_x, row_counters, upstream);
 }
 
 // A row cluster of CLUSTER blocks per row (sm_90): rows longer than one block's shared memory keep the
@@ -196,11 +222,12 @@ __global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) cross_entropy_for
         T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc,
         Acc<T>* __restrict__ denominator_out, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
         long long* __restrict__ error, int use_cache, Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s,
-        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters) {
+        Acc<T>* __restrict__ partial_x, unsigned int* __restrict__ row_counters,
+        const T* __restrict__ upstream) {
     cross_entropy_forward_rows<T, TI, CLUSTER>(
         x, inner, so, si, sc, rows, cols, target, weight, weight_sum, ignore_index, smoothing, reduction, loss,
         loss_in_acc, m_out, ls_out, row_weight, dx, dx_so, dx_si, dx_sc, denominator_out, partials, counter, error,
-        use_cache, partial_m, partial_s, partial_x, row_counters);
+        use_cache, partial_m, partial_s, partial_x, row_counters, upstream);
 }
 
 template <typename T, typename TI>
@@ -209,8 +236,14 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_backward(
         const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
         long long ignore_index, Acc<T> smoothing, const Acc<T>* __restrict__ m_in, const Acc<T>* __restrict__ ls_in,
         const T* __restrict__ grad, long long grad_stride, const Acc<T>* __restrict__ denominator,
-        T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc) {
+        T* __restrict__ dx, long long dx_so, long long dx_si, long long dx_sc, const T* __restrict__ applied,
+        T* __restrict__ next_upstream) {
     using A = Acc<T>;
+    // dx holds the forward's gradient, written for the upstream gradient `applied` (one value for all
+    // rows): kept when grad is the same value; the value is handed on to the next forward
+    if (next_upstream != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0 && threadIdx.y == 0)
+        *next_upstream = grad[0];
+    if (applied != nullptr && same_value(to_acc(grad[0]), to_acc(*applied))) return;
     const Rows layout{inner, so, si, sc};
     const Rows dx_layout{inner, dx_so, dx_si, dx_sc};
     const A total_weight = weight != nullptr ? *weight_sum : A(cols);
@@ -223,13 +256,15 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_backward(
          row += static_cast<long long>(gridDim.x) * blockDim.y) {
         T* d_row = dx + dx_layout.base(row);
         const long long t = static_cast<long long>(target[row]);
-        if (t == ignore_index || t < 0 || t >= cols) {
-            // ignored (a bad target was recorded by the forward): zeros
-            for (int j = begin + threadIdx.x; j < end; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(A(0));
-            continue;
-        }
         const A m = m_in[row], ls = ls_in[row];
         const bool special = !isfinite(ls);
+        if (t == ignore_index || t < 0 || t >= cols) {
+            // ignored (a bad target was recorded by the forward): zeros, nan in a row without finite
+            // statistics (torch's log_softmax backward: 0 * exp(nan))
+            const A fill = special ? quiet_nan<A>() : A(0);
+            for (int j = begin + threadIdx.x; j < end; j += blockDim.x) d_row[j * dx_sc] = Store<T>::of(fill);
+            continue;
+        }
         const A g = to_acc(grad[row * grad_stride]) * inverse_denominator;
         const A w_t = weight != nullptr ? weight[t] : A(1);
         const A scale = g * ((A(1) - smoothing) * w_t + smooth * total_weight);

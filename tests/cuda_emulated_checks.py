@@ -488,6 +488,33 @@ def grad_scaler_steps_without_a_host_sync():
 
 
 @check
+def scaled_loss_takes_the_forward_gradient():
+    """(2 * loss).backward() and GradScaler.scale(loss).backward() from the second
+    step on: the forward's gradient, written for the upstream gradient the last
+    step received, is kept (the logits, spoilt with nan after the forward, are
+    not read again; float32 and bfloat16), with no host sync; a new scale is
+    computed again from the logits (torch's values)."""
+    rng = numpy.random.default_rng(29)
+    values = rng.standard_normal((8, 700))
+    target = rng.integers(0, 700, 8)
+    scaler = gpugrad.amp.GradScaler("cuda", init_scale=2.0 ** 6)
+    for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
+        for name, scaled, scale in (("2 * loss", lambda loss: 2 * loss, 2.0),
+                                    ("GradScaler", scaler.scale, 2.0 ** 6)):
+            for step in range(3):
+                x = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype), device="cuda", requires_grad=True)
+                tx = torch.tensor(x.detach().float().cpu().numpy(), dtype=torch.float64, requires_grad=True)
+                loss = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"))
+                if step == 2:
+                    x.array[...] = math.nan        # behind autograd's back
+                    assert _count_host_syncs(lambda: scaled(loss).backward()) == 0
+                else:
+                    scaled(loss).backward()
+                (scale * torch.nn.functional.cross_entropy(tx, torch.tensor(target))).backward()
+                close(x.grad, tx.grad, tol, f"{name} {dtype} step {step}")
+
+
+@check
 def linear_cross_entropy_chunks():
     """The chunked linear + cross-entropy through the kernels: gradient written
     by the forward, the backward kernel where a chunk's rows are split over

@@ -18,7 +18,7 @@ CHECKS = ["backward_runs_on_the_gpu", "float64_double_backward", "nan_and_infini
           "strided_class_dim", "no_host_sync_in_a_training_step_and_errors_still_raised", "launches_per_call",
           "gradient_written_by_the_forward", "debug_mode_raises_at_the_launch", "few_long_rows_split_over_blocks",
           "row_clusters_keep_long_rows_on_chip",
-          "bfloat16_kernels", "grad_scaler_steps_without_a_host_sync",
+          "bfloat16_kernels", "grad_scaler_steps_without_a_host_sync", "scaled_loss_takes_the_forward_gradient",
           "linear_cross_entropy_chunks", "gpt_example_in_bfloat16_autocast", "gpt_step_launches"]
 
 

@@ -140,6 +140,35 @@ def test_special_rows_follow_torch(name, dtype):
             _same(x.grad, tx.grad, tol)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"weight": True}], ids=str)
+@pytest.mark.parametrize("classes", [4, 600])
+def test_ignored_rows_without_finite_statistics_have_nan_gradients(device, classes, reduction, options):
+    """An ignored row holding nan or +inf, or only -inf: a loss of 0, a gradient
+    of nan (torch's log_softmax backward, 0 * exp(nan)); other ignored rows 0.
+    600 classes: on CUDA the forward writes the gradient under 'mean' too."""
+    rng = numpy.random.default_rng(7)
+    rows = [numpy.resize(numpy.array(v), classes) for v in SPECIAL_ROWS.values()]
+    values = numpy.concatenate([numpy.array(rows), rng.standard_normal((3, classes))])
+    target = numpy.full(len(values), -100)
+    target[-2:] = [1, 2]                  # two used rows, so that the mean is finite
+    kwargs, tkwargs = dict(options), dict(options)
+    if options.get("weight"):
+        w = rng.uniform(0.5, 2.0, classes)
+        kwargs["weight"] = gpugrad.tensor(w, device=device)
+        tkwargs["weight"] = torch.tensor(w)
+    x = gpugrad.tensor(values, device=device, requires_grad=True)
+    tx = torch.tensor(values, requires_grad=True)
+    loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction, **kwargs)
+    tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+    assert_close(loss, tloss, 1e-12)
+    loss.sum().backward()
+    tloss.sum().backward()
+    assert_close(x.grad, tx.grad, 1e-12)
+    special = [not name.startswith(("neginf_entry", "huge")) for name in SPECIAL_ROWS]    # what torch gives
+    assert numpy.isnan(tx.grad[:8][special].numpy()).all() and (tx.grad[:8][[not s for s in special]] == 0).all()
+
+
 def test_the_reviews_nan_and_inf_cases():
     """logsumexp([[1, nan]]) = nan, logsumexp([[nan]]) = nan, softmax([1, nan]) = [nan, nan],
     cross_entropy([[1, nan]], [0]) = nan, softmax([inf, 1]) = [nan, nan], cross_entropy([[inf, 1]], [1]) = nan."""
@@ -271,6 +300,44 @@ def test_loss_used_twice_gets_its_full_gradient(rng):
     (loss + loss * loss).backward()
     (tloss + tloss * tloss).backward()
     assert_close(x.grad, tx.grad, 1e-12)
+
+
+SCALED_LOSSES = {
+    "2 * loss": (lambda loss, step, tensor: 2 * loss, True),
+    "loss / 4": (lambda loss, step, tensor: loss / 4, True),
+    "loss * tensor(8)": (lambda loss, step, tensor: loss * tensor(8.0), True),
+    "2 * loss + loss": (lambda loss, step, tensor: 2 * loss + loss, True),
+    "loss * -0.0": (lambda loss, step, tensor: loss * -0.0, True),
+    "a scale that changes": (lambda loss, step, tensor: loss * (1.0 + step), False),
+    "a tensor scale that changes": (lambda loss, step, tensor: loss * tensor(0.5 ** step), False),
+    "loss ** 2": (lambda loss, step, tensor: loss ** 2, False),
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("pattern", list(SCALED_LOSSES))
+def test_scaled_loss_takes_the_forward_gradient(device, reduction, pattern):
+    """(2 * loss).backward(), loss / steps, a tensor scale (GradScaler): from the
+    second step on the forward writes its gradient for the upstream gradient
+    the last step's backward received, and the backward keeps it (the logits,
+    spoilt with nan after the forward, are not read again); a different
+    upstream gradient (a scale that changes, loss ** 2) is computed again."""
+    rng = numpy.random.default_rng(29)
+    classes = 600                      # on CUDA under 'mean', the forward writes dx from 512 classes
+    values = rng.standard_normal((12, classes)) * 2
+    target = rng.integers(0, classes, 12)
+    target[5] = -100
+    scaled, constant = SCALED_LOSSES[pattern]
+    for step in range(3):
+        x = gpugrad.tensor(values, device=device, requires_grad=True)
+        tx = torch.tensor(values, requires_grad=True)
+        loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction)
+        tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction)
+        if constant and step > 0:
+            x.array[...] = NAN         # behind autograd's back: a backward that reads the logits gives nan
+        scaled(loss, step, lambda v: gpugrad.tensor(v, device=device)).backward()
+        scaled(tloss, step, torch.tensor).backward()
+        assert_close(x.grad, tx.grad, 1e-12)
 
 
 def test_bad_targets_raise_on_the_cpu():

@@ -13,6 +13,7 @@ synchronising read (the kernel records them in the error word).
 """
 
 import collections
+import math
 import weakref
 
 import numpy
@@ -33,6 +34,7 @@ REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
 # logits' bytes (TARGET_BYTES per row and block), with at least one block per SM
 GRAD_IN_FORWARD_MIN_COLS = 512
 TARGET_BYTES = 8
+CHECK_BLOCKS_PER_SM = 2
 
 Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
 Forward.__doc__ = """The forward's result: ``loss`` per row in row order ('none') or 0-d, in
@@ -96,12 +98,13 @@ def _rows_back(xp, rows_, shape):
 
 
 def forward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                  loss_in_acc=False, overwrite=False):
+                  loss_in_acc=False, overwrite=False, upstream=None):
     """The loss of (N, C, d...) logits x and their R = N * d... class indices
     ``target`` (contiguous, row order), with class weights ``weight`` and their
     sum ``weight_sum`` in the accumulation dtype (or None); the gradient too
-    when ``with_grad``.  ``overwrite``: x is the caller's scratch, the
-    gradient may take its place.  Returns a Forward."""
+    when ``with_grad``, for the upstream gradient ``upstream`` (a 1-element
+    array of x's dtype, or None for 1).  ``overwrite``: x is the caller's
+    scratch, the gradient may take its place.  Returns a Forward."""
     xp = backend.xp_for(x)
     logits = _rows_last(xp, x)
     count, classes = logits.shape
@@ -128,12 +131,14 @@ def forward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, reduct
             result = result / denominator[0]
     dx = None
     if with_grad:
-        g = 1 / denominator[0] if reduction == "mean" else acc.type(1)
+        g = acc.type(1) if upstream is None else upstream.astype(acc)[0]
+        if reduction == "mean":
+            g = g / denominator[0]
         scale = g * ((1 - smoothing) * w_t + (smoothing / classes) * total)
         e *= (scale * xp.exp(-ls))[:, None]
         if smoothing:
             spread = xp.ones(classes, dtype=acc) if weight is None else weight
-            e -= (g * smoothing / classes) * spread[None, :]
+            e -= (g * (smoothing / classes)) * spread[None, :]     # (as backward_numpy: the same bits)
         e[xp.arange(count), safe] -= g * (1 - smoothing) * w_t
         if not bool(valid.all()):
             e[~valid] = 0
@@ -144,11 +149,20 @@ def forward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, reduct
     return Forward(result if loss_in_acc else result.astype(x.dtype, copy=False), m, ls, dx, denominator, x)
 
 
-def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator):
+def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator,
+                   forward_grad=None, applied=None, next_upstream=None):
     """The gradient w.r.t. x (the forward's source): G * (softmax * S - T), T
     the target distribution, S its total weight per row, G = ``grad`` (R
     values, or one for all rows) divided by ``denominator`` when given;
-    ignored rows are 0."""
+    ignored rows are 0.  ``forward_grad``: the forward's gradient, written for
+    the upstream gradient ``applied`` (a 1-element array of x's dtype; ``grad``
+    then holds one value), returned as it is when ``grad`` is that value.
+    ``next_upstream``: a 1-element array of x's dtype to copy ``grad`` into."""
+    came = grad.astype(x.dtype).reshape(-1)[:1] if next_upstream is not None or forward_grad is not None else None
+    if next_upstream is not None:
+        next_upstream[...] = came
+    if forward_grad is not None and _same_value(came, applied):
+        return forward_grad
     xp = backend.xp_for(x)
     logits = _rows_last(xp, x)
     count, classes = logits.shape
@@ -176,8 +190,10 @@ def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls
 # -- the CUDA launcher ------------------------------------------------------------------
 
 def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                 loss_in_acc=False, overwrite=False):
-    """forward_numpy's result in one launch.  Rows too long for one block's
+                 loss_in_acc=False, overwrite=False, upstream=None):
+    """forward_numpy's result in one launch (the gradient, when written, for
+    the upstream gradient ``upstream``: a 1-element array of x's dtype, or
+    None for 1).  Rows too long for one block's
     shared memory, and few long rows, go to a row cluster on sm_90, which
     keeps the gradient in the forward; below sm_90 few long rows are split
     over blocks and the gradient is left to the backward, as it is under
@@ -229,13 +245,21 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
                        launch.i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss,
                        numpy.int32(int(loss_in_acc)), m, ls, None, dx, *dx_strides, denominator, partials,
                        counters if code else None, errors.argument(device_id), numpy.int32(1 if cache else 0),
-                       partial_m, partial_s, partial_x, row_counters), shared_mem=cache)
+                       partial_m, partial_s, partial_x, row_counters, upstream if with_grad else None),
+                      shared_mem=cache)
     errors.launched(device_id)
     return Forward(loss, m, ls, dx, denominator, x)
 
 
-def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator):
-    """backward_numpy's result (x's shape, contiguous) in one launch."""
+def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator,
+                  forward_grad=None, applied=None, next_upstream=None):
+    """backward_numpy's result (x's shape) in one launch.  ``forward_grad``:
+    the forward's gradient, written for the upstream gradient ``applied`` (a
+    1-element array of x's dtype; ``grad`` then holds one value): returned as
+    it is when ``grad`` equals ``applied`` (compared on the device, no host
+    sync), else computed again into it.  ``next_upstream``: a 1-element array
+    of x's dtype the kernel copies ``grad`` into (the next forward's
+    ``upstream``)."""
     cp = backend.cupy_module()
     x, layout = launch.layout_of(x, 1)
     device_id = x.device.id
@@ -243,12 +267,19 @@ def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls,
     g, stride = launch.per_row(grad, grad.shape, x.dtype)
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
-        dx, *dx_strides = launch.output_like(x, layout)
+        if forward_grad is None:
+            dx, *dx_strides = launch.output_like(x, layout)
+        else:
+            dx, dx_strides = forward_grad, launch.strides(launch.row_layout(forward_grad, 1))[1:]
+            # mostly a check whose every block returns at once: two blocks per SM (the rows, when the
+            # gradient must be computed again, strided over them)
+            shape = shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * launch.sm_count(device_id)),
+                                         shape.grid[1]))
         name = f"cross_entropy_backward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
         launch.launch("cross_entropy.cu", name, device_id, shape,
                       (x, *launch.strides(layout), launch.i64(layout.rows), numpy.int32(layout.cols), target,
                        weight, weight_sum, launch.i64(ignore_index), acc.type(smoothing), m, ls, g,
-                       launch.i64(stride), denominator, dx, *dx_strides))
+                       launch.i64(stride), denominator, dx, *dx_strides, applied, next_upstream))
     return dx
 
 
@@ -262,10 +293,16 @@ class CrossEntropy(InternalFunction):
     def forward(ctx, x, target, weight, weight_sum, ignore_index, reduction, smoothing):
         ctx.options = (ignore_index, reduction, smoothing)
         flat_target = ctx.xp.ascontiguousarray(target.reshape(-1))
-        # the gradient in the forward pass, for loss.backward() (the implementation may decline)
+        # the gradient in the forward pass (the implementation may decline), for the upstream gradient the
+        # last backward of a loss of this kind received: 1 for loss.backward(), 2 for (2 * loss).backward()
         with_grad = ctx.needs_input_grad[0] and reduction != "none" and x.size > 0
+        ctx.upstream_key = (backend.device_key(x), x.dtype, x.shape, ignore_index, reduction, smoothing)
+        ctx.upstream = _expected_upstream.get(ctx.upstream_key) if with_grad else None
+        if with_grad and ctx.upstream is None:
+            ctx.upstream = _one(ctx.xp, x)
         forward = rows.pick(forward_numpy, forward_cuda, x, (1,))
-        result = forward(x, flat_target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad)
+        result = forward(x, flat_target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
+                         upstream=ctx.upstream)
         ctx.dx = result.grad
         ctx.save_for_backward(x, result.source, flat_target, weight, weight_sum, result.m, result.ls,
                               result.denominator)
@@ -276,18 +313,54 @@ class CrossEntropy(InternalFunction):
         dx, ctx.dx = ctx.dx, None          # the forward's gradient is used once
         if is_grad_enabled():
             return _cross_entropy_double_backward(ctx, grad), None, None, None, None, None, None
-        if dx is not None and engine.is_implicit_seed(grad):
-            return Tensor._make(dx), None, None, None, None, None, None
         ignore_index, _, smoothing = ctx.options
         _, source, target, weight, weight_sum, m, ls, denominator = [
             None if t is None else t.array for t in ctx.saved_tensors]
         backward = rows.pick(backward_numpy, backward_cuda, source, (1,))
-        out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array, denominator)
+        if dx is not None:
+            # the forward wrote dx for the upstream gradient `applied`: kept if that is the one that came
+            # (compared on the device, with no host sync; the gradient that came is kept for the next forward)
+            applied, following = ctx.upstream, None
+            if engine.is_implicit_seed(grad):
+                one = _expected_upstream[ctx.upstream_key] = _one(ctx.xp, source)
+                if applied is one:
+                    return Tensor._make(dx), None, None, None, None, None, None
+            else:
+                following = _expected_upstream[ctx.upstream_key] = ctx.xp.empty(1, dtype=source.dtype)
+            out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array,
+                           denominator, forward_grad=dx, applied=applied, next_upstream=following)
+        else:
+            out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array,
+                           denominator)
         return Tensor._make(out), None, None, None, None, None, None
 
     def release(self):
         super().release()
-        self.dx = None
+        self.dx = self.upstream = None
+
+
+# The upstream gradient the forward writes its gradient for, by kind of loss (device, dtype, shape, options):
+# the one the last backward of such a loss received, as a 1-element array of x's dtype (1 at first).  A
+# training loop's (2 * loss).backward(), loss / steps and GradScaler.scale(loss) then find the forward's
+# gradient right from the second step; a gradient that differs is computed again from the logits.
+_expected_upstream = {}
+_ones = {}
+
+
+def _one(xp, x):
+    """A kept 1-element array of 1 in x's dtype on x's device."""
+    key = (backend.device_key(x), x.dtype)
+    one = _ones.get(key)
+    if one is None:
+        with backend.device_guard(backend.device_from_key(key[0])):
+            one = _ones[key] = xp.ones(1, dtype=x.dtype)
+    return one
+
+
+def _same_value(a, b):
+    """a[0] == b[0], telling -0 from +0 (host arrays; nan is never the same)."""
+    a, b = float(a[0]), float(b[0])
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 def _cross_entropy_double_backward(ctx, grad):
