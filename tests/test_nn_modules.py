@@ -7,7 +7,7 @@ import math
 import numpy
 import pytest
 import torch
-from conftest import assert_close, assert_forward_backward, make_pair, to_torch, torch_device
+from conftest import EMULATED, assert_close, assert_forward_backward, make_pair, to_torch, torch_device
 
 import gpugrad
 from gpugrad import nn
@@ -182,24 +182,27 @@ def test_training_memory_is_flat_over_10000_steps():
 @pytest.mark.cuda
 @pytest.mark.slow
 def test_training_memory_is_flat_on_the_gpu():
-    """The CuPy pool's used bytes are the same after step 100 and step 10,000."""
+    """The CuPy pool's used bytes are the same after step 100 and step 10,000
+    (1,000 under the emulator, where a step takes ~0.2 s: a leak of any size
+    per step shows there as well)."""
     import cupy
+    last = 1_000 if EMULATED else 10_000
     gpugrad.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 10)).cuda()
     optimizer = gpugrad.optim.Adam(model.parameters(), lr=1e-3)
     x = gpugrad.randn(256, 64, device="cuda")
     t = gpugrad.randint(0, 10, (256,), device="cuda")
     used = {}
-    for step in range(1, 10_001):
+    for step in range(1, last + 1):
         loss = nn.functional.cross_entropy(model(x), t)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step in (100, 10_000):
+        if step in (100, last):
             gc.collect()
             cupy.cuda.Device().synchronize()
             used[step] = cupy.get_default_memory_pool().used_bytes()
-    assert used[100] == used[10_000]
+    assert used[100] == used[last] > 0
 
 
 def _cnn(lib):
