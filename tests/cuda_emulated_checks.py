@@ -263,6 +263,8 @@ def launches_per_call():
         if name.startswith("cross_entropy"):
             assert kernels <= 2, f"{name}: {kernels} kernel launches"
     assert LAUNCHES["cross_entropy sum, weights, smoothing"][0] == 1
+    # the scale's value is known on the host: the forward's gradient, written for it, with no backward launch
+    assert LAUNCHES["cross_entropy mean, (2 * loss).backward()"][0] == 1
     assert LAUNCHES["cross_entropy mean, 4100 classes, loss.backward()"][0] == 1
 
 
@@ -489,7 +491,7 @@ def grad_scaler_steps_without_a_host_sync():
 
 @check
 def scaled_loss_takes_the_forward_gradient():
-    """(2 * loss).backward() and GradScaler.scale(loss).backward() from the second
+    """(2 * loss).backward(), loss / 4 and GradScaler.scale(loss).backward() from the second
     step on: the forward's gradient, written for the upstream gradient the last
     step received, is kept (the logits, spoilt with nan after the forward, are
     not read again; float32 and bfloat16), with no host sync; a new scale is
@@ -500,6 +502,7 @@ def scaled_loss_takes_the_forward_gradient():
     scaler = gpugrad.amp.GradScaler("cuda", init_scale=2.0 ** 6)
     for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
         for name, scaled, scale in (("2 * loss", lambda loss: 2 * loss, 2.0),
+                                    ("loss / 4", lambda loss: loss / 4, 0.25),
                                     ("GradScaler", scaler.scale, 2.0 ** 6)):
             for step in range(3):
                 x = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype), device="cuda", requires_grad=True)

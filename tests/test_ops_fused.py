@@ -340,6 +340,116 @@ def test_scaled_loss_takes_the_forward_gradient(device, reduction, pattern):
         assert_close(x.grad, tx.grad, 1e-12)
 
 
+# (a step's name, its scaled loss, whether the forward's gradient is kept with no backward launch: the scale's
+# value is known on the host and the same as the last step's, which the forward wrote the gradient for)
+KNOWN_STEPS = [
+    ("2 * loss", lambda loss, tensor: 2 * loss, False),
+    ("2 * loss again", lambda loss, tensor: 2 * loss, True),
+    ("loss / 3", lambda loss, tensor: loss / 3, False),
+    ("loss / 3 again", lambda loss, tensor: loss / 3, True),
+    ("-(loss * 0.5) / 7", lambda loss, tensor: -(loss * 0.5) / 7, False),
+    ("-(loss * 0.5) / 7 again", lambda loss, tensor: -(loss * 0.5) / 7, True),
+    ("loss", lambda loss, tensor: loss, False),
+    ("loss again", lambda loss, tensor: loss, True),
+    ("a tensor scale", lambda loss, tensor: loss * tensor(4.0), False),
+    ("2 * loss after a tensor scale", lambda loss, tensor: 2 * loss, False),    # (checked on the device)
+    ("2 * loss once more", lambda loss, tensor: 2 * loss, True),
+    ("loss ** 2", lambda loss, tensor: loss ** 2, False),
+    ("2 * loss + loss", lambda loss, tensor: 2 * loss + loss, False),
+    ("loss * -0.0", lambda loss, tensor: loss * -0.0, False),
+    ("loss * 0.0", lambda loss, tensor: loss * 0.0, False),
+    ("loss * 0.0 again", lambda loss, tensor: loss * 0.0, True),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_a_scale_known_on_the_host_keeps_the_forward_gradient_with_no_launch(rng, device, dtype, reduction,
+                                                                             monkeypatch):
+    """A number times the loss (2 * loss, loss / 3, -(loss * 0.5) / 7, in
+    bfloat16 through the cast back from float32): the engine carries the
+    implicit seed down the chain, and from the second step with the same
+    value the backward returns the forward's gradient without a launch (the
+    logits, spoilt with nan after the forward, are not read); a new value, a
+    tensor scale, loss ** 2 and a loss of two consumers go to the backward
+    (computed again, or checked on the device).  Torch's values every step."""
+    from gpugrad.ops.fused import cross_entropy as ce
+    monkeypatch.setattr(ce, "_expected_upstream", type(ce._expected_upstream)())
+    calls = []
+
+    def counted(function):
+        def run(*args, **kwargs):
+            calls.append(function.__name__)
+            return function(*args, **kwargs)
+        return run
+    monkeypatch.setattr(ce, "backward_numpy", counted(ce.backward_numpy))
+    monkeypatch.setattr(ce, "backward_cuda", counted(ce.backward_cuda))
+    classes = 600                      # on CUDA under 'mean', the forward writes dx from 512 classes
+    values = rng.standard_normal((12, classes)) * 2
+    target = rng.integers(0, classes, 12)
+    target[5] = -100
+    tolerance = {"float64": 1e-12, "float32": 1e-5, "bfloat16": 2e-2}[dtype]
+    for name, scaled, keep in KNOWN_STEPS:
+        x = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype), device=device, requires_grad=True)
+        tx = torch.tensor(x.detach().to(gpugrad.float64).cpu().numpy(), requires_grad=True)
+        loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction)
+        if keep:
+            x.array[...] = NAN         # behind autograd's back: a backward that reads the logits gives nan
+        calls.clear()
+        scaled(loss, lambda v: gpugrad.tensor(v, dtype=x.dtype, device=device)).backward()
+        scaled(TF.cross_entropy(tx, torch.tensor(target), reduction=reduction), torch.tensor).backward()
+        assert_close(x.grad, tx.grad, tolerance)
+        assert len(calls) == (0 if keep else 1), name
+
+
+def test_a_hook_or_retain_graph_on_a_scaled_loss_gets_torch_gradients(rng, device):
+    """The engine knows the gradient only down a chain of numbers: a hook that
+    changes the loss's gradient, retain_grad, a second backward through the
+    retained graph (the forward's gradient used once) give torch's values."""
+    values = rng.standard_normal((6, 600))
+    target = rng.integers(0, 600, 6)
+    for step in range(3):
+        x = gpugrad.tensor(values, device=device, requires_grad=True)
+        tx = torch.tensor(values, requires_grad=True)
+        loss, tloss = F.cross_entropy(x, gpugrad.tensor(target, device=device)), TF.cross_entropy(
+            tx, torch.tensor(target))
+        if step == 1:
+            loss.register_hook(lambda g: g * 3)
+            tloss.register_hook(lambda g: g * 3)
+        if step == 2:
+            loss.retain_grad()
+            tloss.retain_grad()
+        (2 * loss).backward(retain_graph=True)
+        (2 * loss).backward()
+        (2 * tloss).backward(retain_graph=True)
+        (2 * tloss).backward()
+        assert_close(x.grad, tx.grad, 1e-12)
+        if step == 2:
+            assert_close(loss.grad, tloss.grad, 0)
+
+
+def test_the_expected_upstream_gradients_are_bounded(rng, device, monkeypatch):
+    """One expected upstream gradient per kind of loss (shape, dtype,
+    options), for the EXPECTED_KINDS kinds used last: a program of many shapes
+    holds no more, and a kind no longer kept starts from 1 again (torch's
+    values throughout)."""
+    from gpugrad.ops.fused import cross_entropy as ce
+    monkeypatch.setattr(ce, "_expected_upstream", type(ce._expected_upstream)())
+    kinds = ce.EXPECTED_KINDS + 4
+    for rows in list(range(1, kinds + 1)) + [1, kinds]:
+        values = rng.standard_normal((rows, 600))
+        target = rng.integers(0, 600, rows)
+        x = gpugrad.tensor(values, device=device, requires_grad=True)
+        tx = torch.tensor(values, requires_grad=True)
+        (F.cross_entropy(x, gpugrad.tensor(target, device=device)) / 5).backward()
+        (TF.cross_entropy(tx, torch.tensor(target)) / 5).backward()
+        assert_close(x.grad, tx.grad, 1e-12)
+        assert len(ce._expected_upstream) <= ce.EXPECTED_KINDS
+    shapes = [key[2] for key in ce._expected_upstream]
+    assert shapes[-2:] == [(1, 600), (kinds, 600)]
+    assert (2, 600) not in shapes and len(shapes) == ce.EXPECTED_KINDS
+
+
 def test_bad_targets_raise_on_the_cpu():
     x = gpugrad.zeros(3, 4)
     with pytest.raises(IndexError, match="Target 4 is out of bounds"):

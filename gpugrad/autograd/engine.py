@@ -49,6 +49,7 @@ def queue_callback(callback):
 
 class _Seeds(threading.local):
     arrays = frozenset()      # ids of the implicit all-ones root gradients of the running pass
+    known = None              # {node: the host value of the gradient that reaches it} in the running pass
 
 
 _seeds = _Seeds()
@@ -59,6 +60,53 @@ def is_implicit_seed(grad):
     (``loss.backward()``), not a gradient anyone computed or passed in: a node
     may then hand back a gradient it computed in its forward."""
     return id(grad.array) in _seeds.arrays
+
+
+def known_upstream(node):
+    """The gradient that reaches ``node`` in the running backward pass as a
+    host value (a NumPy scalar of its output's dtype), where the engine knows
+    it without reading the device: the implicit seed 1 of ``loss.backward()``
+    carried down a chain of scalar-only ops (``2 * loss``, ``loss / k``,
+    ``-loss``, a cast) to a node that asks (``takes_known_upstream``); else
+    None."""
+    known = _seeds.known
+    return None if known is None else known.get(node)
+
+
+# the most nodes _carry_seed walks from the root: a scaled loss is a short chain (2 * loss: Mul; in bfloat16
+# Mul and the cast back)
+CARRY_STEPS = 8
+
+
+def _carry_seed(roots, root_grads, dependencies):
+    """known_upstream's table for a pass from one root with the implicit seed:
+    the seed's value carried down nodes that each hand a constant multiple of
+    it to one input (their ``constant_gradient``: the host value of their
+    backward's result, computed as the device computes it), an input no other
+    edge reaches, to the first node with ``takes_known_upstream``; None where
+    the chain ends before one (a tensor scale, a hook, a node of several
+    consumers)."""
+    node, nr = roots[0]
+    value = root_grads[0].array.dtype.type(1)
+    for _ in range(CARRY_STEPS):
+        if nr != 0 or node._pre_hooks is not None or node._retained is not None:
+            return None
+        kind = type(node)
+        if getattr(kind, "takes_known_upstream", False):
+            return {node: value}
+        carry = getattr(kind, "constant_gradient", None)
+        step = None if carry is None else carry(node, value)
+        if step is None:
+            return None
+        index, value = step
+        edge = node._edges[index]
+        meta = node._input_meta[index]
+        if not edge or dependencies.get(edge[0]) != 1 or len(meta[0]) and numpy.prod(meta[0]) != 1:
+            return None
+        if value.dtype != meta[1]:
+            value = meta[1].type(value)          # as _validate casts the gradient to the input's dtype
+        node, nr = edge
+    return None
 
 
 def _as_tuple(value):
@@ -261,7 +309,10 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
             heapq.heappush(ready, (-node._sequence_nr, id(node), node))
 
     cpu = all(t.is_cpu for t in tensors)
+    known = _carry_seed(roots, root_grads, dependencies) if seeds and len(roots) == 1 and not create_graph \
+        else None
     previous_seeds, _seeds.arrays = _seeds.arrays, frozenset(seeds)
+    previous_known, _seeds.known = _seeds.known, known
     previous_callbacks, _callbacks.pending = _callbacks.pending, []
     heappop, heappush = heapq.heappop, heapq.heappush
     following = None    # a node that became ready while no other was: it runs next, past the heap
@@ -346,6 +397,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
             callbacks.pop(0)()
     finally:
         _seeds.arrays = previous_seeds
+        _seeds.known = previous_known
         _callbacks.pending = previous_callbacks
     if not cpu:
         device_errors.poll()     # a bad index a finished kernel recorded: raised here, without waiting

@@ -114,6 +114,34 @@ class Mul(InternalFunction):
         return (grad * b if ctx.needs_input_grad[0] else None,
                 grad * a if ctx.needs_input_grad[1] else None)
 
+    @staticmethod
+    def constant_gradient(ctx, value):
+        # engine.known_upstream: a tensor times a number hands grad * number to the tensor
+        needs = ctx.needs_input_grad
+        index = 1 if needs[1] else 0
+        number = _saved_number(ctx, 1 - index)
+        if needs[1 - index] or number is None:
+            return None
+        return index, _scalar_op(numpy.multiply, value, number)
+
+
+def _saved_number(ctx, index):
+    """The NumPy scalar (a Python number's, from promote) ctx saved at
+    ``index``, or None (a tensor, nothing saved, released)."""
+    saved = ctx._saved
+    entry = saved[index] if saved is not None and index < len(saved) else None
+    if entry is None or entry.kind != "constant" or not isinstance(entry.value, numpy.generic):
+        return None
+    return entry.value
+
+
+def _scalar_op(op, value, number):
+    """op(grad, number) for a gradient of one element whose host value is the
+    NumPy scalar ``value``, as the backward's Tensor op computes it: the number
+    as promote makes it, the result rounded to grad's dtype (IEEE arithmetic,
+    the same bits on either device)."""
+    return value.dtype.type(op(value, scalar_of(value.dtype, number)))
+
 
 class MulBackward(InternalFunction):
     """(grad * b, grad * a) in one dispatch; differentiable again."""
@@ -147,6 +175,14 @@ class Div(InternalFunction):
         # torch's div backward: grad / b and -grad * ((a / b) / b), nan and inf where torch's are
         return (grad / b if ctx.needs_input_grad[0] else None,
                 -grad * ((a / b) / b) if ctx.needs_input_grad[1] else None)
+
+    @staticmethod
+    def constant_gradient(ctx, value):
+        # engine.known_upstream: a tensor over a number hands grad / number to the tensor
+        number = _saved_number(ctx, 1)
+        if ctx.needs_input_grad[1] or not ctx.needs_input_grad[0] or number is None:
+            return None
+        return 0, _scalar_op(numpy.divide, value, number)
 
 
 def div(input, other, *, rounding_mode=None):
@@ -342,6 +378,10 @@ class Neg(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         return -grad
+
+    @staticmethod
+    def constant_gradient(ctx, value):
+        return 0, -value          # engine.known_upstream
 
 
 def neg(input):
@@ -1638,6 +1678,10 @@ class ToCopy(InternalFunction):
     def backward(ctx, grad):
         dtype, device = ctx.source
         return grad.to(device=device, dtype=dtype), None, None
+
+    @staticmethod
+    def constant_gradient(ctx, value):
+        return 0, value           # engine.known_upstream (cast to the source's dtype by the engine)
 
 
 class Clone(InternalFunction):

@@ -4,10 +4,13 @@ and class indices, fused: one pass forward, one backward
 
 The forward keeps the rows' statistics (m, ls) and, under 'mean', the
 denominator (the sum of the targets' weights); the backward recomputes the
-softmax from them.  When the gradient will be wanted with the engine's
-implicit upstream 1 (``loss.backward()`` on the scalar loss), the forward
-writes it while it holds the row, and the backward returns it without
-touching the logits again (``engine.is_implicit_seed``).  Class indices out
+softmax from them.  When the gradient will be wanted (a reduced loss), the
+forward writes it while it holds the row, for the upstream gradient the last
+backward of a loss of its kind received (1 at first); the backward returns it
+without touching the logits again when that is the gradient that came: with
+no launch when the engine knows its value on the host (``loss.backward()``,
+``(2 * loss).backward()``, ``loss / k``: ``engine.known_upstream``), else
+after a check on the device (a tensor scale: GradScaler).  Class indices out
 of range raise IndexError: on the CPU at once, on the GPU at the next
 synchronising read (the kernel records them in the error word).
 """
@@ -156,12 +159,13 @@ def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls
     values, or one for all rows) divided by ``denominator`` when given;
     ignored rows are 0.  ``forward_grad``: the forward's gradient, written for
     the upstream gradient ``applied`` (a 1-element array of x's dtype; ``grad``
-    then holds one value), returned as it is when ``grad`` is that value.
+    then holds one value), returned as it is when ``grad`` is that value (None:
+    known to differ).
     ``next_upstream``: a 1-element array of x's dtype to copy ``grad`` into."""
     came = grad.astype(x.dtype).reshape(-1)[:1] if next_upstream is not None or forward_grad is not None else None
     if next_upstream is not None:
         next_upstream[...] = came
-    if forward_grad is not None and _same_value(came, applied):
+    if forward_grad is not None and applied is not None and _same_value(came[0], applied[0]):
         return forward_grad
     xp = backend.xp_for(x)
     logits = _rows_last(xp, x)
@@ -257,9 +261,9 @@ def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls,
     the forward's gradient, written for the upstream gradient ``applied`` (a
     1-element array of x's dtype; ``grad`` then holds one value): returned as
     it is when ``grad`` equals ``applied`` (compared on the device, no host
-    sync), else computed again into it.  ``next_upstream``: a 1-element array
-    of x's dtype the kernel copies ``grad`` into (the next forward's
-    ``upstream``)."""
+    sync), else computed again into it (always, when ``applied`` is None: the
+    caller knows they differ).  ``next_upstream``: a 1-element array of x's
+    dtype the kernel copies ``grad`` into (the next forward's ``upstream``)."""
     cp = backend.cupy_module()
     x, layout = launch.layout_of(x, 1)
     device_id = x.device.id
@@ -271,6 +275,7 @@ def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls,
             dx, *dx_strides = launch.output_like(x, layout)
         else:
             dx, dx_strides = forward_grad, launch.strides(launch.row_layout(forward_grad, 1))[1:]
+        if applied is not None:
             # mostly a check whose every block returns at once: two blocks per SM (the rows, when the
             # gradient must be computed again, strided over them)
             shape = shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * launch.sm_count(device_id)),
@@ -289,6 +294,8 @@ class CrossEntropy(InternalFunction):
     """Fused softmax cross-entropy over (N, C, d...) logits (class dim 1) with
     class-index targets of shape (N, d...)."""
 
+    takes_known_upstream = True        # engine.known_upstream: the host value of a scaled loss's gradient
+
     @staticmethod
     def forward(ctx, x, target, weight, weight_sum, ignore_index, reduction, smoothing):
         ctx.options = (ignore_index, reduction, smoothing)
@@ -296,13 +303,12 @@ class CrossEntropy(InternalFunction):
         # the gradient in the forward pass (the implementation may decline), for the upstream gradient the
         # last backward of a loss of this kind received: 1 for loss.backward(), 2 for (2 * loss).backward()
         with_grad = ctx.needs_input_grad[0] and reduction != "none" and x.size > 0
-        ctx.upstream_key = (backend.device_key(x), x.dtype, x.shape, ignore_index, reduction, smoothing)
-        ctx.upstream = _expected_upstream.get(ctx.upstream_key) if with_grad else None
-        if with_grad and ctx.upstream is None:
-            ctx.upstream = _one(ctx.xp, x)
+        if with_grad:
+            ctx.upstream_key = (backend.device_key(x), x.dtype, x.shape, ignore_index, reduction, smoothing)
+            ctx.upstream, ctx.upstream_value = _expected(ctx.upstream_key, ctx.xp, x)
         forward = rows.pick(forward_numpy, forward_cuda, x, (1,))
         result = forward(x, flat_target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                         upstream=ctx.upstream)
+                         upstream=ctx.upstream if with_grad else None)
         ctx.dx = result.grad
         ctx.save_for_backward(x, result.source, flat_target, weight, weight_sum, result.m, result.ls,
                               result.denominator)
@@ -317,21 +323,24 @@ class CrossEntropy(InternalFunction):
         _, source, target, weight, weight_sum, m, ls, denominator = [
             None if t is None else t.array for t in ctx.saved_tensors]
         backward = rows.pick(backward_numpy, backward_cuda, source, (1,))
-        if dx is not None:
-            # the forward wrote dx for the upstream gradient `applied`: kept if that is the one that came
-            # (compared on the device, with no host sync; the gradient that came is kept for the next forward)
-            applied, following = ctx.upstream, None
-            if engine.is_implicit_seed(grad):
-                one = _expected_upstream[ctx.upstream_key] = _one(ctx.xp, source)
-                if applied is one:
-                    return Tensor._make(dx), None, None, None, None, None, None
-            else:
-                following = _expected_upstream[ctx.upstream_key] = ctx.xp.empty(1, dtype=source.dtype)
-            out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array,
-                           denominator, forward_grad=dx, applied=applied, next_upstream=following)
-        else:
+        if dx is None:
             out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array,
                            denominator)
+            return Tensor._make(out), None, None, None, None, None, None
+        # the forward wrote dx for the upstream gradient ctx.upstream (its host value ctx.upstream_value where
+        # known): a gradient whose host value the engine knows (loss.backward(), 2 * loss, loss / k) is
+        # compared on the host, with no launch; another (a tensor scale) on the device, no host sync.  The
+        # gradient that came is kept for the next forward of this kind.
+        known = engine.known_upstream(ctx)
+        written = ctx.upstream_value
+        if known is not None and written is not None and _same_value(known, written):
+            return Tensor._make(dx), None, None, None, None, None, None
+        following = ctx.xp.empty(1, dtype=source.dtype)
+        _remember(ctx.upstream_key, (following, None if known is None else float(known)))
+        # known to differ on the host: computed again into dx with no check
+        applied = ctx.upstream if known is None or written is None else None
+        out = backward(source, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad.array,
+                       denominator, forward_grad=dx, applied=applied, next_upstream=following)
         return Tensor._make(out), None, None, None, None, None, None
 
     def release(self):
@@ -340,11 +349,31 @@ class CrossEntropy(InternalFunction):
 
 
 # The upstream gradient the forward writes its gradient for, by kind of loss (device, dtype, shape, options):
-# the one the last backward of such a loss received, as a 1-element array of x's dtype (1 at first).  A
-# training loop's (2 * loss).backward(), loss / steps and GradScaler.scale(loss) then find the forward's
-# gradient right from the second step; a gradient that differs is computed again from the logits.
-_expected_upstream = {}
+# the one the last backward of such a loss received, as (a 1-element array of x's dtype, its value on the
+# host where the engine knew it, else None); 1 at first.  A training loop's (2 * loss).backward(), loss / steps
+# and GradScaler.scale(loss) then find the forward's gradient right from the second step; a gradient that
+# differs is computed again from the logits.  The EXPECTED_KINDS kinds used last are kept (a program of many
+# shapes holds no more).
+EXPECTED_KINDS = 8
+_expected_upstream = collections.OrderedDict()
 _ones = {}
+
+
+def _expected(key, xp, x):
+    """(array, host value or None): the upstream gradient a loss of kind
+    ``key`` expects, 1 for a kind not seen (or no longer kept)."""
+    entry = _expected_upstream.get(key)
+    if entry is None:
+        return _one(xp, x), 1.0
+    _expected_upstream.move_to_end(key)
+    return entry
+
+
+def _remember(key, entry):
+    _expected_upstream[key] = entry
+    _expected_upstream.move_to_end(key)
+    while len(_expected_upstream) > EXPECTED_KINDS:
+        _expected_upstream.popitem(last=False)
 
 
 def _one(xp, x):
@@ -358,8 +387,8 @@ def _one(xp, x):
 
 
 def _same_value(a, b):
-    """a[0] == b[0], telling -0 from +0 (host arrays; nan is never the same)."""
-    a, b = float(a[0]), float(b[0])
+    """a == b, telling -0 from +0 (host numbers; nan is never the same)."""
+    a, b = float(a), float(b)
     return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
