@@ -33,8 +33,16 @@ class Tensor:
     outside the graph.
     """
 
-    __slots__ = ("array", "grad_fn", "_requires_grad", "_grad", "_output_nr",
-                 "_version_counter", "_hooks", "_grad_accumulator", "_view", "__weakref__")
+    # Every tensor sets its three slots; the rest of the state is rare (leaves, hooks, views, the
+    # outputs after the first of a node) and defaults to the class attributes below until a
+    # tensor sets it (in its __dict__, made then): a new tensor costs three stores (_make).
+    __slots__ = ("array", "grad_fn", "_version_counter", "__dict__", "__weakref__")
+    _requires_grad = False
+    _grad = None
+    _output_nr = 0
+    _hooks = None
+    _grad_accumulator = None
+    _view = None
 
     __array_ufunc__ = None        # NumPy operators defer to ours (ndarray * tensor -> Tensor)
     __array_priority__ = 1000
@@ -62,13 +70,9 @@ class Tensor:
         t = object.__new__(cls)
         t.array = array if type(array) is numpy.ndarray else backend.keep_array(array)
         t.grad_fn = grad_fn
-        t._requires_grad = False
-        t._grad = None
-        t._output_nr = output_nr
         t._version_counter = [0] if version_counter is None else version_counter
-        t._hooks = None
-        t._grad_accumulator = None
-        t._view = None
+        if output_nr:
+            t._output_nr = output_nr
         return t
 
     # -- metadata ------------------------------------------------------------
@@ -570,13 +574,7 @@ def _is_dtype_name(value):
 def _init(tensor, array):
     tensor.array = array
     tensor.grad_fn = None
-    tensor._requires_grad = False
-    tensor._grad = None
-    tensor._output_nr = 0
     tensor._version_counter = [0]
-    tensor._hooks = None
-    tensor._grad_accumulator = None
-    tensor._view = None
 
 
 def _rebuild(cls, array, device, requires_grad):

@@ -100,12 +100,13 @@ def _carry_seed(roots, root_grads, dependencies):
             return None
         index, value = step
         edge = node._edges[index]
-        meta = node._input_meta[index]
-        if not edge or dependencies.get(edge[0]) != 1 or len(meta[0]) and numpy.prod(meta[0]) != 1:
+        if not edge or dependencies.get(edge[0]) != 1:
             return None
-        if value.dtype != meta[1]:
-            value = meta[1].type(value)          # as _validate casts the gradient to the input's dtype
-        node, nr = edge
+        node, nr, shape, dtype = edge
+        if len(shape) and numpy.prod(shape) != 1:
+            return None
+        if value.dtype != dtype:
+            value = dtype.type(value)          # as _validate casts the gradient to the input's dtype
     return None
 
 
@@ -168,20 +169,22 @@ def _root_edge(tensor, index):
     return tensor.gradient_edge()
 
 
-_kept_seeds = {}     # (device, dtype, shape) -> a kept 1 for loss.backward() on CUDA
+_kept_seeds = {}     # (device, dtype, shape) -> the kept 1 of loss.backward()
 
 
 def _implicit_seed(t):
-    """The 1 of ``loss.backward()``: on CUDA a kept device array (no launch per
-    backward; the engine never writes into a root gradient, and a leaf that
-    would receive it gets a copy, as for any gradient the caller holds)."""
-    if t.is_cpu:
-        return t.xp.ones(t.shape, dtype=t.dtype)
+    """The 1 of ``loss.backward()``: a kept array (no allocation, and on CUDA no launch, per
+    backward).  The engine never writes into a root gradient, and a leaf that would receive it
+    gets a copy, as for any gradient the caller holds; on the CPU it is read-only besides, so that
+    a formula writing into its incoming gradient raises instead of changing every later seed."""
     key = (backend.device_key(t.array), t.dtype, t.shape)
     one = _kept_seeds.get(key)
     if one is None:
         with backend.device_guard(t.device):
-            one = _kept_seeds[key] = t.xp.ones(t.shape, dtype=t.dtype)
+            one = t.xp.ones(t.shape, dtype=t.dtype)
+        if isinstance(one, numpy.ndarray):
+            one.flags.writeable = False
+        _kept_seeds[key] = one
     return one
 
 
@@ -209,8 +212,11 @@ def _make_root_grads(tensors, grad_tensors, create_graph):
     return grads, seeds
 
 
-def _validate(grad, meta, node, index):
-    shape, dtype = meta
+def _validate(grad, edge, node):
+    """``grad`` for the input of ``node`` at ``edge``: of its device (else an error), summed to its
+    shape and cast to its dtype."""
+    _, _, shape, dtype = edge
+    index = next(i for i, e in enumerate(node._edges) if e is edge)
     if backend.device_key(grad.array) != node._device:
         raise RuntimeError(
             f"Function {node.name()} returned an invalid gradient at index {index} - expected "
@@ -350,32 +356,28 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                     _release_children(node, dependencies, ready)
                     continue
 
+                edges = node._edges
                 if len(grads) == 1 and grads[0] is not None:       # _call_backward's common case
                     in_grads = type(node).backward(node, grads[0])
-                    if type(in_grads) is _TENSOR and len(node._edges) == 1:     # one input, one gradient
+                    if type(in_grads) is _TENSOR and len(edges) == 1:     # one input, one gradient
                         in_grads = (in_grads,)
-                    elif type(in_grads) is not tuple or len(in_grads) < len(node._edges) or \
+                    elif type(in_grads) is not tuple or len(in_grads) < len(edges) or \
                             not node.forward_takes_arrays:       # gpugrad's own ops return well-formed tuples
                         in_grads = _check_result(node, in_grads)
                 else:
                     in_grads = _call_backward(node, grads)
                 if not retain_graph:
                     node.release()
-                meta = node._input_meta
-                count = len(in_grads)
-                index = -1
-                for edge in node._edges:
-                    index += 1
+                # zip stops at the last gradient returned: the edges after it are falsy (_check_result)
+                for edge, g in zip(edges, in_grads):
                     if not edge:
                         continue
-                    child, nr = edge
-                    g = in_grads[index] if index < count else None
+                    child, nr, shape, dtype = edge
                     if g is not None:
                         array = g.array
-                        expected = meta[index]
-                        if type(array) is not _NDARRAY or node._device != -1 or array.shape != expected[0] \
-                                or array.dtype != expected[1]:
-                            g = _validate(g, expected, node, index)
+                        if type(array) is not _NDARRAY or array.shape != shape or array.dtype is not dtype \
+                                or node._device != -1:       # `is not`: NumPy's dtypes are singletons (else _validate)
+                            g = _validate(g, edge, node)
                             array = g.array
                         if child._num_outputs == 1 and child not in buffers:    # _route's common case
                             buffers[child] = [g]
@@ -475,9 +477,11 @@ def _run_pre_hooks(node, grads, holders):
 
 
 def _call_backward(node, grads):
+    """The node's backward on gradients some of which are None; None for every input when all are
+    (the engine's loop still walks each edge: one per input)."""
     if len(grads) == 1:
         if grads[0] is None:
-            return ()
+            return (None,) * len(node._edges)
         missing = False
     else:
         present = missing = False
@@ -487,7 +491,7 @@ def _call_backward(node, grads):
             else:
                 present = True
         if not present:
-            return ()
+            return (None,) * len(node._edges)
     if missing and node.materialize_grads:
         meta = node._output_meta
         grads = [Tensor._make(node.xp.zeros(meta[i][0], dtype=meta[i][1])) if g is None else g

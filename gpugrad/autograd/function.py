@@ -48,39 +48,48 @@ _FREED_MESSAGE = (
 
 _FLOATING = dtypes.FLOATING_SET
 _NDARRAY = numpy.ndarray
+_new_object = object.__new__
 _HALF = (dtypes.float16, dtypes.bfloat16)
-_ALL_FALSE = [()]
-for _n in range(1, 16):
-    _ALL_FALSE.append((False,) * _n)
 
 
-class SavedTensor:
-    """One value kept for backward: an input tensor, an output array, or a constant."""
+class _AllFalse(dict):
+    """needs_input_grad of a node that records nothing, by the number of arguments."""
 
-    __slots__ = ("value", "kind", "output_nr", "version_counter", "version")
+    def __missing__(self, count):
+        value = self[count] = (False,) * count
+        return value
 
-    def __init__(self, value, kind, version_counter=None, output_nr=0):
-        self.value = value                  # Tensor (input/constant) or array (output)
-        self.kind = kind                    # "input", "output" or "constant"
-        self.output_nr = output_nr
-        self.version_counter = version_counter
-        self.version = version_counter[0] if version_counter is not None else 0
 
-    def unpack(self, node):
-        counter = self.version_counter
-        if counter is not None and counter[0] != self.version:
-            value = self.value
-            which = (f", which is output {self.output_nr} of {node.name()}"
-                     if self.kind == "output" else "")
-            raise RuntimeError(
-                "one of the variables needed for gradient computation has been modified by "
-                f"an inplace operation: [{dtypes.dtype_name(value.dtype)} {list(value.shape)}]{which}, "
-                f"is at version {self.version_counter[0]}; expected version {self.version} instead. "
-                "Hint: the operation that failed was an in-place change of a tensor saved for backward; "
-                "use its out-of-place form (e.g. x = x * 2), or clone() the tensor first.")
-        if self.kind == "output":
-            return Tensor._make(self.value, node, self.output_nr, self.version_counter)
-        return self.value
+_ALL_FALSE = _AllFalse()
+
+
+# A value kept for backward is a plain tuple (one is made for every value every op saves, so it
+# has no class of its own):
+#     (kind, value, version_counter, version, output_nr)
+# kind "input": value is the input Tensor; "output": value is the output's array, re-wrapped
+# with the node as its grad_fn when unpacked (a Tensor kept by its own node would be a reference
+# cycle); "constant": value as given, version_counter None (no version check).
+INPUT, OUTPUT, CONSTANT = "input", "output", "constant"
+
+
+def _saved_constant(value):
+    return (CONSTANT, value, None, 0, 0)
+
+
+def _unpack(saved, node):
+    """A saved value as backward sees it; raises if it was changed in place since forward."""
+    kind, value, counter, version, output_nr = saved
+    if counter is not None and counter[0] != version:
+        which = f", which is output {output_nr} of {node.name()}" if kind == OUTPUT else ""
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by "
+            f"an inplace operation: [{dtypes.dtype_name(value.dtype)} {list(value.shape)}]{which}, "
+            f"is at version {counter[0]}; expected version {version} instead. "
+            "Hint: the operation that failed was an in-place change of a tensor saved for backward; "
+            "use its out-of-place form (e.g. x = x * 2), or clone() the tensor first.")
+    if kind == OUTPUT:
+        return Tensor._make(value, node, output_nr, counter)
+    return value
 
 
 class Function:
@@ -117,26 +126,35 @@ class Function:
     _backward_suffix = "Backward"
 
     # Defaults live on the class: a node sets only what differs (apply is hot).
-    _edges = ()                    # per argument: (node, nr), None (tensor, no grad) or False (not a tensor)
+    # per argument: (node, output nr, shape, dtype) of a tensor that needs a gradient (the node
+    # and output that made it, its shape and dtype, which the gradient must have), None (a tensor
+    # that needs none) or False (not a tensor)
+    _edges = ()
     needs_input_grad = ()
     materialize_grads = True
     xp = numpy
     _sequence_nr = 0
-    _to_save = ()
     _saved = None
     _had_saved = False
-    _input_meta = ()
     _device = -1
     _num_outputs = 1
     _output_meta = ()
     _pre_hooks = None
     _retained = None
     _non_differentiable = ()
+    _cpu_wrapped = False           # numpy_errstate or half_in_float32: forward goes through _forward_on_cpu
+
+    _plain_new = True              # no __init__ of its own: a node is made by cls() (half the cost of cls.__new__)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._cpu_wrapped = cls.numpy_errstate or cls.half_in_float32
+        cls._plain_new = cls.__init__ is object.__init__ and cls.__new__ is object.__new__
 
     # -- what ops call on ctx ------------------------------------------------
     def save_for_backward(self, *values):
         """Keep tensors (or, in gpugrad's ops, arrays) for backward."""
-        self._to_save = values
+        self._saved = values        # as given: apply resolves them (_resolve_saved) once forward returns
 
     @property
     def saved_tensors(self):
@@ -146,19 +164,17 @@ class Function:
                 raise RuntimeError(_FREED_MESSAGE)
             return ()
         values = []
-        for s in self._saved:
-            if s is None:
+        for saved in self._saved:
+            if saved is None:
                 values.append(None)
                 continue
-            counter = s.version_counter
-            if counter is None or counter[0] != s.version:
-                values.append(s.unpack(self))
-            elif s.kind == "input":           # unpack()'s common cases, inline
-                values.append(s.value)
-            elif s.kind == "output":
-                values.append(Tensor._make(s.value, self, s.output_nr, counter))
+            kind, value, counter, version, output_nr = saved
+            if counter is not None and counter[0] != version:
+                values.append(_unpack(saved, self))          # raises
+            elif kind == OUTPUT:                             # _unpack's common cases, inline
+                values.append(Tensor._make(value, self, output_nr, counter))
             else:
-                values.append(s.unpack(self))
+                values.append(value)
         return tuple(values)
 
     def mark_non_differentiable(self, *outputs):
@@ -177,7 +193,7 @@ class Function:
     def next_functions(self):
         """torch's layout: one (node, output number) pair per tensor input,
         (None, 0) for an input that needs no gradient."""
-        return tuple((None, 0) if edge is None else edge for edge in self._edges if edge is not False)
+        return tuple((None, 0) if edge is None else edge[:2] for edge in self._edges if edge is not False)
 
     def register_prehook(self, output_nr, hook):
         """Call ``hook(grad)`` on the gradient of output ``output_nr`` before
@@ -200,25 +216,26 @@ class Function:
         have saved as an input: keep a copy of its current values instead
         (torch's ``original_self``)."""
         for i, saved in enumerate(self._saved or ()):
-            if saved is not None and saved.kind == "input" and saved.value is tensor:
+            if saved is not None and saved[0] == INPUT and saved[1] is tensor:
                 copy = Tensor._make(tensor.array.copy(), tensor.grad_fn, tensor._output_nr)
                 copy._requires_grad = tensor._requires_grad
-                self._saved[i] = SavedTensor(copy, "constant")
+                self._saved[i] = _saved_constant(copy)
 
     def rebind_output(self, result, tensor):
         """An in-place op wrote its result (this node's output ``result``) into
         ``tensor``: a saved output is now ``tensor``'s memory at its current
         version (torch's saved ``result`` of ``x.relu_()``: a later in-place
         change of x is caught)."""
-        for saved in self._saved or ():
-            if saved is not None and saved.kind == "output" and saved.value is result.array:
-                saved.value = tensor.array
-                saved.version_counter = tensor._version_counter
-                saved.version = tensor._version_counter[0]
+        for i, saved in enumerate(self._saved or ()):
+            if saved is not None and saved[0] == OUTPUT and saved[1] is result.array:
+                self._saved[i] = (OUTPUT, tensor.array, tensor._version_counter, tensor._version_counter[0],
+                                  saved[4])
 
     def release(self):
         """Drop what was saved for backward (the engine calls this unless retain_graph)."""
-        self._saved = None
+        if self._saved:
+            self._saved = None
+            self._had_saved = True       # saved_tensors raises from now on
 
     def __repr__(self):
         return f"<{self.name()} object at {id(self):#x}>"
@@ -234,97 +251,88 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        # Hot path: plain loops, no generators (this runs for every op, and for
-        # every op of every backward formula).  One pass over the arguments
-        # collects the arrays, checks the device and, when a graph is being
-        # recorded, the edges to the inputs' nodes.
+        # Hot path: plain loops, no generators, no helper calls in the common case (this runs for
+        # every op, and for every op of every backward formula).  One pass over the arguments
+        # collects the arrays and, when a graph is being recorded, the edges to the inputs' nodes,
+        # each with the input's shape and dtype (what the engine checks the gradient against).
+        # Devices are compared only when an array is not a NumPy one (then _device_of).
         arrays = []
-        device_key = None          # -1 for the CPU, the CUDA ordinal otherwise
+        off_cpu = False
         record = False
         if _grad_state.enabled:
             edges = []
-            meta = []
             needs = []
             for a in args:
                 if isinstance(a, Tensor):
                     data = a.array
                     arrays.append(data)
-                    key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
-                    if device_key is None:
-                        device_key = key
-                    elif key != device_key:
-                        raise _device_mismatch(cls, device_key, key)
+                    if type(data) is not _NDARRAY:
+                        off_cpu = True
                     node = a.grad_fn
                     if node is not None and a._view is None:      # gradient_edge()'s common case
-                        record = True
-                        edges.append((node, a._output_nr))
-                        meta.append((data.shape, data.dtype))
-                        needs.append(True)
+                        edges.append((node, a._output_nr, data.shape, data.dtype))
+                    elif a._requires_grad or node is not None:
+                        node, nr = a.gradient_edge()
+                        edges.append((node, nr, data.shape, data.dtype))
+                    else:
+                        edges.append(None)
+                        needs.append(False)
                         continue
-                    if a._requires_grad or node is not None:
-                        record = True
-                        edges.append(a.gradient_edge())
-                        meta.append((data.shape, data.dtype))
-                        needs.append(True)
-                        continue
-                    edges.append(None)
+                    record = True
+                    needs.append(True)
                 else:
                     arrays.append(a)
                     edges.append(None if isinstance(a, numpy.generic) else False)
-                meta.append(None)
-                needs.append(False)
+                    needs.append(False)
         else:
             for a in args:
                 if isinstance(a, Tensor):
                     data = a.array
                     arrays.append(data)
-                    key = -1 if type(data) is numpy.ndarray else backend.device_key(data)
-                    if device_key is None:
-                        device_key = key
-                    elif key != device_key:
-                        raise _device_mismatch(cls, device_key, key)
+                    if type(data) is not _NDARRAY:
+                        off_cpu = True
                 else:
                     arrays.append(a)
-        ctx = cls.__new__(cls)
-        if device_key is not None and device_key != -1:
-            ctx.xp = backend.cupy_module()       # the class default is numpy
+        ctx = cls() if cls._plain_new else cls.__new__(cls)
+        if off_cpu:
+            device_key = _device_of(cls, args)
+            if device_key != -1:
+                ctx.xp = backend.cupy_module()       # the class defaults: numpy, device -1
+                ctx._device = device_key
         if record:
             ctx._sequence_nr = next(_sequence)
             ctx.needs_input_grad = tuple(needs)
-            ctx._edges = tuple(edges)
-            ctx._input_meta = meta
-            ctx._device = device_key
+            ctx._edges = edges
         else:
-            ctx.needs_input_grad = _ALL_FALSE[len(args)] if len(args) < 16 else (False,) * len(args)
+            ctx.needs_input_grad = _ALL_FALSE[len(args)]
 
         if cls.forward_takes_arrays:
             try:
-                if cls.numpy_errstate and ctx.xp is numpy:
-                    with numpy.errstate(all="ignore"):
-                        raw = cls.forward(ctx, *arrays)
-                elif cls.half_in_float32 and ctx.xp is numpy:
-                    raw = _forward_in_float32(cls, ctx, arrays)
+                if cls._cpu_wrapped and ctx.xp is numpy:
+                    raw = _forward_on_cpu(cls, ctx, arrays)
                 else:
                     raw = cls.forward(ctx, *arrays)
             except FloatingPointError:     # numpy.seterr(all="raise") by the caller: inf and nan as torch
                 with numpy.errstate(all="ignore"):
                     raw = cls.forward(ctx, *arrays)
-            single = type(raw) is not tuple
-            if single:                     # the common case, spelled out
+            if type(raw) is not tuple:     # one output: the common case, spelled out
                 data = raw if type(raw) is _NDARRAY else backend.keep_array(raw)
+                # Tensor._make, inline: a bare tensor, three slot stores
+                out = _new_object(Tensor)
+                out.array = data
+                out._version_counter = [0]
                 if not record:
-                    out = Tensor._make(data)
+                    out.grad_fn = None
                 else:
                     non_diff = ctx._non_differentiable
-                    out = Tensor._make(data, ctx if data.dtype in _FLOATING and (
-                        not non_diff or id(raw) not in non_diff) else None)
-                    if ctx._to_save:
-                        ctx._saved = _resolve_saved_single(ctx._to_save, args, out, raw)
-                        ctx._had_saved = True
-                        ctx._to_save = ()
+                    out.grad_fn = ctx if data.dtype in _FLOATING and (
+                        not non_diff or id(raw) not in non_diff) else None
+                    if ctx._saved:
+                        ctx._saved = _resolve_saved_single(ctx._saved, args, out, raw)
                 if cls.is_view:
                     _mark_view(cls, out, args)
                 return out
+            single = False
             if not record:
                 outputs = tuple([Tensor._make(backend.keep_array(o)) for o in raw])
             else:
@@ -351,29 +359,44 @@ class Function:
             if not single:
                 ctx._num_outputs = len(outputs)
                 ctx._output_meta = tuple([(o.shape, o.dtype) for o in outputs])
-            if ctx._to_save:
-                ctx._saved = _resolve_saved(ctx._to_save, args, outputs, (raw,) if single else raw)
-                ctx._had_saved = True
-                ctx._to_save = ()
+            if ctx._saved:
+                ctx._saved = _resolve_saved(ctx._saved, args, outputs, (raw,) if single else raw)
         return outputs[0] if single else outputs
 
 
-def _forward_in_float32(cls, ctx, arrays):
-    """cls.forward with float16 / bfloat16 arrays widened to float32, and its
-    float32 results rounded back to that type once."""
-    half = None
+def _forward_on_cpu(cls, ctx, arrays):
+    """cls.forward on NumPy arrays for a class that asks for it: under numpy.errstate
+    (numpy_errstate), or (half_in_float32) with float16 / bfloat16 arrays widened to float32
+    and its float32 results rounded back to that type once."""
+    if cls.numpy_errstate:
+        with numpy.errstate(all="ignore"):
+            return cls.forward(ctx, *arrays)
     for a in arrays:
-        # itemsize first: a dtype comparison with bfloat16 (ml_dtypes) costs a microsecond
-        if isinstance(a, numpy.ndarray) and a.itemsize == 2 and a.dtype in _HALF:
+        # itemsize first: it rules out every other dtype at the cost of one attribute
+        if isinstance(a, _NDARRAY) and a.itemsize == 2 and a.dtype in _HALF:
             half = a.dtype
             break
-    if half is None:
+    else:
         return cls.forward(ctx, *arrays)
     raw = cls.forward(ctx, *[a.astype(numpy.float32) if isinstance(a, numpy.ndarray) and a.dtype == half else a
                              for a in arrays])
     if type(raw) is tuple:
         return tuple([o.astype(half) if o.dtype == numpy.float32 else o for o in raw])
     return raw.astype(half) if raw.dtype == numpy.float32 else raw
+
+
+def _device_of(cls, args):
+    """The device key (-1: CPU, else the CUDA ordinal) of the tensors among ``args``, which must
+    all be on one device."""
+    device_key = None
+    for a in args:
+        if isinstance(a, Tensor):
+            key = backend.device_key(a.array)
+            if device_key is None:
+                device_key = key
+            elif key != device_key:
+                raise _device_mismatch(cls, device_key, key)
+    return device_key
 
 
 def _device_mismatch(cls, first, other):
@@ -413,11 +436,11 @@ def _resolve_saved_single(values, args, out, raw):
         if value is None:
             saved.append(None)
         elif value is raw or value is out or value is out.array:
-            saved.append(SavedTensor(out.array, "output", out._version_counter, 0))
+            saved.append((OUTPUT, out.array, out._version_counter, out._version_counter[0], 0))
         else:
             for a in args:
                 if isinstance(a, Tensor) and (value is a.array or value is a):
-                    saved.append(SavedTensor(a, "input", a._version_counter))
+                    saved.append((INPUT, a, a._version_counter, a._version_counter[0], 0))
                     break
             else:
                 saved.append(_resolve_saved((value,), args, (out,), (raw,))[0])
@@ -425,7 +448,7 @@ def _resolve_saved_single(values, args, out, raw):
 
 
 def _resolve_saved(values, args, outputs, raw_outputs):
-    """What save_for_backward was given, as SavedTensors: an output (kept as
+    """What save_for_backward was given, as saved tuples (above): an output (kept as
     its array), an input (kept with its version), or a constant."""
     saved = []
     for value in values:
@@ -435,19 +458,19 @@ def _resolve_saved(values, args, outputs, raw_outputs):
         match = None
         for nr, out in enumerate(outputs):
             if value is raw_outputs[nr] or value is out or value is out.array:
-                match = SavedTensor(out.array, "output", out._version_counter, nr)
+                match = (OUTPUT, out.array, out._version_counter, out._version_counter[0], nr)
                 break
         else:
             for a in args:
                 if isinstance(a, Tensor) and (value is a.array or value is a):
-                    match = SavedTensor(a, "input", a._version_counter)
+                    match = (INPUT, a, a._version_counter, a._version_counter[0], 0)
                     break
             else:
                 if isinstance(value, Tensor):
-                    match = SavedTensor(value.detach(), "constant")
+                    match = _saved_constant(value.detach())
                 elif backend.is_array(value):
-                    match = SavedTensor(Tensor._make(value), "constant")
+                    match = _saved_constant(Tensor._make(value))
                 else:   # a Python or NumPy scalar, kept as it is
-                    match = SavedTensor(value, "constant")
+                    match = _saved_constant(value)
         saved.append(match)
     return saved

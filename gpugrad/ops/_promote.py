@@ -41,7 +41,7 @@ def promote(*operands, floating=False):
         if type(a) is Tensor:
             dtype = a.array.dtype
             if dtype.kind == "f" or not floating:
-                if type(b) is Tensor and b.array.dtype == dtype:
+                if type(b) is Tensor and (b.array.dtype is dtype or b.array.dtype == dtype):
                     if a.array.shape != b.array.shape:
                         validation.broadcast_shapes(a.array.shape, b.array.shape)
                     return operands, dtype
@@ -75,4 +75,5 @@ def floating(x):
 def rounded(out, dtype):
     """The op's result in ``dtype`` (a half-type op computed in float32 with a
     float32 scalar rounds here, once)."""
-    return out if out.array.dtype == dtype else out.to(dtype)
+    result = out.array.dtype
+    return out if result is dtype or result == dtype else out.to(dtype)   # `is`: NumPy's dtypes are singletons

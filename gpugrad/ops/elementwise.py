@@ -24,9 +24,14 @@ from gpugrad.tensor import Tensor
 
 
 def _unary_input(x, name):
+    if isinstance(x, Tensor) and x.array.dtype in _FLOATING:     # the common case: no further call
+        return x
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}(): argument 'input' must be a Tensor, not {type(x).__name__}")
     return floating(x)
+
+
+_FLOATING = dtypes.FLOATING_SET
 
 
 # -- arithmetic ---------------------------------------------------------------
@@ -130,9 +135,10 @@ def _saved_number(ctx, index):
     ``index``, or None (a tensor, nothing saved, released)."""
     saved = ctx._saved
     entry = saved[index] if saved is not None and index < len(saved) else None
-    if entry is None or entry.kind != "constant" or not isinstance(entry.value, numpy.generic):
+    # a saved value is (kind, value, version counter, version, output nr): gpugrad/autograd/function.py
+    if entry is None or entry[0] != "constant" or not isinstance(entry[1], numpy.generic):
         return None
-    return entry.value
+    return entry[1]
 
 
 def _scalar_op(op, value, number):
