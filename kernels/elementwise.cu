@@ -54,27 +54,6 @@ template <typename A> __device__ __forceinline__ A gelu_slope(A v, bool tanh_for
     return slope + pdf;
 }
 
-// Philox4x32-10 (Salmon et al., 2011): four 32-bit words of counter (ctr, 0, 0) under key.
-__device__ __forceinline__ void philox(unsigned long long key, unsigned long long ctr, unsigned int (&out)[4]) {
-    unsigned int c0 = static_cast<unsigned int>(ctr), c1 = static_cast<unsigned int>(ctr >> 32), c2 = 0u, c3 = 0u;
-    unsigned int k0 = static_cast<unsigned int>(key), k1 = static_cast<unsigned int>(key >> 32);
-    for (int round = 0; round < 10; ++round) {
-        const unsigned long long p0 = 0xD2511F53ull * c0, p1 = 0xCD9E8D57ull * c2;
-        const unsigned int hi0 = static_cast<unsigned int>(p0 >> 32), lo0 = static_cast<unsigned int>(p0);
-        const unsigned int hi1 = static_cast<unsigned int>(p1 >> 32), lo1 = static_cast<unsigned int>(p1);
-        c0 = hi1 ^ c1 ^ k0;
-        c1 = lo1;
-        c2 = hi0 ^ c3 ^ k1;
-        c3 = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
-}
-
 }  // namespace
 
 template <typename T, bool TANH>
@@ -108,8 +87,7 @@ __global__ void __launch_bounds__(MAX_THREADS) dropout_apply(const T* __restrict
         for (int k = 0; k < 4; ++k) {
             const long long i = q * 4 + k;
             if (i < n) {
-                const float u = static_cast<float>(words[k] >> 8) * 5.9604644775390625e-08f;   // 2^-24
-                out[i] = Store<T>::of(to_acc(x[i]) * (u >= p ? kept : A(0)));
+                out[i] = Store<T>::of(to_acc(x[i]) * (philox_uniform(words[k]) >= p ? kept : A(0)));
             }
         }
     }

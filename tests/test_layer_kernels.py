@@ -11,6 +11,7 @@ import torch
 from conftest import EMULATED, assert_close, launch_counter, to_numpy, to_torch
 
 import gpugrad
+from gpugrad.autograd import gradgradcheck
 
 F = gpugrad.nn.functional
 
@@ -278,9 +279,9 @@ def test_zero_grad_to_none_launches_nothing(rng):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_causal_attention_reuses_its_bias_across_sizes(rng, device, dtype):
-    """The causal bias is kept per device and dtype and sliced (top-left aligned,
-    as torch's is_causal) for every (L, S), growing when a larger one comes."""
+def test_causal_attention_across_sizes(rng, device, dtype):
+    """The causal mask, top-left aligned as torch's is_causal, for every (L, S) in turn
+    (from the indices in the kernel: nothing kept between calls)."""
     for length, source in ((6, 5), (3, 7), (6, 5), (9, 9), (1, 4), (4, 1), (0, 3)):
         q, tq = _pair(rng, (2, length, 4), device)
         k, tk = _pair(rng, (2, source, 4), device)
@@ -298,3 +299,139 @@ def test_causal_attention_reuses_its_bias_across_sizes(rng, device, dtype):
             tout.sum().backward()
             for ours, theirs in ((q, tq), (k, tk), (v, tv)):
                 assert_close(ours.grad, theirs.grad, tol)
+
+
+# scaled_dot_product_attention's softmax (kernels/attention.cu): query shape, key shape, options; the mask
+# as ("bool" | "float", its shape), its row 1 closed (bool) or -inf (float) where it has a query dim
+ATTENTION_CASES = [
+    ("causal L > S, default scale", (2, 3, 7, 8), (2, 3, 5, 8), {"is_causal": True}),
+    ("causal L < S, explicit scale", (2, 2, 3, 8), (2, 2, 9, 8), {"is_causal": True, "scale": 0.7}),
+    ("causal, long rows (a block per row)", (1, 1, 3, 4), (1, 1, 700, 4), {"is_causal": True}),
+    ("bool mask (L, S)", (2, 3, 4, 6), (2, 3, 5, 6), {"mask": ("bool", (4, 5))}),
+    ("bool mask (B, 1, L, S)", (2, 3, 4, 6), (2, 3, 5, 6), {"mask": ("bool", (2, 1, 4, 5))}),
+    ("bool key padding (B, 1, 1, S)", (2, 3, 4, 6), (2, 3, 5, 6), {"mask": ("bool", (2, 1, 1, 5)), "scale": 2.0}),
+    ("float mask (H, L, S) under a batch", (2, 3, 4, 6), (2, 3, 5, 6), {"mask": ("float", (3, 4, 5))}),
+    ("float mask (B, H, L, S), 5-d", (2, 2, 2, 4, 6), (2, 2, 2, 5, 6), {"mask": ("float", (2, 2, 1, 4, 5))}),
+    ("float mask with -inf, 2-d", (4, 6), (5, 6), {"mask": ("float", (4, 5))}),
+    ("grouped query heads, causal", (2, 4, 5, 6), (2, 2, 5, 6), {"enable_gqa": True, "is_causal": True}),
+]
+
+
+def _attention_inputs(rng, case, dtype, device, transposed=False):
+    """(gpugrad q, k, v, mask, kwargs) and torch's float64 twins (of the same, rounded, values)."""
+    _, q_shape, k_shape, options = case
+    kwargs = dict(options)
+    mask_kind, mask_shape = kwargs.pop("mask", (None, None))
+    shapes = (q_shape, k_shape, k_shape[:-1] + (7,))
+    ours, theirs = [], []
+    for shape in shapes:
+        values = rng.standard_normal(shape)
+        if transposed:              # non-contiguous: the last two dims of a transposed array
+            base = gpugrad.tensor(numpy.ascontiguousarray(numpy.swapaxes(values, -1, -2)), device=device)
+            t = base.to(getattr(gpugrad, dtype)).transpose(-1, -2).detach().requires_grad_()
+            assert not t.is_contiguous()
+        else:
+            t = gpugrad.tensor(values, device=device).to(getattr(gpugrad, dtype)).detach().requires_grad_()
+        ours.append(t)
+        theirs.append(torch.tensor(to_numpy(t), requires_grad=True))
+    tkwargs = dict(kwargs)
+    if mask_kind == "bool":
+        allowed = rng.random(mask_shape) > 0.4
+        if len(mask_shape) >= 2 and mask_shape[-2] > 1:
+            allowed[..., 1, :] = False                     # a query that may attend to nothing
+        kwargs["attn_mask"], tkwargs["attn_mask"] = gpugrad.tensor(allowed, device=device), torch.tensor(allowed)
+    elif mask_kind == "float":
+        bias = rng.standard_normal(mask_shape)
+        bias[..., 0, 2] = -numpy.inf
+        bias[..., 1, :] = -numpy.inf
+        mask = gpugrad.tensor(bias, device=device).to(getattr(gpugrad, dtype))
+        kwargs["attn_mask"], tkwargs["attn_mask"] = mask, torch.tensor(to_numpy(mask))
+    return ours, theirs, kwargs, tkwargs
+
+
+ATTENTION_TOLERANCE = {"float64": 1e-10, "float32": 2e-5, "bfloat16": 3e-2}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c[0] for c in ATTENTION_CASES])
+def test_attention_softmax_matches_torch(rng, device, dtype, case):
+    """scale, mask (bool, float with -inf, broadcast), causal (L != S) and the softmax in one launch each
+    way on CUDA, against torch's float64 SDPA on the same (rounded) values; rows every score closes: 0."""
+    if device == "cpu" and dtype != "float64":
+        pytest.skip("float64 on the CPU (the NumPy twin); float32 and bfloat16 on the cuda device")
+    transposed = dtype == "float32" or "scale" in case[3]          # non-contiguous q, k, v
+    (q, k, v), (tq, tk, tv), kwargs, tkwargs = _attention_inputs(rng, case, dtype, device, transposed)
+    out, launches, ops = _count(lambda: F.scaled_dot_product_attention(q, k, v, **kwargs), device)
+    if launches is not None:
+        assert launches == 1, "scale, mask and softmax: one kernel"
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, **tkwargs)
+    tol = ATTENTION_TOLERANCE[dtype]
+    assert out.dtype == q.dtype and tuple(out.shape) == tuple(tout.shape)
+    if "attn_mask" in kwargs and kwargs["attn_mask"].shape[-2] > 1:
+        assert (to_numpy(out)[..., 1, :] == 0).all()
+    assert_close(out, tout, tol)
+    g = rng.standard_normal(out.shape)
+    _, launches, ops = _count(lambda: out.backward(gpugrad.tensor(g, device=device).to(out.dtype)), device)
+    if launches is not None:
+        assert launches == 1, "the softmax's and the scale's gradient: one kernel"
+    tout.backward(torch.tensor(to_numpy(gpugrad.tensor(g).to(out.dtype))))
+    for ours, theirs in ((q, tq), (k, tk), (v, tv)):
+        assert ours.grad.dtype == ours.dtype and tuple(ours.grad.shape) == tuple(ours.shape)
+        assert_close(ours.grad, theirs.grad, tol, floor=1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_attention_dropout_is_fused_with_f_dropouts_mask(rng, dtype):
+    """On CUDA the dropout of the probabilities is the same launch, with the mask F.dropout draws from the
+    same generator state (Philox at the flat index): the same values and gradients as the ops composed,
+    one kernel each way, no mask stored; a second derivative goes through (the kept probabilities)."""
+    from gpugrad.ops.fused.attention import attention_softmax
+    q, k, v = (gpugrad.tensor(rng.standard_normal((2, 3, 6, 8)), device="cuda").to(getattr(gpugrad, dtype))
+               .requires_grad_() for _ in range(3))
+    g = gpugrad.tensor(rng.standard_normal((2, 3, 6, 8)), device="cuda").to(q.dtype)
+    gpugrad.manual_seed(7)
+    out, launches, ops = _count(lambda: F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=True), "cuda")
+    if launches is not None:
+        assert launches == 1
+    _, launches, _ = _count(lambda: out.backward(g), "cuda")
+    if launches is not None:
+        assert launches == 1
+    grads = [t.grad for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    gpugrad.manual_seed(7)
+    weights = attention_softmax(q @ k.mT, None, 1 / math.sqrt(8), True)
+    dropped = F.dropout(weights, 0.3)
+    composed = dropped @ v
+    composed.backward(g)
+    assert ((to_numpy(weights) != 0) & (to_numpy(dropped) == 0)).any()
+    tol = {"float32": 1e-6, "bfloat16": 1e-2, "float64": 1e-12}[dtype]
+    assert_close(out, composed, tol)
+    for ours, theirs in zip(grads, (q.grad, k.grad, v.grad)):
+        assert_close(ours, theirs, tol, floor=1.0)
+    if dtype == "float64":        # the second derivative, with the same mask at every call
+        def attention(a, b, c):
+            gpugrad.manual_seed(3)
+            return F.scaled_dot_product_attention(a, b, c, dropout_p=0.4)
+        small = [t.detach()[:1, :1, :3, :2].requires_grad_() for t in (q, k, v)]
+        assert gradgradcheck(attention, small)
+
+
+def test_attention_mask_that_takes_a_gradient_and_mask_dtypes(rng, device):
+    """A float mask that requires grad gets torch's gradient (the ops composed); a float mask of another
+    dtype than the query is torch's RuntimeError."""
+    (q, k, v), (tq, tk, tv), _, _ = _attention_inputs(rng, ATTENTION_CASES[3], "float64", device)
+    bias, tbias = _pair(rng, (3, 4, 5), device)
+    with gpugrad.no_grad(), torch.no_grad():
+        bias[:, 2, 1] = tbias[:, 2, 1] = -math.inf
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tbias)
+    assert_close(out, tout, 1e-10)
+    g = rng.standard_normal(out.shape)
+    out.backward(gpugrad.tensor(g, device=device))
+    tout.backward(torch.tensor(g))
+    for ours, theirs in ((q, tq), (k, tk), (v, tv), (bias, tbias)):
+        assert_close(ours.grad, theirs.grad, 1e-10)
+    with pytest.raises(RuntimeError, match="attn_mask dtype to be bool or float or to match query dtype"):
+        F.scaled_dot_product_attention(q, k, v, attn_mask=bias.float())

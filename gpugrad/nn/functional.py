@@ -39,6 +39,7 @@ from gpugrad.ops.conv import (
 )
 from gpugrad.ops.elementwise import gelu, sigmoid, softplus, tanh, where
 from gpugrad.ops.fused import linear_cross_entropy as chunked
+from gpugrad.ops.fused.attention import attention_softmax
 from gpugrad.ops.fused.cross_entropy import cross_entropy as fused_cross_entropy
 from gpugrad.ops.fused.indices import check_indices
 from gpugrad.ops.fused.softmax import log_softmax, safe_softmax, softmax
@@ -1114,50 +1115,30 @@ def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
     return hard_y - y.detach() + y
 
 
-_causal_biases = {}            # (device, dtype) -> the largest causal bias made so far, reused through views
-CAUSAL_CACHE_ELEMENTS = 1 << 22
-
-
-def _causal_bias(like, length, source):
-    """The (length, source) causal bias (-inf above the diagonal, else 0) in
-    ``like``'s dtype and device, without a launch when a view of a kept one
-    serves (top-left aligned, as torch's is_causal)."""
-    key = (like.device, like.dtype)
-    kept = _causal_biases.get(key)
-    if kept is not None and kept.shape[0] >= length and kept.shape[1] >= source:
-        return Tensor._make(kept[:length, :source])
-    rows, cols = length, source
-    if kept is not None and max(length, kept.shape[0]) * max(source, kept.shape[1]) <= CAUSAL_CACHE_ELEMENTS:
-        rows, cols = max(length, kept.shape[0]), max(source, kept.shape[1])
-    xp = like.xp
-    with backend.device_guard(like.device):
-        bias = xp.triu(xp.full((rows, cols), -math.inf, dtype=like.dtype), 1)
-    if rows * cols <= CAUSAL_CACHE_ELEMENTS:
-        _causal_biases[key] = bias
-    return Tensor._make(bias[:length, :source])
-
-
 def _scaled_dot_product_attention_math(query, key, value, mask, dropout_p, is_causal, scale, enable_gqa):
     if is_causal and mask is not None:
         raise RuntimeError("scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True")
-    length, source = query.shape[-2], key.shape[-2]
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     if enable_gqa and key.ndim >= 3 and key.shape[-3] != query.shape[-3]:
         repeat = query.shape[-3] // key.shape[-3]
         key = key.repeat_interleave(repeat, -3)
         value = value.repeat_interleave(repeat, -3)
-    scores = (query @ key.mT) * scale
-    if is_causal:         # as torch's math path: an additive 0 / -inf bias (its gradient passes through)
-        scores = scores + _causal_bias(scores, length, source)
-    elif mask is not None:
+    scores = query @ key.mT
+    if mask is not None:
         validation.expandable(mask.shape, scores.shape)
-        if mask.dtype == dtypes.bool_:     # added as 0 / -inf, as torch's math path (inf + -inf is nan there)
-            mask = Tensor._make(query.xp.where(mask.array, 0.0, -math.inf).astype(scores.dtype))
-        scores = scores + mask
-    # rows every score closes (-inf: a mask, or -inf scores under the causal bias) give zeros, as torch's
-    # _safe_softmax, nan rows nan (on CUDA the softmax kernel's closed_zero: no launch more)
-    weights = safe_softmax(scores, -1)
-    if dropout_p > 0:
+    if mask is not None and mask.dtype != dtypes.bool_ and mask.requires_grad and is_grad_enabled():
+        # a float mask that takes a gradient: the ops composed, as torch's math path (an additive mask)
+        weights = safe_softmax(scores * scale + mask, -1)
+        return (dropout(weights, dropout_p) if dropout_p > 0 else weights) @ value
+    # scale, mask (bool: False closes, float: added, causal: top-left), softmax (rows every score closes
+    # give 0, as torch's _safe_softmax) and, on CUDA, the dropout with F.dropout's Philox mask: one node,
+    # one launch each way there (kernels/attention.cu)
+    drop = None
+    if 0 < dropout_p < 1 and layers.supports(scores.array):
+        seed, offset = random.generator_for(scores.device, None).philox(layers.philox_groups(scores.numel()))
+        drop = (float(dropout_p), seed, offset, float(scores.array.dtype.type(1 / (1 - dropout_p))))
+    weights = attention_softmax(scores, mask, scale, is_causal, drop)
+    if dropout_p > 0 and drop is None:
         weights = dropout(weights, dropout_p)
     return weights @ value
 
@@ -1169,15 +1150,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     signature): query (..., L, E), key (..., S, E), value (..., S, Ev).
     ``is_causal=True`` masks the upper triangle; a bool ``attn_mask`` says
     where to attend, a float one is added (both broadcast to (..., L, S)); a
-    row the mask closes entirely gives zeros, as in torch.  The softmax is the
-    fused kernel on CUDA."""
+    row the mask closes entirely gives zeros, as in torch.  On CUDA the scale,
+    the mask, the softmax and the dropout are one kernel each way
+    (ops/fused/attention.py)."""
     for t, name in ((query, "query"), (key, "key"), (value, "value")):
         _check_tensor(t, "scaled_dot_product_attention", name)
     if not query.dtype == key.dtype == value.dtype:
         raise RuntimeError("Expected query, key, and value to have the same dtype, but got query.dtype: "
                            f"{dtypes.dtype_name(query.dtype)} key.dtype: {dtypes.dtype_name(key.dtype)} and "
                            f"value.dtype: {dtypes.dtype_name(value.dtype)} instead.")
-    if attn_mask is not None and attn_mask.dtype != dtypes.bool_ and not dtypes.is_floating_point(attn_mask.dtype):
+    if attn_mask is not None and attn_mask.dtype not in (dtypes.bool_, query.dtype):
         raise RuntimeError("Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {dtypes.dtype_name(attn_mask.dtype)} and query.dtype: "
                            f"{dtypes.dtype_name(query.dtype)} instead.")
