@@ -296,6 +296,25 @@ def test_leaf_gradients_never_alias(device):
     assert h.grad.tolist() == [1.0] * 3
 
 
+def test_a_grad_takes_an_array_no_other_slot_of_the_pass_holds(device):
+    """A .grad keeps a gradient's array without a copy only when nothing else of the pass holds it:
+    a retained .grad that Add hands on to a leaf, two inputs= that one array reaches."""
+    c = gpugrad.ones(3, device=device, requires_grad=True)
+    h = c + 0                  # AddBackward hands h's gradient array on to c
+    h.retain_grad()
+    (h * 2).sum().backward()
+    c.grad.add_(1)
+    assert h.grad.tolist() == [2.0] * 3 and c.grad.tolist() == [3.0] * 3
+    a = gpugrad.ones(3, device=device, requires_grad=True)
+    b = gpugrad.ones(3, device=device, requires_grad=True)
+    ((a + b) * 3).sum().backward(inputs=[a, b])       # one array reaches both inputs
+    a.grad.add_(1)
+    assert a.grad.tolist() == [4.0] * 3 and b.grad.tolist() == [3.0] * 3
+    ((a + b) * 3).sum().backward(inputs=[b, a])
+    b.grad.add_(1)
+    assert a.grad.tolist() == [7.0] * 3 and b.grad.tolist() == [7.0] * 3
+
+
 def test_leaf_hooks_run_on_every_path_as_in_torch():
     """One accumulation path: a leaf's hook changes what backward(), backward(inputs=)
     and autograd.grad all see, as in torch."""

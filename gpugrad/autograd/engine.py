@@ -285,12 +285,6 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
         retain_graph = create_graph
     roots = [_root_edge(t, i) for i, t in enumerate(tensors)]
     root_grads, seeds = _make_root_grads(tensors, grad_tensors, create_graph)
-    # Holders of each gradient array (buffers, the caller, retained .grad): a
-    # leaf keeps an array as its .grad without a copy only when nothing else
-    # holds it (Add's backward hands one array to both of its inputs).
-    holders = {}
-    for g in root_grads:
-        holders[id(g.array)] = holders.get(id(g.array), 0) + 1
 
     capture = None
     if inputs is not None:
@@ -303,12 +297,17 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
             capture.setdefault(t.gradient_edge(), []).append(i)
     captured = [None] * (len(inputs) if inputs is not None else 0)
     accumulate_leaves = accumulate and inputs is None
+    kept = []        # the arrays a .grad took without a copy in this pass
+
+    def shared(array, own=None):
+        # _accumulate's question, asked only when a .grad would take an array without a copy
+        return _held_elsewhere(array, buffers, root_grads, captured, kept, own)
 
     dependencies = _collect(roots)
     needed = None if capture is None else _needed(roots, [node for node, _ in capture], dependencies)
     buffers = {}
     for (node, nr), g in zip(roots, root_grads):
-        _route(buffers, holders, node, nr, g, create_graph)
+        _route(buffers, node, nr, g, create_graph)
     ready = []
     for node in {node: None for node, _ in roots}:      # each root node once (several outputs of one node)
         if dependencies.get(node, 0) == 0 and node in buffers:
@@ -333,22 +332,17 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 if grads is None:        # no gradient reached it: its inputs get none from it either
                     _release_children(node, dependencies, ready)
                     continue
-                for g in grads:
-                    if g is not None:
-                        holders[id(g.array)] -= 1
                 leaf = type(node) is AccumulateGrad
                 if leaf or node._pre_hooks is not None or node._retained is not None:
-                    grads = _run_pre_hooks(node, grads, holders)
+                    grads = _run_pre_hooks(node, grads, shared, kept)
                 if capture is not None:
                     for nr, g in enumerate(grads):
                         for i in capture.get((node, nr), ()):
                             captured[i] = g
-                            if g is not None:
-                                holders[id(g.array)] = holders.get(id(g.array), 0) + 1
                 if leaf:
                     if accumulate_leaves and grads[0] is not None:
                         variable = node.variable
-                        _accumulate(variable, grads[0], create_graph, holders)
+                        _accumulate(variable, grads[0], create_graph, shared, kept)
                         for hook in list(variable.post_accumulate_hooks()):
                             hook(variable)
                     continue
@@ -381,9 +375,8 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                             array = g.array
                         if child._num_outputs == 1 and child not in buffers:    # _route's common case
                             buffers[child] = [g]
-                            holders[id(array)] = holders.get(id(array), 0) + 1
                         else:
-                            _route(buffers, holders, child, nr, g, create_graph)
+                            _route(buffers, child, nr, g, create_graph)
                     left = dependencies[child] - 1
                     dependencies[child] = left
                     if left == 0:
@@ -405,10 +398,9 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
         device_errors.poll()     # a bad index a finished kernel recorded: raised here, without waiting
 
     if accumulate and inputs is not None:
-        for t, g in zip(inputs, captured):
+        for i, (t, g) in enumerate(zip(inputs, captured)):
             if g is not None:
-                holders[id(g.array)] -= 1
-                _accumulate(t, g, create_graph, holders)
+                _accumulate(t, g, create_graph, lambda array, i=i: shared(array, own=i), kept)
         return None
     if inputs is None:
         return None
@@ -429,7 +421,7 @@ def _release_children(node, dependencies, ready):
                 heapq.heappush(ready, (-child._sequence_nr, id(child), child))
 
 
-def _route(buffers, holders, node, nr, grad, create_graph):
+def _route(buffers, node, nr, grad, create_graph):
     """Add a gradient to the input buffer of ``node`` at output ``nr`` (both
     already of the input's shape and dtype: a plain array sum unless the sum
     is to be differentiated)."""
@@ -439,14 +431,11 @@ def _route(buffers, holders, node, nr, grad, create_graph):
     else:
         old = buf[nr]
         if old is not None:
-            holders[id(old.array)] -= 1
             grad = old + grad if create_graph else Tensor._make(old.array + grad.array)
     buf[nr] = grad
-    key = id(grad.array)
-    holders[key] = holders.get(key, 0) + 1
 
 
-def _run_pre_hooks(node, grads, holders):
+def _run_pre_hooks(node, grads, shared, kept):
     """The hooks on the node's outputs (a leaf's own hooks for its accumulation
     node), then the .grad of outputs that retain it."""
     if type(node) is AccumulateGrad:
@@ -472,7 +461,7 @@ def _run_pre_hooks(node, grads, holders):
     for nr, ref in (node._retained or {}).items():
         tensor = ref()
         if tensor is not None and grads[nr] is not None:
-            _accumulate(tensor, grads[nr], grads[nr].grad_fn is not None, holders)
+            _accumulate(tensor, grads[nr], grads[nr].grad_fn is not None, shared, kept)
     return grads
 
 
@@ -519,9 +508,30 @@ def _check_result(node, result):
     return result
 
 
-def _accumulate(tensor, grad, create_graph, holders):
+def _held_elsewhere(array, buffers, root_grads, captured, kept, own):
+    """Whether a gradient slot of the running pass other than the one being accumulated holds
+    ``array``: an input buffer still pending, a root gradient (the caller's), a gradient captured
+    for ``inputs`` (but ``captured[own]``), or a .grad that took it in this pass.  A backward
+    formula makes its gradients fresh or hands on one it received (Add: one array to both
+    inputs), so these are all the holders; the walk is over the pending frontier, once per .grad
+    that would take an array, and nothing is counted per gradient."""
+    for grads in buffers.values():
+        for g in grads:
+            if g is not None and g.array is array:
+                return True
+    for g in root_grads:
+        if g.array is array:
+            return True
+    for i, g in enumerate(captured):
+        if g is not None and g.array is array and i != own:
+            return True
+    return any(k is array for k in kept)
+
+
+def _accumulate(tensor, grad, create_graph, shared, kept):
     """Add ``grad`` to ``tensor.grad`` (the one accumulation path, for leaves,
-    ``backward(inputs=)`` and ``retain_grad``)."""
+    ``backward(inputs=)`` and ``retain_grad``).  ``shared(array)``: whether another
+    gradient slot of the pass holds the array (then .grad takes a copy)."""
     current = tensor._grad
     if current is None:
         if create_graph:
@@ -530,11 +540,11 @@ def _accumulate(tensor, grad, create_graph, holders):
             # Own the array: the gradient may be a (broadcast) view, the caller's
             # array, or handed to another input as well.
             array = grad.array
-            if array.base is not None or holders.get(id(array), 0) > 0 or \
-                    not getattr(array.flags, "writeable", True):
+            if array.base is not None or not getattr(array.flags, "writeable", True) or shared(array):
                 array = array.copy()
+            else:
+                kept.append(array)
             tensor.grad = Tensor._make(array)
-            holders[id(array)] = holders.get(id(array), 0) + 1
     elif create_graph or current.grad_fn is not None:
         tensor.grad = current + grad
     else:
