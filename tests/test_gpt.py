@@ -364,8 +364,8 @@ print(json.dumps({"cycles": cycles, "before": before, "after": census()}))
 def test_training_steps_leave_no_reference_cycles_and_no_growth(rng):
     """The GPT example's training step (forward, backward, clipping, AdamW, schedule) frees
     everything it makes by reference counting: with the garbage collector off, gc.collect()
-    finds nothing after each of 30 steps, and the live objects and graph nodes are the same
-    after step 10 and step 40 (scripts/soak_memory.py runs 10,000 steps and measures RSS).
+    finds nothing after each of 30 steps, and the graph nodes are the same and the live
+    objects no more after step 40 than after step 10 (scripts/soak_memory.py runs 10,000 steps and measures RSS).
     Counted in a fresh process, so that no other thread's objects (nor an earlier test's) are counted."""
     config = json.dumps(dict(CONFIG, dropout=0.1))
     done = subprocess.run([sys.executable, "-c", _CENSUS, str(EXAMPLES), str(int(rng.integers(2**32))), config],
@@ -373,4 +373,8 @@ def test_training_steps_leave_no_reference_cycles_and_no_growth(rng):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["cycles"] == [0] * 31
-    assert result["after"] == result["before"]
+    # No growth: the graph nodes alike, the objects no more.  Fewer is not a leak: under the
+    # emulator, GPUGRAD_TEST_SEED=526170609 frees one tuple that was alive after step 10 by
+    # step 40 (45,868 objects against 45,869), a one-off, not a count that grows per step.
+    assert result["after"][1] == result["before"][1]
+    assert result["after"][0] <= result["before"][0], (result["before"], result["after"])
