@@ -389,7 +389,38 @@ template <typename A> __device__ __forceinline__ A block_tree_sum(A v, A* scratc
 // its threads' values and writes its partials; the last block to finish
 // (atomic counter) adds the partials up in block order, calls done(a, b), and
 // resets the counter for the next launch.  Every thread of every block must call.
-template <typename A, typename Done>
+// Two sums over the G lanes of a group at once (group_sum's order for each; the shuffles of the
+// two interleave).  scratch holds 64 values.
+template <typename A> __device__ __forceinline__ void group_sum2(A& a, A& b, A* scratch) {
+    for (int offset = (blockDim.x < 32 ? blockDim.x : 32) >> 1; offset > 0; offset >>= 1) {
+        a += __shfl_xor_sync(FULL_MASK, a, offset);
+        b += __shfl_xor_sync(FULL_MASK, b, offset);
+    }
+    if (blockDim.x <= 32) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    if (lane == 0) { scratch[warp] = a; scratch[32 + warp] = b; }
+    __syncthreads();
+    a = lane < warps ? scratch[lane] : A(0);
+    b = lane < warps ? scratch[32 + lane] : A(0);
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        a += __shfl_xor_sync(FULL_MASK, a, offset);
+        b += __shfl_xor_sync(FULL_MASK, b, offset);
+    }
+    __syncthreads();
+}
+
+// Two sums over the threads of a block in a fixed order (deterministic): block_tree_sum's (any
+// blockDim), or with TREE false group_sum2's warp shuffles (blockDim.y == 1; fewer barriers).
+template <bool TREE, typename A> __device__ __forceinline__ void fixed_block_sum2(A& a, A& b, A* scratch) {
+    if constexpr (TREE) {
+        a = block_tree_sum(a, scratch);
+        b = block_tree_sum(b, scratch);
+    } else {
+        group_sum2(a, b, scratch);
+    }
+}
+
+template <bool TREE = true, typename A, typename Done>
 __device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned int* counter, A* scratch, Done&& done) {
     // every block of the grid (grid.y too) adds its (a, b); the last one to finish adds the
     // partials in block order (deterministic) and calls done(sum a, sum b) in its thread 0
@@ -397,8 +428,7 @@ __device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned 
     const int flat = threadIdx.y * blockDim.x + threadIdx.x;
     const int threads = blockDim.x * blockDim.y;
     const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
-    a = block_tree_sum(a, scratch);
-    b = block_tree_sum(b, scratch);
+    fixed_block_sum2<TREE>(a, b, scratch);
     if (flat == 0) {
         partials[block] = a;
         partials[blocks + block] = b;
@@ -414,8 +444,7 @@ __device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned 
         sa += seen[k];
         sb += seen[blocks + k];
     }
-    sa = block_tree_sum(sa, scratch);
-    sb = block_tree_sum(sb, scratch);
+    fixed_block_sum2<TREE>(sa, sb, scratch);
     if (flat == 0) {
         done(sa, sb);
         *counter = 0u;
@@ -519,6 +548,145 @@ __device__ __forceinline__ void philox(unsigned long long key, unsigned long lon
 // A word of philox as u in [0, 1): its top 24 bits times 2^-24.
 __device__ __forceinline__ float philox_uniform(unsigned int word) {
     return static_cast<float>(word >> 8) * 5.9604644775390625e-08f;
+}
+
+// ---------------------------------------------------------------------------
+// Spans of short rows (small C, many rows).
+//
+// The rows r0 .. r0 + R - 1 of a row-contiguous array (row r at r * C, elements
+// contiguous) are ONE span of R * C elements: a block reads the span with 16-byte
+// vector loads aligned across the whole span (scalar loads only for the elements
+// before its first and after its last 16-byte boundary) into shared memory, where
+// element k sits at k + shift (the span's 16-byte phase, so that the vectors
+// land aligned there too); one thread then works on each row in shared memory and
+// the block writes the span back the same way.  Each 16-byte sector of a row
+// array is then read (written) whole, by full vectors, whatever the
+// rows' length or phase: a row of 10 floats no longer splits into a scalar head,
+// one vector and a scalar tail.
+
+constexpr int SPAN_UNROLL = 4;     // vectors in flight per thread
+
+// smem[k + shift] = src[k] for k < count (shift: the span's 16-byte phase), by the threads of the block
+// (blockDim.x, blockDim.y == 1) in two steps: issue() starts the loads of the span's two
+// scalar ends and of its first SPAN_UNROLL vectors per thread into registers, commit()
+// stores them into shared memory and copies the rest (spans longer than that).  Work that
+// does not need the span goes between the two (its loads are in flight meanwhile); the
+// caller syncs after commit() before reading smem.
+template <typename T> struct SpanLoad {
+    static constexpr int N = Vec<T>::N;
+    const T* src;
+    int count, head, shift, vectors, tail_start;
+    bool has_head, has_tail;
+    T head_value, tail_value;
+    Vec<T> batch[SPAN_UNROLL];
+
+    __device__ __forceinline__ void issue(const T* __restrict__ from, int n) {
+        src = from;
+        count = n;
+        head = head_length(from, n);
+        shift = cache_shift<T>(head);
+        vectors = (n - head) / N;
+        tail_start = head + vectors * N;
+        const int tid = threadIdx.x, threads = blockDim.x;
+        // a head and a tail have fewer than N elements, and a block more than N threads
+        has_head = tid < head;
+        has_tail = tail_start + tid < n;
+        head_value = has_head ? from[tid] : T();
+        tail_value = has_tail ? from[tail_start + tid] : T();
+        const Vec<T>* vec = reinterpret_cast<const Vec<T>*>(from + head);
+#pragma unroll
+        for (int u = 0; u < SPAN_UNROLL; ++u)
+            if (tid + u * threads < vectors) batch[u] = vec[tid + u * threads];
+    }
+
+    __device__ __forceinline__ void commit(T* smem) {
+        const int tid = threadIdx.x, threads = blockDim.x;
+        const Vec<T>* vec = reinterpret_cast<const Vec<T>*>(src + head);
+        Vec<T>* to = reinterpret_cast<Vec<T>*>(smem + head + shift);
+#pragma unroll
+        for (int u = 0; u < SPAN_UNROLL; ++u)
+            if (tid + u * threads < vectors) to[tid + u * threads] = batch[u];
+        if (has_head) smem[tid + shift] = head_value;
+        if (has_tail) smem[tail_start + tid + shift] = tail_value;
+        for (int i0 = tid + SPAN_UNROLL * threads; i0 < vectors; i0 += SPAN_UNROLL * threads) {
+            Vec<T> p[SPAN_UNROLL];
+#pragma unroll
+            for (int u = 0; u < SPAN_UNROLL; ++u)
+                if (i0 + u * threads < vectors) p[u] = vec[i0 + u * threads];
+#pragma unroll
+            for (int u = 0; u < SPAN_UNROLL; ++u)
+                if (i0 + u * threads < vectors) to[i0 + u * threads] = p[u];
+        }
+    }
+};
+
+// dst[k] = smem[k + shift] for k < count (smem as SpanLoad left it, shift its shift),
+// by the threads of the block: aligned 16-byte stores into dst, read from shared memory as
+// vectors when dst has the source's 16-byte phase, else element by element.  The caller
+// syncs before (smem written by other threads).
+template <typename T>
+__device__ __forceinline__ void store_span(T* __restrict__ dst, int count, const T* smem, int shift) {
+    constexpr int N = Vec<T>::N;
+    const int head = head_length(dst, count);
+    const int own = cache_shift<T>(head);
+    const int vectors = (count - head) / N;
+    const int tail_start = head + vectors * N;
+    const int tid = threadIdx.x, threads = blockDim.x;
+    if (tid < head) dst[tid] = smem[tid + shift];
+    if (tail_start + tid < count) dst[tail_start + tid] = smem[tail_start + tid + shift];
+    Vec<T>* to = reinterpret_cast<Vec<T>*>(dst + head);
+    if (own == shift) {
+        const Vec<T>* from = reinterpret_cast<const Vec<T>*>(smem + head + shift);
+        for (int i = tid; i < vectors; i += threads) to[i] = from[i];
+    } else {
+        for (int i = tid; i < vectors; i += threads) {
+            Vec<T> p;
+#pragma unroll
+            for (int k = 0; k < N; ++k) p.v[k] = smem[head + i * N + k + shift];
+            to[i] = p;
+        }
+    }
+}
+
+// Shared memory for one span of `rows` rows of `cols` elements (SpanLoad's shift included),
+// a whole number of 16-byte vectors.
+template <typename T> __host__ __device__ constexpr int span_room(int rows, int cols) {
+    return (rows * cols + 2 * Vec<T>::N - 1) / Vec<T>::N * Vec<T>::N;
+}
+
+// The columns of a row in the order its thread visits them: starting at the row's index within
+// the span, so that the threads of a warp reading their rows' c-th visit hit different banks.
+struct RowWalk {
+    int c, cols;
+    __device__ __forceinline__ RowWalk(int row_in_span, int cols_) : c(row_in_span % cols_), cols(cols_) {}
+    __device__ __forceinline__ int next() {
+        const int at = c;
+        c = c + 1 == cols ? 0 : c + 1;
+        return at;
+    }
+};
+
+// The (m, s) of one row of `cols` elements at row[0 .. cols) in shared memory, by its
+// thread in two passes (the max, then the sum of exp(x - m)), as the NumPy twins'
+// row_stats; `extra(c, value)` sees each value in the first pass.
+template <typename T, typename Extra>
+__device__ __forceinline__ MaxSum<Acc<T>> span_row_stats(const T* row, int cols, int row_in_span, Extra&& extra) {
+    using A = Acc<T>;
+    A m = neg_inf<A>();
+    RowWalk walk(row_in_span, cols);
+    for (int k = 0; k < cols; ++k) {
+        const int c = walk.next();
+        const A v = to_acc(row[c]);
+        m = nan_max(m, v);
+        extra(c, v);
+    }
+    if (!isfinite(m)) return MaxSum<A>{m, A(0)};
+    A s = A(0);
+    for (int k = 0; k < cols; ++k) {
+        const int c = walk.next();
+        s += fast_exp(to_acc(row[c]) - m);
+    }
+    return MaxSum<A>{m, s};
 }
 
 }  // namespace gpugrad

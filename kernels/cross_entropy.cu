@@ -295,3 +295,240 @@ __global__ void __launch_bounds__(512, 1) check_indices(
         if ((v < low || v >= high) && !(use_ignore && v == ignore_index)) record_bad_index(error, kind, v, bound);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Short rows of a row-contiguous array (small C, many rows): a block's blockDim.x rows are one
+// span (common.cuh, SpanLoad), one thread per row in shared memory, the gradient written back
+// over the span with aligned vector stores.  Same math as above.  The forward keeps no row
+// statistics unless m_out is given (the backward recomputes them from the row it reads anyway).
+//
+// The mean's denominator when dx is written here (one launch, no block reads all N targets):
+// the targets are cut into chunks of SPAN_CHUNK_TARGETS per thread; a block takes the next chunk
+// not yet taken (an atomic counter), adds its weights and publishes the sum, until none is left,
+// then waits until every chunk is published and adds the chunk sums in chunk order (every block
+// gets the same value).  A block waits only for chunks taken by blocks that are running and
+// that do not wait before publishing, so no launch order or co-residency is assumed.  The
+// counters (claim, done) are left at zero by the reduction's last block.
+constexpr int SPAN_CHUNK_TARGETS = 8;
+
+template <typename A, typename TI>
+__device__ __forceinline__ A span_denominator(const TI* __restrict__ target, long long rows, int cols,
+                                              const A* __restrict__ weight, long long ignore_index,
+                                              A* chunk_sums, unsigned int* claim_done, A* scratch) {
+    __shared__ unsigned int claimed;
+    const int tid = threadIdx.x, threads = blockDim.x;
+    const long long chunk_rows = static_cast<long long>(threads) * SPAN_CHUNK_TARGETS;
+    const unsigned int chunks = static_cast<unsigned int>((rows + chunk_rows - 1) / chunk_rows);
+    for (;;) {
+        if (tid == 0) claimed = atomicAdd(claim_done, 1u);
+        __syncthreads();
+        const unsigned int chunk = claimed;
+        __syncthreads();                  // claimed is rewritten next
+        if (chunk >= chunks) break;
+        const long long begin = chunk * chunk_rows;
+        A part = A(0);
+#pragma unroll
+        for (int k = 0; k < SPAN_CHUNK_TARGETS; ++k) {
+            const long long r = begin + static_cast<long long>(k) * threads + tid;
+            if (r < rows) {
+                const long long t = static_cast<long long>(target[r]);
+                if (t != ignore_index && t >= 0 && t < cols) part += weight != nullptr ? weight[t] : A(1);
+            }
+        }
+        part = group_sum(part, scratch);
+        if (tid == 0) {
+            chunk_sums[chunk] = part;
+            __threadfence();
+            atomicAdd(claim_done + 1, 1u);
+        }
+    }
+    if (tid == 0) {
+        const volatile unsigned int* done = claim_done + 1;
+        while (*done < chunks) {
+        }
+        __threadfence();
+    }
+    __syncthreads();
+    const volatile A* sums = chunk_sums;
+    A total = A(0);
+    for (unsigned int k = tid; k < chunks; k += threads) total += sums[k];
+    return group_sum(total, scratch);
+}
+
+// The loss terms and the gradient of one used row in shared memory (cross_entropy_forward's).
+template <typename T> struct SpanRowGrad {
+    using A = Acc<T>;
+    A m, ls, scale, g_smooth, g_target;
+    const A* weight;
+    bool smoothing, special;
+    long long t;
+    __device__ __forceinline__ A operator()(int c, A v) const {
+        if (special) return quiet_nan<A>();
+        A out = scale * fast_exp((v - m) - ls);
+        if (smoothing) out -= g_smooth * (weight ? weight[c] : A(1));
+        if (c == t) out -= g_target;
+        return out;
+    }
+};
+
+template <typename T, typename TI>
+__global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
+        const T* __restrict__ x, long long rows, int cols, const TI* __restrict__ target,
+        const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum, long long ignore_index,
+        Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc, Acc<T>* __restrict__ m_out,
+        Acc<T>* __restrict__ ls_out, T* __restrict__ dx, Acc<T>* __restrict__ denominator_out,
+        Acc<T>* __restrict__ partials, unsigned int* __restrict__ counters, Acc<T>* __restrict__ chunk_sums,
+        long long* __restrict__ error, const T* __restrict__ upstream) {
+    using A = Acc<T>;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
+    __shared__ A scratch_block[MAX_THREADS];
+    T* span = reinterpret_cast<T*>(shared_rows);
+    const int per_span = blockDim.x, r = threadIdx.x;
+    const A total_weight = weight != nullptr ? *weight_sum : A(cols);
+    const A smooth = smoothing / A(cols);
+    const bool mean_here = dx != nullptr && reduction == 2;
+    A denominator = A(0), grad_scale = A(0);
+    bool have_denominator = false;
+    A block_loss = A(0), block_weight = A(0);
+    for (long long first = static_cast<long long>(blockIdx.x) * per_span; first < rows;
+         first += static_cast<long long>(gridDim.x) * per_span) {
+        const int count = static_cast<int>(min(static_cast<long long>(per_span), rows - first)) * cols;
+        const long long row = first + r;
+        const bool active = row < rows;
+        const long long t = active ? static_cast<long long>(target[row]) : ignore_index;
+        SpanLoad<T> load;
+        load.issue(x + first * cols, count);
+        if (!have_denominator) {
+            // (the span's loads in flight meanwhile)
+            if (mean_here)
+                denominator = span_denominator(target, rows, cols, weight, ignore_index, chunk_sums, counters + 1,
+                                               scratch_block);
+            grad_scale = (upstream != nullptr ? to_acc(*upstream) : A(1)) * (mean_here ? A(1) / denominator : A(1));
+            have_denominator = true;
+        }
+        load.commit(span);
+        const int shift = load.shift;
+        __syncthreads();
+        if (active) {
+            bool used = t != ignore_index;
+            if (used && (t < 0 || t >= cols)) {
+                record_bad_index(error, CLASS_INDEX, t, cols);
+                used = false;
+            }
+            T* x_row = span + shift + r * cols;
+            const A x_t = used ? to_acc(x_row[t]) : A(0);
+            const A pivot = isfinite(x_t) ? x_t : A(0);
+            A weighted = A(0);                   // sum_c w_c (x_c - pivot), for smoothing only
+            A m, ls;
+            finish(span_row_stats<T>(x_row, cols, r, [&](int c, A v) {
+                       if (smoothing != A(0)) weighted += (weight ? weight[c] : A(1)) * (v - pivot);
+                   }), m, ls);
+            const bool special = !isfinite(ls);
+            const A w_t = used ? (weight ? weight[t] : A(1)) : A(0);
+            A value = A(0);
+            if (used) {
+                if (special) {
+                    value = quiet_nan<A>();
+                } else {
+                    value = (A(1) - smoothing) * w_t * ((m - x_t) + ls);
+                    if (smoothing != A(0)) value += smooth * (total_weight * ((m - pivot) + ls) - weighted);
+                }
+            }
+            if (reduction == 0) {
+                if (loss_in_acc) static_cast<A*>(loss)[row] = value;
+                else static_cast<T*>(loss)[row] = Store<T>::of(value);
+            }
+            block_loss += value;
+            block_weight += w_t;
+            if (m_out != nullptr) {
+                m_out[row] = used || special ? m : A(0);
+                ls_out[row] = used || special ? ls : A(0);
+            }
+            if (dx != nullptr) {
+                const SpanRowGrad<T> grad{m, ls, grad_scale * ((A(1) - smoothing) * w_t + smooth * total_weight),
+                                          grad_scale * smooth, grad_scale * (A(1) - smoothing) * w_t, weight,
+                                          smoothing != A(0), special, t};
+                // an ignored row: zeros, nan without finite statistics (torch's log_softmax backward)
+                const A fill = special ? quiet_nan<A>() : A(0);
+                RowWalk walk(r, cols);
+                for (int k = 0; k < cols; ++k) {
+                    const int c = walk.next();
+                    x_row[c] = Store<T>::of(used ? grad(c, to_acc(x_row[c])) : fill);
+                }
+            }
+        }
+        __syncthreads();
+        if (dx != nullptr) {
+            store_span(dx + first * cols, count, span, shift);
+            __syncthreads();
+        }
+    }
+    if (reduction != 0)
+        last_block_sum2<false>(block_loss, block_weight, partials, counters, scratch_block, [&](A total, A weights) {
+            const A mean_denominator = mean_here ? denominator : weights;
+            const A result = reduction == 2 ? total / mean_denominator : total;
+            if (loss_in_acc) *static_cast<A*>(loss) = result;
+            else *static_cast<T*>(loss) = Store<T>::of(result);
+            if (denominator_out != nullptr) *denominator_out = mean_denominator;
+            if (mean_here) {                 // every block has its denominator: the chunk counters are free
+                counters[1] = 0u;
+                counters[2] = 0u;
+            }
+        });
+}
+
+template <typename T, typename TI>
+__global__ void __launch_bounds__(512, 1) cross_entropy_span_backward(
+        const T* __restrict__ x, long long rows, int cols, const TI* __restrict__ target,
+        const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum, long long ignore_index,
+        Acc<T> smoothing, const Acc<T>* __restrict__ m_in, const Acc<T>* __restrict__ ls_in,
+        const T* __restrict__ grad, long long grad_stride, const Acc<T>* __restrict__ denominator,
+        T* __restrict__ dx, const T* __restrict__ applied, T* __restrict__ next_upstream) {
+    using A = Acc<T>;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
+    if (next_upstream != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *next_upstream = grad[0];
+    if (applied != nullptr && same_value(to_acc(grad[0]), to_acc(*applied))) return;
+    T* span = reinterpret_cast<T*>(shared_rows);
+    const int per_span = blockDim.x, r = threadIdx.x;
+    const A total_weight = weight != nullptr ? *weight_sum : A(cols);
+    const A smooth = smoothing / A(cols);
+    const A inverse_denominator = denominator != nullptr ? A(1) / *denominator : A(1);
+    for (long long first = static_cast<long long>(blockIdx.x) * per_span; first < rows;
+         first += static_cast<long long>(gridDim.x) * per_span) {
+        const int count = static_cast<int>(min(static_cast<long long>(per_span), rows - first)) * cols;
+        const long long row = first + r;
+        const bool active = row < rows;
+        const long long t = active ? static_cast<long long>(target[row]) : ignore_index;
+        const A g = active ? to_acc(grad[row * grad_stride]) * inverse_denominator : A(0);
+        SpanLoad<T> load;
+        load.issue(x + first * cols, count);
+        load.commit(span);
+        const int shift = load.shift;
+        __syncthreads();
+        if (active) {
+            T* x_row = span + shift + r * cols;
+            A m, ls;
+            if (m_in != nullptr) {
+                m = m_in[row];
+                ls = ls_in[row];
+            } else {
+                finish(span_row_stats<T>(x_row, cols, r, [](int, A) {}), m, ls);
+            }
+            const bool special = !isfinite(ls);
+            // ignored (a bad target was recorded by the forward): zeros, nan without finite statistics
+            const bool used = t != ignore_index && t >= 0 && t < cols;
+            const A w_t = used ? (weight != nullptr ? weight[t] : A(1)) : A(0);
+            const SpanRowGrad<T> grad_of{m, ls, g * ((A(1) - smoothing) * w_t + smooth * total_weight), g * smooth,
+                                         g * (A(1) - smoothing) * w_t, weight, smoothing != A(0), special, t};
+            const A fill = special ? quiet_nan<A>() : A(0);
+            RowWalk walk(r, cols);
+            for (int k = 0; k < cols; ++k) {
+                const int c = walk.next();
+                x_row[c] = Store<T>::of(used ? grad_of(c, to_acc(x_row[c])) : fill);
+            }
+        }
+        __syncthreads();
+        store_span(dx + first * cols, count, span, shift);
+        __syncthreads();
+    }
+}

@@ -170,3 +170,87 @@ __global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) softmax_backward(
     softmax_backward_rows<T, LOG, CLUSTER>(y, y_so, y_si, y_sc, g, g_so, g_si, g_sc, inner, rows, cols, out, out_so,
                                            out_si, out_sc, use_cache);
 }
+
+// Short rows of a row-contiguous array (small C, many rows): a block's blockDim.x rows
+// are one span (common.cuh, SpanLoad), one thread per row in shared memory, the span
+// written back with aligned vector stores.  Same math as above; y must be row-contiguous
+// too (rows of cols elements one after another, any 16-byte phase).
+template <typename T, bool LOG>
+__global__ void __launch_bounds__(512, 1) softmax_span_forward(
+        const T* __restrict__ x, long long rows, int cols, T* __restrict__ y, int closed_zero) {
+    using A = Acc<T>;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
+    T* span = reinterpret_cast<T*>(shared_rows);
+    const int per_span = blockDim.x;
+    for (long long first = static_cast<long long>(blockIdx.x) * per_span; first < rows;
+         first += static_cast<long long>(gridDim.x) * per_span) {
+        const int count = static_cast<int>(min(static_cast<long long>(per_span), rows - first)) * cols;
+        SpanLoad<T> load;
+        load.issue(x + first * cols, count);
+        load.commit(span);
+        const int shift = load.shift;
+        __syncthreads();
+        const int r = threadIdx.x;
+        if (static_cast<long long>(r) * cols < count) {
+            T* row = span + shift + r * cols;
+            A m, ls;
+            finish(span_row_stats<T>(row, cols, r, [](int, A) {}), m, ls);
+            const bool special = !isfinite(ls);
+            RowWalk walk(r, cols);
+            for (int k = 0; k < cols; ++k) {
+                const int c = walk.next();
+                A out;
+                if (special) {
+                    out = closed_zero && ls == neg_inf<A>() ? A(0) : quiet_nan<A>();
+                } else {
+                    const A shifted = (to_acc(row[c]) - m) - ls;
+                    out = LOG ? shifted : fast_exp(shifted);
+                }
+                row[c] = Store<T>::of(out);
+            }
+        }
+        __syncthreads();
+        store_span(y + first * cols, count, span, shift);
+        __syncthreads();                  // the span is reloaded next
+    }
+}
+
+template <typename T, bool LOG>
+__global__ void __launch_bounds__(512, 1) softmax_span_backward(
+        const T* __restrict__ y, const T* __restrict__ g, long long rows, int cols, T* __restrict__ out) {
+    using A = Acc<T>;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
+    const int per_span = blockDim.x;
+    T* span_y = reinterpret_cast<T*>(shared_rows);
+    T* span_g = span_y + span_room<T>(per_span, cols);
+    for (long long first = static_cast<long long>(blockIdx.x) * per_span; first < rows;
+         first += static_cast<long long>(gridDim.x) * per_span) {
+        const int count = static_cast<int>(min(static_cast<long long>(per_span), rows - first)) * cols;
+        SpanLoad<T> load_y, load_g;           // both spans' loads in flight together
+        load_y.issue(y + first * cols, count);
+        load_g.issue(g + first * cols, count);
+        load_y.commit(span_y);
+        load_g.commit(span_g);
+        const int y_shift = load_y.shift, g_shift = load_g.shift;
+        __syncthreads();
+        const int r = threadIdx.x;
+        if (static_cast<long long>(r) * cols < count) {
+            T* row_y = span_y + y_shift + r * cols;
+            const T* row_g = span_g + g_shift + r * cols;
+            A dot = A(0);
+            RowWalk walk(r, cols);
+            for (int k = 0; k < cols; ++k) {
+                const int c = walk.next();
+                dot += LOG ? to_acc(row_g[c]) : to_acc(row_g[c]) * to_acc(row_y[c]);
+            }
+            for (int k = 0; k < cols; ++k) {
+                const int c = walk.next();
+                const A yv = to_acc(row_y[c]), gv = to_acc(row_g[c]);
+                row_y[c] = Store<T>::of(LOG ? gv - fast_exp(yv) * dot : yv * (gv - dot));
+            }
+        }
+        __syncthreads();
+        store_span(out + first * cols, count, span_y, y_shift);
+        __syncthreads();
+    }
+}

@@ -39,10 +39,12 @@ INSTANTIATIONS = {
                   + _expand("softmax_forward<{t}, {log}, {c}>", t=CLUSTER_TYPES, log=("false", "true"), c=CLUSTER_SIZES)
                   + _expand("softmax_backward<{t}, {log}>", t=_T, log=("false", "true"))
                   + _expand("softmax_backward<{t}, {log}, {c}>", t=CLUSTER_TYPES, log=("false", "true"),
-                            c=CLUSTER_SIZES),
+                            c=CLUSTER_SIZES)
+                  + _expand("softmax_span_{way}<{t}, {log}>", way=("forward", "backward"), t=_T, log=("false", "true")),
     "cross_entropy.cu": _expand("cross_entropy_forward<{t}, {i}>", t=_T, i=_I)
                         + _expand("cross_entropy_forward<{t}, {i}, {c}>", t=CLUSTER_TYPES, i=_I, c=CLUSTER_SIZES)
                         + _expand("cross_entropy_backward<{t}, {i}>", t=_T, i=_I)
+                        + _expand("cross_entropy_span_{way}<{t}, {i}>", way=("forward", "backward"), t=_T, i=_I)
                         + _expand("check_indices<{i}>", i=_I),
     "optimizers.cu": _expand("{k}<{t}>", k=("sgd_step", "adam_step", "rmsprop_step", "adagrad_step"), t=_T)
                      + ["increment_steps"],

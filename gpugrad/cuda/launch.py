@@ -33,6 +33,8 @@ DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024   # static + dynamic shared memory a bl
 STATIC_SHARED_BYTES = 8 * 1024   # room left for a kernel's static shared memory (at most ~4.9 KB now)
 BLOCKS_PER_SM = 8
 SPLIT_MIN_COLS = 16384       # rows at least this long are split when there are too few of them
+SPAN_MAX_COLS = 63           # rows up to this long, one after another, go by spans (span_rows)
+SPAN_BYTES = 16 * 1024       # the most shared memory one span of rows takes
 
 RowLayout = collections.namedtuple("RowLayout", "shape dim rows cols inner so si sc")
 LaunchShape = collections.namedtuple("LaunchShape", "grid block lanes rows_per_block")
@@ -151,6 +153,31 @@ def launch_shape(layout, itemsize, device_id, split_long_rows=False):
                 splits = max(1, min(-(-2 * sms // max(rows, 1)), cols // 4096, 65535))
     blocks = max(1, min(-(-rows // per_block), BLOCKS_PER_SM * sms * max(1, 256 // (lanes * per_block))))
     return LaunchShape((blocks, splits), (lanes, per_block), lanes, per_block)
+
+
+def span_rows(layout, itemsize):
+    """Rows per span for short rows that lie one after another (row r at r *
+    C, any 16-byte phase): a block of that many threads reads them as one span
+    of 16-byte vectors into shared memory and works on a row per thread
+    (common.cuh, SpanLoad); 0 where the span kernels do not apply (rows
+    longer than SPAN_MAX_COLS, strided rows, gaps between rows)."""
+    if layout.cols > SPAN_MAX_COLS or (layout.sc != 1 and layout.cols > 1) or not (
+            layout.rows == 1 or (layout.inner == 1 and layout.so == layout.cols)):
+        return 0
+    return max(32, min(256, SPAN_BYTES // (layout.cols * itemsize) // 32 * 32))
+
+
+def span_shape(layout, per_span, device_id):
+    """The launch of a span kernel: ``per_span`` threads (rows) per block, the
+    blocks striding over the spans, at most a full SM's threads per SM."""
+    blocks = max(1, min(-(-layout.rows // per_span), 2048 // per_span * sm_count(device_id)))
+    return LaunchShape((blocks, 1), (per_span, 1), per_span, 1)
+
+
+def span_bytes(per_span, cols, itemsize, arrays=1):
+    """Dynamic shared memory of a span kernel (common.cuh, span_room)."""
+    vector = 16 // itemsize
+    return arrays * (-(-(per_span * cols + vector) // vector)) * vector * itemsize
 
 
 def _room(cols, itemsize):

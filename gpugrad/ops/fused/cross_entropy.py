@@ -38,6 +38,7 @@ REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
 GRAD_IN_FORWARD_MIN_COLS = 512
 TARGET_BYTES = 8
 CHECK_BLOCKS_PER_SM = 2
+SPAN_CHUNK_TARGETS = 8       # targets per thread in a chunk of the span forward's denominator (cross_entropy.cu)
 
 Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
 Forward.__doc__ = """The forward's result: ``loss`` per row in row order ('none') or 0-d, in
@@ -101,13 +102,15 @@ def _rows_back(xp, rows_, shape):
 
 
 def forward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                  loss_in_acc=False, overwrite=False, upstream=None):
+                  loss_in_acc=False, overwrite=False, upstream=None, keep_stats=True):
     """The loss of (N, C, d...) logits x and their R = N * d... class indices
     ``target`` (contiguous, row order), with class weights ``weight`` and their
     sum ``weight_sum`` in the accumulation dtype (or None); the gradient too
     when ``with_grad``, for the upstream gradient ``upstream`` (a 1-element
     array of x's dtype, or None for 1).  ``overwrite``: x is the caller's
-    scratch, the gradient may take its place.  Returns a Forward."""
+    scratch, the gradient may take its place.  ``keep_stats``: the CUDA
+    launcher may leave m and ls out (None) where it is False and the backward
+    recomputes them; here they are always kept.  Returns a Forward."""
     xp = backend.xp_for(x)
     logits = _rows_last(xp, x)
     count, classes = logits.shape
@@ -194,7 +197,7 @@ def backward_numpy(x, target, weight, weight_sum, ignore_index, smoothing, m, ls
 # -- the CUDA launcher ------------------------------------------------------------------
 
 def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                 loss_in_acc=False, overwrite=False, upstream=None):
+                 loss_in_acc=False, overwrite=False, upstream=None, keep_stats=True):
     """forward_numpy's result in one launch (the gradient, when written, for
     the upstream gradient ``upstream``: a 1-element array of x's dtype, or
     None for 1).  Rows too long for one block's
@@ -202,14 +205,21 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
     keeps the gradient in the forward; below sm_90 few long rows are split
     over blocks and the gradient is left to the backward, as it is under
     'mean' for fewer than GRAD_IN_FORWARD_MIN_COLS classes.  A bad target is
-    recorded in the error word.  (The kernel writes a new gradient: overwrite
-    has no use here.)"""
+    recorded in the error word.  Short rows one after another
+    (launch.span_rows) go by spans, the gradient in the forward under 'mean'
+    too, and keep no statistics unless ``keep_stats`` (the backward
+    recomputes them from the rows it reads).  (The kernel writes a new
+    gradient: overwrite has no use here.)"""
     cp = backend.cupy_module()
     x, layout = launch.layout_of(x, 1)
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)
     count, cols = layout.rows, layout.cols
     code = REDUCTIONS[reduction]
+    per_span = launch.span_rows(layout, x.itemsize)
+    if per_span:
+        return _span_forward(x, layout, per_span, target, weight, weight_sum, ignore_index, smoothing, code,
+                             with_grad, loss_in_acc, upstream, keep_stats)
     if code == 2 and cols < GRAD_IN_FORWARD_MIN_COLS:
         with_grad = False
     float_type = launch.float_type(x.dtype)
@@ -255,6 +265,36 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
     return Forward(loss, m, ls, dx, denominator, x)
 
 
+def _span_forward(x, layout, per_span, target, weight, weight_sum, ignore_index, smoothing, code, with_grad,
+                  loss_in_acc, upstream, keep_stats):
+    """forward_cuda for short rows one after another: one launch (common.cuh,
+    SpanLoad; under 'mean' with the gradient, the blocks share the
+    denominator's chunks, cross_entropy.cu's span_denominator)."""
+    cp = backend.cupy_module()
+    device_id = x.device.id
+    acc = dtypes.accumulate_dtype(x.dtype)
+    count = layout.rows
+    with cp.cuda.Device(device_id):
+        shape = launch.span_shape(layout, per_span, device_id)
+        loss = cp.empty(count if code == 0 else (), dtype=acc if loss_in_acc else x.dtype)
+        m, ls = (cp.empty(count, dtype=acc), cp.empty(count, dtype=acc)) if keep_stats else (None, None)
+        dx = launch.output_like(x, layout)[0] if with_grad else None
+        denominator = cp.empty(1, dtype=acc) if code == 2 else None
+        partials = cp.empty(2 * shape.grid[0], dtype=acc) if code else None
+        chunks = -(-count // (per_span * SPAN_CHUNK_TARGETS))
+        chunk_sums = cp.empty(chunks, dtype=acc) if with_grad and code == 2 else None
+        name = f"cross_entropy_span_forward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
+        launch.launch("cross_entropy.cu", name, device_id, shape,
+                      (x, launch.i64(count), numpy.int32(layout.cols), target, weight, weight_sum,
+                       launch.i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss,
+                       numpy.int32(int(loss_in_acc)), m, ls, dx, denominator, partials,
+                       launch.counters(device_id, 3) if code else None, chunk_sums, errors.argument(device_id),
+                       upstream if with_grad else None),
+                      shared_mem=launch.span_bytes(per_span, layout.cols, x.itemsize))
+    errors.launched(device_id)
+    return Forward(loss, m, ls, dx, denominator, x)
+
+
 def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls, grad, denominator,
                   forward_grad=None, applied=None, next_upstream=None):
     """backward_numpy's result (x's shape) in one launch.  ``forward_grad``:
@@ -269,6 +309,24 @@ def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls,
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)
     g, stride = launch.per_row(grad, grad.shape, x.dtype)
+    per_span = launch.span_rows(layout, x.itemsize)
+    if per_span:
+        # short rows one after another: by spans, the statistics recomputed where the forward kept none
+        with cp.cuda.Device(device_id):
+            shape = launch.span_shape(layout, per_span, device_id)
+            if forward_grad is None:
+                dx = launch.output_like(x, layout)[0]
+            else:                # mostly a check whose every block returns at once (as below)
+                dx = forward_grad
+                shape = shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * launch.sm_count(device_id)),
+                                             1))
+            name = f"cross_entropy_span_backward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
+            launch.launch("cross_entropy.cu", name, device_id, shape,
+                          (x, launch.i64(layout.rows), numpy.int32(layout.cols), target, weight, weight_sum,
+                           launch.i64(ignore_index), acc.type(smoothing), m, ls, g, launch.i64(stride), denominator,
+                           dx, applied, next_upstream),
+                          shared_mem=launch.span_bytes(per_span, layout.cols, x.itemsize))
+        return dx
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
         if forward_grad is None:
@@ -308,7 +366,7 @@ class CrossEntropy(InternalFunction):
             ctx.upstream, ctx.upstream_value = _expected(ctx.upstream_key, ctx.xp, x)
         forward = rows.pick(forward_numpy, forward_cuda, x, (1,))
         result = forward(x, flat_target, weight, weight_sum, ignore_index, smoothing, reduction, with_grad,
-                         upstream=ctx.upstream if with_grad else None)
+                         upstream=ctx.upstream if with_grad else None, keep_stats=False)
         ctx.dx = result.grad
         ctx.save_for_backward(x, result.source, flat_target, weight, weight_sum, result.m, result.ls,
                               result.denominator)

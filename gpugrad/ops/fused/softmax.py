@@ -76,6 +76,9 @@ def forward_cuda(x, dim, log, closed_zero=False):
     x, layout = launch.layout_of(x, dim)
     device_id = x.device.id
     float_type = launch.float_type(x.dtype)
+    per_span = launch.span_rows(layout, x.itemsize)
+    if per_span:
+        return _span_forward(x, layout, log, closed_zero, per_span)
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
         cluster = launch.row_cluster(layout, x.itemsize, device_id) if float_type in kernels.CLUSTER_TYPES else 0
@@ -97,12 +100,39 @@ def forward_cuda(x, dim, log, closed_zero=False):
     return out
 
 
+def _span_forward(x, layout, log, closed_zero, per_span):
+    """Short rows one after another (launch.span_rows): a block's rows as one span."""
+    device_id = x.device.id
+    with backend.cupy_module().cuda.Device(device_id):
+        out, *_ = launch.output_like(x, layout)         # rows one after another, x's 16-byte phase
+        name = f"softmax_span_forward<{launch.float_type(x.dtype)}, {'true' if log else 'false'}>"
+        launch.launch("softmax.cu", name, device_id, launch.span_shape(layout, per_span, device_id),
+                      (x, launch.i64(layout.rows), numpy.int32(layout.cols), out,
+                       numpy.int32(1 if closed_zero else 0)),
+                      shared_mem=launch.span_bytes(per_span, layout.cols, x.itemsize))
+    return out
+
+
+def _span_backward(y, y_layout, grad, log, per_span):
+    device_id = y.device.id
+    with backend.cupy_module().cuda.Device(device_id):
+        out, *_ = launch.output_like(y, y_layout)
+        name = f"softmax_span_backward<{launch.float_type(y.dtype)}, {'true' if log else 'false'}>"
+        launch.launch("softmax.cu", name, device_id, launch.span_shape(y_layout, per_span, device_id),
+                      (y, grad, launch.i64(y_layout.rows), numpy.int32(y_layout.cols), out),
+                      shared_mem=launch.span_bytes(per_span, y_layout.cols, y.itemsize, arrays=2))
+    return out
+
+
 def backward_cuda(y, grad, dim, log):
     """The gradient from the output y and the upstream gradient (of y's dtype),
     in y's shape, contiguous: one launch."""
     cp = backend.cupy_module()
     y, y_layout = launch.layout_of(y, dim)
     grad, grad_layout = launch.layout_of(cp.broadcast_to(grad, y.shape), dim)
+    per_span = launch.span_rows(y_layout, y.itemsize)
+    if per_span and launch.span_rows(grad_layout, y.itemsize):
+        return _span_backward(y, y_layout, grad, log, per_span)
     device_id = y.device.id
     float_type = launch.float_type(y.dtype)
     with cp.cuda.Device(device_id):

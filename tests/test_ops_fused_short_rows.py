@@ -1,0 +1,171 @@
+"""Short rows, many of them (small C): softmax, log_softmax and cross-entropy
+against torch at the edges of the CUDA path that reads a block's rows as one
+span (kernels/common.cuh, SpanLoad; gpugrad/cuda/launch.py, span_rows): C = 1
+to 31, row counts that are not a multiple of the rows per span, inputs at an
+offset (rows that start anywhere in a 16-byte vector) and strided ones (the
+other path), -inf masks, +-1e4, nan, ignore_index, label smoothing, class
+weights, bfloat16.  Each runs on the CPU twin and, with the emulator or a GPU,
+on the CUDA kernels."""
+
+import math
+
+import numpy
+import pytest
+import torch
+import torch.nn.functional as TF
+from conftest import FLOAT_TOLERANCE, assert_close, launch_counter, to_torch
+
+import gpugrad
+import gpugrad.nn.functional as F
+
+CLASSES = [1, 2, 3, 10, 17, 31]
+ROWS = 300            # more than one span at every C (at most 256 rows each), a multiple of none
+LAYOUTS = ["contiguous", "offset", "sliced"]
+
+
+def _values(rng, rows, classes, masks=True):
+    """Logits with the edges: -inf masks (never a whole row, never the target's
+    column 0), rows at +-1e4."""
+    values = rng.standard_normal((rows, classes)) * 3
+    if classes > 1 and masks:
+        masked = rng.random((rows, classes)) < 0.2
+        masked[:, 0] = False
+        values[masked] = -math.inf
+    values[3] += 1e4
+    values[4] -= 1e4
+    return values
+
+
+def _leaf(values, dtype, device, layout):
+    """A gpugrad leaf holding ``values`` in the given layout, and torch's float64
+    leaf of the same (rounded) values."""
+    rows, classes = values.shape
+    dtype = getattr(gpugrad, dtype)
+    if layout == "offset":          # rows start one element into a 16-byte vector
+        flat = gpugrad.tensor(numpy.concatenate([[0.0], values.ravel()]), dtype=dtype, device=device)
+        x = flat[1:].reshape(rows, classes)
+    elif layout == "sliced":        # rows with gaps between them: the strided path
+        wide = numpy.concatenate([values, numpy.zeros((rows, 3))], axis=1)
+        x = gpugrad.tensor(wide, dtype=dtype, device=device)[:, :classes]
+    else:
+        x = gpugrad.tensor(values, dtype=dtype, device=device)
+    x = x.detach().requires_grad_(True)
+    tx = to_torch(x.detach().to(gpugrad.float64)).requires_grad_(True)
+    return x, tx
+
+
+def _tolerance(dtype):
+    return 2e-2 if dtype == "bfloat16" else FLOAT_TOLERANCE[dtype]
+
+
+def _check_softmax(rng, device, dtype, classes, layout, log, values):
+    x, tx = _leaf(values, dtype, device, layout)
+    y = (gpugrad.log_softmax if log else gpugrad.softmax)(x, 1)
+    ty = (torch.log_softmax if log else torch.softmax)(tx, 1)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert_close(y, ty, _tolerance(dtype))
+    upstream = gpugrad.tensor(rng.standard_normal(values.shape), dtype=x.dtype, device=device)
+    y.backward(upstream)
+    ty.backward(to_torch(upstream.to(gpugrad.float64)))
+    assert_close(x.grad, tx.grad, _tolerance(dtype), floor=math.sqrt(values.size))
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("classes", CLASSES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_short_rows_softmax_matches_torch(rng, device, dtype, classes, layout, log):
+    values = _values(rng, ROWS, classes)
+    values[5, -1] = math.nan          # a row of nan, both ways
+    values[6] = -math.inf             # a closed row: nan (torch's softmax)
+    _check_softmax(rng, device, dtype, classes, layout, log, values)
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("classes", [3, 10, 31])
+def test_short_rows_softmax_bfloat16(rng, device, classes, log):
+    _check_softmax(rng, device, "bfloat16", classes, "offset", log, _values(rng, ROWS, classes))
+
+
+OPTIONS = [{}, {"label_smoothing": 0.1}, {"weight": True}, {"ignore_index": 1}]
+
+
+def _check_cross_entropy(rng, device, dtype, values, reduction, options, layout, targets=None):
+    rows, classes = values.shape
+    x, tx = _leaf(values, dtype, device, layout)
+    target = rng.integers(0, classes, rows) if targets is None else targets
+    finite = numpy.isfinite(values[numpy.arange(rows), target])
+    target = numpy.where(finite, target, 0)        # (column 0 is never masked)
+    ignore = options.get("ignore_index", -100)
+    target[::7] = ignore
+    kwargs, tkwargs = dict(options), dict(options)
+    if options.get("weight"):
+        w = gpugrad.tensor(rng.uniform(0.5, 2.0, classes), dtype=x.dtype, device=device)
+        kwargs["weight"], tkwargs["weight"] = w, to_torch(w.to(gpugrad.float64))
+    loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction, **kwargs)
+    tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+    tol = _tolerance(dtype)
+    assert_close(loss, tloss, tol)
+    if reduction == "none":
+        upstream = rng.standard_normal(rows)
+        loss.backward(gpugrad.tensor(upstream, dtype=x.dtype, device=device))
+        tloss.backward(torch.tensor(upstream))
+    else:
+        loss.backward()
+        tloss.backward()
+    assert_close(x.grad, tx.grad, tol, floor=1.0 if reduction == "mean" else math.sqrt(rows))
+    assert (x.grad.detach().to("cpu").array[target == ignore] == 0).all()
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("classes", CLASSES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_short_rows_cross_entropy_matches_torch(rng, device, dtype, classes, reduction, options):
+    if options.get("ignore_index") == 1 and classes == 1:
+        options = {"ignore_index": 0}
+    layout = LAYOUTS[(CLASSES.index(classes) + len(options)) % len(LAYOUTS)]
+    _check_cross_entropy(rng, device, dtype, _values(rng, ROWS, classes), reduction, options, layout)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("classes", [3, 10, 31])
+def test_short_rows_cross_entropy_bfloat16(rng, device, classes, reduction):
+    _check_cross_entropy(rng, device, "bfloat16", _values(rng, ROWS, classes), reduction, {"label_smoothing": 0.1},
+                         "offset")
+
+
+@pytest.mark.parametrize("options", [{}, {"weight": True}], ids=str)
+def test_mean_denominator_over_many_blocks(rng, device, options):
+    """Under 'mean' the span forward writes the gradient, each block taking chunks of
+    the denominator's targets (2,048 per chunk at 256 rows per span): 5,000 rows are
+    three chunks over twenty spans, some of their rows ignored."""
+    _check_cross_entropy(rng, device, "float32", _values(rng, 5000, 3), "mean", options, "contiguous")
+
+
+def test_scaled_loss_over_short_rows(rng, device):
+    """(2 * loss).backward() twice: the second forward writes its gradient for 2,
+    which the backward keeps; a scale that changes is computed again."""
+    values = _values(rng, ROWS, 10, masks=False)
+    target = rng.integers(0, 10, ROWS)
+    for scale in (2.0, 2.0, 3.0):
+        x, tx = _leaf(values, "float64", device, "offset")
+        (scale * F.cross_entropy(x, gpugrad.tensor(target, device=device))).backward()
+        (scale * TF.cross_entropy(tx, torch.tensor(target))).backward()
+        assert_close(x.grad, tx.grad, 1e-12)
+
+
+@pytest.mark.cuda
+def test_short_rows_cross_entropy_is_one_launch(rng):
+    """On the (emulated) GPU, loss.backward() of the mean over short rows is one
+    kernel launch: the forward writes the gradient (no launch in the backward)."""
+    if launch_counter() is None or not gpugrad.cuda.is_available():
+        pytest.skip("counts launches under the emulator")
+    x = gpugrad.tensor(rng.standard_normal((600, 10)), dtype=gpugrad.float32, device="cuda", requires_grad=True)
+    t = gpugrad.tensor(rng.integers(0, 10, 600), device="cuda")
+    F.cross_entropy(x, t).backward()            # warm (kernels built)
+    x.grad = None
+    stop = launch_counter()
+    F.cross_entropy(x, t).backward()
+    launches, _ = stop()
+    assert launches == 1
