@@ -44,10 +44,6 @@ using namespace gpugrad;
 
 constexpr long long CLASS_INDEX = 1;   // the error word's kind for a bad class index
 
-// Vectors in flight per lane in the forward: 2 for half and bfloat16 (8 elements each), which then fit in
-// 64 registers without spills on sm_90 (forward_min_blocks); UNROLL (4) for the others.
-template <typename T> __host__ __device__ constexpr int forward_unroll() { return sizeof(T) == 2 ? 2 : UNROLL; }
-
 // The forward over one row per block group (CLUSTER == 1: the whole row, or a chunk merged by the
 // row's last block), or over the chunks of a row cluster of CLUSTER blocks along grid.y.
 template <typename T, typename TI, int CLUSTER>
@@ -185,13 +181,6 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
             else *static_cast<T*>(loss) = Store<T>::of(result);
             if (denominator_out != nullptr) *denominator_out = mean_denominator;
         });
-}
-
-// Blocks of 512 threads per SM the forward is compiled for: 2 (at most 64 registers: warp-per-row
-// launches hold 32 warps per SM) for float, half and bfloat16 on sm_90, which fit there without spills;
-// 1 for double (it would spill) and below sm_90 (float would spill 72 bytes on sm_80).
-template <typename T> __host__ __device__ constexpr int forward_min_blocks() {
-    return sizeof(T) <= 4 && GPUGRAD_CLUSTERS ? 2 : 1;
 }
 
 template <typename T, typename TI>

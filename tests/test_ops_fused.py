@@ -10,7 +10,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, launch_counter, make_pair, to_torch
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -448,6 +448,99 @@ def test_the_expected_upstream_gradients_are_bounded(rng, device, monkeypatch):
     shapes = [key[2] for key in ce._expected_upstream]
     assert shapes[-2:] == [(1, 600), (kinds, 600)]
     assert (2, 600) not in shapes and len(shapes) == ce.EXPECTED_KINDS
+
+
+# logsumexp's upstream gradients: (the loss of out = logsumexp(x, ...), the rows whose gradient the forward
+# wrote for the upstream gradient that will come, from the second step on: "all", a mask of rows, or None)
+LSE_UPSTREAMS = {
+    "lse.sum()": (lambda out, step, w: out.sum(), "all"),
+    "2 * lse.sum()": (lambda out, step, w: (2 * out).sum(), "all"),
+    "lse.mean()": (lambda out, step, w: out.mean(), "all"),
+    "lse * -0.0": (lambda out, step, w: (out * -0.0).sum(), "all"),
+    "a scale that changes": (lambda out, step, w: (out * (1.0 + step)).sum(), None),
+    "lse ** 2": (lambda out, step, w: (out ** 2).sum(), None),
+    "per-row weights": (lambda out, step, w: (out * w).sum(), "rows"),
+}
+LSE_LAYOUTS = {       # (shape, dim, keepdim, transposed)
+    "rows": ((12, 600), 1, False, False),
+    "strided dim, keepdim": ((5, 7, 3), 1, True, False),
+    "transposed, last dim": ((6, 40), -1, False, True),
+    "dims (0, 2)": ((4, 3, 5), (0, 2), False, False),
+}
+
+
+@pytest.mark.parametrize("layout", list(LSE_LAYOUTS))
+@pytest.mark.parametrize("pattern", list(LSE_UPSTREAMS))
+def test_logsumexp_takes_the_gradient_its_forward_wrote(device, pattern, layout):
+    """logsumexp's forward writes x's gradient for the upstream gradient the
+    last backward of the same kind received (1 at first), and the backward
+    keeps it in the rows where that is the one that came: x, spoilt with nan
+    after the forward in those rows, is not read again; the other rows (a
+    scale that changes, lse ** 2, per-row weights that differ from the first)
+    are computed again from x.  torch's values in float64 at every step."""
+    rng = numpy.random.default_rng(29)
+    shape, dim, keepdim, transposed = LSE_LAYOUTS[layout]
+    values = rng.standard_normal(shape) * 2
+    values[1, ...] = -INF                # a row of -inf only (nan gradient, as torch)
+    if transposed:
+        values = values.T.copy()
+    loss_of, kept = LSE_UPSTREAMS[pattern]
+    t_out_shape = torch.logsumexp(torch.tensor(values), dim, keepdim=keepdim).shape
+    weights = rng.choice([1.0, 1.0, 3.0, -0.5], size=t_out_shape)
+    weights.reshape(-1)[0] = 1.0
+    for step in range(3):
+        x = gpugrad.tensor(values.T if transposed else values, device=device)
+        x = (x.T if transposed else x).requires_grad_()
+        tx = torch.tensor(values, requires_grad=True)
+        out = gpugrad.logsumexp(x, dim, keepdim=keepdim)
+        tout = torch.logsumexp(tx, dim, keepdim=keepdim)
+        assert_close(out, tout, 1e-12)
+        if kept is not None and step > 0:
+            # behind autograd's back: a backward that reads x in those rows gives nan there
+            rows = numpy.ones(t_out_shape, dtype=bool) if kept == "all" else weights == weights.reshape(-1)[0]
+            spoilt = numpy.broadcast_to(rows if keepdim else numpy.expand_dims(rows, dim), values.shape)
+            if isinstance(dim, tuple) and not x.is_cpu:
+                spoilt = numpy.zeros_like(spoilt)  # (over two dims the CUDA path writes no gradient forward)
+            x.array[gpugrad.tensor(spoilt, device=device).array] = NAN
+        loss_of(out, step, gpugrad.tensor(weights, device=device)).backward()
+        loss_of(tout, step, torch.tensor(weights)).backward()
+        assert_close(x.grad, tx.grad, 1e-12)
+
+
+def test_logsumexp_gradient_of_the_forward_is_used_once(device):
+    """A second backward (retain_graph) and create_graph compute the gradient
+    again from x: the forward's is handed out once."""
+    values = numpy.random.default_rng(4).standard_normal((5, 9))
+    x, tx = gpugrad.tensor(values, device=device, requires_grad=True), torch.tensor(values, requires_grad=True)
+    out, tout = gpugrad.logsumexp(x, 1), torch.logsumexp(tx, 1)
+    for _ in range(2):
+        out.sum().backward(retain_graph=True)
+        tout.sum().backward(retain_graph=True)
+        assert_close(x.grad, tx.grad, 1e-12)
+    g, = gpugrad.autograd.grad(gpugrad.logsumexp(x, 1).sum(), x, create_graph=True)
+    tg, = torch.autograd.grad(torch.logsumexp(tx, 1).sum(), tx, create_graph=True)
+    assert_close(g, tg, 1e-12)
+    assert_close(gpugrad.autograd.grad((g * g).sum(), x)[0], torch.autograd.grad((tg * tg).sum(), tx)[0], 1e-10)
+
+
+@pytest.mark.cuda
+def test_logsumexp_sum_backward_is_one_launch():
+    """lse.sum().backward(): the forward writes the gradient and the backward
+    takes it with no launch (the engine's 1, on the host); (2 * lse).sum()
+    from the second step: one launch more, whose blocks return at once."""
+    x = gpugrad.tensor(numpy.random.default_rng(3).standard_normal((64, 1000)), dtype=gpugrad.float32,
+                       device="cuda", requires_grad=True)
+    for loss_of, launches in ((lambda out: out.sum(), 1), (lambda out: (2 * out).sum(), 2)):
+        x.grad = None
+        loss_of(gpugrad.logsumexp(x, 1)).backward()    # warm: the kernels built, the upstream gradient seen
+        expected = x.grad.detach().clone()
+        out = gpugrad.logsumexp(x, 1)
+        stop = launch_counter()
+        x.grad = None
+        loss_of(out).backward()
+        if stop is not None:
+            assert stop()[0] == launches - 1         # the forward's launch is before the count
+        assert_close(x.grad, expected, 0)
 
 
 def test_bad_targets_raise_on_the_cpu():

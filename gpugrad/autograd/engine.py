@@ -55,11 +55,24 @@ class _Seeds(threading.local):
 _seeds = _Seeds()
 
 
-def is_implicit_seed(grad):
+def is_implicit_seed(grad, broadcast=False):
     """True when ``grad`` is the engine's own 1 for a scalar root
     (``loss.backward()``), not a gradient anyone computed or passed in: a node
-    may then hand back a gradient it computed in its forward."""
-    return id(grad.array) in _seeds.arrays
+    may then hand back a gradient it computed in its forward.  ``broadcast``:
+    also a view of that 1 broadcast to any shape (what sum's backward hands
+    on for ``x.sum().backward()``: every element is the engine's 1)."""
+    array = grad.array
+    if id(array) in _seeds.arrays:
+        return True
+    if not broadcast or not _seeds.arrays or any(s for n, s in zip(array.shape, array.strides) if n > 1):
+        return False
+    address = _address(array)
+    return any(id(seed) in _seeds.arrays and seed.dtype == array.dtype and _address(seed) == address
+               for seed in _kept_seeds.values())
+
+
+def _address(array):
+    return array.data.ptr if backend.is_cupy_array(array) else array.__array_interface__["data"][0]
 
 
 def known_upstream(node):

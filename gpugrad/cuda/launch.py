@@ -35,6 +35,7 @@ BLOCKS_PER_SM = 8
 SPLIT_MIN_COLS = 16384       # rows at least this long are split when there are too few of them
 SPAN_MAX_COLS = 63           # rows up to this long, one after another, go by spans (span_rows)
 SPAN_BYTES = 16 * 1024       # the most shared memory one span of rows takes
+CHECK_BLOCKS_PER_SM = 2      # blocks of a backward that mostly returns at once (check_shape)
 
 RowLayout = collections.namedtuple("RowLayout", "shape dim rows cols inner so si sc")
 LaunchShape = collections.namedtuple("LaunchShape", "grid block lanes rows_per_block")
@@ -220,6 +221,14 @@ def row_cluster(layout, itemsize, device_id, arrays=1):
         if arrays * _room(chunk_length(cols, size, itemsize), itemsize) <= limit:
             return size
     return kernels.CLUSTER_SIZES[-1]
+
+
+def check_shape(shape, device_id):
+    """The launch of a backward that checks, on the device, whether the
+    gradient its forward wrote is the one wanted, and mostly returns at once:
+    ``shape`` with at most CHECK_BLOCKS_PER_SM blocks per SM along grid.x (the
+    rows, when the gradient must be computed again, strided over them)."""
+    return shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * sm_count(device_id)), shape.grid[1]))
 
 
 def cluster_shape(layout, size, device_id):

@@ -37,7 +37,6 @@ REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
 # logits' bytes (TARGET_BYTES per row and block), with at least one block per SM
 GRAD_IN_FORWARD_MIN_COLS = 512
 TARGET_BYTES = 8
-CHECK_BLOCKS_PER_SM = 2
 SPAN_CHUNK_TARGETS = 8       # targets per thread in a chunk of the span forward's denominator (cross_entropy.cu)
 
 Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
@@ -318,8 +317,7 @@ def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls,
                 dx = launch.output_like(x, layout)[0]
             else:                # mostly a check whose every block returns at once (as below)
                 dx = forward_grad
-                shape = shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * launch.sm_count(device_id)),
-                                             1))
+                shape = launch.check_shape(shape, device_id)
             name = f"cross_entropy_span_backward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
             launch.launch("cross_entropy.cu", name, device_id, shape,
                           (x, launch.i64(layout.rows), numpy.int32(layout.cols), target, weight, weight_sum,
@@ -334,10 +332,7 @@ def backward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, m, ls,
         else:
             dx, dx_strides = forward_grad, launch.strides(launch.row_layout(forward_grad, 1))[1:]
         if applied is not None:
-            # mostly a check whose every block returns at once: two blocks per SM (the rows, when the
-            # gradient must be computed again, strided over them)
-            shape = shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * launch.sm_count(device_id)),
-                                         shape.grid[1]))
+            shape = launch.check_shape(shape, device_id)     # mostly a check whose every block returns at once
         name = f"cross_entropy_backward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
         launch.launch("cross_entropy.cu", name, device_id, shape,
                       (x, *launch.strides(layout), launch.i64(layout.rows), numpy.int32(layout.cols), target,
@@ -414,7 +409,6 @@ class CrossEntropy(InternalFunction):
 # shapes holds no more).
 EXPECTED_KINDS = 8
 _expected_upstream = collections.OrderedDict()
-_ones = {}
 
 
 def _expected(key, xp, x):
@@ -422,7 +416,7 @@ def _expected(key, xp, x):
     ``key`` expects, 1 for a kind not seen (or no longer kept)."""
     entry = _expected_upstream.get(key)
     if entry is None:
-        return _one(xp, x), 1.0
+        return rows.one(xp, x), 1.0
     _expected_upstream.move_to_end(key)
     return entry
 
@@ -432,16 +426,6 @@ def _remember(key, entry):
     _expected_upstream.move_to_end(key)
     while len(_expected_upstream) > EXPECTED_KINDS:
         _expected_upstream.popitem(last=False)
-
-
-def _one(xp, x):
-    """A kept 1-element array of 1 in x's dtype on x's device."""
-    key = (backend.device_key(x), x.dtype)
-    one = _ones.get(key)
-    if one is None:
-        with backend.device_guard(backend.device_from_key(key[0])):
-            one = _ones[key] = xp.ones(1, dtype=x.dtype)
-    return one
 
 
 def _same_value(a, b):

@@ -9,8 +9,12 @@ which launches the kernel of ``kernels/<op>.cu``.  :func:`pick` chooses
 between them, once per call; nothing else asks which device holds the data.
 """
 
+import numpy
+
 from gpugrad import backend, dtypes, validation
 from gpugrad.tensor import Tensor
+
+_ones = {}
 
 
 def pick(numpy_version, cuda_version, x, dims, *alike):
@@ -45,21 +49,43 @@ def row_stats(xp, x, axis, weight=None, smoothing=False, overwrite=False):
     return m, ls, e, weighted
 
 
-def softmax_times(xp, x, m, ls, scale):
+def softmax_times(xp, x, m, ls, scale, e=None):
     """scale * exp((x - m) - ls) in three passes over x: exp(x - m) * (scale *
     exp(-ls)), where 0 < exp(x - m) <= 1 and 1 <= exp(ls) <= C (no overflow, no
     cancellation of a large m against ls); rows whose statistics are not
     finite (nan, +inf, all -inf) take the direct formula, as torch's.  m, ls
     and scale broadcast against x (kept dims); the result is in the
-    accumulation dtype."""
-    out = backend.keep_array(xp.subtract(x.astype(m.dtype, copy=False), m))
-    xp.exp(out, out=out)
+    accumulation dtype.  ``e``: exp(x - m) when the caller has it (row_stats'
+    e, which is then written over)."""
+    if e is None:
+        e = backend.keep_array(xp.subtract(x.astype(m.dtype, copy=False), m))
+        xp.exp(e, out=e)
+    out = e
     out *= scale * xp.exp(-ls)
     special = special_rows(xp, ls)
     if special is not None:
         direct = xp.exp((x.astype(m.dtype, copy=False) - m) - ls) * scale
         out = xp.where(special, direct, out)
     return out
+
+
+def one(xp, x):
+    """A kept 1-element array of 1 in x's dtype on x's device: the upstream
+    gradient a fused forward writes its gradient for at first."""
+    key = (backend.device_key(x), x.dtype)
+    kept = _ones.get(key)
+    if kept is None:
+        with backend.device_guard(backend.device_from_key(key[0])):
+            kept = _ones[key] = xp.ones(1, dtype=x.dtype)
+    return kept
+
+
+def same_as(a, value):
+    """Where a == value[0], telling -0 from +0 (host arrays; nan is never the
+    same): where a forward's gradient, written for the upstream gradient
+    ``value``, is the one wanted."""
+    a, v = a.astype(numpy.float64), value.reshape(-1)[:1].astype(numpy.float64)     # (exact)
+    return (a == v) & (numpy.signbit(a) == numpy.signbit(v))
 
 
 def special_rows(xp, ls):
