@@ -194,6 +194,45 @@ def no_host_sync_in_a_training_step_and_errors_still_raised():
 
 
 @check
+def a_bad_target_whose_backward_launches_nothing_raises_at_the_next_sync():
+    """cross_entropy writes its gradient in the forward, so loss.backward() launches nothing and waits for
+    nothing: the forward's error word is polled there, and a kernel the device has not finished yet (here: the
+    emulator runs queued launches only at a sync) is raised at the next synchronising call instead, naming the
+    target; the gradient is not handed out as a good one, and the next call works."""
+    rng = numpy.random.default_rng(5)
+    values = rng.standard_normal((4, 7)).astype("float32")
+    x = gpugrad.tensor(values, device="cuda", requires_grad=True)
+    bad = gpugrad.tensor([1, 7, 2, 3], device="cuda")
+    loss = F.cross_entropy(x, bad)
+    syncs = {}
+
+    def backward():
+        try:
+            loss.backward()
+        except IndexError as error:      # a finished forward kernel: raised at the backward's poll
+            syncs["raised"] = error
+    syncs["count"] = _count_host_syncs(backward)
+    assert syncs["count"] == 0, f"{syncs['count']} host syncs in backward()"
+    if "raised" not in syncs:
+        try:
+            x.grad.cpu()
+        except IndexError as error:
+            assert "Target 7" in str(error), error
+        else:
+            raise AssertionError("no IndexError for target 7 at the sync after backward()")
+    else:
+        assert "Target 7" in str(syncs["raised"]), syncs["raised"]
+    x2, t2 = pair(values, "float32")
+    good = [1, 0, 2, 3]
+    ours = F.cross_entropy(x2, gpugrad.tensor(good, device="cuda"))
+    ours.backward()
+    theirs = torch.nn.functional.cross_entropy(t2, torch.tensor(good))
+    theirs.backward()
+    close(ours, theirs, 1e-6, "loss after the error")
+    close(x2.grad, t2.grad, 1e-6, "gradient after the error")
+
+
+@check
 def debug_mode_raises_at_the_launch():
     """GPUGRAD_DEBUG=1: a bad class index raises at the op that met it (cross_entropy, nll_loss, embedding)."""
     import os

@@ -15,7 +15,8 @@ import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 CHECKS = ["backward_runs_on_the_gpu", "float64_double_backward", "nan_and_infinities_as_torch",
-          "strided_class_dim", "no_host_sync_in_a_training_step_and_errors_still_raised", "launches_per_call",
+          "strided_class_dim", "no_host_sync_in_a_training_step_and_errors_still_raised",
+          "a_bad_target_whose_backward_launches_nothing_raises_at_the_next_sync", "launches_per_call",
           "gradient_written_by_the_forward", "debug_mode_raises_at_the_launch", "few_long_rows_split_over_blocks",
           "row_clusters_keep_long_rows_on_chip",
           "bfloat16_kernels", "grad_scaler_steps_without_a_host_sync", "scaled_loss_takes_the_forward_gradient",
