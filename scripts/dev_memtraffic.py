@@ -1,0 +1,167 @@
+"""Developer tool: the emulator's memory-traffic profiler and time MODEL (cuemu's
+``memtraffic_gpugrad.py``) on this checkout, with the two changes the figures
+of benchmarks/README.md (issue 29) were measured with.
+
+    python scripts/dev_memtraffic.py --shapes 65536x10 --dtypes float32,bfloat16 --skip-kernels --budget 700000
+    python scripts/dev_memtraffic.py --from-json t.json          # the model again on saved traffic
+    (any of memtraffic_gpugrad.py's options; --project defaults to this checkout)
+
+``memtraffic_gpugrad.py`` (in the emulator's folder, tests/emulator.py says
+where: GPUGRAD_CUEMU, by default the team's beside the checkout) runs the real
+kernels on the CPU, records every global-memory access of each launch, and puts
+an occupancy and time MODEL of an H100 and an H200 on top (its docstring and
+``MODEL`` name the assumptions).  This tool runs it unchanged but for two
+functions, replaced in its module before ``main()``:
+
+(a) ``coverage_scale``: a sampled launch is scaled to the whole grid by the
+    share of the logits its blocks read.  A launch whose blocks read far less
+    than the logits (cross-entropy's and log-sum-exp's check of the upstream
+    gradient: 8 bytes a block) would then count as a whole read of the logits;
+    it is scaled by the blocks run instead (``memtraffic.Profile.scale``).
+(b) ``model_launch``: the script's latency formula follows common.cuh's
+    ``traverse`` (row groups of lanes); kernels named ``*_span_*`` (short rows
+    by spans: common.cuh's ``SpanLoad`` and ``store_span``, a thread per row)
+    get one of their own, ``span_latency`` below: per span, one DRAM round per
+    SPAN_UNROLL (4) vectors a thread loads (the spans of a kernel's inputs in
+    flight together), three barriers and three shared-memory round trips; and
+    once per launch, for cross-entropy's forward, the loss's last-block sum
+    (one group sum, a fence and an atomic) and, under 'mean' with the gradient
+    in the forward, the denominator's chunks (a claiming atomic, the chunk's
+    targets, two group sums, a fence and an atomic to publish, two L2 round
+    trips) less the span's first round of loads, which is in flight meanwhile.
+    Other kernels keep the script's formula.
+
+Everything about time, occupancy and % of peak is a MODEL, not a measurement;
+bytes, sectors and launches are measured on the emulator.  Nothing in gpugrad
+imports this file and no user needs it (a user's clone has no emulator); it
+changes nothing on disk but the files its options name.
+"""
+
+import math
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from emulator import CUEMU  # noqa: E402  (the one place that says where the emulator is)
+
+SCRIPT = CUEMU / "memtraffic_gpugrad.py"
+SPAN_UNROLL = 4            # common.cuh: vectors in flight per thread of SpanLoad
+FAR_LESS = 1 / 16          # (a): a launch reading under this share of the logits is scaled by blocks
+# (b): the arguments of the span kernels whose writes say what a launch did (their positions in
+# cross_entropy_span_forward's parameter list): the loss's partials (a last-block sum), the denominator's
+# chunk sums ('mean' with the gradient in the forward), dx
+CE_SPAN_ARGS = {"partials": 15, "chunk_sums": 17, "dx": 13}
+
+
+def load_script():
+    """memtraffic_gpugrad.py as a module (its folder on sys.path, as when it runs)."""
+    if not SCRIPT.is_file():
+        sys.exit(f"no CUDA emulator at {CUEMU} (set GPUGRAD_CUEMU to its folder)")
+    sys.path.insert(0, str(CUEMU))
+    import memtraffic_gpugrad
+    return memtraffic_gpugrad
+
+
+def coverage_scale_by_blocks(original):
+    """(a): the script's coverage_scale, but by the blocks run for a sampled launch whose blocks read far
+    less than the logits (extrapolated by blocks, under FAR_LESS of them)."""
+    def coverage_scale(launches, primary_bytes):
+        out = original(launches, primary_bytes)
+        for k, p in enumerate(launches):
+            if p.blocks_run == p.total_blocks or not p.ranges:
+                continue
+            best = max(p.ranges, key=lambda rid: p.ranges[rid]["unique_read_bytes"])
+            if p.ranges[best]["unique_read_bytes"] * p.scale < FAR_LESS * primary_bytes:
+                out[k] = p.scale
+        return out
+    return coverage_scale
+
+
+def span_facts(p):
+    """What a span launch did, from the arguments it wrote: {"loss_sum", "denominator", "with_dx"}."""
+    base = p.name.split("<")[0]
+    written = {rid for rid, r in p.ranges.items() if r["unique_write_bytes"] or r["kinds"].get("atomic")}
+    if base == "cross_entropy_span_forward":
+        return {"loss_sum": CE_SPAN_ARGS["partials"] in written, "denominator": CE_SPAN_ARGS["chunk_sums"] in written,
+                "with_dx": CE_SPAN_ARGS["dx"] in written}
+    return {"loss_sum": False, "denominator": False, "with_dx": False}
+
+
+def summarize_with_span_facts(original):
+    def summarize_launch(p, scale, resources, gpu_name, memtraffic):
+        s = original(p, scale, resources, gpu_name, memtraffic)
+        if "_span_" in p.name:
+            s["span"] = span_facts(p)
+        return s
+    return summarize_launch
+
+
+def span_latency(s, rows, cols, itemsize, gpu_name, M):
+    """(b): the latency chain of a span kernel's launch (seconds) and its parts."""
+    base = s["kernel"].split("<")[0]
+    per_span, blocks = s["block"][0], s["grid"][0]
+    vector = 16 // itemsize
+    spans = -(-rows // per_span)
+    spans_per_block = -(-spans // blocks)
+    span_rows = min(rows, per_span)
+    vectors = -(-(span_rows * cols) // vector)
+    per_thread = -(-vectors // per_span)            # each input's span: the inputs' loads in flight together
+    rounds = -(-per_thread // SPAN_UNROLL)
+    L, L2, smem, barrier = M["dram_latency_s"], M["l2_latency_s"], M["smem_latency_s"], M["barrier_s"]
+    t_span = rounds * L + 3 * (barrier + smem)
+    # a group sum over the block: one pass of warp shuffles, two barriers, two shared-memory round trips
+    group_sum = int(math.log2(32)) * M["shuffle_level_s"] + 2 * (barrier + smem)
+    facts = s.get("span", {})
+    once = 0.0
+    parts = {}
+    if base == "cross_entropy_span_forward":
+        if facts.get("loss_sum"):
+            parts["loss_sum"] = group_sum + M["atomic_fence_s"]
+        if facts.get("denominator"):
+            parts["denominator"] = (M["atomic_fence_s"] + L + 2 * group_sum + M["atomic_fence_s"] + 2 * L2
+                                    - min(L, rounds * L))
+        once = sum(parts.values())
+    concurrent = s["gpu"][gpu_name]["concurrent_blocks"]
+    waves = -(-blocks // max(1, concurrent))
+    t_lat = waves * spans_per_block * t_span + once
+    return t_lat, {"rounds": rounds, "waves": waves, "groups_per_block": spans_per_block, "t_group": t_span,
+                   "once": parts}
+
+
+def model_with_spans(original, module):
+    def model_launch(s, rows, cols, itemsize, gpu_name, gpu, memtraffic):
+        if "_span_" not in s["kernel"]:
+            return original(s, rows, cols, itemsize, gpu_name, gpu, memtraffic)
+        M = module.MODEL
+        t_lat, parts = span_latency(s, rows, cols, itemsize, gpu_name, M)
+        g = s["gpu"][gpu_name]
+        t_bw = (g["dram_read"] + g["dram_write"]) / (gpu["copy_fraction"] * gpu["peak"])
+        return {"t": M["launch_s"] + max(t_bw, t_lat), "t_bw": t_bw, "t_lat": t_lat,
+                "bound": "bandwidth" if t_bw >= t_lat else "latency", **parts}
+    return model_launch
+
+
+def install(module):
+    """Replace (a) and (b) in the script's module."""
+    module.coverage_scale = coverage_scale_by_blocks(module.coverage_scale)
+    module.summarize_launch = summarize_with_span_facts(module.summarize_launch)
+    module.model_launch = model_with_spans(module.model_launch, module)
+    return module
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--from-json" not in argv and not any(a == "--project" or a.startswith("--project=") for a in argv):
+        argv[:0] = ["--project", str(ROOT)]
+    module = install(load_script())
+    saved = sys.argv
+    sys.argv = [str(SCRIPT)] + argv
+    try:
+        module.main()
+    finally:
+        sys.argv = saved
+
+
+if __name__ == "__main__":
+    main()
