@@ -381,3 +381,39 @@ def test_nll_loss_runs_in_float32_under_autocast_for_every_reduction(rng):
             with lib.autocast("cpu", dtype=lib.bfloat16):
                 loss = lib.nn.functional.nll_loss(x, lib.tensor([0, 3, 1]), reduction=reduction)
             assert str(loss.dtype).endswith("float32"), (lib.__name__, reduction)
+
+
+def test_the_count_of_threads_in_a_region_returns_to_zero(rng):
+    """An op's autocast check reads a global count of the threads in an active region before the
+    thread-local state: nested regions, a disabled region inside, a backward inside (the engine
+    suspends autocast) and an exception leave the count as they found it, and the ops inside and
+    after cast as torch's do."""
+    data = rng.standard_normal((3, 4))
+    x = gpugrad.tensor(data, dtype=gpugrad.float32, requires_grad=True)
+    tx = torch.tensor(data, dtype=torch.float32, requires_grad=True)
+    assert autocast_mode._active_threads == 0
+    seen = []
+    for lib, t in ((gpugrad, x), (torch, tx)):
+        kinds = []
+        with lib.autocast("cpu"):
+            kinds.append(_name((t @ t.T).dtype))
+            with lib.autocast("cpu", enabled=False):
+                kinds.append(_name((t @ t.T).dtype))
+                if lib is gpugrad:
+                    assert autocast_mode._active_threads == 0
+            loss = (t @ t.T).float().sum()
+            loss.backward()                       # no cast in the backward: x.grad is float32
+            kinds.append(_name(t.grad.dtype))
+            try:
+                with lib.autocast("cpu"):
+                    raise KeyError("inside")
+            except KeyError:
+                pass
+            kinds.append(_name((t @ t.T).dtype))
+            if lib is gpugrad:
+                assert autocast_mode._active_threads == 1
+        kinds.append(_name((t @ t.T).dtype))
+        seen.append(kinds)
+    assert seen[0] == seen[1] == ["bfloat16", "float32", "float32", "bfloat16", "float32"]
+    assert autocast_mode._active_threads == 0
+    numpy.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=2e-2, atol=2e-2)

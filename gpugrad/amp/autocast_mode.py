@@ -12,7 +12,6 @@ engine suspends autocast during backward: a backward op runs in the dtype its
 forward ran in.
 """
 
-import contextlib
 import functools
 import inspect
 import threading
@@ -37,6 +36,19 @@ class _State(threading.local):
 
 
 _state = _State()
+
+# The threads with an active region (their _state.active): while none has one, an op's wrapper
+# reads this global alone, not the thread-local state (the per-call check when autocast is off).
+_active_threads = 0
+_active_lock = threading.Lock()
+
+
+def _set_active(state, active):
+    global _active_threads
+    if active != state.active:
+        with _active_lock:
+            _active_threads += 1 if active else -1
+    state.active = active
 
 
 def is_autocast_enabled(device_type="cuda"):
@@ -79,7 +91,7 @@ class autocast:
             state.dtypes.pop(self.device, None)
         state.cache_enabled = self._cache_enabled
         state.depth += 1
-        state.active = bool(state.dtypes)
+        _set_active(state, bool(state.dtypes))
         return self
 
     def __exit__(self, *exc):
@@ -92,7 +104,7 @@ class autocast:
         state.depth -= 1
         if state.depth == 0:
             state.cache.clear()
-        state.active = bool(state.dtypes)
+        _set_active(state, bool(state.dtypes))
         return False
 
     def __call__(self, function):
@@ -103,15 +115,23 @@ class autocast:
         return wrapper
 
 
-@contextlib.contextmanager
-def suspended():
-    """No autocast inside (the engine's backward pass)."""
-    state = _state
-    previous, state.active = state.active, False
-    try:
-        yield
-    finally:
-        state.active = previous
+class suspended:
+    """No autocast inside (the engine's backward pass): a class, not a generator context manager
+    (one per backward), that touches nothing when no region is active."""
+
+    __slots__ = ("_previous",)
+
+    def __enter__(self):
+        state = _state
+        self._previous = previous = state.active
+        if previous:
+            _set_active(state, False)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous:
+            _set_active(_state, True)
+        return False
 
 
 def _cast(value, target):
@@ -149,7 +169,7 @@ def _autocasting(target):
             raise TypeError(f"an autocast kind decorates an op function, not {function!r}")
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            if _state.active:
+            if _active_threads and _state.active:
                 args = [_cast(a, target) for a in args]
                 kwargs = {k: _cast(v, target) for k, v in kwargs.items()}
             return function(*args, **kwargs)

@@ -69,6 +69,12 @@ def _check_alpha(alpha, dtype):
 
 def add(input, other, *, alpha=1):
     """input + alpha * other, broadcasting, with torch's type promotion."""
+    if type(input) is Tensor and type(other) is Tensor and alpha == 1 and type(alpha) is not bool:
+        a, b = input.array, other.array
+        if a.dtype is b.dtype and a.shape == b.shape and a.dtype in _FLOATING:
+            # same floating dtype and shape (the hot case): promote, the alpha check, the half
+            # addend and rounded change nothing; the device is checked by apply
+            return Add.apply(input, other, 1)
     (a, b), dtype = promote(input, other)
     _check_alpha(alpha, dtype)
     return rounded(Add.apply(_half_addend(a, dtype), _half_addend(b, dtype), alpha), dtype)
@@ -87,6 +93,10 @@ class Sub(InternalFunction):
 
 def sub(input, other, *, alpha=1):
     """input - alpha * other (not defined for two bool tensors)."""
+    if type(input) is Tensor and type(other) is Tensor and alpha == 1 and type(alpha) is not bool:
+        a, b = input.array, other.array
+        if a.dtype is b.dtype and a.shape == b.shape and a.dtype in _FLOATING:
+            return Sub.apply(input, other, 1)      # as add's fast path
     if isinstance(input, bool) or isinstance(other, bool) or any(
             isinstance(t, Tensor) and t.dtype == dtypes.bool_ for t in (input, other)):
         both = all(isinstance(t, Tensor) and t.dtype == dtypes.bool_ for t in (input, other))
@@ -165,6 +175,10 @@ class MulBackward(InternalFunction):
 
 def mul(input, other):
     """input * other, broadcasting."""
+    if type(input) is Tensor and type(other) is Tensor:
+        a, b = input.array, other.array
+        if a.dtype is b.dtype and a.shape == b.shape and a.dtype in _FLOATING:
+            return Mul.apply(input, other)         # as add's fast path
     (a, b), dtype = promote(input, other)
     return rounded(Mul.apply(a, b), dtype)
 
