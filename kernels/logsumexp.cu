@@ -28,6 +28,8 @@
 //       rows: every SM gets work), and the last block of a row (atomic counter
 //       per row) merges the S partial states in chunk order (never with dx);
 //       or, on sm_90, a row cluster of S blocks along grid.y (cluster_merge).
+//       Short rows one after another (under 64 elements): logsumexp_span_forward, a block's rows
+//       read as one span of aligned 16-byte vectors into shared memory, a thread per row.
 #include "common.cuh"
 
 using namespace gpugrad;
@@ -145,5 +147,54 @@ __global__ void __launch_bounds__(512, 1) apply_stats(
                          if (special) return quiet_nan<A>();
                          return MODE == 1 ? fast_exp(shifted) : shifted;
                      });
+    }
+}
+
+// Short rows of a row-contiguous array (small C, many rows): a block's blockDim.x rows are one span
+// (common.cuh, SpanLoad), one thread per row in shared memory; with dx, the gradient is written over
+// the span in shared memory and back with aligned vector stores (store_span).  Same math and outputs
+// as logsumexp_forward: (m, ls) and lse per row, dx for the upstream gradient `upstream`.
+// Bytes: R*C read once, 2R accumulators and R results written, and with dx R*C more.
+template <typename T>
+__global__ void __launch_bounds__(512, 1) logsumexp_span_forward(
+        const T* __restrict__ x, long long rows, int cols, Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out,
+        T* __restrict__ out, T* __restrict__ dx, const T* __restrict__ upstream) {
+    using A = Acc<T>;
+    extern __shared__ __align__(16) unsigned char shared_rows[];
+    T* span = reinterpret_cast<T*>(shared_rows);
+    const int per_span = blockDim.x, r = threadIdx.x;
+    const A g = dx != nullptr && upstream != nullptr ? to_acc(*upstream) : A(1);
+    for (long long first = static_cast<long long>(blockIdx.x) * per_span; first < rows;
+         first += static_cast<long long>(gridDim.x) * per_span) {
+        const int count = static_cast<int>(min(static_cast<long long>(per_span), rows - first)) * cols;
+        const long long row = first + r;
+        SpanLoad<T> load;
+        load.issue(x + first * cols, count);
+        load.commit(span);
+        const int shift = load.shift;
+        __syncthreads();
+        if (row < rows) {
+            T* x_row = span + shift + r * cols;
+            A m, ls;
+            finish(span_row_stats<T>(x_row, cols, r, [](int, A) {}), m, ls);
+            m_out[row] = m;
+            ls_out[row] = ls;
+            // torch's logsumexp: +inf / -inf rows give +inf / -inf (m = 0 then), nan gives nan
+            if (out != nullptr) out[row] = Store<T>::of(m + ls);
+            if (dx != nullptr) {
+                // g * exp(x - lse): nan for a row of -inf only and at a +inf (0 elsewhere in its row), nan
+                // for a nan row (as logsumexp_forward)
+                RowWalk walk(r, cols);
+                for (int k = 0; k < cols; ++k) {
+                    const int c = walk.next();
+                    x_row[c] = Store<T>::of(g * fast_exp((to_acc(x_row[c]) - m) - ls));
+                }
+            }
+        }
+        __syncthreads();
+        if (dx != nullptr) {
+            store_span(dx + first * cols, count, span, shift);
+            __syncthreads();                  // the span is reloaded next
+        }
     }
 }

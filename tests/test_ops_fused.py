@@ -463,6 +463,7 @@ LSE_UPSTREAMS = {
 }
 LSE_LAYOUTS = {       # (shape, dim, keepdim, transposed)
     "rows": ((12, 600), 1, False, False),
+    "short rows (by spans on CUDA)": ((300, 10), 1, False, False),
     "strided dim, keepdim": ((5, 7, 3), 1, True, False),
     "transposed, last dim": ((6, 40), -1, False, True),
     "dims (0, 2)": ((4, 3, 5), (0, 2), False, False),

@@ -1,5 +1,5 @@
-"""Short rows, many of them (small C): softmax, log_softmax and cross-entropy
-against torch at the edges of the CUDA path that reads a block's rows as one
+"""Short rows, many of them (small C): softmax, log_softmax, logsumexp and
+cross-entropy against torch at the edges of the CUDA path that reads a block's rows as one
 span (kernels/common.cuh, SpanLoad; gpugrad/cuda/launch.py, span_rows): C = 1
 to 31, row counts that are not a multiple of the rows per span, inputs at an
 offset (rows that start anywhere in a 16-byte vector) and strided ones (the
@@ -17,6 +17,7 @@ from conftest import FLOAT_TOLERANCE, assert_close, launch_counter, to_torch
 
 import gpugrad
 import gpugrad.nn.functional as F
+from gpugrad.cuda import launch
 
 CLASSES = [1, 2, 3, 10, 17, 31]
 ROWS = 300            # more than one span at every C (at most 256 rows each), a multiple of none
@@ -85,6 +86,148 @@ def test_short_rows_softmax_matches_torch(rng, device, dtype, classes, layout, l
 @pytest.mark.parametrize("classes", [3, 10, 31])
 def test_short_rows_softmax_bfloat16(rng, device, classes, log):
     _check_softmax(rng, device, "bfloat16", classes, "offset", log, _values(rng, ROWS, classes))
+
+
+def _kernels_launched(monkeypatch):
+    """The names of the kernels launched from here on (a list that fills)."""
+    names = []
+    original = launch.launch
+
+    def recorded(filename, name, *args, **kwargs):
+        names.append(name)
+        return original(filename, name, *args, **kwargs)
+    monkeypatch.setattr(launch, "launch", recorded)
+    return names
+
+
+def _special_rows(values):
+    """Rows whose log-sum-exp is nan, -inf and +inf (torch's gradient: nan, nan, nan at the +inf and 0
+    elsewhere), and one of -inf but one element."""
+    values[5, -1] = math.nan
+    values[6] = -math.inf
+    values[7, 0] = math.inf
+    values[8] = -math.inf
+    values[8, -1] = 2.0
+
+
+def _check_logsumexp(rng, device, dtype, x, tx, dim, keepdim=False):
+    """logsumexp(x, dim) and its gradient against torch's float64: lse.sum().backward() (the
+    gradient the forward wrote, kept), then per-row upstream values (computed again)."""
+    tol = _tolerance(dtype)
+    for step in range(2):
+        x.grad, tx.grad = None, None
+        out = gpugrad.logsumexp(x, dim, keepdim=keepdim)
+        tout = torch.logsumexp(tx, dim, keepdim=keepdim)
+        assert out.dtype == x.dtype and tuple(out.shape) == tuple(tout.shape)
+        assert_close(out, tout, tol)
+        if step == 0:
+            out.sum().backward()
+            tout.sum().backward()
+        else:
+            upstream = rng.standard_normal(tuple(tout.shape))
+            upstream.reshape(-1)[::3] = 1.0            # some rows keep the forward's gradient
+            out.backward(gpugrad.tensor(upstream, dtype=x.dtype, device=device))
+            tout.backward(torch.tensor(upstream))
+        assert x.grad.dtype == x.dtype
+        assert_close(x.grad, tx.grad, tol, floor=math.sqrt(out.numel()))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("classes", CLASSES + [63])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_short_rows_logsumexp_matches_torch(rng, device, dtype, classes, layout):
+    values = _values(rng, ROWS, classes)
+    _special_rows(values)
+    x, tx = _leaf(values, dtype, device, layout)
+    _check_logsumexp(rng, device, dtype, x, tx, 1)
+
+
+@pytest.mark.parametrize("classes", [3, 10, 31])
+def test_short_rows_logsumexp_bfloat16(rng, device, classes):
+    values = _values(rng, ROWS, classes)
+    _special_rows(values)
+    x, tx = _leaf(values, "bfloat16", device, "offset")
+    _check_logsumexp(rng, device, "bfloat16", x, tx, 1)
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 5])
+@pytest.mark.parametrize("classes", [7, 10])
+def test_short_rows_logsumexp_at_every_phase(rng, device, classes, offset):
+    """Rows that start anywhere in a 16-byte vector (float32: 4, 8 and 12 bytes in), 1,111 of
+    them (five spans, the last one short), keepdim."""
+    rows = 1111
+    values = _values(rng, rows, classes)
+    flat = gpugrad.tensor(numpy.concatenate([numpy.zeros(offset), values.ravel()]), dtype=gpugrad.float32,
+                          device=device)
+    x = flat[offset:].reshape(rows, classes).detach().requires_grad_(True)
+    tx = to_torch(x.detach().to(gpugrad.float64)).requires_grad_(True)
+    _check_logsumexp(rng, device, "float32", x, tx, -1, keepdim=True)
+
+
+# (shape, dim, how x is made, whether its rows go by spans on CUDA)
+LSE_PATHS = {
+    "rows": ((300, 10), 1, "plain", True),
+    "3-d, last dim": ((20, 15, 9), -1, "plain", True),
+    "63 classes": ((70, 63), 1, "plain", True),
+    "64 classes": ((70, 64), 1, "plain", False),
+    "dim 0": ((10, 300), 0, "plain", False),
+    "middle dim": ((20, 10, 3), 1, "plain", False),
+    "transposed": ((10, 300), 1, "transposed", False),
+    "sliced": ((300, 10), 1, "sliced", False),
+    "one row": ((1, 10), 1, "plain", True),
+}
+
+
+@pytest.mark.parametrize("case", list(LSE_PATHS))
+def test_short_rows_logsumexp_layouts(rng, device, case, monkeypatch):
+    """Contiguous rows of under 64 elements go by spans on CUDA; rows of 64, reductions over another
+    dim than the last and rows with gaps between them do not (and agree with torch either way)."""
+    shape, dim, how, by_spans = LSE_PATHS[case]
+    values = rng.standard_normal(shape) * 3
+    if how == "transposed":
+        x = gpugrad.tensor(values.T.copy(), dtype=gpugrad.float32, device=device).T
+    elif how == "sliced":
+        wide = numpy.concatenate([values, numpy.zeros((shape[0], 3))], axis=1)
+        x = gpugrad.tensor(wide, dtype=gpugrad.float32, device=device)[:, :shape[1]]
+    else:
+        x = gpugrad.tensor(values, dtype=gpugrad.float32, device=device)
+    x = x.detach().requires_grad_(True)
+    tx = to_torch(x.detach().to(gpugrad.float64)).requires_grad_(True)
+    names = _kernels_launched(monkeypatch)
+    _check_logsumexp(rng, device, "float32", x, tx, dim)
+    if device != "cpu":
+        spans = [name for name in names if name.startswith("logsumexp_span_forward")]
+        assert len(spans) == (2 if by_spans else 0), names
+
+
+def test_short_rows_logsumexp_empty(device):
+    for shape, dim in (((0, 10), 1), ((5, 0), 1), ((0, 10), 0)):
+        x = gpugrad.zeros(*shape, device=device, requires_grad=True)
+        tx = torch.zeros(*shape, dtype=torch.float64, requires_grad=True)
+        for keepdim in (False, True):
+            out, tout = gpugrad.logsumexp(x, dim, keepdim=keepdim), torch.logsumexp(tx, dim, keepdim=keepdim)
+            assert tuple(out.shape) == tuple(tout.shape)
+            assert_close(out, tout, 0)
+            out.sum().backward()
+            tout.sum().backward()
+            assert_close(x.grad, tx.grad, 0)
+
+
+@pytest.mark.cuda
+def test_short_rows_logsumexp_sum_is_one_launch(rng):
+    """On the (emulated) GPU, logsumexp(x, 1).sum().backward() over short rows launches the span
+    forward, which writes the gradient, and nothing in the backward but the sum's own ops."""
+    if launch_counter() is None or not gpugrad.cuda.is_available():
+        pytest.skip("counts launches under the emulator")
+    x = gpugrad.tensor(rng.standard_normal((600, 10)), dtype=gpugrad.float32, device="cuda", requires_grad=True)
+    gpugrad.logsumexp(x, 1).sum().backward()         # warm (kernels built)
+    expected = x.grad.detach().clone()
+    x.grad = None
+    out = gpugrad.logsumexp(x, 1)
+    stop = launch_counter()
+    out.sum().backward()
+    assert stop()[0] == 0
+    assert_close(x.grad, expected, 0)
 
 
 OPTIONS = [{}, {"label_smoothing": 0.1}, {"weight": True}, {"ignore_index": 1}]

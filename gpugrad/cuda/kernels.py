@@ -35,7 +35,8 @@ _I = list(INDEX_TYPES.values())
 INSTANTIATIONS = {
     "logsumexp.cu": _expand("logsumexp_forward<{t}>", t=_T)
                     + _expand("logsumexp_forward<{t}, {c}>", t=CLUSTER_TYPES, c=CLUSTER_SIZES)
-                    + _expand("apply_stats<{t}, {mode}>", t=_T, mode=APPLY_MODES.values()),
+                    + _expand("apply_stats<{t}, {mode}>", t=_T, mode=APPLY_MODES.values())
+                    + _expand("logsumexp_span_forward<{t}>", t=_T),
     "softmax.cu": _expand("softmax_forward<{t}, {log}>", t=_T, log=("false", "true"))
                   + _expand("softmax_forward<{t}, {log}, {c}>", t=CLUSTER_TYPES, log=("false", "true"), c=CLUSTER_SIZES)
                   + _expand("softmax_backward<{t}, {log}>", t=_T, log=("false", "true"))

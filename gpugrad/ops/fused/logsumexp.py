@@ -76,7 +76,8 @@ def forward_cuda(x, dims, with_grad=False, upstream=None):
     gradient for ``upstream`` (as forward_numpy's): one launch.  Rows too long
     for one block's shared memory, and few long rows, go to a row cluster on
     sm_90; below sm_90 few long rows are split over blocks and the gradient is
-    left to the backward (``grad`` None)."""
+    left to the backward (``grad`` None).  Short rows one after another
+    (launch.span_rows) go by spans."""
     source, layout = launch.layout_of(x, dims[0])
     m, ls, lse, grad = _launch_forward(source, layout, True, with_grad, upstream)
     shape = keepdim_shape(x.shape, dims)
@@ -106,6 +107,9 @@ def _launch_forward(x, layout, want_result, with_grad, upstream):
     """launch_statistics' (m, ls, lse), and the gradient for the upstream
     gradient ``upstream`` when ``with_grad`` (x's shape; None where the rows
     are split over blocks): one launch."""
+    per_span = launch.span_rows(layout, x.itemsize)
+    if per_span:
+        return _span_forward(x, layout, per_span, want_result, with_grad, upstream)
     cp = backend.cupy_module()
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)
@@ -137,6 +141,26 @@ def _launch_forward(x, layout, want_result, with_grad, upstream):
                       (x, *launch.strides(layout), launch.i64(count), numpy.int32(layout.cols), m, ls, out,
                        partial_m, partial_s, counters, dx, *dx_strides, upstream if with_grad else None,
                        numpy.int32(1 if cache else 0)), shared_mem=cache)
+    return m, ls, out, dx
+
+
+def _span_forward(x, layout, per_span, want_result, with_grad, upstream):
+    """_launch_forward for short rows one after another (launch.span_rows): a
+    block's rows as one span (common.cuh, SpanLoad), a thread per row; one
+    launch."""
+    cp = backend.cupy_module()
+    device_id = x.device.id
+    acc = dtypes.accumulate_dtype(x.dtype)
+    count = layout.rows
+    with cp.cuda.Device(device_id):
+        m, ls = cp.empty(count, dtype=acc), cp.empty(count, dtype=acc)
+        out = cp.empty(count, dtype=x.dtype) if want_result else None
+        dx = launch.output_like(x, layout)[0] if with_grad else None
+        name = f"logsumexp_span_forward<{launch.float_type(x.dtype)}>"
+        launch.launch("logsumexp.cu", name, device_id, launch.span_shape(layout, per_span, device_id),
+                      (x, launch.i64(count), numpy.int32(layout.cols), m, ls, out, dx,
+                       upstream if with_grad else None),
+                      shared_mem=launch.span_bytes(per_span, layout.cols, x.itemsize))
     return m, ls, out, dx
 
 
