@@ -22,6 +22,7 @@ as the suite's ``launches`` group (:func:`collect`).
 
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import os
@@ -120,12 +121,13 @@ def _phases(counter, phases):
     return rows
 
 
-def gpt_step(counter_factory, size="small", batch=2, block=64, warmup=1):
+def gpt_step(counter_factory, size="small", batch=2, block=64, warmup=1, autocast=None):
     """Launches per phase (forward, zero_grad, backward, clip, adamw) of the GPT
     example's training step (AdamW, clip_grad_norm_ 1.0, dropout as the size
     sets it) on the cuda device (simulated, or a GPU with a :class:`CuptiCounter`),
-    after ``warmup`` steps; and the last loss."""
-    phases, state = gpt_phases(size, batch, block)
+    after ``warmup`` steps; and the last loss.  ``autocast``: the forward under
+    autocast to that dtype ("bfloat16", as examples/train_gpt.py on a GPU)."""
+    phases, state = gpt_phases(size, batch, block, autocast)
     _warm_up(phases, warmup)
     rows = _phases(counter_factory, phases)
     rows["loss"] = float(state["loss"].item())
@@ -138,8 +140,9 @@ def _warm_up(phases, steps):
             fn()
 
 
-def gpt_phases(size="small", batch=2, block=64):
-    """The GPT example's training step on cuda as [(phase, fn)], and the state its loss goes to."""
+def gpt_phases(size="small", batch=2, block=64, autocast=None):
+    """The GPT example's training step on cuda as [(phase, fn)], and the state its loss goes to;
+    ``autocast``: a dtype name, the forward under autocast to it."""
     import numpy
 
     import gpugrad
@@ -158,7 +161,8 @@ def gpt_phases(size="small", batch=2, block=64):
     state = {}
 
     def forward():
-        state["loss"] = model(x, y)[1]
+        with contextlib.nullcontext() if autocast is None else gpugrad.autocast("cuda", getattr(gpugrad, autocast)):
+            state["loss"] = model(x, y)[1]
 
     def zero_grad():
         optimizer.zero_grad()
@@ -435,6 +439,8 @@ def main(argv=None):
     parser.add_argument("--size", default="small")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--block", type=int, default=64)
+    parser.add_argument("--autocast", choices=("bfloat16", "float16"),
+                        help="the GPT step's forward under autocast to this dtype (gpugrad only)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--json-file", help="write the JSON here (what the suite's launches group reads)")
     parser.add_argument("--torch", action="store_true", help="also count torch's operations for the same steps")
@@ -442,7 +448,8 @@ def main(argv=None):
     factory = install_emulator()
     if factory is None:
         sys.exit(f"no CUDA emulator at {cuemu_dir()} (set GPUGRAD_CUEMU)")
-    result = {"gpt": gpt_step(factory, args.size, args.batch, args.block), "mlp": mlp_step(factory)}
+    result = {"gpt": gpt_step(factory, args.size, args.batch, args.block, autocast=args.autocast),
+              "mlp": mlp_step(factory)}
     if args.torch:
         result["torch_gpt"] = torch_gpt_step(args.size, args.batch, args.block)
         result["torch_mlp"] = torch_mlp_step()
@@ -452,7 +459,8 @@ def main(argv=None):
         print(json.dumps(result, indent=1))
         return
     for name in ("gpt", "mlp"):
-        print(f"{name} step on the simulated cuda device (the emulator's counts, not a GPU's)")
+        under = f", the forward under {args.autocast} autocast" if name == "gpt" and args.autocast else ""
+        print(f"{name} step on the simulated cuda device (the emulator's counts, not a GPU's){under}")
         print(table(result[name]))
     if args.torch:
         print("torch, the same steps on the CPU: aten operations that compute (top-level aten operations) per phase")

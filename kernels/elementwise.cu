@@ -8,6 +8,10 @@
 //                                  gelu' = 0.5 (1 + t) + 0.5 x (1 - t^2) K (1 + 3C x^2)
 //                            erf:  gelu' = (erf(x/sqrt 2) + 1) * 0.5 + x exp(-x^2/2) / sqrt(2 pi)
 //   (the same operations in the same order as the NumPy twins in gpugrad/ops/elementwise.py)
+//   gelu_backward_bias<T, TANH>: dx as gelu_backward's, over rows x cols (the GELU of a Linear's
+//                            output, cols its features), and the column sums of dx as stored (rounded
+//                            to T), summed in A: the gradient of the Linear's bias, in the same launch
+//                            (no separate reduction over the rows, nor a cast after it in bfloat16)
 //   dropout_apply<T>:        y = x * (u >= p ? scale : 0), where u in [0, 1) comes from
 //                            Philox4x32-10 (a counter-based generator: the words of
 //                            counter offset + i/4 under the 64-bit key `seed`, word i % 4,
@@ -16,8 +20,12 @@
 //                            gradient with the same seed and offset.
 // Layout: contiguous arrays of n elements.
 // Launch: a grid-stride loop, a thread per element (four per thread for dropout,
-// one Philox call each); any grid gives the same result.
-// Bytes: each element read once and written once.
+// one Philox call each); any grid gives the same result.  gelu_backward_bias: block b takes
+// rows [b * rows_per_block, +rows_per_block), a thread per column (coalesced along the row),
+// its sum over those rows to partials[b * cols + c]; the last block to finish (counter) adds
+// the blocks' partials in block order, so the sums do not depend on the blocks' timing.
+// Bytes: each element read once and written once (gelu_backward_bias: plus 4 or 8 bytes per
+// column and block of partials, and cols sums).
 #include "common.cuh"
 
 using namespace gpugrad;
@@ -91,4 +99,39 @@ __global__ void __launch_bounds__(MAX_THREADS) dropout_apply(const T* __restrict
             }
         }
     }
+}
+
+template <typename T, bool TANH>
+__global__ void __launch_bounds__(MAX_THREADS) gelu_backward_bias(
+        const T* __restrict__ grad, const T* __restrict__ x, T* __restrict__ out, T* __restrict__ sums,
+        Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter, long long rows, long long cols,
+        long long rows_per_block) {
+    using A = Acc<T>;
+    const long long first = static_cast<long long>(blockIdx.x) * rows_per_block;
+    const long long last = min(rows, first + rows_per_block);
+    const long long blocks = gridDim.x;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        A sum = A(0);
+        for (long long r = first; r < last; ++r) {
+            const long long i = r * cols + c;
+            const T d = Store<T>::of(gelu_slope(to_acc(x[i]), TANH) * to_acc(grad[i]));
+            out[i] = d;
+            sum += to_acc(d);
+        }
+        partials[blockIdx.x * cols + c] = sum;
+    }
+    __threadfence();
+    __shared__ bool is_last;
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == static_cast<unsigned int>(blocks - 1);
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    const volatile A* seen = partials;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        A sum = A(0);
+        for (long long b = 0; b < blocks; ++b) sum += seen[b * cols + c];
+        sums[c] = Store<T>::of(sum);
+    }
+    if (threadIdx.x == 0) *counter = 0u;
 }

@@ -8,7 +8,7 @@ import math
 import numpy
 import pytest
 import torch
-from conftest import EMULATED, assert_close, launch_counter, to_numpy, to_torch
+from conftest import EMULATED, assert_close, launch_counter, relative_error, to_numpy, to_torch
 
 import gpugrad
 from gpugrad.autograd import gradgradcheck
@@ -140,6 +140,112 @@ def test_gelu_half_precision(rng, device):
         assert out.dtype == dtype
         want = torch.nn.functional.gelu(torch.tensor(values, dtype=torch.float64), approximate="tanh").numpy()
         assert_close(to_numpy(out), want, 1e-2)
+
+
+LINEAR_GELU_CASES = [((4, 7, 12), 17), ((300, 12), 17), ((3, 12), 300), ((12,), 5), ((0, 12), 6)]
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("shape, features", LINEAR_GELU_CASES)
+def test_linear_gelu_bias_gradient_from_the_gelu_kernel(rng, device, approximate, shape, features):
+    """gelu(linear(x, w, b)): on CUDA the GELU's backward kernel sums dx over
+    the rows as well, and that is the bias's gradient (no reduction of the
+    Linear's own); values and every gradient as torch's in float64."""
+    x, tx = _pair(rng, shape, device)
+    w, tw = _pair(rng, (features, shape[-1]), device, 0.3)
+    b, tb = _pair(rng, (features,), device)
+    out = F.gelu(F.linear(x, w, b), approximate=approximate)
+    tout = torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tb), approximate=approximate)
+    assert_close(out, tout, 1e-13, floor=1.0)
+    g = gpugrad.tensor(rng.standard_normal(tuple(tout.shape)), device=device)
+    _, launches, ops = _count(lambda: out.backward(g), device)
+    tout.backward(to_torch(g))
+    for ours, theirs in ((x, tx), (w, tw), (b, tb)):
+        assert ours.grad.shape == ours.shape
+        assert_close(ours.grad, theirs.grad, 1e-12, floor=1.0)
+    if launches is not None and x.numel():
+        # the same backward with a bias that needs no gradient: as many launches and operations
+        x.grad = w.grad = None
+        again = F.gelu(F.linear(x, w, b.detach()), approximate=approximate)
+        _, launches_without, ops_without = _count(lambda: again.backward(g), device)
+        assert (launches, ops) == (launches_without, ops_without), "the bias's gradient took launches of its own"
+
+
+def test_linear_gelu_bias_gradient_with_other_consumers_hooks_and_create_graph(rng, device):
+    """The GELU's sums are the bias's gradient only when they are the sums of
+    the Linear output's whole gradient: a second consumer, a hook that replaces
+    or changes the gradient in place, a broadcast bias of one element, a second
+    pass over a retained graph, and create_graph all give torch's gradients."""
+    x, tx = _pair(rng, (6, 5), device)
+    w, tw = _pair(rng, (7, 5), device, 0.3)
+    b, tb = _pair(rng, (7,), device)
+    b1, tb1 = _pair(rng, (1,), device)
+    cases = [
+        ("second consumer", lambda h, gelu: (gelu(h) * 1.5).sum() + (h * h).sum()),
+        ("replacing hook", lambda h, gelu: (h.register_hook(lambda grad: grad * 3), gelu(h).sum())[1]),
+        ("in-place hook", lambda h, gelu: (h.register_hook(lambda grad: grad.mul_(-2)), gelu(h).sum())[1]),
+        ("gelu twice", lambda h, gelu: (gelu(h) * gelu(h)).sum()),
+    ]
+    for name, loss_of in cases:
+        for bias, tbias in ((b, tb), (b1, tb1)):
+            for leaf in (x, w, bias, tx, tw, tbias):
+                leaf.grad = None
+            loss_of(F.linear(x, w, bias), F.gelu).backward()
+            loss_of(torch.nn.functional.linear(tx, tw, tbias), torch.nn.functional.gelu).backward()
+            for ours, theirs in ((x, tx), (w, tw), (bias, tbias)):
+                err = relative_error(ours.grad, theirs.grad, 1.0)
+                assert err <= 1e-12, f"{name}, bias of shape {tuple(bias.shape)}: relative error {err:.3e}"
+    # a retained graph's second pass accumulates the same gradient again
+    b.grad, tb.grad = None, None
+    out = F.gelu(F.linear(x, w, b), approximate="tanh").sum()
+    tout = torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tb), approximate="tanh").sum()
+    out.backward(retain_graph=True)
+    out.backward()
+    tout.backward(retain_graph=True)
+    tout.backward()
+    assert_close(b.grad, tb.grad, 1e-12, floor=1.0)
+    # create_graph: the differentiable backward, then a second derivative equal to torch's
+    gb, = gpugrad.autograd.grad(F.gelu(F.linear(x, w, b)).pow(2).sum(), b, create_graph=True)
+    tgb, = torch.autograd.grad(torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tb)).pow(2).sum(), tb,
+                               create_graph=True)
+    assert_close(gb, tgb, 1e-12, floor=1.0)
+    w.grad, tw.grad = None, None
+    (gb * gb).sum().backward()
+    (tgb * tgb).sum().backward()
+    assert_close(w.grad, tw.grad, 1e-10, floor=1.0)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2e-2), ("float16", 4e-3)])
+def test_linear_gelu_bias_gradient_low_precision(rng, device, dtype, tol):
+    """The sums of the rounded dx, summed in float32 and rounded once (torch's sum
+    of a half tensor), against torch in float64 on the same rounded inputs;
+    also under bfloat16 autocast (the bias a cached cast of a float32 leaf)."""
+    x64, w64, b64 = rng.standard_normal((40, 24)), rng.standard_normal((33, 24)) * 0.3, rng.standard_normal(33)
+    low = getattr(gpugrad, dtype)
+    leaves = [gpugrad.tensor(a, device=device).to(low).requires_grad_() for a in (x64, w64, b64)]
+    tleaves = [torch.tensor(to_numpy(t.detach().double()), requires_grad=True) for t in leaves]
+    out = F.gelu(F.linear(*leaves), approximate="tanh")
+    tout = torch.nn.functional.gelu(torch.nn.functional.linear(*tleaves), approximate="tanh")
+    g = rng.standard_normal((40, 33))
+    out.backward(gpugrad.tensor(g, device=device).to(low))
+    tout.backward(torch.tensor(to_numpy(gpugrad.tensor(g).to(low).double())))
+    for ours, theirs in zip(leaves, tleaves):
+        assert ours.grad.dtype == low
+        assert_close(to_numpy(ours.grad.double()), theirs.grad, tol, floor=1.0)
+    model = gpugrad.nn.Sequential(gpugrad.nn.Linear(24, 33), gpugrad.nn.GELU()).to(device)
+    tmodel = torch.nn.Sequential(torch.nn.Linear(24, 33), torch.nn.GELU()).double()
+    with torch.no_grad():
+        for p, tp in zip(model.parameters(), tmodel.parameters()):
+            tp.copy_(torch.tensor(to_numpy(p.detach().to(gpugrad.bfloat16).double())))
+    x = gpugrad.tensor(x64, device=device, dtype=gpugrad.float32)
+    with gpugrad.autocast(device, dtype=gpugrad.bfloat16):
+        out = model(x)
+    assert out.dtype == gpugrad.bfloat16
+    out.float().sum().backward()
+    tmodel(torch.tensor(to_numpy(x.to(gpugrad.bfloat16).double()))).sum().backward()
+    for p, tp in zip(model.parameters(), tmodel.parameters()):
+        assert p.grad.dtype == gpugrad.float32
+        assert_close(p.grad, tp.grad, 3e-2, floor=1.0)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

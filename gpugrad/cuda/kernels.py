@@ -54,7 +54,8 @@ INSTANTIATIONS = {
     "layer_norm.cu": _expand("{k}<{t}>", k=("layer_norm_forward", "layer_norm_backward"), t=_T),
     "attention.cu": _expand("attention_softmax_forward<{t}, {mask}>", t=_T, mask=(0, 1, 2))
                     + _expand("attention_softmax_backward<{t}>", t=_T),
-    "elementwise.cu": _expand("{k}<{t}, {tanh}>", k=("gelu_forward", "gelu_backward"), t=_T, tanh=("false", "true"))
+    "elementwise.cu": _expand("{k}<{t}, {tanh}>", k=("gelu_forward", "gelu_backward", "gelu_backward_bias"), t=_T,
+                              tanh=("false", "true"))
                       + _expand("dropout_apply<{t}>", t=_T),
 }
 

@@ -126,6 +126,32 @@ def gelu_backward(grad, x, tanh):
     return _elementwise(_gelu_name("backward", x.dtype, tanh), x, (grad, x))
 
 
+def gelu_backward_bias(grad, x, tanh):
+    """(dx, sums): gelu_backward's dx, and its sums over every dim but the last (of x's dtype,
+    summed in the accumulation dtype) in the same launch: the gradient of the bias of the Linear
+    whose output x is."""
+    cp = backend.cupy_module()
+    x = _contiguous(x)
+    grad = _contiguous(cp.broadcast_to(grad, x.shape))
+    cols = x.shape[-1] if x.ndim else 1
+    rows = x.size // cols if cols else 0
+    device_id = x.device.id
+    with cp.cuda.Device(device_id):
+        out = cp.empty(x.shape, dtype=x.dtype)
+        sums = cp.empty((cols,), dtype=x.dtype)
+        if not rows:
+            sums.fill(0)
+            return out, sums
+        blocks = max(1, min(-(-rows // WARPS), 2 * launch.sm_count(device_id)))
+        per_block = -(-rows // blocks)
+        blocks = -(-rows // per_block)
+        partials = cp.empty(blocks * cols, dtype=dtypes.accumulate_dtype(x.dtype))
+        _function("elementwise.cu", _gelu_name("backward_bias", x.dtype, tanh), device_id)(
+            (blocks,), (THREADS,), (grad, x, out, sums, partials, launch.counters(device_id, 1), launch.i64(rows),
+                                    launch.i64(cols), launch.i64(per_block)))
+    return out, sums
+
+
 def dropout(x, p, seed, offset, scale):
     """x * (keep ? scale : 0), the mask drawn by Philox from (seed, offset)."""
     x = _contiguous(x)

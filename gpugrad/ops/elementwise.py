@@ -20,6 +20,7 @@ from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
 from gpugrad.cuda import layers
 from gpugrad.ops._promote import floating, promote, rounded, scalar_of
+from gpugrad.ops.linalg import Linear
 from gpugrad.tensor import Tensor
 
 
@@ -953,8 +954,9 @@ class Gelu(InternalFunction):
     half_in_float32 = True
 
     @staticmethod
-    def forward(ctx, x, approximate):
+    def forward(ctx, x, approximate, linear=None):
         ctx.approximate = approximate
+        ctx.linear = linear
         xp = ctx.xp
         if layers.supports(x):           # CUDA: one kernel
             ctx.save_for_backward(x, None)
@@ -975,7 +977,14 @@ class Gelu(InternalFunction):
     @staticmethod
     def backward(ctx, grad):
         x, cdf = ctx.saved_tensors
-        return GeluBackward.apply(grad, x, ctx.approximate, cdf), None
+        if ctx.linear is not None and not is_grad_enabled() and layers.supports(grad.array, x.array):
+            # CUDA, x the output of a Linear whose bias needs a gradient: the sums of dx over the
+            # rows (that gradient) come from the same kernel, not a reduction of the Linear's
+            dx, sums = layers.gelu_backward_bias(grad.array, x.array, ctx.approximate == "tanh")
+            dx = Tensor._make(dx)
+            Linear.offer_bias_grad(ctx.linear, dx, sums)
+            return dx, None, None
+        return GeluBackward.apply(grad, x, ctx.approximate, cdf), None, None
 
 
 class GeluBackward(InternalFunction):
@@ -1031,7 +1040,8 @@ def gelu(input, approximate="none"):
     """x * Phi(x) (``approximate='tanh'``: torch's tanh approximation)."""
     if approximate not in ("none", "tanh"):
         raise RuntimeError("approximate argument must be either none or tanh.")
-    return Gelu.apply(_unary_input(input, "gelu"), approximate)
+    x = _unary_input(input, "gelu")
+    return Gelu.apply(x, approximate, None if x.grad_fn is None or x.is_cpu else Linear.wants_bias_sums(x))
 
 
 class PhiloxDropout(InternalFunction):

@@ -150,7 +150,16 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
 
 class Linear(InternalFunction):
     """x @ W^T + b as one node; the weight and bias gradients come out as new
-    contiguous arrays (no transposed views to copy into .grad).  x may be 1-D."""
+    contiguous arrays (no transposed views to copy into .grad).  x may be 1-D.
+
+    A backward that computes the gradient of this node's output in a kernel
+    that can sum it over the rows as well (GELU's on CUDA) hands the sums over
+    with :meth:`offer_bias_grad`: the bias's gradient then costs no reduction
+    of its own.  They are taken only for that very gradient, unchanged (the
+    same tensor at the same version): a gradient summed with another
+    consumer's, replaced or changed by a hook is summed here as usual."""
+
+    bias_grad_offer = None        # (gradient, its version, its sums over the rows)
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -174,8 +183,28 @@ class Linear(InternalFunction):
         grad_weight = rows.mT @ x.reshape(rows.shape[0], x.shape[-1]) if needs[1] else None
         grad_bias = None
         if needs[2]:    # the engine sums a broadcast bias's gradient back to its shape
-            grad_bias = rows.sum(0) if len(ctx.bias_shape) <= 1 else grad
+            offer, ctx.bias_grad_offer = ctx.bias_grad_offer, None
+            if offer is not None and offer[0] is grad and offer[1] == grad._version:
+                grad_bias = Tensor._make(offer[2])
+            else:
+                grad_bias = rows.sum(0) if len(ctx.bias_shape) <= 1 else grad
         return grad_x, grad_weight, grad_bias
+
+    @staticmethod
+    def wants_bias_sums(output):
+        """The Linear node ``output`` (a Tensor) is the result of, when its bias
+        (1-D) needs a gradient: the sum of ``output``'s gradient over its rows;
+        else None."""
+        node = output.grad_fn
+        if type(node) is not Linear or output.gradient_edge()[0] is not node or not node.needs_input_grad[2]:
+            return None
+        return node if node.bias_shape is not None and len(node.bias_shape) == 1 else None
+
+    @staticmethod
+    def offer_bias_grad(node, grad, sums):
+        """Give ``node`` (from :meth:`wants_bias_sums`) ``sums``, the sums over the
+        rows of ``grad`` (a Tensor, the gradient of its output): an array of its features."""
+        node.bias_grad_offer = (grad, grad._version, sums)
 
 
 @autocast_mode.lower_precision
