@@ -22,8 +22,10 @@
 //   one of few long rows, is split over the S blocks of a thread-block
 //   cluster along grid.y (ROW_CLUSTER(S)); each block keeps its chunk on chip
 //   and the blocks merge their (m, s) through distributed shared memory
-//   (cluster_merge).  Below sm_90 the attribute and the merge compile away and
-//   the launchers never launch those instantiations.
+//   (cluster_merge: one round trip for all S blocks, one cluster.sync() per
+//   row).  Few long rows take blocks of up to CLUSTER_THREADS in the forwards
+//   of log-sum-exp and cross-entropy.  Below sm_90 the attribute and the merge
+//   compile away and the launchers never launch those instantiations.
 //
 // Compiled by NVRTC (cupy.RawModule): no host headers; cuda_fp16.h,
 // cuda_bf16.h and cooperative_groups.h come from the CUDA runtime headers directory.
@@ -380,6 +382,10 @@ __device__ __forceinline__ void record_bad_index(long long* error, long long kin
 }
 
 constexpr int MAX_THREADS = 512;   // the kernels' __launch_bounds__ and the launchers' largest block
+// The row cluster forwards of log-sum-exp and cross-entropy (sm_90): blocks of up to 1024 threads, so that
+// few long rows spread over twice the threads of MAX_THREADS blocks (launch.py, cluster_threads); they
+// never call block_tree_sum (which holds MAX_THREADS values).
+constexpr int CLUSTER_THREADS = 1024;
 
 // A fixed-shape tree sum over the threads of a block (deterministic); every
 // thread must call; thread 0 gets the total.  scratch holds blockDim.x*y values.
@@ -502,34 +508,64 @@ __device__ __forceinline__ bool merge_split_row(MaxSum<A>& st, A& extra, A* part
 
 // The S blocks of a row cluster (grid.y = S, one row per block at a time)
 // merge the states of their chunks, st and one more sum `extra`, through
-// distributed shared memory: every block gets the same merged row, in rank
-// order (deterministic).  Every thread of every block of the cluster must
-// call, with its group's merged st and extra (group_merge, group_sum).
-template <typename A> __device__ __forceinline__ MaxSum<A> cluster_merge(MaxSum<A> st, A& extra) {
+// distributed shared memory: each block's thread 0 puts its (m, s, extra) in
+// its slot, one cluster.sync(), then lane k of warp 0 reads block k's slot
+// (one distributed-shared-memory round trip for all S, not a chain), warp 0
+// merges them with shuffles (the same fixed tree in every block: every block
+// gets the same merged row, deterministic) and hands the result to the block
+// through shared memory.  The slots alternate by `round` (the caller's count
+// of merges, starting at 0), so the next row's writes need no second
+// cluster.sync(): a block rewrites a slot only after the next merge's sync,
+// which every block reaches after its reads.  cluster_done() at the end of
+// the kernel keeps every block's slots alive until the last read.  Every thread
+// of every block of the cluster must call, with its group's merged st and extra
+// (group_merge, group_sum); S <= 32.
+template <typename A> __device__ __forceinline__ MaxSum<A> cluster_merge(MaxSum<A> st, A& extra, int& round) {
 #if GPUGRAD_CLUSTERS
     namespace cg = cooperative_groups;
-    __shared__ A slot[3];
+    __shared__ A slot[2][3];
+    __shared__ A merged[3];
     cg::cluster_group cluster = cg::this_cluster();
+    A* mine = slot[round & 1];
+    ++round;
     if (threadIdx.x == 0) {
-        slot[0] = st.m;
-        slot[1] = st.s;
-        slot[2] = extra;
+        mine[0] = st.m;
+        mine[1] = st.s;
+        mine[2] = extra;
     }
     cluster.sync();
-    MaxSum<A> total = empty_max_sum<A>();
-    A sum = A(0);
-    const int blocks = static_cast<int>(cluster.num_blocks());
-    for (int k = 0; k < blocks; ++k) {
-        const A* other = cluster.map_shared_rank(slot, k);
-        total = merge(total, MaxSum<A>{other[0], other[1]});
-        sum += other[2];
+    if (threadIdx.x < 32) {
+        const int blocks = static_cast<int>(cluster.num_blocks());
+        MaxSum<A> total = empty_max_sum<A>();
+        A sum = A(0);
+        if (static_cast<int>(threadIdx.x) < blocks) {
+            const A* other = cluster.map_shared_rank(mine, static_cast<int>(threadIdx.x));
+            total = MaxSum<A>{other[0], other[1]};
+            sum = other[2];
+        }
+        total = warp_merge(total, 32);
+        sum = warp_sum(sum, 32);
+        if (threadIdx.x == 0) {
+            merged[0] = total.m;
+            merged[1] = total.s;
+            merged[2] = sum;
+        }
     }
-    cluster.sync();                       // every block has read every slot before it is rewritten (or exits)
-    extra = sum;
+    __syncthreads();
+    const MaxSum<A> total{merged[0], merged[1]};
+    extra = merged[2];
+    __syncthreads();                      // merged is rewritten by the next merge
     return total;
 #else
     __trap();                             // never launched below sm_90
     return st;
+#endif
+}
+
+// The end of a row cluster kernel: no block exits while another may still read its slots.
+__device__ __forceinline__ void cluster_done() {
+#if GPUGRAD_CLUSTERS
+    cooperative_groups::this_cluster().sync();
 #endif
 }
 

@@ -16,7 +16,9 @@
 //   ignored one a loss of 0 and a gradient of nan (torch's log_softmax
 //   backward), and keeps its (m, ls) (an ignored row's are 0 otherwise).
 // Reductions: 'sum' and 'mean' are done here, in a fixed order (each block
-//   adds its rows, the last block adds the block partials): deterministic.
+//   adds its rows, the last block adds the block partials; a grid of one row
+//   cluster has them all in its first block, which writes the loss, with no
+//   fence and no atomic): deterministic.
 // Gradient in the forward: the forward writes dx while it holds the row, for
 //   the upstream gradient the caller expects (`upstream`, one value: 1 for
 //   loss.backward(), the last one seen for (2 * loss).backward() and
@@ -37,7 +39,9 @@
 //   rows over grid.y, the last block of a row merging its chunks in order.
 //   On sm_90 the forward with dx takes rows beyond one block's shared memory,
 //   and few long rows, over a row cluster of CLUSTER blocks along grid.y
-//   (common.cuh, cluster_merge): each block writes its chunk's dx.
+//   (common.cuh, cluster_merge): each block writes its chunk's dx.  The row's
+//   loads do not wait for its target: x_t is read after the row (from L2,
+//   while the reductions run), except under label smoothing, whose pivot it is.
 #include "common.cuh"
 
 using namespace gpugrad;
@@ -73,7 +77,9 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
             const long long t = static_cast<long long>(target[r]);
             if (t != ignore_index && t >= 0 && t < cols) denominator += weight != nullptr ? weight[t] : A(1);
         }
-        denominator = block_tree_sum(denominator, scratch_block);
+        // a row cluster's blocks (blockDim.y == 1, up to CLUSTER_THREADS threads): group_sum's fixed order
+        if constexpr (CLUSTER > 1) denominator = group_sum(denominator, scratch_block);
+        else denominator = block_tree_sum(denominator, scratch_block);
     }
     // the upstream gradient dx is written for (the one the caller expects, else 1), over the mean's
     // denominator: the backward's G = g * (1 / denominator), in the same order
@@ -87,21 +93,23 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
     T* cache = dx != nullptr && use_cache && sc == 1
                    ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(chunk_cols) : nullptr;
     A block_loss = A(0), block_weight = A(0);
+    [[maybe_unused]] int merges = 0;         // cluster_merge's rounds
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = group + threadIdx.y;
         const bool active = row < rows;
         const long long t = active ? static_cast<long long>(target[row]) : ignore_index;
-        bool used = active && t != ignore_index;
-        if (used && (t < 0 || t >= cols)) {
-            if (threadIdx.x == 0 && chunk == 0) record_bad_index(error, CLASS_INDEX, t, cols);
-            used = false;
-        }
+        const bool in_range = t != ignore_index && t >= 0 && t < cols;
         // Every lane of the group goes on to the reductions below (shuffles of
         // a warp, barriers of a block), used row or not.
         const T* x_row = x + (active ? layout.base(row) : 0);
-        const A x_t = used ? to_acc(x_row[t * sc]) : A(0);
-        const A pivot = isfinite(x_t) ? x_t : A(0);
+        // The row's loads do not wait for the target: only label smoothing needs x_t (its pivot) while the
+        // row is read; otherwise x_t is read after the row (from L2), while the reductions run.
+        A pivot = A(0);
+        if (smoothing != A(0) && active && in_range) {
+            const A v = to_acc(x_row[t * sc]);
+            pivot = isfinite(v) ? v : A(0);
+        }
         MaxSum<A> st = empty_max_sum<A>();
         A weighted = A(0);                       // sum_c w_c (x_c - pivot), for smoothing only
         // ignored rows are read too: their gradient is nan where their statistics are not finite (torch)
@@ -113,10 +121,16 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
                 for (int k = 0; k < static_cast<int>(sizeof(v) / sizeof(A)); ++k)
                     if (k < count) weighted += (weight ? weight[begin + j0 + k] : A(1)) * (v[k] - pivot);
             });
+        bool used = active && t != ignore_index;
+        if (used && !in_range) {
+            if (threadIdx.x == 0 && chunk == 0) record_bad_index(error, CLASS_INDEX, t, cols);
+            used = false;
+        }
+        const A x_t = used ? to_acc(x_row[t * sc]) : A(0);
         st = group_merge(st, scratch_m, scratch_s);
         if (smoothing != A(0)) weighted = group_sum(weighted, scratch_x);
         if constexpr (CLUSTER > 1) {
-            st = cluster_merge(st, weighted);
+            st = cluster_merge(st, weighted, merges);
         } else if (splits > 1 && !merge_split_row(st, weighted, partial_m, partial_s,
                                                   smoothing != A(0) ? partial_x : static_cast<A*>(nullptr),
                                                   row_counters, row)) {
@@ -172,15 +186,24 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
         }
         if (cache) group_barrier();
     }
+    auto write_loss = [&](A total, A weights) {
+        // with dx written here, the denominator every block used (the same value), else the partials' sum
+        const A mean_denominator = dx != nullptr && reduction == 2 ? denominator : weights;
+        const A result = reduction == 2 ? total / mean_denominator : total;
+        if (loss_in_acc) *static_cast<A*>(loss) = result;
+        else *static_cast<T*>(loss) = Store<T>::of(result);
+        if (denominator_out != nullptr) *denominator_out = mean_denominator;
+    };
+    if constexpr (CLUSTER > 1) {
+        cluster_done();
+        if (gridDim.x == 1) {
+            // the grid is one cluster: its first block's thread 0 added every row's loss, in row order
+            if (reduction != 0 && chunk == 0 && threadIdx.x == 0) write_loss(block_loss, block_weight);
+            return;
+        }
+    }
     if (reduction != 0)
-        last_block_sum2(block_loss, block_weight, partials, counter, scratch_block, [&](A total, A weights) {
-            // with dx written here, the denominator every block used (the same value), else the partials' sum
-            const A mean_denominator = dx != nullptr && reduction == 2 ? denominator : weights;
-            const A result = reduction == 2 ? total / mean_denominator : total;
-            if (loss_in_acc) *static_cast<A*>(loss) = result;
-            else *static_cast<T*>(loss) = Store<T>::of(result);
-            if (denominator_out != nullptr) *denominator_out = mean_denominator;
-        });
+        last_block_sum2<CLUSTER == 1>(block_loss, block_weight, partials, counter, scratch_block, write_loss);
 }
 
 template <typename T, typename TI>
@@ -201,9 +224,10 @@ __global__ void __launch_bounds__(512, forward_min_blocks<T>()) cross_entropy_fo
 }
 
 // A row cluster of CLUSTER blocks per row (sm_90): rows longer than one block's shared memory keep the
-// gradient in the forward, and few long rows spread over CLUSTER SMs in one launch.
+// gradient in the forward, and few long rows spread over CLUSTER SMs in one launch (blocks of up to
+// CLUSTER_THREADS threads).
 template <typename T, typename TI, int CLUSTER>
-__global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) cross_entropy_forward(
+__global__ void __launch_bounds__(CLUSTER_THREADS, 1) ROW_CLUSTER(CLUSTER) cross_entropy_forward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
         const TI* __restrict__ target, const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum,
         long long ignore_index, Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc,

@@ -55,6 +55,7 @@ __device__ __forceinline__ void logsumexp_forward_rows(
     const A g = dx != nullptr && upstream != nullptr ? to_acc(*upstream) : A(1);
     T* cache = dx != nullptr && use_cache && sc == 1
                    ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(chunk_cols) : nullptr;
+    [[maybe_unused]] int merges = 0;          // cluster_merge's rounds
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = group + threadIdx.y;
@@ -65,7 +66,7 @@ __device__ __forceinline__ void logsumexp_forward_rows(
         st = group_merge(st, scratch_m, scratch_s);
         if constexpr (CLUSTER > 1) {
             A unused = A(0);
-            st = cluster_merge(st, unused);
+            st = cluster_merge(st, unused, merges);
         } else if (splits > 1) {              // (never with dx)
             A unused = A(0);
             if (!merge_split_row(st, unused, partial_m, partial_s, static_cast<A*>(nullptr), row_counters, row))
@@ -87,6 +88,7 @@ __device__ __forceinline__ void logsumexp_forward_rows(
                                               [&](int, A v) { return g * fast_exp((v - m) - ls); });
         if (cache) group_barrier();
     }
+    if constexpr (CLUSTER > 1) cluster_done();
 }
 
 template <typename T>
@@ -100,9 +102,10 @@ __global__ void __launch_bounds__(512, forward_min_blocks<T>()) logsumexp_forwar
                                  row_counters, dx, dx_so, dx_si, dx_sc, upstream, use_cache);
 }
 
-// A row cluster (sm_90): rows beyond one block's shared memory, and few long rows, with dx in one launch.
+// A row cluster (sm_90): rows beyond one block's shared memory, and few long rows, with dx in one launch
+// (blocks of up to CLUSTER_THREADS threads).
 template <typename T, int CLUSTER>
-__global__ void __launch_bounds__(512, 1) ROW_CLUSTER(CLUSTER) logsumexp_forward(
+__global__ void __launch_bounds__(CLUSTER_THREADS, 1) ROW_CLUSTER(CLUSTER) logsumexp_forward(
         const T* __restrict__ x, long long inner, long long so, long long si, long long sc, long long rows, int cols,
         Acc<T>* __restrict__ m_out, Acc<T>* __restrict__ ls_out, T* __restrict__ out,
         Acc<T>* __restrict__ partial_m, Acc<T>* __restrict__ partial_s, unsigned int* __restrict__ row_counters,

@@ -33,6 +33,7 @@ __device__ __forceinline__ void softmax_forward_rows(
     const int begin = min(cols, static_cast<int>(blockIdx.y) * chunk_cols), end = min(cols, begin + chunk_cols);
     T* cache = use_cache && sc == 1 ? reinterpret_cast<T*>(shared_rows) + threadIdx.y * row_room<T>(chunk_cols)
                                     : nullptr;
+    [[maybe_unused]] int merges = 0;          // cluster_merge's rounds
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = group + threadIdx.y;
@@ -43,7 +44,7 @@ __device__ __forceinline__ void softmax_forward_rows(
         st = group_merge(st, scratch_m, scratch_s);
         if constexpr (CLUSTER > 1) {
             A unused = A(0);
-            st = cluster_merge(st, unused);
+            st = cluster_merge(st, unused, merges);
         }
         A m, ls;
         finish(st, m, ls);
@@ -57,6 +58,7 @@ __device__ __forceinline__ void softmax_forward_rows(
                          });
         if (cache) group_barrier();
     }
+    if constexpr (CLUSTER > 1) cluster_done();
 }
 
 template <typename T, bool LOG>
@@ -92,6 +94,7 @@ __device__ __forceinline__ void softmax_backward_rows(
     const int chunk_cols = chunk_length<T>(cols, gridDim.y);
     const int begin = min(cols, static_cast<int>(blockIdx.y) * chunk_cols), end = min(cols, begin + chunk_cols);
     const int n = end - begin;
+    [[maybe_unused]] int merges = 0;          // cluster_merge's rounds
     for (long long group = static_cast<long long>(blockIdx.x) * blockDim.y; group < rows;
          group += static_cast<long long>(gridDim.x) * blockDim.y) {
         const long long row = group + threadIdx.y;
@@ -124,7 +127,7 @@ __device__ __forceinline__ void softmax_backward_rows(
                                  partial += LOG ? to_acc(pg.v[k]) : to_acc(pg.v[k]) * to_acc(py.v[k]);
                          });
         A dot = group_sum(partial, scratch);
-        if constexpr (CLUSTER > 1) cluster_merge(empty_max_sum<A>(), dot);
+        if constexpr (CLUSTER > 1) cluster_merge(empty_max_sum<A>(), dot, merges);
         if (active) {
             const bool same_phase = vector && out_sc == 1 &&
                                     (reinterpret_cast<unsigned long long>(out_row) & 15) ==
@@ -148,6 +151,7 @@ __device__ __forceinline__ void softmax_backward_rows(
         }
         if (use_cache) group_barrier();
     }
+    if constexpr (CLUSTER > 1) cluster_done();
 }
 
 template <typename T, bool LOG>

@@ -10,8 +10,8 @@ of benchmarks/README.md (issue 29) were measured with.
 where: GPUGRAD_CUEMU, by default the team's beside the checkout) runs the real
 kernels on the CPU, records every global-memory access of each launch, and puts
 an occupancy and time MODEL of an H100 and an H200 on top (its docstring and
-``MODEL`` name the assumptions).  This tool runs it unchanged but for two
-functions, replaced in its module before ``main()``:
+``MODEL`` name the assumptions).  This tool runs it unchanged but for three
+changes, made in its module before ``main()``:
 
 (a) ``coverage_scale``: a sampled launch is scaled to the whole grid by the
     share of the logits its blocks read.  A launch whose blocks read far less
@@ -30,6 +30,28 @@ functions, replaced in its module before ``main()``:
     targets, two group sums, a fence and an atomic to publish, two L2 round
     trips) less the span's first round of loads, which is in flight meanwhile.
     Other kernels keep the script's formula.
+(c) ``model_launch`` again: the script charges a row cluster's merge as its
+    split-row merge (a fence and an atomic, then one L2 round trip per chunk
+    in a serial loop) and charges it to the log-sum-exp and cross-entropy
+    forwards only.  Row cluster launches (``Profile.cluster`` larger than one
+    block, kept in the summary as "cluster"; in a saved --json without it, a
+    launch of several chunks whose kernel name ends in a cluster size) get
+    ``cluster_latency`` below, from common.cuh's ``cluster_merge``: per row, a
+    cluster.sync(), one distributed-shared-memory round trip (lane k of warp
+    0 reads block k's slot: all S at once), a warp's merge of the S states and
+    a barrier to hand the result on; a cluster.sync() once at the end
+    (``cluster_done``); both the sync and the distributed-shared-memory read
+    taken as an L2 round trip (CLUSTER_SYNC_S, DSMEM_S: assumptions, no
+    figure of ours).  The rest follows the script's formulas per kernel
+    (rounds of loads over a chunk, the block's reduction, the second pass from
+    shared memory), softmax's included, with these differences for the
+    cross-entropy forward: the row's loads go out with the target's (only
+    label smoothing, which these calls do not use, reads x_t first; x_t is
+    read after the row, from L2, while the reductions run), the mean's
+    denominator is a group sum (the script's block tree for other launches),
+    and a grid of one cluster writes the loss from the first block's thread 0
+    (no last-block sum: no fence, no atomic); a grid of several clusters
+    pays the last-block sum (two group sums, a fence and an atomic).
 
 Everything about time, occupancy and % of peak is a MODEL, not a measurement;
 bytes, sectors and launches are measured on the emulator.  Nothing in gpugrad
@@ -52,6 +74,9 @@ FAR_LESS = 1 / 16          # (a): a launch reading under this share of the logit
 # cross_entropy_span_forward's parameter list): the loss's partials (a last-block sum), the denominator's
 # chunk sums ('mean' with the gradient in the forward), dx
 CE_SPAN_ARGS = {"partials": 15, "chunk_sums": 17, "dx": 13}
+# (c): a cluster.sync() and a distributed-shared-memory read, each taken as an L2 round trip (assumptions)
+CLUSTER_SYNC_S = None      # None: the script's MODEL["l2_latency_s"]
+DSMEM_S = None
 
 
 def load_script():
@@ -93,8 +118,59 @@ def summarize_with_span_facts(original):
         s = original(p, scale, resources, gpu_name, memtraffic)
         if "_span_" in p.name:
             s["span"] = span_facts(p)
+        s["cluster"] = list(getattr(p, "cluster", (1, 1, 1)))
         return s
     return summarize_launch
+
+
+def cluster_blocks(s):
+    """(c): the blocks of a launch's row cluster (1: none)."""
+    if "cluster" in s:
+        return math.prod(s["cluster"])
+    last = s["kernel"].rstrip(">").split(",")[-1].strip()
+    return int(last) if "," in s["kernel"] and last.isdigit() and s["grid"][1] == int(last) else 1
+
+
+def cluster_latency(s, rows, cols, itemsize, gpu_name, module):
+    """(c): the latency chain of a row cluster launch (seconds) and its parts."""
+    M = module.MODEL
+    base = s["kernel"].split("<")[0]
+    gx, splits = s["grid"][0], s["grid"][1]
+    lanes = s["block"][0]
+    chunk = -(-cols // splits)
+    per_vector = 16 // itemsize
+    misaligned = (cols * itemsize) % 16 != 0 or (chunk * itemsize) % 16 != 0
+    rounds = max(module.traverse_rounds(chunk, 0, lanes, per_vector),
+                 module.traverse_rounds(chunk, per_vector - 1, lanes, per_vector) if misaligned else 0)
+    L, L2, smem, barrier, level = (M["dram_latency_s"], M["l2_latency_s"], M["smem_latency_s"], M["barrier_s"],
+                                   M["shuffle_level_s"])
+    sync = L2 if CLUSTER_SYNC_S is None else CLUSTER_SYNC_S
+    dsmem = L2 if DSMEM_S is None else DSMEM_S
+    levels = int(math.log2(min(lanes, 32))) if lanes > 1 else 0
+    reduce = levels * level + ((5 * level + 2 * barrier + 2 * smem) if lanes > 32 else 0.0)
+    merge = sync + dsmem + 5 * level + barrier + smem       # cluster_merge, per row
+    g = s["gpu"][gpu_name]
+    dram_reread = max(0.0, g["dram_read"] - s["read_sectors"] * 32)
+    hit = 1.0 - (dram_reread / s["reread_bytes"] if s["reread_bytes"] else 0.0)
+    second = smem if s["shared_mem"] else hit * L2 + (1 - hit) * L     # the second pass (the script's)
+    once = {"cluster_done": sync}
+    if base == "cross_entropy_forward":
+        with_dx = s.get("with_dx", False)
+        t_group = rounds * L + reduce + merge + (rounds * second if with_dx else 0.0)
+        if with_dx:                                         # the mean's denominator (charged under 'sum' too)
+            once["denominator"] = -(-rows // lanes) * L2 + reduce
+        if gx > 1:
+            once["loss_sum"] = 2 * reduce + M["atomic_fence_s"]
+    elif base in ("softmax_forward", "softmax_backward"):
+        t_group = rounds * L + reduce + merge + rounds * second
+    else:                                                   # logsumexp_forward (dx from shared memory)
+        t_group = rounds * L + reduce + merge
+    concurrent = g["concurrent_blocks"]
+    waves = -(-(gx * splits) // max(1, concurrent))
+    groups_per_block = -(-rows // gx)
+    t_lat = waves * groups_per_block * t_group + sum(once.values())
+    return t_lat, {"rounds": rounds, "waves": waves, "groups_per_block": groups_per_block, "t_group": t_group,
+                   "merge": merge, "once": once}
 
 
 def span_latency(s, rows, cols, itemsize, gpu_name, M):
@@ -142,11 +218,23 @@ def model_with_spans(original, module):
     return model_launch
 
 
+def model_with_clusters(original, module):
+    def model_launch(s, rows, cols, itemsize, gpu_name, gpu, memtraffic):
+        if cluster_blocks(s) <= 1:
+            return original(s, rows, cols, itemsize, gpu_name, gpu, memtraffic)
+        t_lat, parts = cluster_latency(s, rows, cols, itemsize, gpu_name, module)
+        g = s["gpu"][gpu_name]
+        t_bw = (g["dram_read"] + g["dram_write"]) / (gpu["copy_fraction"] * gpu["peak"])
+        return {"t": module.MODEL["launch_s"] + max(t_bw, t_lat), "t_bw": t_bw, "t_lat": t_lat,
+                "bound": "bandwidth" if t_bw >= t_lat else "latency", **parts}
+    return model_launch
+
+
 def install(module):
-    """Replace (a) and (b) in the script's module."""
+    """Make (a), (b) and (c) in the script's module."""
     module.coverage_scale = coverage_scale_by_blocks(module.coverage_scale)
     module.summarize_launch = summarize_with_span_facts(module.summarize_launch)
-    module.model_launch = model_with_spans(module.model_launch, module)
+    module.model_launch = model_with_clusters(model_with_spans(module.model_launch, module), module)
     return module
 
 

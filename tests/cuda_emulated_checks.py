@@ -387,30 +387,39 @@ def row_clusters_keep_long_rows_on_chip():
     float32 classes, 280 KB) and few long rows (20,011) go to a row cluster
     (kernels.CLUSTER_SIZES blocks along grid.y, merged through distributed shared
     memory): cross-entropy writes its gradient in the forward (loss.backward() is
-    one launch) under every option, softmax and log_softmax take one launch each
-    way; float32 and bfloat16 match torch on the same values.  Rows cached beyond
-    48 KiB of shared memory opt in to more (softmax backward, 8 rows of y and g)."""
+    one launch) under every option, log-sum-exp too (lse.sum().backward() is one
+    launch), softmax and log_softmax take one launch each way; float32 and
+    bfloat16 match torch on the same values.  The forwards of cross-entropy and
+    log-sum-exp take blocks of launch.CLUSTER_THREADS where a chunk holds more
+    than UNROLL vectors per thread of a MAX_THREADS block (70,001 float32
+    classes, in one row too: a grid of one cluster, whose first block writes the
+    loss), else MAX_THREADS.  Rows cached beyond 48 KiB of shared memory opt in
+    to more (softmax backward, 8 rows of y and g)."""
     from gpugrad.cuda import kernels
     from gpugrad.cuda import launch as launchers
     launched = []
     original = launchers.launch
 
     def recording(filename, name, device_id, shape, args, shared_mem=0):
-        launched.append((name, shape.grid, shared_mem))
+        launched.append((name, shape.grid, shared_mem, shape.block))
         return original(filename, name, device_id, shape, args, shared_mem)
     launchers.launch = recording
     size = kernels.CLUSTER_SIZES[-1]
     try:
         rng = numpy.random.default_rng(12)
         for rows, classes, dtype, tol in ((2, 70001, "float32", 1e-5), (3, 20011, "float32", 1e-5),
-                                          (2, 70001, "bfloat16", 1e-2)):
+                                          (1, 70001, "float32", 1e-5), (2, 70001, "bfloat16", 1e-2)):
+            wide = dtype == "float32" and classes == 70001        # 2188 vectors of 16 bytes per chunk
+            threads = launchers.CLUSTER_THREADS if wide else launchers.MAX_THREADS
             values = rng.standard_normal((rows, classes)) * 4
-            values[0, 11] = 40.0
+            if rows > 1:
+                values[0, 11] = 40.0     # (alone in a row, softmax's gradient there is float32 rounding)
             rounded = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype)).float().numpy().astype("float64")
             target = rng.integers(0, classes, rows)
             weight = gpugrad.tensor(rng.uniform(0.3, 2.0, classes), dtype=getattr(gpugrad, dtype))
             for reduction, options in (("mean", {}), ("sum", {"label_smoothing": 0.3, "weight": True}),
-                                       ("mean", {"ignore_index": int(target[1])})):
+                                       ("mean", {"ignore_index": int(target[-1]) if rows > 1 else -100}),
+                                       ("mean", {"ignore_index": int(target[0]) + 1, "label_smoothing": 0.1})):
                 kwargs, tkwargs = dict(options), dict(options)
                 if options.get("weight"):
                     kwargs["weight"] = weight.to("cuda")
@@ -421,15 +430,28 @@ def row_clusters_keep_long_rows_on_chip():
                 loss = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"), reduction=reduction, **kwargs)
                 loss.backward()
                 what = f"{rows}x{classes} {dtype} {reduction} {options}"
-                assert [name for name, _, _ in launched] == [
+                assert [entry[0] for entry in launched] == [
                     f"cross_entropy_forward<{launchers.float_type(x.dtype)}, long long, {size}>"], (what, launched)
-                assert launched[0][1][1] == size, (what, launched)
+                assert launched[0][1] == (rows, size) and launched[0][3] == (threads, 1), (what, launched)
                 tloss = torch.nn.functional.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
                 tloss.backward()
                 close(loss.float(), tloss, tol, f"cluster loss {what}")
                 grad = x.grad.float().cpu().numpy().astype("float64")
                 err = numpy.abs(grad - tx.grad.numpy()).max() / numpy.abs(tx.grad.numpy()).max()
                 assert err < tol, f"cluster grad {what}: relative error {err:.3g}"
+            x = gpugrad.tensor(rounded, device="cuda").to(getattr(gpugrad, dtype)).requires_grad_()
+            tx = torch.tensor(rounded, requires_grad=True)
+            launched.clear()
+            out = gpugrad.logsumexp(x, 1)
+            out.sum().backward()
+            assert [(name, grid, block) for name, grid, _, block in launched] == [
+                (f"logsumexp_forward<{launchers.float_type(x.dtype)}, {size}>", (rows, size), (threads, 1))], launched
+            tout = torch.logsumexp(tx, 1)
+            tout.sum().backward()
+            close(out.float(), tout, tol, f"cluster logsumexp {rows}x{classes} {dtype}")
+            err = numpy.abs(x.grad.float().cpu().numpy().astype("float64") - tx.grad.numpy()).max() / \
+                numpy.abs(tx.grad.numpy()).max()
+            assert err < tol, f"cluster logsumexp grad {rows}x{classes} {dtype}: relative error {err:.3g}"
             for name in ("softmax", "log_softmax"):
                 x = gpugrad.tensor(rounded, device="cuda").to(getattr(gpugrad, dtype)).requires_grad_()
                 tx = torch.tensor(rounded, requires_grad=True)

@@ -29,6 +29,8 @@ from gpugrad import backend, dtypes
 from gpugrad.cuda import kernels
 
 MAX_THREADS = 512            # the kernels' __launch_bounds__
+CLUSTER_THREADS = 1024       # the row cluster forwards of log-sum-exp and cross-entropy (common.cuh)
+UNROLL = 4                   # vectors in flight per lane (common.cuh, traverse)
 DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024   # static + dynamic shared memory a block gets without opting in
 STATIC_SHARED_BYTES = 8 * 1024   # room left for a kernel's static shared memory (at most ~4.9 KB now)
 BLOCKS_PER_SM = 8
@@ -231,12 +233,24 @@ def check_shape(shape, device_id):
     return shape._replace(grid=(min(shape.grid[0], CHECK_BLOCKS_PER_SM * sm_count(device_id)), shape.grid[1]))
 
 
-def cluster_shape(layout, size, device_id):
-    """The launch of a row cluster kernel: a block of MAX_THREADS per chunk,
+def cluster_threads(layout, size, itemsize, device_id):
+    """Threads per block of a row cluster forward that may take up to
+    CLUSTER_THREADS (log-sum-exp's and cross-entropy's): CLUSTER_THREADS for
+    few long rows whose chunks hold more than UNROLL vectors per thread of a
+    MAX_THREADS block (a row's time is then its rounds of dependent loads:
+    twice the threads on each of the cluster's SMs, half the rounds), else
+    MAX_THREADS."""
+    few_rows = layout.cols >= SPLIT_MIN_COLS and layout.rows < 2 * sm_count(device_id)
+    vectors = -(-chunk_length(layout.cols, size, itemsize) * itemsize // 16)
+    return CLUSTER_THREADS if few_rows and vectors > UNROLL * MAX_THREADS else MAX_THREADS
+
+
+def cluster_shape(layout, size, device_id, threads=MAX_THREADS):
+    """The launch of a row cluster kernel: a block of ``threads`` per chunk,
     ``size`` chunks per row along grid.y (the cluster), the clusters striding
     over the rows."""
     blocks = max(1, min(layout.rows, BLOCKS_PER_SM * sm_count(device_id) // size))
-    return LaunchShape((blocks, size), (MAX_THREADS, 1), MAX_THREADS, 1)
+    return LaunchShape((blocks, size), (threads, 1), threads, 1)
 
 
 def counters(device_id, count):

@@ -229,7 +229,8 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
         if cluster:
             # rows beyond one block's shared memory, or few long rows: a cluster of blocks per row keeps it on
             # chip and writes the gradient (sm_90)
-            shape = launch.cluster_shape(layout, cluster, device_id)
+            shape = launch.cluster_shape(layout, cluster, device_id,
+                                         launch.cluster_threads(layout, cluster, x.itemsize, device_id))
         if with_grad and code == 2:
             blocks = max(launch.sm_count(device_id), cols * x.itemsize // TARGET_BYTES)
             shape = shape._replace(grid=(min(shape.grid[0], blocks), shape.grid[1]))

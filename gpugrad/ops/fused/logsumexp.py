@@ -121,7 +121,8 @@ def _launch_forward(x, layout, want_result, with_grad, upstream):
         if cluster:
             # rows beyond one block's shared memory, or few long rows: a cluster of blocks per row keeps it on
             # chip and writes the gradient (sm_90)
-            shape = launch.cluster_shape(layout, cluster, device_id)
+            shape = launch.cluster_shape(layout, cluster, device_id,
+                                         launch.cluster_threads(layout, cluster, x.itemsize, device_id))
         splits = shape.grid[1]
         split_rows = splits > 1 and not cluster      # chunks merged by the row's last block: no gradient
         with_grad = with_grad and not split_rows
