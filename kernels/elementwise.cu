@@ -12,6 +12,8 @@
 //                            output, cols its features), and the column sums of dx as stored (rounded
 //                            to T), summed in A: the gradient of the Linear's bias, in the same launch
 //                            (no separate reduction over the rows, nor a cast after it in bfloat16)
+//   column_sums<T>:          sums[c] = sum over r of x[r, c], in A, rounded to T once (a half-type
+//                            sum over the leading dims in one launch: no float32 result to cast)
 //   dropout_apply<T>:        y = x * (u >= p ? scale : 0), where u in [0, 1) comes from
 //                            Philox4x32-10 (a counter-based generator: the words of
 //                            counter offset + i/4 under the 64-bit key `seed`, word i % 4,
@@ -20,12 +22,12 @@
 //                            gradient with the same seed and offset.
 // Layout: contiguous arrays of n elements.
 // Launch: a grid-stride loop, a thread per element (four per thread for dropout,
-// one Philox call each); any grid gives the same result.  gelu_backward_bias: block b takes
+// one Philox call each); any grid gives the same result.  gelu_backward_bias, column_sums: block b takes
 // rows [b * rows_per_block, +rows_per_block), a thread per column (coalesced along the row),
 // its sum over those rows to partials[b * cols + c]; the last block to finish (counter) adds
 // the blocks' partials in block order, so the sums do not depend on the blocks' timing.
 // Bytes: each element read once and written once (gelu_backward_bias: plus 4 or 8 bytes per
-// column and block of partials, and cols sums).
+// column and block of partials, and cols sums; column_sums: x read once).
 #include "common.cuh"
 
 using namespace gpugrad;
@@ -101,6 +103,32 @@ __global__ void __launch_bounds__(MAX_THREADS) dropout_apply(const T* __restrict
     }
 }
 
+namespace {
+
+// The end of a column-sums kernel: each block has written its sums over its rows to
+// partials[blockIdx.x * cols + c]; the last block to finish (counter) adds them in block order.
+template <typename T>
+__device__ __forceinline__ void finish_column_sums(const Acc<T>* partials, unsigned int* counter, T* sums,
+                                                   long long cols) {
+    using A = Acc<T>;
+    __threadfence();
+    __shared__ bool is_last;
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    const volatile A* seen = partials;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        A sum = A(0);
+        for (long long b = 0; b < gridDim.x; ++b) sum += seen[b * cols + c];
+        sums[c] = Store<T>::of(sum);
+    }
+    if (threadIdx.x == 0) *counter = 0u;
+}
+
+}  // namespace
+
 template <typename T, bool TANH>
 __global__ void __launch_bounds__(MAX_THREADS) gelu_backward_bias(
         const T* __restrict__ grad, const T* __restrict__ x, T* __restrict__ out, T* __restrict__ sums,
@@ -109,7 +137,6 @@ __global__ void __launch_bounds__(MAX_THREADS) gelu_backward_bias(
     using A = Acc<T>;
     const long long first = static_cast<long long>(blockIdx.x) * rows_per_block;
     const long long last = min(rows, first + rows_per_block);
-    const long long blocks = gridDim.x;
     for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
         A sum = A(0);
         for (long long r = first; r < last; ++r) {
@@ -120,18 +147,20 @@ __global__ void __launch_bounds__(MAX_THREADS) gelu_backward_bias(
         }
         partials[blockIdx.x * cols + c] = sum;
     }
-    __threadfence();
-    __shared__ bool is_last;
-    __syncthreads();
-    if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == static_cast<unsigned int>(blocks - 1);
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    const volatile A* seen = partials;
+    finish_column_sums(partials, counter, sums, cols);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(MAX_THREADS) column_sums(
+        const T* __restrict__ x, T* __restrict__ sums, Acc<T>* __restrict__ partials, unsigned int* __restrict__ counter,
+        long long rows, long long cols, long long rows_per_block) {
+    using A = Acc<T>;
+    const long long first = static_cast<long long>(blockIdx.x) * rows_per_block;
+    const long long last = min(rows, first + rows_per_block);
     for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
         A sum = A(0);
-        for (long long b = 0; b < blocks; ++b) sum += seen[b * cols + c];
-        sums[c] = Store<T>::of(sum);
+        for (long long r = first; r < last; ++r) sum += to_acc(x[r * cols + c]);
+        partials[blockIdx.x * cols + c] = sum;
     }
-    if (threadIdx.x == 0) *counter = 0u;
+    finish_column_sums(partials, counter, sums, cols);
 }

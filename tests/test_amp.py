@@ -114,6 +114,52 @@ def test_weights_are_cast_once_per_region():
     assert w.grad.dtype == gpugrad.float32
 
 
+
+def test_the_cast_cache_in_nested_regions_without_caching_and_after_in_place_updates(rng):
+    """torch's cache (a leaf that requires grad, cast once per outermost region):
+    a nested region shares it and its exit keeps it; cache_enabled=False neither
+    reads nor fills it; enabled=False casts nothing.  A weight changed in place
+    inside the region is cast again (its version), where torch's cache, keyed on
+    the tensor alone, would hand back the cast of the old values: against torch's
+    values computed without its cache."""
+    w64, x64 = rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    w, x = gpugrad.nn.Parameter(gpugrad.tensor(w64, dtype=gpugrad.float32)), gpugrad.tensor(x64, dtype=gpugrad.float32)
+    tw, tx = torch.nn.Parameter(torch.tensor(w64, dtype=torch.float32)), torch.tensor(x64, dtype=torch.float32)
+
+    def cast_node(out):
+        return out.grad_fn.next_functions[1][0]
+
+    with gpugrad.autocast("cpu"), torch.autocast("cpu", dtype=torch.bfloat16):
+        a, ta = F.linear(x, w), TF.linear(tx, tw)
+        with gpugrad.autocast("cpu"), torch.autocast("cpu", dtype=torch.bfloat16):
+            b, tb = F.linear(x, w), TF.linear(tx, tw)
+            assert cast_node(b) is cast_node(a)                   # the outer region's cast
+        assert len(autocast_mode._state.cache) == 1               # kept at the inner region's exit
+        with gpugrad.autocast("cpu", cache_enabled=False), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                                           cache_enabled=False):
+            c, tc = F.linear(x * 1, w), TF.linear(tx * 1, tw)
+            assert cast_node(c) is not cast_node(a)              # not read
+            assert len(autocast_mode._state.cache) == 1         # not filled
+        with gpugrad.autocast("cpu", enabled=False), torch.autocast("cpu", enabled=False):
+            d, td = F.linear(x, w), TF.linear(tx, tw)
+        with gpugrad.no_grad(), torch.no_grad():
+            w.mul_(-3)
+            tw.mul_(-3)
+        e = F.linear(x, w)
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            te = TF.linear(tx, tw)                                 # torch's values for the new weight
+        assert cast_node(e) is not cast_node(a)
+    assert not autocast_mode._state.cache                          # cleared with the outermost region
+    for ours, theirs in ((a, ta), (b, tb), (c, tc), (d, td), (e, te)):     # a stale cast would be -1/3 of e
+        assert _name(ours.dtype) == _name(theirs.dtype)
+        tol = 1e-6 if ours.dtype == gpugrad.float32 else 1e-2
+        numpy.testing.assert_allclose(ours.detach().float().numpy(), theirs.detach().float().numpy(), rtol=tol,
+                                      atol=tol)
+    (a.float().sum() + e.float().sum()).backward()
+    (ta.float().sum() + te.float().sum()).backward()
+    assert w.grad.dtype == gpugrad.float32
+    numpy.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-2)
+
 def _models(seed=0):
     torch.manual_seed(seed)
     theirs = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.GELU(), torch.nn.LayerNorm(32),

@@ -12,6 +12,7 @@ from conftest import (
     assert_forward_backward,
     compare_with_torch,
     make_pair,
+    to_numpy,
     to_torch,
 )
 
@@ -340,3 +341,29 @@ def test_pow_by_a_half_is_torchs_sqrt_and_rsqrt():
         out.sum().backward()
         tout.sum().backward()
         numpy.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("op", ["add", "sub"])
+@pytest.mark.parametrize("pair", [("float32", "bfloat16"), ("bfloat16", "float32"), ("float64", "float32"),
+                                  ("float16", "float64"), ("float16", "bfloat16"), ("float32", "float16")])
+def test_add_and_sub_of_two_floating_dtypes_match_torch(rng, device, op, pair):
+    """Two floating tensors of one shape and two dtypes (the residual stream under
+    autocast: float32 + bfloat16): torch's result dtype and values to the last bit,
+    each gradient in its operand's dtype; where the result is one operand's dtype the
+    other is read as it is (one launch on the GPU, no cast first)."""
+    values = [rng.standard_normal((3, 5)) * 100, rng.standard_normal((3, 5))]
+    ours = [gpugrad.tensor(v, device=device).to(getattr(gpugrad, d)).requires_grad_() for v, d in zip(values, pair)]
+    theirs = [torch.tensor(to_numpy(t.detach().double())).to(getattr(torch, d)).requires_grad_()
+              for t, d in zip(ours, pair)]
+    out = getattr(gpugrad, op)(*ours)
+    expected = getattr(torch, op)(*theirs)
+    assert str(out.dtype) == str(expected.dtype).replace("torch.", "")
+    numpy.testing.assert_array_equal(to_numpy(out.detach().double()), expected.detach().double().numpy())
+    if str(expected.dtype).split(".")[1] in pair:     # the leaves are the node's inputs: no cast between
+        assert [type(node).__name__ for node, _ in out.grad_fn.next_functions] == ["AccumulateGrad"] * 2
+    g = rng.standard_normal((3, 5))
+    out.backward(gpugrad.tensor(g, device=device).to(out.dtype))
+    expected.backward(torch.tensor(g).to(expected.dtype))
+    for a, b in zip(ours, theirs):
+        assert str(a.grad.dtype) == str(b.grad.dtype).replace("torch.", "")
+        numpy.testing.assert_array_equal(to_numpy(a.grad.double()), b.grad.double().numpy())

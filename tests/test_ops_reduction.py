@@ -4,7 +4,15 @@ keepdim, ties, extreme values; second derivatives."""
 import numpy
 import pytest
 import torch
-from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
+from conftest import (
+    FLOAT_TOLERANCE,
+    assert_close,
+    assert_forward_backward,
+    launch_counter,
+    make_pair,
+    to_numpy,
+    to_torch,
+)
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
@@ -278,3 +286,31 @@ def test_prod_of_everything_with_two_zeros_and_an_infinity_has_a_zero_gradient()
     for lib in (torch, gpugrad):
         with pytest.raises(IndexError, match="Dimension out of range"):
             lib.ones(2).prod(1, dtype=lib.int64)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("shape, dims, keepdim", [((300, 7), 0, False), ((2, 3, 40), (0, 1), True), ((0, 5), 0, False),
+                                                   ((4, 2, 3), 0, True), ((3, 600), (0,), False)])
+def test_half_sum_over_leading_dims(rng, device, dtype, shape, dims, keepdim):
+    """A float16 / bfloat16 sum over the leading dims (a Linear's bias gradient
+    under autocast): summed in float32 and rounded once, as torch; on CUDA one
+    kernel launch and no other operation (no float32 result cast back)."""
+    low = getattr(gpugrad, dtype)
+    tol = 2 ** -8 if dtype == "bfloat16" else 2 ** -11      # half an ulp of the result, rounded once
+    x = gpugrad.tensor(rng.standard_normal(shape) * 10, device=device).to(low).requires_grad_()
+    tx = torch.tensor(to_numpy(x.detach())).requires_grad_()
+    stop = launch_counter() if device == "cuda" else None
+    out = x.sum(dims, keepdim=keepdim)
+    counted = stop() if stop else None
+    expected = tx.sum(dims, keepdim=keepdim)
+    assert out.dtype == low and tuple(out.shape) == tuple(expected.shape)
+    assert_close(to_numpy(out.detach()), expected.detach(), tol, floor=1.0)
+    if counted is not None and x.numel():
+        assert counted == (1, 0), f"{counted} (kernel launches, CuPy operations)"
+    g = rng.standard_normal(tuple(expected.shape))
+    out.backward(gpugrad.tensor(g, device=device).to(low))
+    expected.backward(torch.tensor(to_numpy(gpugrad.tensor(g).to(low))))
+    assert x.grad.dtype == low
+    assert_close(to_numpy(x.grad), tx.grad, 0)
+    transposed = x.detach().mT if x.ndim == 2 else x.detach().transpose(0, 1)    # not contiguous: as before
+    assert_close(to_numpy(transposed.sum(0)), to_numpy(transposed).sum(0), tol, floor=1.0)

@@ -130,26 +130,39 @@ def gelu_backward_bias(grad, x, tanh):
     """(dx, sums): gelu_backward's dx, and its sums over every dim but the last (of x's dtype,
     summed in the accumulation dtype) in the same launch: the gradient of the bias of the Linear
     whose output x is."""
-    cp = backend.cupy_module()
     x = _contiguous(x)
-    grad = _contiguous(cp.broadcast_to(grad, x.shape))
+    grad = _contiguous(backend.cupy_module().broadcast_to(grad, x.shape))
+    return _column_sums(_gelu_name("backward_bias", x.dtype, tanh), x, (grad, x), out=True)
+
+
+def column_sums(x):
+    """The sums of x (contiguous) over every dim but the last, in the accumulation dtype, rounded
+    once to x's dtype: one launch (a half type's sum needs no cast after it)."""
+    return _column_sums(f"column_sums<{launch.float_type(x.dtype)}>", x, (x,))[1]
+
+
+def _column_sums(name, x, inputs, out=False):
+    """One launch of elementwise.cu's ``name`` over x's rows (its last dim the columns):
+    arguments (*inputs, [out,] sums, partials, counter, rows, cols, rows per block);
+    returns (out or None, sums)."""
+    cp = backend.cupy_module()
     cols = x.shape[-1] if x.ndim else 1
     rows = x.size // cols if cols else 0
     device_id = x.device.id
     with cp.cuda.Device(device_id):
-        out = cp.empty(x.shape, dtype=x.dtype)
+        result = cp.empty(x.shape, dtype=x.dtype) if out else None
         sums = cp.empty((cols,), dtype=x.dtype)
         if not rows:
             sums.fill(0)
-            return out, sums
+            return result, sums
         blocks = max(1, min(-(-rows // WARPS), 2 * launch.sm_count(device_id)))
         per_block = -(-rows // blocks)
         blocks = -(-rows // per_block)
         partials = cp.empty(blocks * cols, dtype=dtypes.accumulate_dtype(x.dtype))
-        _function("elementwise.cu", _gelu_name("backward_bias", x.dtype, tanh), device_id)(
-            (blocks,), (THREADS,), (grad, x, out, sums, partials, launch.counters(device_id, 1), launch.i64(rows),
-                                    launch.i64(cols), launch.i64(per_block)))
-    return out, sums
+        _function("elementwise.cu", name, device_id)(
+            (blocks,), (THREADS,), (*inputs, *((result,) if out else ()), sums, partials, launch.counters(device_id, 1),
+                                    launch.i64(rows), launch.i64(cols), launch.i64(per_block)))
+    return result, sums
 
 
 def dropout(x, p, seed, offset, scale):

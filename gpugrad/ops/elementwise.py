@@ -59,6 +59,17 @@ def _half_addend(value, dtype):
 _HALF = (dtypes.float16, dtypes.bfloat16)
 
 
+def _mixed_floats(function, input, other):
+    """``function`` (Add, Sub) of two tensors of one shape and two floating dtypes, one of them the
+    result's (float32 and bfloat16: the residual stream under autocast): the narrower one read as
+    it is, not cast first (a launch of its own on the GPU; the sum is the same, the widening
+    exact), its gradient cast back by the engine; else promoted as any operands."""
+    dtype = dtypes.result_type(input, other)
+    if dtype != input.array.dtype and dtype != other.array.dtype:
+        (input, other), dtype = promote(input, other)
+    return rounded(function.apply(input, other, 1), dtype)
+
+
 def _check_alpha(alpha, dtype):
     if alpha == 1 and not isinstance(alpha, bool):
         return
@@ -76,6 +87,8 @@ def add(input, other, *, alpha=1):
             # same floating dtype and shape (the hot case): promote, the alpha check, the half
             # addend and rounded change nothing; the device is checked by apply
             return Add.apply(input, other, 1)
+        if a.shape == b.shape and a.dtype in _FLOATING and b.dtype in _FLOATING:
+            return _mixed_floats(Add, input, other)
     (a, b), dtype = promote(input, other)
     _check_alpha(alpha, dtype)
     return rounded(Add.apply(_half_addend(a, dtype), _half_addend(b, dtype), alpha), dtype)
@@ -98,6 +111,8 @@ def sub(input, other, *, alpha=1):
         a, b = input.array, other.array
         if a.dtype is b.dtype and a.shape == b.shape and a.dtype in _FLOATING:
             return Sub.apply(input, other, 1)      # as add's fast path
+        if a.shape == b.shape and a.dtype in _FLOATING and b.dtype in _FLOATING:
+            return _mixed_floats(Sub, input, other)
     if isinstance(input, bool) or isinstance(other, bool) or any(
             isinstance(t, Tensor) and t.dtype == dtypes.bool_ for t in (input, other)):
         both = all(isinstance(t, Tensor) and t.dtype == dtypes.bool_ for t in (input, other))

@@ -15,10 +15,13 @@ from gpugrad.amp import autocast_mode
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled, no_grad
 from gpugrad.backend import array_prod, array_sum
+from gpugrad.cuda import layers
 from gpugrad.dims import keepdim_shape, normalize_dims, reduced_shape, shape_arg, wrap_dim
 from gpugrad.ops import shape
 from gpugrad.ops.elementwise import maximum, minimum, where
 from gpugrad.tensor import Tensor
+
+_HALF = (dtypes.float16, dtypes.bfloat16)
 
 
 def keepdim_arg(keepdim, keepdims):
@@ -32,6 +35,13 @@ class Sum(InternalFunction):
     @staticmethod
     def forward(ctx, x, dims, keepdim, dtype):
         ctx.shape, ctx.dims = x.shape, dims
+        if dtype in _HALF and x.dtype == dtype and 0 < len(dims) < x.ndim and dims[-1] == len(dims) - 1 \
+                and x.size and layers.supports(x) and x.flags.c_contiguous:
+            # CUDA, a half type over its leading dims (a Linear's bias gradient under autocast): one
+            # kernel summing in float32 and rounding once, not a float32 sum and its cast (two launches)
+            kept = x.shape[len(dims):]
+            sums = layers.column_sums(x.reshape(-1, math.prod(kept)))
+            return sums.reshape(keepdim_shape(x.shape, dims) if keepdim else kept)
         out = array_sum(x, axis=dims, keepdims=keepdim, dtype=dtypes.accumulate_dtype(dtype))
         return out if out.dtype == dtype else out.astype(dtype)
 
