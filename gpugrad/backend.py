@@ -335,6 +335,32 @@ def _scipy_erf():
     return scipy_erf
 
 
+def expit(array):
+    """1 / (1 + exp(-array)) of a float32 or float64 NumPy array, in that order (exp(-x) = inf
+    gives 0 exactly, as torch's sigmoid): scipy.special.expit, one pass and one call where
+    NumPy's ufuncs take four (a graph node's forward on small tensors costs what it calls)."""
+    if _expit is None:
+        _load_expit()
+    return _expit(array)
+
+
+_expit = None
+
+
+def _load_expit():
+    global _expit
+    try:
+        # scipy is optional (as for erf): looked up once, on the first sigmoid
+        from scipy.special import expit as scipy_expit
+    except ImportError:
+        def scipy_expit(array):
+            y = keep_array(numpy.negative(array))
+            numpy.exp(y, out=y)
+            y += 1
+            return numpy.reciprocal(y, out=y)
+    _expit = scipy_expit
+
+
 def array_sum(x, axis=None, dtype=None, keepdims=False):
     """``x.sum(...)`` of a NumPy or CuPy array.  On NumPy through ``add.reduce``
     directly: NumPy's Python layer would claim the inf/nan warnings of the sum

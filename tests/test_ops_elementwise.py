@@ -136,6 +136,29 @@ def test_extreme_values_match_torch(device):
         assert_close(ours(x), theirs(tx), 1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("scipy", [True, False])
+def test_sigmoid_on_the_cpu_with_and_without_scipy(monkeypatch, rng, dtype, scipy):
+    """The CPU forward is scipy.special.expit (one pass), else NumPy's four; both torch's 1 / (1 + exp(-x))."""
+    from gpugrad import backend
+    monkeypatch.setattr(backend, "_expit", None)
+    if not scipy:
+        monkeypatch.setitem(__import__("sys").modules, "scipy.special", None)     # the import raises
+    values = numpy.concatenate([rng.standard_normal(64) * 8, [-numpy.inf, -1e4, -90.0, -17.0, -0.0, 0.0, 17.0,
+                                                              90.0, 1e4, numpy.inf, numpy.nan]])
+    x = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype), requires_grad=True)
+    tx = to_torch(x, requires_grad=True)
+    y, ty = x.sigmoid(), tx.sigmoid()
+    assert y.dtype == x.dtype
+    tol = {"float16": 4e-3, **FLOAT_TOLERANCE}[dtype]      # float16: a few of its ulps (9.8e-4)
+    assert_close(y, ty, tol)
+    g = gpugrad.tensor(rng.standard_normal(values.size), dtype=x.dtype)
+    y.backward(g)
+    ty.backward(to_torch(g))
+    assert_close(x.grad, tx.grad, tol)
+    assert isinstance(backend._expit, numpy.ufunc) == scipy        # scipy.special.expit, or the fallback
+
+
 # -- dtype promotion (torch's rules) -------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])

@@ -374,7 +374,11 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 else:
                     in_grads = _call_backward(node, grads)
                 if not retain_graph:
-                    node.release()
+                    if not node._plain_release:
+                        node.release()
+                    elif node._saved:           # Function.release, inline
+                        node._saved = None
+                        node._had_saved = True
                 # zip stops at the last gradient returned: the edges after it are falsy (_check_result)
                 for edge, g in zip(edges, in_grads):
                     if not edge:

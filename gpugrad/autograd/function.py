@@ -142,7 +142,8 @@ class Function:
     _pre_hooks = None
     _retained = None
     _non_differentiable = ()
-    _cpu_wrapped = False           # numpy_errstate or half_in_float32: forward goes through _forward_on_cpu
+    _cpu_wrapped = False           # numpy_errstate or half_in_float32: forward may go through _forward_on_cpu
+    _plain_release = True          # release is Function's: the engine inlines it
 
     _plain_new = True              # no __init__ of its own: a node is made by cls() (half the cost of cls.__new__)
 
@@ -150,6 +151,7 @@ class Function:
         super().__init_subclass__(**kwargs)
         cls._cpu_wrapped = cls.numpy_errstate or cls.half_in_float32
         cls._plain_new = cls.__init__ is object.__init__ and cls.__new__ is object.__new__
+        cls._plain_release = cls.release is Function.release
 
     # -- what ops call on ctx ------------------------------------------------
     def save_for_backward(self, *values):
@@ -171,8 +173,14 @@ class Function:
             kind, value, counter, version, output_nr = saved
             if counter is not None and counter[0] != version:
                 values.append(_unpack(saved, self))          # raises
-            elif kind == OUTPUT:                             # _unpack's common cases, inline
-                values.append(Tensor._make(value, self, output_nr, counter))
+            elif kind == OUTPUT:            # _unpack's common cases, inline (Tensor._make's stores too)
+                out = _new_object(Tensor)
+                out.array = value
+                out.grad_fn = self
+                out._version_counter = counter
+                if output_nr:
+                    out._output_nr = output_nr
+                values.append(out)
             else:
                 values.append(value)
         return tuple(values)
@@ -308,10 +316,17 @@ class Function:
 
         if cls.forward_takes_arrays:
             try:
-                if cls._cpu_wrapped and ctx.xp is numpy:
-                    raw = _forward_on_cpu(cls, ctx, arrays)
-                else:
+                if not cls._cpu_wrapped or ctx.xp is not numpy:
                     raw = cls.forward(ctx, *arrays)
+                elif cls.numpy_errstate:
+                    raw = _forward_on_cpu(cls, ctx, arrays)
+                else:       # half_in_float32: _forward_on_cpu only for a float16 / bfloat16 array (its loop, inline)
+                    for a in arrays:
+                        if isinstance(a, _NDARRAY) and a.itemsize == 2 and a.dtype in _HALF:
+                            raw = _forward_on_cpu(cls, ctx, arrays)
+                            break
+                    else:
+                        raw = cls.forward(ctx, *arrays)
             except FloatingPointError:     # numpy.seterr(all="raise") by the caller: inf and nan as torch
                 with numpy.errstate(all="ignore"):
                     raw = cls.forward(ctx, *arrays)
@@ -333,12 +348,21 @@ class Function:
                     _mark_view(cls, out, args)
                 return out
             single = False
-            if not record:
-                outputs = tuple([Tensor._make(backend.keep_array(o)) for o in raw])
-            else:
-                non_diff = ctx._non_differentiable
-                outputs = tuple([Tensor._make(backend.keep_array(o), ctx if o.dtype in _FLOATING and (
-                    not non_diff or id(o) not in non_diff) else None, nr) for nr, o in enumerate(raw)])
+            # several outputs: Tensor._make's stores inline, as above
+            outputs = []
+            non_diff = ctx._non_differentiable
+            for o in raw:
+                out = _new_object(Tensor)
+                out.array = o if type(o) is _NDARRAY else backend.keep_array(o)
+                out._version_counter = [0]
+                if not record:
+                    out.grad_fn = None
+                else:
+                    out.grad_fn = ctx if o.dtype in _FLOATING and (not non_diff or id(o) not in non_diff) else None
+                    if outputs:
+                        out._output_nr = len(outputs)
+                outputs.append(out)
+            outputs = tuple(outputs)
         else:
             with no_grad():
                 raw = cls.forward(ctx, *args)

@@ -853,6 +853,8 @@ class TanhBackward(InternalFunction):
 
 def tanh(input):
     """The hyperbolic tangent, elementwise."""
+    if type(input) is Tensor and input.array.dtype in _FLOATING:     # _unary_input's common case, inline
+        return Tanh.apply(input)
     return Tanh.apply(_unary_input(input, "tanh"))
 
 
@@ -862,11 +864,14 @@ class Sigmoid(InternalFunction):
     @staticmethod
     def forward(ctx, x):
         xp = ctx.xp
-        # torch's 1 / (1 + exp(-x)), in place after the first op: exp(-x) = inf gives 0 exactly
-        y = backend.keep_array(xp.negative(x))
-        xp.exp(y, out=y)
-        y += 1
-        xp.reciprocal(y, out=y)
+        if xp is numpy:
+            y = backend.keep_array(backend.expit(x))       # one pass (float32 / float64: half_in_float32)
+        else:
+            # torch's 1 / (1 + exp(-x)), in place after the first op: exp(-x) = inf gives 0 exactly
+            y = xp.negative(x)
+            xp.exp(y, out=y)
+            y += 1
+            xp.reciprocal(y, out=y)
         ctx.save_for_backward(y)
         return y
 
@@ -894,6 +899,8 @@ class SigmoidBackward(InternalFunction):
 
 def sigmoid(input):
     """1 / (1 + exp(-input))."""
+    if type(input) is Tensor and input.array.dtype in _FLOATING:     # _unary_input's common case, inline
+        return Sigmoid.apply(input)
     return Sigmoid.apply(_unary_input(input, "sigmoid"))
 
 
