@@ -330,8 +330,8 @@ def _dtype(lib, name):
 class Built:
     """One library's arguments: args, kwargs and the leaves that require grad (in description order)."""
 
-    def __init__(self, lib, args, kwargs, device):
-        self.lib, self.device = lib, device
+    def __init__(self, lib, args, kwargs, device, widen=False):
+        self.lib, self.device, self.widen = lib, device, widen
         self.leaves, self.tensors = [], []
         self.args = self._build(args)
         self.kwargs = {k: self._build(v) for k, v in kwargs.items()}
@@ -356,6 +356,8 @@ class Built:
         data = t.base
         if lib is torch:
             leaf = torch.from_numpy(numpy.array(data, copy=True)).to(getattr(torch, t.dtype))
+            if self.widen and leaf.is_floating_point():
+                leaf = leaf.to(torch.float64)       # the value its own dtype holds, carried in float64
         else:
             leaf = gpugrad.tensor(numpy.array(data, copy=True), device=self.device).to(getattr(gpugrad, t.dtype))
         if t.grad:
@@ -594,7 +596,56 @@ def _precision(tensors):
     return max(names, key=lambda name: TOLERANCE.get(name, TOLERANCE["float64"])[0], default="float64")
 
 
-def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
+class Widened:
+    """torch in float64 on the same values (each rounded to its own dtype first) and the same upstream gradients:
+    the arbiter of a low-precision mismatch.  Where an op's result is ill-conditioned (a second derivative that
+    cancels terms thousands of times its size), torch's float32 result is itself far from the exact one, and
+    gpugrad's float32 result, computed by another formula, cannot be expected to be near torch's; it must then be
+    no further from the float64 result than torch's is (`judge`)."""
+
+    def __init__(self, build, call):
+        self.build, self.call = build, call
+        self.results = {}
+
+    def gradients(self, mode, upstream, dtypes, implicit=False, weights=None, leaf_dtypes=None):
+        """The leaves' gradients (mode "backward"/"grad") or second derivatives ("second") in float64."""
+        key = mode
+        if key not in self.results:
+            ref = self.build()
+            out = self.call(torch, *ref.args, **ref.kwargs)
+            diff = _differentiable(out)
+            if implicit:
+                first = torch.autograd.grad(diff, ref.leaves, [torch.ones_like(diff[0])], allow_unused=True,
+                                            create_graph=mode == "second")
+            else:
+                grads = [torch.from_numpy(v).to(d).to(o.dtype) for v, o, d in zip(upstream, diff, dtypes)]
+                first = torch.autograd.grad(diff, ref.leaves, grads, allow_unused=True,
+                                            create_graph=mode == "second")
+            if mode == "second":
+                pairs = [(g, torch.from_numpy(w).to(d).to(g.dtype)) for g, w, d in zip(first, weights, leaf_dtypes)
+                         if g is not None and g.requires_grad]
+                first = torch.autograd.grad([g for g, _ in pairs], ref.leaves, [w for _, w in pairs],
+                                            allow_unused=True) if pairs else [None] * len(ref.leaves)
+            self.results[key] = [None if g is None else g.detach().numpy() for g in first]
+        return self.results[key]
+
+
+def judge(o, t, ref, precision, what):
+    """A low-precision mismatch stands only where gpugrad is further from the float64 result than torch is."""
+    o, t, ref = (numpy.asarray(a, dtype=numpy.float64) for a in (o, t, ref))
+    finite = numpy.isfinite(ref) & numpy.isfinite(t) & numpy.isfinite(o)
+    rtol, atol = TOLERANCE[precision]
+    size = max(numpy.abs(ref[finite]).max(initial=0.0), 1.0)
+    allowed = atol * size + rtol * numpy.abs(ref) + 2 * numpy.abs(t - ref)
+    err = numpy.abs(o - ref)
+    bad = finite & (err > allowed)
+    if bad.any():
+        where = tuple(numpy.argwhere(bad)[0])
+        raise Mismatch(f"{what}: {o[where]!r} != torch's {t[where]!r}, and further from the float64 result "
+                       f"{ref[where]!r} than torch's ({err[where]:.3g} against {abs(t[where] - ref[where]):.3g})")
+
+
+def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device, widened=None):
     """Gradients of the leaves under random upstream gradients: backward() or grad(create_graph) + a second order."""
     diff_t = _differentiable(out_t)
     diff_o = _differentiable(out_o)
@@ -616,8 +667,10 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
         _, eo = attempt(lambda: gpugrad.autograd.backward(diff_o, go))
         if compare_errors(eo, et, "backward"):
             return
+        dtypes = [o.dtype for o in diff_t]
         for i, (lo, lt) in enumerate(zip(ours.leaves, theirs.leaves)):
-            _compare_grad(lo.grad, lt.grad, lt, f"grad of input {i}", precision)
+            reference = widened and (lambda i=i: widened.gradients("backward", upstream, dtypes, implicit)[i])
+            _compare_grad(lo.grad, lt.grad, lt, f"grad of input {i}", precision, reference)
         return
     gt = _grad_outputs(torch, upstream, diff_t, device)
     go = _grad_outputs(gpugrad, upstream, diff_o, device)
@@ -629,8 +682,10 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
         return          # torch lacks this derivative
     if compare_errors(eo, et, "grad(create_graph=True)"):
         return
+    dtypes = [o.dtype for o in diff_t]
     for i, (go_, gt_) in enumerate(zip(first_o, first_t)):
-        _compare_grad(go_, gt_, theirs.leaves[i], f"grad of input {i}", precision)
+        reference = widened and (lambda i=i: widened.gradients("grad", upstream, dtypes)[i])
+        _compare_grad(go_, gt_, theirs.leaves[i], f"grad of input {i}", precision, reference)
     # second order: d/dx <grad, w>
     weights = [rng.standard_normal(tuple(leaf.shape)) for leaf in theirs.leaves]
     second_t, et = attempt(lambda: _second(torch, first_t, theirs.leaves, weights, device))
@@ -639,8 +694,11 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device):
         return          # torch cannot differentiate its gradient here; gpugrad may
     if compare_errors(eo, et, "second derivative"):
         return
+    leaf_dtypes = [leaf.dtype for leaf in theirs.leaves]
     for i, (so, st) in enumerate(zip(second_o, second_t)):
-        _compare_grad(so, st, theirs.leaves[i], f"second derivative of input {i}", precision)
+        reference = widened and (lambda i=i: widened.gradients("second", upstream, dtypes, weights=weights,
+                                                                leaf_dtypes=leaf_dtypes)[i])
+        _compare_grad(so, st, theirs.leaves[i], f"second derivative of input {i}", precision, reference)
 
 
 def _second(lib, firsts, leaves, weights, device):
@@ -652,7 +710,7 @@ def _second(lib, firsts, leaves, weights, device):
     return lib.autograd.grad(outputs, leaves, grads, allow_unused=True)
 
 
-def _compare_grad(ours, theirs, leaf, what, precision="float64"):
+def _compare_grad(ours, theirs, leaf, what, precision="float64", reference=None):
     if theirs is None and ours is None:
         return
     t = numpy.zeros(tuple(leaf.shape)) if theirs is None else _host(theirs)
@@ -664,7 +722,19 @@ def _compare_grad(ours, theirs, leaf, what, precision="float64"):
         if theirs is not None and dtype_name(ours.dtype) != dtype_name(theirs.dtype):
             raise Mismatch(f"{what}: dtype {dtype_name(ours.dtype)} != torch's {dtype_name(theirs.dtype)}")
         o = _host(ours)
-    compare_arrays(o, t, precision, what)
+    try:
+        compare_arrays(o, t, precision, what)
+    except Mismatch as mismatch:
+        # only finite values' distance is arbitrated (nan and inf in other places stand); float64 is its own reference
+        if reference is None or precision == "float64" or "max error" not in str(mismatch):
+            raise
+        try:
+            ref = reference()
+        except Exception:                      # noqa: BLE001 (no float64 replica: torch's value is the reference)
+            raise mismatch from None
+        if ref is None:
+            raise
+        judge(o, t, ref, precision, what)
 
 
 def run_case(entry, form, seed, device="cpu"):
@@ -696,7 +766,8 @@ def run_case(entry, form, seed, device="cpu"):
         if entry.aliasing:
             compare_aliasing(out_o, out_t, ours.tensors, theirs.tensors)
         if gradients:
-            compare_gradients(rng, entry, ours, theirs, out_o, out_t, device)
+            widened = Widened(lambda: Built(torch, args, kwargs, "cpu", widen=True), call)
+            compare_gradients(rng, entry, ours, theirs, out_o, out_t, device, widened)
     except Mismatch as mismatch:
         return f"{description}\n    {mismatch}"
     except Exception as error:      # noqa: BLE001 (a crash of the comparison is a finding too)

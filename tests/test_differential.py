@@ -16,6 +16,7 @@ import time
 
 import differential
 import differential_table
+import numpy
 import pytest
 
 import gpugrad
@@ -97,3 +98,41 @@ def test_a_mismatch_is_reported_with_its_replayable_case():
     assert done == 2 and len(mismatches) == 2 and "max error" in mismatches[0]
     spec = mismatches[0].split(" ")[0]
     assert differential.replay([wrong], spec) == mismatches[0]
+
+
+def test_a_float32_gradient_is_held_to_torchs_distance_from_the_float64_one():
+    """The arbiter of a low-precision mismatch: torch in float64 on the same values.  A float32 gradient off
+    torch's by more than the tolerance passes only where it is no further from the float64 result than torch's
+    (cumprod's second derivative at GPUGRAD_FUZZ_SEED=3689792499: gpugrad -0.772461, torch -0.771484, float64
+    -0.772581); one further off fails."""
+    def gradient_of(scale):
+        # a float32 gradient (x**2's, 2x) scaled by `scale` in gpugrad only: off torch's by (scale - 1) * 2x
+        return differential_table.Entry(
+            "square", lambda g, form: ((g.tensor((4, 4), values="normal", dtype="float32"),), {}), forms=("call",),
+            call=lambda lib, x: x * x if lib is not gpugrad else scaled_square(x, scale))
+
+    def scaled_square(x, scale):
+        # the forward as torch's; the gradient scaled (a custom Function: only the backward differs)
+        class Scaled(gpugrad.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x * x
+
+            @staticmethod
+            def backward(ctx, grad):
+                (x,) = ctx.saved_tensors
+                return grad * 2 * x * scale
+        return Scaled.apply(x)
+
+    done, mismatches = differential.run([gradient_of(1.01)], 11, 4)
+    assert done == 4 and len(mismatches) == 4
+    assert all("further from the float64 result" in m for m in mismatches), mismatches[0]
+    done, mismatches = differential.run([gradient_of(1.0)], 11, 4)
+    assert done == 4 and not mismatches
+    torch_off = numpy.float64(-0.771484375)
+    differential.judge(numpy.array([-0.7724609375]), numpy.array([torch_off]), numpy.array([-0.7725814078457915]),
+                       "float32", "second derivative")
+    with pytest.raises(differential.Mismatch, match="further from the float64 result"):
+        differential.judge(numpy.array([-0.769]), numpy.array([torch_off]), numpy.array([-0.7725814078457915]),
+                           "float32", "second derivative")
