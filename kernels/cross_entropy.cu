@@ -315,57 +315,152 @@ __global__ void __launch_bounds__(512, 1) check_indices(
 // over the span with aligned vector stores.  Same math as above.  The forward keeps no row
 // statistics unless m_out is given (the backward recomputes them from the row it reads anyway).
 //
-// The mean's denominator when dx is written here (one launch, no block reads all N targets):
-// the targets are cut into chunks of SPAN_CHUNK_TARGETS per thread; a block takes the next chunk
-// not yet taken (an atomic counter), adds its weights and publishes the sum, until none is left,
-// then waits until every chunk is published and adds the chunk sums in chunk order (every block
-// gets the same value).  A block waits only for chunks taken by blocks that are running and
-// that do not wait before publishing, so no launch order or co-residency is assumed.  The
-// counters (claim, done) are left at zero by the reduction's last block.
-constexpr int SPAN_CHUNK_TARGETS = 8;
+// Cross-block exchanges, in one launch, with no co-residency of the blocks assumed: block b owns
+// slot b, which stands for its spans (b, b + gridDim.x, ...).
+// * The loss ('sum', 'mean'): each block publishes its partial (loss, weight) in its slot and takes
+//   a ticket (an atomic counter); the last block adds the slots up in slot order (deterministic).
+// * The mean's denominator when dx is written here: each block publishes the used targets of its
+//   spans (their count in the arrival word's low half, the slot count in its high half, one atomic;
+//   with weights, their sum in the slot); a block waits until every slot is in before it writes dx.
+//   A block claims its own slot as it starts; a waiting block claims and counts (targets only) any
+//   slot not claimed yet, whose block has not started, so a block waits only for slots claimed by
+//   running blocks that publish before they wait: no deadlock whatever the blocks resident.
+// `exchange` is the launcher's buffer of 64-bit words for this device and stream, zeroed when made;
+// `generation` numbers the launches that use it (1, 2, ..., one more each launch, a new buffer
+// before it wraps).  A published value carries the generation in its high 32 bits (a float: its
+// bits in the low half; a double: in a word of its own, written before the tag behind a fence), so
+// a reader knows a value of this launch and a float partial needs no fence before its atomic.
+struct SpanExchange {
+    unsigned long long* words;
+    unsigned int generation;
+    int slots;
+    // the denominator's arrival word of this launch (odd / even generations alternate: block 0 clears
+    // the other one, the last launch's, for the next)
+    __device__ __forceinline__ unsigned long long* arrival(unsigned int of) const { return words + (of & 1u); }
+    __device__ __forceinline__ unsigned int* tickets() const { return reinterpret_cast<unsigned int*>(words + 2); }
+    // the claims: per slot the generation that claimed it (32 bits each, in `slots` words)
+    __device__ __forceinline__ unsigned int* claim(int slot) const {
+        return reinterpret_cast<unsigned int*>(words + 3) + slot;
+    }
+    // per value and slot: the tagged word (one after another, slot by slot), and a double's value
+    __device__ __forceinline__ unsigned long long* value(int which, int slot) const {
+        return words + 3 + slots + 2 * static_cast<long long>(which) * slots + slot;
+    }
+};
+constexpr int SLOT_LOSS = 0, SLOT_LOSS_WEIGHT = 1, SLOT_DENOMINATOR_WEIGHT = 2;
 
-template <typename A, typename TI>
-__device__ __forceinline__ A span_denominator(const TI* __restrict__ target, long long rows, int cols,
-                                              const A* __restrict__ weight, long long ignore_index,
-                                              A* chunk_sums, unsigned int* claim_done, A* scratch) {
-    __shared__ unsigned int claimed;
-    const int tid = threadIdx.x, threads = blockDim.x;
-    const long long chunk_rows = static_cast<long long>(threads) * SPAN_CHUNK_TARGETS;
-    const unsigned int chunks = static_cast<unsigned int>((rows + chunk_rows - 1) / chunk_rows);
-    for (;;) {
-        if (tid == 0) claimed = atomicAdd(claim_done, 1u);
-        __syncthreads();
-        const unsigned int chunk = claimed;
-        __syncthreads();                  // claimed is rewritten next
-        if (chunk >= chunks) break;
-        const long long begin = chunk * chunk_rows;
-        A part = A(0);
-#pragma unroll
-        for (int k = 0; k < SPAN_CHUNK_TARGETS; ++k) {
-            const long long r = begin + static_cast<long long>(k) * threads + tid;
-            if (r < rows) {
-                const long long t = static_cast<long long>(target[r]);
-                if (t != ignore_index && t >= 0 && t < cols) part += weight != nullptr ? weight[t] : A(1);
-            }
-        }
-        part = group_sum(part, scratch);
-        if (tid == 0) {
-            chunk_sums[chunk] = part;
-            __threadfence();
-            atomicAdd(claim_done + 1, 1u);
-        }
-    }
-    if (tid == 0) {
-        const volatile unsigned int* done = claim_done + 1;
-        while (*done < chunks) {
-        }
+// A value for the other blocks at `at` (SpanExchange::value; a double's value `slots` words on).
+template <typename A>
+__device__ __forceinline__ void publish(unsigned long long* at, int slots, A v, unsigned int generation) {
+    volatile unsigned long long* word = at;
+    const unsigned long long tag = static_cast<unsigned long long>(generation) << 32;
+    if constexpr (sizeof(A) == 4) {
+        word[0] = tag | __float_as_uint(v);
+    } else {
+        *reinterpret_cast<volatile A*>(word + slots) = v;
         __threadfence();
+        word[0] = tag;
     }
-    __syncthreads();
-    const volatile A* sums = chunk_sums;
+}
+
+// The value published at `at` by this launch, once it is visible.
+template <typename A>
+__device__ __forceinline__ A take(const unsigned long long* at, int slots, unsigned int generation) {
+    const volatile unsigned long long* word = at;
+    unsigned long long seen = word[0];
+    while (static_cast<unsigned int>(seen >> 32) != generation) seen = word[0];
+    if constexpr (sizeof(A) == 4) {
+        return __uint_as_float(static_cast<unsigned int>(seen));
+    } else {
+        __threadfence();
+        return *reinterpret_cast<const volatile A*>(word + slots);
+    }
+}
+
+template <typename TI>
+__device__ __forceinline__ bool used_target(TI target, long long ignore_index, int cols) {
+    const long long t = static_cast<long long>(target);
+    return t != ignore_index && t >= 0 && t < cols;
+}
+
+// The used targets of slot `slot`'s spans and their weights, summed over the block (every thread
+// gets them; group_sum2's order).
+template <typename A, typename TI>
+__device__ __forceinline__ void slot_targets(const TI* __restrict__ target, long long rows, int cols,
+                                             const A* __restrict__ weight, long long ignore_index, int slot,
+                                             int slots, A& count, A& weights, A* scratch) {
+    const long long per_span = blockDim.x;
+    count = A(0);
+    weights = A(0);
+    for (long long row = slot * per_span + threadIdx.x; row < rows; row += slots * per_span) {
+        const TI t = target[row];
+        if (used_target(t, ignore_index, cols)) {
+            count += A(1);
+            weights += weight != nullptr ? weight[static_cast<long long>(t)] : A(1);
+        }
+    }
+    group_sum2(count, weights, scratch);
+}
+
+// Publishes the denominator's share of a slot the caller (thread 0) owns.
+template <typename A>
+__device__ __forceinline__ void publish_share(const SpanExchange& ex, int slot, A count, A weights, bool weighted) {
+    if (weighted) publish(ex.value(SLOT_DENOMINATOR_WEIGHT, slot), ex.slots, weights, ex.generation);
+    atomicAdd(ex.arrival(ex.generation), (1ull << 32) | static_cast<unsigned long long>(count));
+}
+
+// The values `which` of every slot added up in slot order (every thread gets the sum; group_sum's order).
+template <typename A> __device__ __noinline__ A slot_sum(const SpanExchange ex, int which, A* scratch) {
     A total = A(0);
-    for (unsigned int k = tid; k < chunks; k += threads) total += sums[k];
+    for (int k = threadIdx.x; k < ex.slots; k += blockDim.x)
+        total += take<A>(ex.value(which, k), ex.slots, ex.generation);
     return group_sum(total, scratch);
+}
+
+// A slot whose block has not claimed it yet, claimed and published by this block (the slow path of
+// span_denominator: out of line, so that its registers do not add to the kernel's).
+template <typename A, typename TI>
+__device__ __noinline__ void take_over_slot(const SpanExchange ex, int slot, const TI* __restrict__ target,
+                                            long long rows, int cols, const A* __restrict__ weight,
+                                            long long ignore_index, A* scratch) {
+    __shared__ bool stolen;
+    if (threadIdx.x == 0) stolen = atomicExch(ex.claim(slot), ex.generation) != ex.generation;
+    __syncthreads();
+    if (stolen) {                             // (block-uniform)
+        A count, weights;
+        slot_targets(target, rows, cols, weight, ignore_index, slot, ex.slots, count, weights, scratch);
+        if (threadIdx.x == 0) publish_share(ex, slot, count, weights, weight != nullptr);
+    }
+}
+
+// The mean's denominator, once every slot is in (every thread of the block calls): the used targets
+// counted, or their weights added in slot order.  Meanwhile, slots nobody claimed are claimed and
+// counted here.  `seen`: the arrival word as thread 0 read it last.
+template <typename A, typename TI>
+__device__ __forceinline__ A span_denominator(const SpanExchange& ex, unsigned long long seen,
+                                              const TI* __restrict__ target, long long rows, int cols,
+                                              const A* __restrict__ weight, long long ignore_index, A* scratch) {
+    __shared__ unsigned long long arrived;
+    __shared__ int unclaimed;
+    const int tid = threadIdx.x, threads = blockDim.x;
+    for (;;) {
+        if (tid == 0) arrived = seen;
+        __syncthreads();
+        const unsigned long long word = arrived;
+        if (static_cast<int>(word >> 32) == ex.slots) {      // (arrived is not written again this launch)
+            if (weight == nullptr) return A(static_cast<unsigned int>(word));
+            return slot_sum(ex, SLOT_DENOMINATOR_WEIGHT, scratch);
+        }
+        if (tid == 0) unclaimed = -1;
+        __syncthreads();
+        for (int k = tid; k < ex.slots; k += threads)
+            if (*static_cast<const volatile unsigned int*>(ex.claim(k)) != ex.generation) unclaimed = k;
+        __syncthreads();
+        const int slot = unclaimed;
+        if (slot >= 0) take_over_slot(ex, slot, target, rows, cols, weight, ignore_index, scratch);
+        if (tid == 0) seen = *static_cast<const volatile unsigned long long*>(ex.arrival(ex.generation));
+        __syncthreads();                      // the shared words are rewritten next
+    }
 }
 
 // The loss terms and the gradient of one used row in shared memory (cross_entropy_forward's).
@@ -390,40 +485,57 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
         const Acc<T>* __restrict__ weight, const Acc<T>* __restrict__ weight_sum, long long ignore_index,
         Acc<T> smoothing, int reduction, void* __restrict__ loss, int loss_in_acc, Acc<T>* __restrict__ m_out,
         Acc<T>* __restrict__ ls_out, T* __restrict__ dx, Acc<T>* __restrict__ denominator_out,
-        Acc<T>* __restrict__ partials, unsigned int* __restrict__ counters, Acc<T>* __restrict__ chunk_sums,
-        long long* __restrict__ error, const T* __restrict__ upstream) {
+        unsigned long long* __restrict__ exchange, unsigned int generation, long long* __restrict__ error,
+        const T* __restrict__ upstream) {
     using A = Acc<T>;
     extern __shared__ __align__(16) unsigned char shared_rows[];
-    __shared__ A scratch_block[MAX_THREADS];
+    __shared__ A scratch_block[64];
+    __shared__ bool last_block;
     T* span = reinterpret_cast<T*>(shared_rows);
-    const int per_span = blockDim.x, r = threadIdx.x;
+    const int per_span = blockDim.x, r = threadIdx.x, slot = blockIdx.x;
+    const long long stride = static_cast<long long>(gridDim.x) * per_span;
+    const SpanExchange ex{exchange, generation, static_cast<int>(gridDim.x)};
     const A total_weight = weight != nullptr ? *weight_sum : A(cols);
     const A smooth = smoothing / A(cols);
     const bool mean_here = dx != nullptr && reduction == 2;
-    A denominator = A(0), grad_scale = A(0);
-    bool have_denominator = false;
+    // the block's own slot, claimed as it starts (the answer is needed only when it publishes)
+    unsigned int claimed_before = 0u;
+    if (mean_here && r == 0) claimed_before = atomicExch(ex.claim(slot), generation);
+    if (reduction != 0 && slot == 0 && r == 0)
+        *static_cast<volatile unsigned long long*>(ex.arrival(generation + 1u)) = 0ull;
+    A denominator = A(0), grad_scale = (upstream != nullptr ? to_acc(*upstream) : A(1));
     A block_loss = A(0), block_weight = A(0);
-    for (long long first = static_cast<long long>(blockIdx.x) * per_span; first < rows;
-         first += static_cast<long long>(gridDim.x) * per_span) {
+    for (long long first = static_cast<long long>(slot) * per_span; first < rows; first += stride) {
+        const bool first_span = first < per_span * static_cast<long long>(gridDim.x);
+        const bool last_span = first + stride >= rows;
         const int count = static_cast<int>(min(static_cast<long long>(per_span), rows - first)) * cols;
         const long long row = first + r;
         const bool active = row < rows;
         const long long t = active ? static_cast<long long>(target[row]) : ignore_index;
         SpanLoad<T> load;
         load.issue(x + first * cols, count);
-        if (!have_denominator) {
-            // (the span's loads in flight meanwhile)
-            if (mean_here)
-                denominator = span_denominator(target, rows, cols, weight, ignore_index, chunk_sums, counters + 1,
-                                               scratch_block);
-            grad_scale = (upstream != nullptr ? to_acc(*upstream) : A(1)) * (mean_here ? A(1) / denominator : A(1));
-            have_denominator = true;
-        }
         load.commit(span);
+        if (mean_here && first_span) {
+            // the denominator's share of this block's spans, published unless another block took the slot
+            A share_count, share_weights = A(0);
+            if (last_span && weight == nullptr) {
+                // one span: its used rows, counted by the barrier that makes the span visible
+                share_count = A(__syncthreads_count(active && used_target(t, ignore_index, cols)));
+            } else {
+                __syncthreads();
+                slot_targets(target, rows, cols, weight, ignore_index, slot, ex.slots, share_count, share_weights,
+                             scratch_block);
+            }
+            if (r == 0 && claimed_before != generation) publish_share(ex, slot, share_count, share_weights,
+                                                                     weight != nullptr);
+        } else {
+            __syncthreads();
+        }
         const int shift = load.shift;
-        __syncthreads();
+        A m = A(0), ls = A(0), w_t = A(0);
+        bool used = false, special = false;
         if (active) {
-            bool used = t != ignore_index;
+            used = t != ignore_index;
             if (used && (t < 0 || t >= cols)) {
                 record_bad_index(error, CLASS_INDEX, t, cols);
                 used = false;
@@ -432,12 +544,11 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
             const A x_t = used ? to_acc(x_row[t]) : A(0);
             const A pivot = isfinite(x_t) ? x_t : A(0);
             A weighted = A(0);                   // sum_c w_c (x_c - pivot), for smoothing only
-            A m, ls;
             finish(span_row_stats<T>(x_row, cols, r, [&](int c, A v) {
                        if (smoothing != A(0)) weighted += (weight ? weight[c] : A(1)) * (v - pivot);
                    }), m, ls);
-            const bool special = !isfinite(ls);
-            const A w_t = used ? (weight ? weight[t] : A(1)) : A(0);
+            special = !isfinite(ls);
+            w_t = used ? (weight ? weight[t] : A(1)) : A(0);
             A value = A(0);
             if (used) {
                 if (special) {
@@ -457,7 +568,27 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
                 m_out[row] = used || special ? m : A(0);
                 ls_out[row] = used || special ? ls : A(0);
             }
-            if (dx != nullptr) {
+        }
+        if (reduction != 0 && last_span) {
+            // the block's loss partial into its slot, and a ticket: the last block adds the slots up
+            A part_loss = block_loss, part_weight = block_weight;
+            group_sum2(part_loss, part_weight, scratch_block);
+            if (r == 0) {
+                publish(ex.value(SLOT_LOSS, slot), ex.slots, part_loss, generation);
+                publish(ex.value(SLOT_LOSS_WEIGHT, slot), ex.slots, part_weight, generation);
+                last_block = atomicAdd(ex.tickets(), 1u) == static_cast<unsigned int>(gridDim.x - 1);
+            }
+        }
+        if (mean_here && first_span) {
+            // thread 0's first look at the arrival word, in flight with its ticket
+            const unsigned long long seen =
+                r == 0 ? *static_cast<const volatile unsigned long long*>(ex.arrival(generation)) : 0ull;
+            denominator = span_denominator(ex, seen, target, rows, cols, weight, ignore_index, scratch_block);
+            grad_scale *= A(1) / denominator;
+        }
+        if (dx != nullptr) {
+            if (active) {
+                T* x_row = span + shift + r * cols;
                 const SpanRowGrad<T> grad{m, ls, grad_scale * ((A(1) - smoothing) * w_t + smooth * total_weight),
                                           grad_scale * smooth, grad_scale * (A(1) - smoothing) * w_t, weight,
                                           smoothing != A(0), special, t};
@@ -469,25 +600,28 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
                     x_row[c] = Store<T>::of(used ? grad(c, to_acc(x_row[c])) : fill);
                 }
             }
-        }
-        __syncthreads();
-        if (dx != nullptr) {
-            store_span(dx + first * cols, count, span, shift);
             __syncthreads();
+            store_span(dx + first * cols, count, span, shift);
         }
+        __syncthreads();                      // the span (and last_block) are rewritten next
     }
-    if (reduction != 0)
-        last_block_sum2<false>(block_loss, block_weight, partials, counters, scratch_block, [&](A total, A weights) {
+    // (every block has a span: the launcher's grid has no more blocks than spans)
+    if (reduction != 0 && last_block) {
+        A total = A(0), weights = A(0);
+        for (int k = r; k < ex.slots; k += per_span) {
+            total += take<A>(ex.value(SLOT_LOSS, k), ex.slots, generation);
+            weights += take<A>(ex.value(SLOT_LOSS_WEIGHT, k), ex.slots, generation);
+        }
+        group_sum2(total, weights, scratch_block);
+        if (r == 0) {
             const A mean_denominator = mean_here ? denominator : weights;
             const A result = reduction == 2 ? total / mean_denominator : total;
             if (loss_in_acc) *static_cast<A*>(loss) = result;
             else *static_cast<T*>(loss) = Store<T>::of(result);
             if (denominator_out != nullptr) *denominator_out = mean_denominator;
-            if (mean_here) {                 // every block has its denominator: the chunk counters are free
-                counters[1] = 0u;
-                counters[2] = 0u;
-            }
-        });
+            *ex.tickets() = 0u;               // every ticket is taken: left at zero for the next launch
+        }
+    }
 }
 
 template <typename T, typename TI>

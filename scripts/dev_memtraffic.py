@@ -24,12 +24,18 @@ changes, made in its module before ``main()``:
     get one of their own, ``span_latency`` below: per span, one DRAM round per
     SPAN_UNROLL (4) vectors a thread loads (the spans of a kernel's inputs in
     flight together), three barriers and three shared-memory round trips; and
-    once per launch, for cross-entropy's forward, the loss's last-block sum
-    (one group sum, a fence and an atomic) and, under 'mean' with the gradient
-    in the forward, the denominator's chunks (a claiming atomic, the chunk's
-    targets, two group sums, a fence and an atomic to publish, two L2 round
-    trips) less the span's first round of loads, which is in flight meanwhile.
-    Other kernels keep the script's formula.
+    once per launch, for cross-entropy's forward (cross_entropy.cu's
+    SpanExchange), the loss's exchange: the block's partial (one group sum),
+    its ticket (an atomic's L2 round trip: the partials carry their launch's
+    tag, so no fence comes before it), and the last block's read of the
+    partials (an L2 round trip) and their sum (a group sum); under 'mean' with
+    the gradient in the forward, the denominator: the arrival word (read in
+    the ticket's L2 round trip) broadcast by a barrier through shared memory,
+    with weights or several spans a block the share's group sum (and with
+    several spans a DRAM round for their targets), with weights the slots' read
+    (an L2 round trip) and their sum (a group sum).  The claim of a block's own
+    slot is an L2 round trip in flight with its span's loads.  Other kernels
+    keep the script's formula.
 (c) ``model_launch`` again: the script charges a row cluster's merge as its
     split-row merge (a fence and an atomic, then one L2 round trip per chunk
     in a serial loop) and charges it to the log-sum-exp and cross-entropy
@@ -70,10 +76,10 @@ from emulator import CUEMU  # noqa: E402  (the one place that says where the emu
 SCRIPT = CUEMU / "memtraffic_gpugrad.py"
 SPAN_UNROLL = 4            # common.cuh: vectors in flight per thread of SpanLoad
 FAR_LESS = 1 / 16          # (a): a launch reading under this share of the logits is scaled by blocks
-# (b): the arguments of the span kernels whose writes say what a launch did (their positions in
-# cross_entropy_span_forward's parameter list): the loss's partials (a last-block sum), the denominator's
-# chunk sums ('mean' with the gradient in the forward), dx
-CE_SPAN_ARGS = {"partials": 15, "chunk_sums": 17, "dx": 13}
+# (b): the arguments of the span kernels whose accesses say what a launch did (their positions in
+# cross_entropy_span_forward's parameter list): the exchange (written: the loss's), the mean's denominator
+# (written with dx: the gradient in the forward under 'mean'), dx, the class weights (read)
+CE_SPAN_ARGS = {"weight": 4, "dx": 13, "denominator": 14, "exchange": 15}
 # (c): a cluster.sync() and a distributed-shared-memory read, each taken as an L2 round trip (assumptions)
 CLUSTER_SYNC_S = None      # None: the script's MODEL["l2_latency_s"]
 DSMEM_S = None
@@ -104,13 +110,17 @@ def coverage_scale_by_blocks(original):
 
 
 def span_facts(p):
-    """What a span launch did, from the arguments it wrote: {"loss_sum", "denominator", "with_dx"}."""
+    """What a span launch did, from the arguments it wrote and read: {"loss_sum", "denominator", "with_dx",
+    "weights"}."""
     base = p.name.split("<")[0]
     written = {rid for rid, r in p.ranges.items() if r["unique_write_bytes"] or r["kinds"].get("atomic")}
+    read = {rid for rid, r in p.ranges.items() if r["unique_read_bytes"]}
     if base == "cross_entropy_span_forward":
-        return {"loss_sum": CE_SPAN_ARGS["partials"] in written, "denominator": CE_SPAN_ARGS["chunk_sums"] in written,
-                "with_dx": CE_SPAN_ARGS["dx"] in written}
-    return {"loss_sum": False, "denominator": False, "with_dx": False}
+        with_dx = CE_SPAN_ARGS["dx"] in written
+        return {"loss_sum": CE_SPAN_ARGS["exchange"] in written, "with_dx": with_dx,
+                "denominator": with_dx and CE_SPAN_ARGS["denominator"] in written,
+                "weights": CE_SPAN_ARGS["weight"] in read}
+    return {"loss_sum": False, "denominator": False, "with_dx": False, "weights": False}
 
 
 def summarize_with_span_facts(original):
@@ -193,10 +203,17 @@ def span_latency(s, rows, cols, itemsize, gpu_name, M):
     parts = {}
     if base == "cross_entropy_span_forward":
         if facts.get("loss_sum"):
-            parts["loss_sum"] = group_sum + M["atomic_fence_s"]
+            # the block's partial, its ticket, the last block's read of the partials and their sum
+            parts["loss_sum"] = group_sum + L2 + L2 + group_sum
         if facts.get("denominator"):
-            parts["denominator"] = (M["atomic_fence_s"] + L + 2 * group_sum + M["atomic_fence_s"] + 2 * L2
-                                    - min(L, rounds * L))
+            # the arrival word (read in the ticket's round trip), broadcast; the share's sum with weights or
+            # several spans a block (and their targets' DRAM round); the weight slots read and added
+            d = barrier + smem
+            if facts.get("weights") or spans_per_block > 1:
+                d += group_sum + (L if spans_per_block > 1 else 0.0)
+            if facts.get("weights"):
+                d += L2 + group_sum
+            parts["denominator"] = d
         once = sum(parts.values())
     concurrent = s["gpu"][gpu_name]["concurrent_blocks"]
     waves = -(-blocks // max(1, concurrent))

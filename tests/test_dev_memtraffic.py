@@ -27,16 +27,25 @@ def summary(kernel, grid, block, span=None):
     return s
 
 # (b) a span kernel: 65536 rows of 10 floats, 256 spans of 256 rows, one wave; a vector round, three barriers
-# and three shared-memory trips a span, the loss's last-block sum and under 'mean' the denominator's chunks
-facts = {"loss_sum": True, "denominator": True, "with_dx": True}
+# and three shared-memory trips a span; the loss's exchange (a group sum, the ticket's L2 round trip, the last
+# block's read and sum) and under 'mean' the arrival word's broadcast (with weights: the share's and the slots'
+# sums, and their read)
+facts = {"loss_sum": True, "denominator": True, "with_dx": True, "weights": False}
 mean = module.model_launch(summary("cross_entropy_span_forward<float, long long>", 256, 256, facts),
                            65536, 10, 4, "H100 SXM", gpu, None)
 span = M["dram_latency_s"] + 3 * (M["barrier_s"] + M["smem_latency_s"])
 group_sum = 5 * M["shuffle_level_s"] + 2 * (M["barrier_s"] + M["smem_latency_s"])
-loss_sum = group_sum + M["atomic_fence_s"]
-chunks = 2 * M["atomic_fence_s"] + 2 * group_sum + 2 * M["l2_latency_s"]
-assert abs(mean["t_lat"] - (span + loss_sum + chunks)) < 1e-12, mean
-assert mean["bound"] == "latency" and mean["t"] == M["launch_s"] + mean["t_lat"]
+loss_sum = 2 * group_sum + 2 * M["l2_latency_s"]
+broadcast = M["barrier_s"] + M["smem_latency_s"]
+assert abs(mean["t_lat"] - (span + loss_sum + broadcast)) < 1e-12, mean
+assert mean["t"] == M["launch_s"] + max(mean["t_lat"], mean["t_bw"])
+assert mean["bound"] == ("latency" if mean["t_lat"] > mean["t_bw"] else "bandwidth")
+weighted = module.model_launch(summary("cross_entropy_span_forward<float, long long>", 256, 256,
+                                       dict(facts, weights=True)), 65536, 10, 4, "H100 SXM", gpu, None)
+assert abs(weighted["t_lat"] - (mean["t_lat"] + 2 * group_sum + M["l2_latency_s"])) < 1e-12, weighted
+several = module.model_launch(summary("cross_entropy_span_forward<float, long long>", 128, 256, facts),
+                              65536, 10, 4, "H100 SXM", gpu, None)           # two spans a block
+assert abs(several["t_lat"] - (2 * span + loss_sum + broadcast + group_sum + M["dram_latency_s"])) < 1e-12, several
 total = module.model_launch(summary("cross_entropy_span_forward<float, long long>", 256, 256,
                                     dict(facts, denominator=False)), 65536, 10, 4, "H100 SXM", gpu, None)
 assert abs(total["t_lat"] - (span + loss_sum)) < 1e-12, total

@@ -280,10 +280,59 @@ def test_short_rows_cross_entropy_bfloat16(rng, device, classes, reduction):
 
 @pytest.mark.parametrize("options", [{}, {"weight": True}], ids=str)
 def test_mean_denominator_over_many_blocks(rng, device, options):
-    """Under 'mean' the span forward writes the gradient, each block taking chunks of
-    the denominator's targets (2,048 per chunk at 256 rows per span): 5,000 rows are
-    three chunks over twenty spans, some of their rows ignored."""
+    """Under 'mean' the span forward writes the gradient once every block's count of its
+    used targets (or their weights) is in: 5,000 rows are twenty spans and blocks, some
+    rows ignored (under the emulator, whose blocks run one after another, the first block
+    counts the slots of all the others, which then find theirs taken)."""
     _check_cross_entropy(rng, device, "float32", _values(rng, 5000, 3), "mean", options, "contiguous")
+
+
+@pytest.mark.parametrize("options", [{}, {"weight": True}, {"label_smoothing": 0.1}], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_blocks_of_several_spans(rng, device, reduction, options, monkeypatch):
+    """Fewer blocks than spans (as with more rows than a full GPU's blocks hold: here a device of one SM,
+    eight blocks of 256 rows for 5,000 rows), each block's slot standing for all of its spans: its
+    share of the mean's denominator counted from their targets before its first span's gradient."""
+    if device != "cpu":
+        monkeypatch.setattr(launch, "sm_count", lambda device_id: 1)
+    _check_cross_entropy(rng, device, "float32", _values(rng, 5000, 3), reduction, options, "offset")
+
+
+@pytest.mark.parametrize("options", [{}, {"weight": True}], ids=str)
+def test_all_ignored_short_rows(rng, device, options):
+    """Every target ignored: the mean is nan (0 / 0, torch's), the sum 0, the gradient 0."""
+    values = _values(rng, 600, 10, masks=False)
+    target = numpy.full(600, -100)
+    for reduction in ("mean", "sum"):
+        x, tx = _leaf(values, "float32", device, "contiguous")
+        kwargs, tkwargs = {}, {}
+        if options:
+            w = gpugrad.tensor(rng.uniform(0.5, 2.0, 10), dtype=x.dtype, device=device)
+            kwargs["weight"], tkwargs["weight"] = w, to_torch(w.to(gpugrad.float64))
+        loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction, **kwargs)
+        tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+        assert math.isnan(loss.item()) == math.isnan(tloss.item()) == (reduction == "mean")
+        loss.backward()
+        tloss.backward()
+        assert_close(x.grad, tx.grad, 0)
+        assert not x.grad.abs().sum().item()
+
+
+@pytest.mark.cuda
+def test_span_exchange_buffer_is_renewed_before_its_tags_wrap(rng):
+    """The blocks of a span forward exchange values tagged with the launch's 32-bit generation: the
+    buffer is made again (zeroed, generation 1) before the tags would wrap, and results stay right."""
+    if not gpugrad.cuda.is_available():
+        pytest.skip("needs CUDA (or the emulator)")
+    values = _values(rng, 700, 10, masks=False)
+    target = rng.integers(0, 10, 700)
+    F.cross_entropy(gpugrad.tensor(values, dtype=gpugrad.float32, device="cuda"),
+                    gpugrad.tensor(target, device="cuda"))          # the buffer made
+    for state in launch._exchanges.values():
+        state[1] = 2**32 - 3
+    for _ in range(4):                # generations 2**32 - 3 and - 2, then a new buffer: 1, 2
+        _check_cross_entropy(rng, "cuda", "float32", values, "mean", {}, "contiguous", targets=target.copy())
+    assert all(state[1] < 2**32 - 3 for state in launch._exchanges.values())
 
 
 def test_scaled_loss_over_short_rows(rng, device):

@@ -266,6 +266,33 @@ def counters(device_id, count):
     return buffer
 
 
+_exchanges = {}              # (device, stream) -> [words, generation of the next launch]
+EXCHANGE_HEAD = 3            # cross_entropy.cu's SpanExchange: two arrival words and the tickets, then per
+EXCHANGE_VALUES = 3          # slot a word for its claim and two for each of three tagged values
+
+
+def exchange(device_id, slots):
+    """(words, generation) for one launch of a kernel whose blocks exchange
+    values through tagged slots (cross_entropy.cu's SpanExchange): a uint64
+    buffer per device and stream, zeroed when made, and the number of this
+    launch on it (1, 2, ...).  Call :func:`exchanged` once the launch is
+    queued.  A new buffer (generation 1) when ``slots`` outgrows it and before
+    the 32-bit tags would wrap."""
+    cp = backend.cupy_module()
+    key = (device_id, cp.cuda.get_current_stream().ptr)
+    state = _exchanges.get(key)
+    size = EXCHANGE_HEAD + (1 + 2 * EXCHANGE_VALUES) * slots
+    if state is None or state[0].size < size or state[1] >= 2**32 - 1:
+        state = _exchanges[key] = [cp.zeros(max(size, 4096), dtype=numpy.uint64), 1]
+    return state[0], numpy.uint32(state[1])
+
+
+def exchanged(device_id):
+    """The launch given the last :func:`exchange` of this device and stream is queued: the next gets the
+    next generation (the kernel takes the one before as its last)."""
+    _exchanges[(device_id, backend.cupy_module().cuda.get_current_stream().ptr)][1] += 1
+
+
 def launch(filename, name, device_id, shape, args, shared_mem=0):
     """Launch the kernel ``name`` of ``filename`` with a LaunchShape."""
     function = kernels.get_function(filename, name, device_id)

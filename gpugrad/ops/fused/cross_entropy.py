@@ -37,7 +37,6 @@ REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
 # logits' bytes (TARGET_BYTES per row and block), with at least one block per SM
 GRAD_IN_FORWARD_MIN_COLS = 512
 TARGET_BYTES = 8
-SPAN_CHUNK_TARGETS = 8       # targets per thread in a chunk of the span forward's denominator (cross_entropy.cu)
 
 Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
 Forward.__doc__ = """The forward's result: ``loss`` per row in row order ('none') or 0-d, in
@@ -215,7 +214,8 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
     acc = dtypes.accumulate_dtype(x.dtype)
     count, cols = layout.rows, layout.cols
     code = REDUCTIONS[reduction]
-    per_span = launch.span_rows(layout, x.itemsize)
+    # (the span forward counts the used targets in 32 bits)
+    per_span = launch.span_rows(layout, x.itemsize) if count < 2**32 else 0
     if per_span:
         return _span_forward(x, layout, per_span, target, weight, weight_sum, ignore_index, smoothing, code,
                              with_grad, loss_in_acc, upstream, keep_stats)
@@ -268,8 +268,8 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
 def _span_forward(x, layout, per_span, target, weight, weight_sum, ignore_index, smoothing, code, with_grad,
                   loss_in_acc, upstream, keep_stats):
     """forward_cuda for short rows one after another: one launch (common.cuh,
-    SpanLoad; under 'mean' with the gradient, the blocks share the
-    denominator's chunks, cross_entropy.cu's span_denominator)."""
+    SpanLoad; the loss and, under 'mean' with the gradient, the denominator
+    exchanged between the blocks through launch.exchange's buffer)."""
     cp = backend.cupy_module()
     device_id = x.device.id
     acc = dtypes.accumulate_dtype(x.dtype)
@@ -280,17 +280,16 @@ def _span_forward(x, layout, per_span, target, weight, weight_sum, ignore_index,
         m, ls = (cp.empty(count, dtype=acc), cp.empty(count, dtype=acc)) if keep_stats else (None, None)
         dx = launch.output_like(x, layout)[0] if with_grad else None
         denominator = cp.empty(1, dtype=acc) if code == 2 else None
-        partials = cp.empty(2 * shape.grid[0], dtype=acc) if code else None
-        chunks = -(-count // (per_span * SPAN_CHUNK_TARGETS))
-        chunk_sums = cp.empty(chunks, dtype=acc) if with_grad and code == 2 else None
+        words, generation = launch.exchange(device_id, shape.grid[0]) if code else (None, numpy.uint32(0))
         name = f"cross_entropy_span_forward<{launch.float_type(x.dtype)}, {launch.index_type(target.dtype)}>"
         launch.launch("cross_entropy.cu", name, device_id, shape,
                       (x, launch.i64(count), numpy.int32(layout.cols), target, weight, weight_sum,
                        launch.i64(ignore_index), acc.type(smoothing), numpy.int32(code), loss,
-                       numpy.int32(int(loss_in_acc)), m, ls, dx, denominator, partials,
-                       launch.counters(device_id, 3) if code else None, chunk_sums, errors.argument(device_id),
-                       upstream if with_grad else None),
+                       numpy.int32(int(loss_in_acc)), m, ls, dx, denominator, words, generation,
+                       errors.argument(device_id), upstream if with_grad else None),
                       shared_mem=launch.span_bytes(per_span, layout.cols, x.itemsize))
+        if code:
+            launch.exchanged(device_id)
     errors.launched(device_id)
     return Forward(loss, m, ls, dx, denominator, x)
 
