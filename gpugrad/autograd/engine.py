@@ -345,9 +345,11 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                 if grads is None:        # no gradient reached it: its inputs get none from it either
                     _release_children(node, dependencies, ready)
                     continue
-                leaf = type(node) is AccumulateGrad
-                if leaf or node._pre_hooks is not None or node._retained is not None:
+                if node._hooked:        # a leaf (AccumulateGrad), or hooks or retained outputs: one check
+                    leaf = type(node) is AccumulateGrad
                     grads = _run_pre_hooks(node, grads, shared, kept)
+                else:
+                    leaf = False
                 if capture is not None:
                     for nr, g in enumerate(grads):
                         for i in capture.get((node, nr), ()):
@@ -379,6 +381,7 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                     elif node._saved:           # Function.release, inline
                         node._saved = None
                         node._had_saved = True
+                on_cpu = node._device == -1
                 # zip stops at the last gradient returned: the edges after it are falsy (_check_result)
                 for edge, g in zip(edges, in_grads):
                     if not edge:
@@ -387,10 +390,10 @@ def run_backward(tensors, grad_tensors, retain_graph, create_graph, inputs=None,
                     if g is not None:
                         array = g.array
                         if type(array) is not _NDARRAY or array.shape != shape or array.dtype is not dtype \
-                                or node._device != -1:       # `is not`: NumPy's dtypes are singletons (else _validate)
+                                or not on_cpu:       # `is not`: NumPy's dtypes are singletons (else _validate)
                             g = _validate(g, edge, node)
                             array = g.array
-                        if child._num_outputs == 1 and child not in buffers:    # _route's common case
+                        if child not in buffers and child._num_outputs == 1:    # _route's common case
                             buffers[child] = [g]
                         else:
                             _route(buffers, child, nr, g, create_graph)

@@ -141,6 +141,7 @@ class Function:
     _output_meta = ()
     _pre_hooks = None
     _retained = None
+    _hooked = False                # set with _pre_hooks or _retained: the engine's one check for either
     _non_differentiable = ()
     _cpu_wrapped = False           # numpy_errstate or half_in_float32: forward may go through _forward_on_cpu
     _plain_release = True          # release is Function's: the engine inlines it
@@ -208,6 +209,7 @@ class Function:
         this node's backward runs; a non-None return replaces it."""
         if self._pre_hooks is None:
             self._pre_hooks = {}
+            self._hooked = True
         hooks = self._pre_hooks.setdefault(output_nr, [])
         hooks.append(hook)
         return RemovableHandle(hooks, hook)
@@ -217,6 +219,7 @@ class Function:
         node) in its ``.grad`` (``Tensor.retain_grad``)."""
         if self._retained is None:
             self._retained = {}
+            self._hooked = True
         self._retained[tensor._output_nr] = weakref.ref(tensor)
 
     def keep_original(self, tensor):

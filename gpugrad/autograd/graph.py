@@ -33,6 +33,7 @@ class AccumulateGrad:
     _num_outputs = 1
     _pre_hooks = None
     _retained = None
+    _hooked = True                # the engine's check for hooks: a leaf's are on its variable (leaf_hooks)
     _sequence_nr = float("inf")   # runs as soon as it is ready, as in torch
 
     def __init__(self, variable):
