@@ -147,11 +147,14 @@ class Function:
     _plain_release = True          # release is Function's: the engine inlines it
 
     _plain_new = True              # no __init__ of its own: a node is made by cls() (half the cost of cls.__new__)
+    _apply_flags = (True, False, False, False)     # (_plain_new, forward_takes_arrays, _cpu_wrapped, is_view)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls._cpu_wrapped = cls.numpy_errstate or cls.half_in_float32
         cls._plain_new = cls.__init__ is object.__init__ and cls.__new__ is object.__new__
+        # what apply asks of the class, read in one lookup (each costs a type attribute lookup)
+        cls._apply_flags = (cls._plain_new, cls.forward_takes_arrays, cls._cpu_wrapped, cls.is_view)
         cls._plain_release = cls.release is Function.release
 
     # -- what ops call on ctx ------------------------------------------------
@@ -304,7 +307,8 @@ class Function:
                         off_cpu = True
                 else:
                     arrays.append(a)
-        ctx = cls() if cls._plain_new else cls.__new__(cls)
+        plain_new, takes_arrays, cpu_wrapped, is_view = cls._apply_flags
+        ctx = cls() if plain_new else cls.__new__(cls)
         if off_cpu:
             device_key = _device_of(cls, args)
             if device_key != -1:
@@ -317,9 +321,9 @@ class Function:
         else:
             ctx.needs_input_grad = _ALL_FALSE[len(args)]
 
-        if cls.forward_takes_arrays:
+        if takes_arrays:
             try:
-                if not cls._cpu_wrapped or ctx.xp is not numpy:
+                if not cpu_wrapped or ctx.xp is not numpy:
                     raw = cls.forward(ctx, *arrays)
                 elif cls.numpy_errstate:
                     raw = _forward_on_cpu(cls, ctx, arrays)
@@ -347,7 +351,7 @@ class Function:
                         not non_diff or id(raw) not in non_diff) else None
                     if ctx._saved:
                         ctx._saved = _resolve_saved_single(ctx._saved, args, out, raw)
-                if cls.is_view:
+                if is_view:
                     _mark_view(cls, out, args)
                 return out
             single = False
@@ -379,7 +383,7 @@ class Function:
                             (not non_diff or id(raws[nr]) not in non_diff):
                         out.set_history(ctx, nr)
 
-        if cls.is_view:
+        if is_view:
             for out in outputs:
                 _mark_view(cls, out, args)
         if record:
