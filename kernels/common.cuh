@@ -257,15 +257,14 @@ __device__ __forceinline__ void traverse(const T* __restrict__ src, long long sc
 
 // The row forwards that keep a row in shared memory and write its gradient (cross_entropy.cu,
 // logsumexp.cu): vectors in flight per lane, 2 for half and bfloat16 (8 elements each), which then fit
-// in 64 registers without spills on sm_90 (forward_min_blocks); UNROLL (4) for the others.
+// in 64 registers without spills (forward_min_blocks); UNROLL (4) for the others.
 template <typename T> __host__ __device__ constexpr int forward_unroll() { return sizeof(T) == 2 ? 2 : UNROLL; }
 
 // Blocks of 512 threads per SM those forwards are compiled for: 2 (at most 64 registers: warp-per-row
-// launches hold 32 warps per SM) for float, half and bfloat16 on sm_90, which fit there without spills;
-// 1 for double (it would spill) and below sm_90 (float would spill 72 bytes on sm_80).
-template <typename T> __host__ __device__ constexpr int forward_min_blocks() {
-    return sizeof(T) <= 4 && GPUGRAD_CLUSTERS ? 2 : 1;
-}
+// launches hold 32 warps per SM) for float, half and bfloat16 on sm_80 and sm_90, which fit there without
+// spills (cross-entropy's float forward below sm_90 with 2 vectors in flight: cross_entropy_unroll);
+// 1 for double (it would spill).
+template <typename T> __host__ __device__ constexpr int forward_min_blocks() { return sizeof(T) <= 4 ? 2 : 1; }
 
 struct NoExtra {
     template <typename A, int N> __device__ __forceinline__ void operator()(int, const A (&)[N], int) const {}

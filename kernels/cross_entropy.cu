@@ -29,7 +29,7 @@
 //   'mean' every block first adds up the denominator itself (N targets read
 //   per block, in the same order: all blocks agree), so the launcher asks for
 //   this from 512 classes on, with no more blocks than keep those reads
-//   within the logits' bytes.
+//   within the logits' bytes (counted at 4 bytes an element at least).
 // Bytes: forward reads N*C once (with dx, rows are kept in shared memory up
 //   to the opt-in limit, and on sm_90 longer rows in the shared memory of a
 //   row cluster; below sm_90 those are read twice), ignored rows included
@@ -42,11 +42,19 @@
 //   (common.cuh, cluster_merge): each block writes its chunk's dx.  The row's
 //   loads do not wait for its target: x_t is read after the row (from L2,
 //   while the reductions run), except under label smoothing, whose pivot it is.
+//   The forward with dx runs rows of a warp each 16 to a block (8 otherwise).
 #include "common.cuh"
 
 using namespace gpugrad;
 
 constexpr long long CLASS_INDEX = 1;   // the error word's kind for a bad class index
+
+// Vectors in flight per lane in the forward: common.cuh's forward_unroll, but 2 for float below sm_90,
+// where 4 (3) spill 72 (16) bytes in the 64 registers of forward_min_blocks on sm_80: the same bytes in
+// flight per SM as 4 at the 96 registers they take, over twice the warps (32 per SM against 16).
+template <typename T> __host__ __device__ constexpr int cross_entropy_unroll() {
+    return sizeof(T) == 4 && !GPUGRAD_CLUSTERS ? 2 : forward_unroll<T>();
+}
 
 // The forward over one row per block group (CLUSTER == 1: the whole row, or a chunk merged by the
 // row's last block), or over the chunks of a row cluster of CLUSTER blocks along grid.y.
@@ -114,8 +122,8 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
         A weighted = A(0);                       // sum_c w_c (x_c - pivot), for smoothing only
         // ignored rows are read too: their gradient is nan where their statistics are not finite (torch)
         if (active)
-            st = lane_stats<T, forward_unroll<T>()>(x_row + begin * sc, sc, end - begin, threadIdx.x, blockDim.x,
-                                                    cache, [&](int j0, const auto& v, int count) {
+            st = lane_stats<T, cross_entropy_unroll<T>()>(x_row + begin * sc, sc, end - begin, threadIdx.x,
+                                                          blockDim.x, cache, [&](int j0, const auto& v, int count) {
                 if (smoothing == A(0)) return;
 #pragma unroll
                 for (int k = 0; k < static_cast<int>(sizeof(v) / sizeof(A)); ++k)
@@ -173,8 +181,8 @@ __device__ __forceinline__ void cross_entropy_forward_rows(
                 const A scale = grad_scale * ((A(1) - smoothing) * w_t + smooth * total_weight);
                 const A g_smooth = grad_scale * smooth;
                 const A g_target = grad_scale * (A(1) - smoothing) * w_t;
-                write_row<T, forward_unroll<T>()>(x_row + begin * sc, sc, cache, d_row + begin * dx_sc, dx_sc,
-                                                  end - begin, threadIdx.x, blockDim.x, [&](int k, A v) {
+                write_row<T, cross_entropy_unroll<T>()>(x_row + begin * sc, sc, cache, d_row + begin * dx_sc,
+                                                        dx_sc, end - begin, threadIdx.x, blockDim.x, [&](int k, A v) {
                     if (special) return quiet_nan<A>();
                     const int j = begin + k;
                     A out = scale * fast_exp((v - m) - ls);

@@ -20,7 +20,12 @@ ARCHS = ["sm_80", "sm_90"]
 FILES = sorted(kernels.INSTANTIATIONS)
 SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 REGISTERS = re.compile(r"Used (\d+) registers")
+ENTRY = re.compile(r"Compiling entry function '([^']+)'")
 MAX_THREADS = 512   # the kernels' __launch_bounds__ and the launcher's largest block
+# The row forwards compiled for two blocks of MAX_THREADS per SM (common.cuh, forward_min_blocks): at most
+# 64 registers on every arch, so that warp-per-row launches hold 32 warps per SM (the row clusters and
+# double take one block)
+TWO_BLOCKS = re.compile(r"(cross_entropy|logsumexp)_forward<(float|__half|__nv_bfloat16)(, (int|long long))?>")
 
 
 def test_every_kernel_file_is_instantiated():
@@ -36,6 +41,22 @@ def _check_ptxas_log(log, what):
     assert all(a == 0 and b == 0 for a, b in spills), f"{what} spills registers:\n{log}"
     for registers in map(int, REGISTERS.findall(log)):
         assert registers * MAX_THREADS <= 65536, f"{what}: {registers} registers x {MAX_THREADS} threads"
+
+
+def _registers_per_entry(log, lowered):
+    """{name expression: registers} from a ptxas -v log (entries named by their lowered names)."""
+    registers, entry = {}, None
+    for line in log.splitlines():
+        found = ENTRY.search(line)
+        if found:
+            entry = lowered.get(found.group(1))
+            continue
+        found = REGISTERS.search(line)
+        if found and entry is not None:
+            registers[entry] = int(found.group(1))
+            entry = None
+    assert set(registers) == set(lowered.values()), f"no register count for {set(lowered.values()) - set(registers)}"
+    return registers
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -58,9 +79,18 @@ def test_nvrtc_compiles_like_the_runtime(filename, arch):
             nvrtc.compileProgram(program, list(options))
         except nvrtc.NVRTCError as error:
             pytest.fail(f"NVRTC failed on {filename} for {arch}: {error}\n{nvrtc.getProgramLog(program)}")
-        _check_ptxas_log(nvrtc.getProgramLog(program), f"{filename} ({arch}, NVRTC)")
+        log = nvrtc.getProgramLog(program)
+        _check_ptxas_log(log, f"{filename} ({arch}, NVRTC)")
+        lowered = {}
         for name in kernels.INSTANTIATIONS[filename]:
-            assert nvrtc.getLoweredName(program, name), name
+            mangled = nvrtc.getLoweredName(program, name)
+            assert mangled, name
+            lowered[mangled] = name
+        registers = _registers_per_entry(log, lowered)
+        print(f"{filename} ({arch}) registers:", ", ".join(f"{n} {r}" for n, r in registers.items()))
+        for name, count in registers.items():
+            if TWO_BLOCKS.fullmatch(name):
+                assert count * 2 * MAX_THREADS <= 65536, f"{name} ({arch}): {count} registers, 2 blocks of 512"
         assert nvrtc.getCUBIN(program)
     finally:
         nvrtc.destroyProgram(program)

@@ -291,6 +291,49 @@ def test_gradient_written_by_the_forward_is_used_once(rng, reduction, options):
     assert_close(h, th, 1e-10)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,classes", [("float64", 512), ("float32", 600), ("bfloat16", 1000)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2, "weight": True, "ignore_index": 3}], ids=str)
+@pytest.mark.parametrize("blocks_per_sm", [1, 8])
+def test_warp_rows_writing_the_gradient_stride_over_row_groups(rng, dtype, classes, reduction, options,
+                                                               blocks_per_sm, monkeypatch):
+    """Rows of a warp each go 16 to a block when the forward writes the
+    gradient (cross_entropy.GRAD_WARP_ROWS): 37 rows are three row groups, the
+    last of 5 rows, on a device of one SM taken by one block that strides over
+    them, or by a block each; torch's loss and gradient."""
+    from gpugrad.cuda import launch
+    from gpugrad.ops.fused import cross_entropy as ce
+    monkeypatch.setattr(launch, "sm_count", lambda device_id: 1)
+    monkeypatch.setattr(launch, "BLOCKS_PER_SM", blocks_per_sm)
+    shapes = []
+
+    def recorded(filename, name, device_id, shape, args, shared_mem=0):
+        if name.startswith("cross_entropy_forward"):
+            shapes.append((shape.grid, shape.block))
+        return real(filename, name, device_id, shape, args, shared_mem)
+    real = launch.launch
+    monkeypatch.setattr(launch, "launch", recorded)
+    values = rng.standard_normal((37, classes)) * 3
+    target = rng.integers(0, classes, 37)
+    target[::4] = 3
+    kwargs, tkwargs = dict(options), dict(options)
+    if options.get("weight"):
+        w = rng.uniform(0.5, 2.0, classes)
+        kwargs["weight"] = gpugrad.tensor(w, dtype=getattr(gpugrad, dtype), device="cuda")
+        tkwargs["weight"] = torch.tensor(kwargs["weight"].to(gpugrad.float64).cpu().numpy())
+    x = gpugrad.tensor(values, dtype=getattr(gpugrad, dtype), device="cuda", requires_grad=True)
+    tx = torch.tensor(x.detach().to(gpugrad.float64).cpu().numpy(), requires_grad=True)
+    loss = F.cross_entropy(x, gpugrad.tensor(target, device="cuda"), reduction=reduction, **kwargs)
+    tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+    loss.backward()
+    tloss.backward()
+    tolerance = {"float64": 1e-12, "float32": 1e-5, "bfloat16": 2e-2}[dtype]
+    assert_close(loss, tloss, tolerance)
+    assert_close(x.grad, tx.grad, tolerance)
+    assert shapes == [((1 if blocks_per_sm == 1 else 3, 1), (32, ce.GRAD_WARP_ROWS))]
+
+
 def test_loss_used_twice_gets_its_full_gradient(rng):
     values = rng.standard_normal((4, 3))
     x, tx = gpugrad.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)

@@ -11,7 +11,8 @@ Launch shape (:func:`launch_shape`): contiguous rows get G lanes each (a
 slice of a warp for short rows, several rows per warp; a warp; or a block of
 128-512 threads for long rows), strided rows a thread each; the grid strides
 over row groups (at most ``BLOCKS_PER_SM`` x SMs blocks), and few long rows
-are split over grid.y.  A row group whose rows fit in shared memory is read
+are split over grid.y; :func:`warp_rows` sets the rows per block of a
+warp-per-row launch (``WARP_ROWS`` there).  A row group whose rows fit in shared memory is read
 from global memory once (:func:`cache_bytes`): up to the device's opt-in
 limit per block (227 KiB on sm_90, 163 KiB on sm_80), which :func:`launch`
 asks for when a launch needs more than the default 48 KiB.
@@ -34,6 +35,7 @@ UNROLL = 4                   # vectors in flight per lane (common.cuh, traverse)
 DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024   # static + dynamic shared memory a block gets without opting in
 STATIC_SHARED_BYTES = 8 * 1024   # room left for a kernel's static shared memory (at most ~4.9 KB now)
 BLOCKS_PER_SM = 8
+WARP_ROWS = 8                # rows (warps) per block of a warp-per-row launch (launch_shape)
 SPLIT_MIN_COLS = 16384       # rows at least this long are split when there are too few of them
 SPAN_MAX_COLS = 63           # rows up to this long, one after another, go by spans (span_rows)
 SPAN_BYTES = 16 * 1024       # the most shared memory one span of rows takes
@@ -148,7 +150,7 @@ def launch_shape(layout, itemsize, device_id, split_long_rows=False):
             lanes = 1 << (vectors - 1).bit_length()
             per_block = 256 // lanes
         elif vectors <= 256:                         # a warp per row
-            lanes, per_block = 32, 8
+            lanes, per_block = 32, WARP_ROWS
         else:                                        # a block per row
             lanes = 128 if vectors <= 2048 else 256 if vectors <= 8192 else MAX_THREADS
             per_block = 1
@@ -156,6 +158,17 @@ def launch_shape(layout, itemsize, device_id, split_long_rows=False):
                 splits = max(1, min(-(-2 * sms // max(rows, 1)), cols // 4096, 65535))
     blocks = max(1, min(-(-rows // per_block), BLOCKS_PER_SM * sms * max(1, 256 // (lanes * per_block))))
     return LaunchShape((blocks, splits), (lanes, per_block), lanes, per_block)
+
+
+def warp_rows(shape, layout, per_block, device_id):
+    """A warp-per-row ``shape`` (launch_shape's) with ``per_block`` rows per
+    block, the grid over the row groups as launch_shape's; other shapes as
+    they are."""
+    if shape.lanes != 32:
+        return shape
+    blocks = max(1, min(-(-layout.rows // per_block), BLOCKS_PER_SM * sm_count(device_id) *
+                        max(1, 256 // (32 * per_block))))
+    return LaunchShape((blocks, shape.grid[1]), (32, per_block), 32, per_block)
 
 
 def span_rows(layout, itemsize):

@@ -34,9 +34,14 @@ from gpugrad.tensor import Tensor
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}    # (the kernels' codes)
 # On CUDA under 'mean' the forward writes the gradient from this many classes on: each block then reads
 # the N targets (8 bytes each) for the denominator, so the grid is bounded to keep those reads within the
-# logits' bytes (TARGET_BYTES per row and block), with at least one block per SM
+# logits' bytes counted at 4 bytes an element at least (TARGET_BYTES per row and block; half and bfloat16
+# rows as float32's, whose blocks hold as many rows), with at least one block per SM
 GRAD_IN_FORWARD_MIN_COLS = 512
 TARGET_BYTES = 8
+# Rows per block of a warp-per-row forward that writes the gradient (launch.WARP_ROWS otherwise): 512
+# threads, so that under 'mean' a block's reads of the N targets take half the dependent rounds, and
+# 4096 x 1000 fits one wave of one row group per block (2 blocks of 64 registers per SM)
+GRAD_WARP_ROWS = 16
 
 Forward = collections.namedtuple("Forward", "loss m ls grad denominator source")
 Forward.__doc__ = """The forward's result: ``loss`` per row in row order ('none') or 0-d, in
@@ -224,6 +229,8 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
     float_type = launch.float_type(x.dtype)
     with cp.cuda.Device(device_id):
         shape = launch.launch_shape(layout, x.itemsize, device_id, split_long_rows=True)
+        if with_grad:
+            shape = launch.warp_rows(shape, layout, GRAD_WARP_ROWS, device_id)
         cluster = launch.row_cluster(layout, x.itemsize, device_id) if with_grad and \
             float_type in kernels.CLUSTER_TYPES else 0
         if cluster:
@@ -232,7 +239,7 @@ def forward_cuda(x, target, weight, weight_sum, ignore_index, smoothing, reducti
             shape = launch.cluster_shape(layout, cluster, device_id,
                                          launch.cluster_threads(layout, cluster, x.itemsize, device_id))
         if with_grad and code == 2:
-            blocks = max(launch.sm_count(device_id), cols * x.itemsize // TARGET_BYTES)
+            blocks = max(launch.sm_count(device_id), cols * max(x.itemsize, 4) // TARGET_BYTES)
             shape = shape._replace(grid=(min(shape.grid[0], blocks), shape.grid[1]))
         splits = shape.grid[1]
         split_rows = splits > 1 and not cluster     # chunks merged by the row's last block
