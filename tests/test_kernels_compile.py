@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from gpugrad.cuda import kernels
+from gpugrad.cuda import kernels, launch
 
 ARCHS = ["sm_80", "sm_90"]
 FILES = sorted(kernels.INSTANTIATIONS)
@@ -26,6 +26,8 @@ MAX_THREADS = 512   # the kernels' __launch_bounds__ and the launcher's largest 
 # 64 registers on every arch, so that warp-per-row launches hold 32 warps per SM (the row clusters and
 # double take one block)
 TWO_BLOCKS = re.compile(r"(cross_entropy|logsumexp)_forward<(float|__half|__nv_bfloat16)(, (int|long long))?>")
+# The row cluster forwards (a cluster size last), launched with up to launch.CLUSTER_THREADS threads a block
+CLUSTER_FORWARDS = re.compile(r"(cross_entropy|logsumexp)_forward<[^<>]*, \d+>")
 
 
 def test_every_kernel_file_is_instantiated():
@@ -91,6 +93,9 @@ def test_nvrtc_compiles_like_the_runtime(filename, arch):
         for name, count in registers.items():
             if TWO_BLOCKS.fullmatch(name):
                 assert count * 2 * MAX_THREADS <= 65536, f"{name} ({arch}): {count} registers, 2 blocks of 512"
+            if CLUSTER_FORWARDS.fullmatch(name):
+                assert count * launch.CLUSTER_THREADS <= 65536, (
+                    f"{name} ({arch}): {count} registers x {launch.CLUSTER_THREADS} threads")
         assert nvrtc.getCUBIN(program)
     finally:
         nvrtc.destroyProgram(program)
