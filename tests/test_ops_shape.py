@@ -202,6 +202,26 @@ def test_indexing_with_integers_and_index_tensors_keeps_torchs_dim_order():
     assert gpugrad.tensor(values)[key].tolist() == torch.tensor(values)[key].tolist()
 
 
+
+def test_an_empty_advanced_index_result_checks_no_index_either_way(device):
+    """torch's index kernels check an index only for an element they move: x[idx, None, 4:] of a 3x4 x with
+    idx = [-4, 1] is empty, and neither its forward nor its backward raises (fuzzer seed 884531831, case
+    __getitem__/call:3637963486: the backward's scatter raised NumPy's IndexError); a non-empty one raises."""
+    values = numpy.arange(12.0).reshape(3, 4)
+    x = gpugrad.tensor(values, device=device, requires_grad=True)
+    tx = torch.tensor(values, requires_grad=True)
+    for lib, t in ((gpugrad, x), (torch, tx)):
+        y = t[lib.tensor([-4, 1], device=t.device), None, 4:]
+        assert tuple(y.shape) == (2, 1, 0)
+        y.backward(lib.ones_like(y))
+    assert x.grad.tolist() == tx.grad.tolist() == numpy.zeros((3, 4)).tolist()
+    (g,) = gpugrad.autograd.grad(x[gpugrad.tensor([-4, 1], device=device), None, 4:].sum(), x, create_graph=True)
+    assert g.tolist() == numpy.zeros((3, 4)).tolist()
+    with pytest.raises(IndexError):
+        x[gpugrad.tensor([-4, 1], device=device), None, 2:]
+    with pytest.raises(IndexError):
+        tx[torch.tensor([-4, 1]), None, 2:]
+
 # -- diagonals, as_strided, meshgrid ---------------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)

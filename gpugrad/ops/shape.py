@@ -330,7 +330,8 @@ class IndexBackward(InternalFunction):
         out = ctx.xp.zeros(shape, dtype=grad.dtype)
         view, key = indexed_region(out, key)
         if advanced:
-            backend.scatter_add(view, _integer_key(ctx.xp, key), grad)
+            if grad.size:               # an empty result checked no index in the forward (torch's): none here
+                backend.scatter_add(view, _integer_key(ctx.xp, key), grad)
         else:
             view[key] = grad
         return out
