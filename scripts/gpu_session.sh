@@ -10,6 +10,10 @@
 #                                             # torch (python -m benchmarks.gpt_torch): wall time, final loss
 #   scripts/gpu_session.sh memory [STEPS [SIZE]]  # 10,000 training steps (small), GPU memory in use at
 #                                             # every 1000th; training stops at 7.5 minutes with what it has
+#   scripts/gpu_session.sh all                # a 15-minute lease: all four above in one 10-minute call, each
+#                                             # cut short by its own time limit (tests in parallel with
+#                                             # pytest-xdist, the bench without torch.compile, 1000 GPT steps,
+#                                             # memory for 1.2 minutes); everything in $OUT/results.tar.gz
 # Logs and results go under $OUT (the device tool brings them back), else ./gpu-results.
 # A 30-minute session, one call each: tests; bench losses; bench softmax elementwise matmul mlp overhead
 # linear_ce gpt; gpt; memory (issue 8's points 1-5 in that order).
@@ -43,7 +47,33 @@ case "$mode" in
   memory)
     steps=${1:-10000}
     train gpt-memory python3 examples/train_gpt.py --size "${2:-small}" --steps "$steps" --eval-interval 1000 \
-      --eval-batches 2 --sample '' --max-minutes 7.5 ;;
-  *) echo "usage: $0 tests | bench [GROUP ...] | quick [GROUP ...] | gpt [STEPS] | memory [STEPS [SIZE]]" >&2
+      --eval-batches 2 --sample '' --max-minutes "${MEMORY_MINUTES:-7.5}" ;;
+  all)
+    here=$0
+    work=/tmp/gpugrad-all
+    rm -rf "$work"; mkdir -p "$work"
+    pack() { tar czf "$out/results.tar.gz.tmp" -C "$work" . && mv "$out/results.tar.gz.tmp" "$out/results.tar.gz"; }
+    phase() {   # name, seconds, mode args...
+      local name=$1 limit=$2
+      shift 2
+      echo "=== $name (limit ${limit}s) $(date -u +%T)"
+      local t0=$SECONDS
+      OUT="$work/$name" timeout -k 5 "$limit" bash "$here" "$@" > "$work/$name.out" 2>&1
+      echo "=== $name rc=$? in $((SECONDS - t0))s"
+      pack
+    }
+    { nvidia-smi; python3 -m pip list 2>/dev/null | grep -Ei '^(torch|cupy|numpy|ml.dtypes|pytest|tokenizers) '; } \
+      > "$work/machine.txt" 2>&1
+    python3 -c "import gpugrad, cupy; print('gpugrad cuda', gpugrad.cuda.is_available(), cupy.cuda.runtime.getDeviceCount())" \
+      >> "$work/machine.txt" 2>&1
+    tail -3 "$work/machine.txt"
+    PYTEST_ADDOPTS="-n 12 --timeout 120" phase tests 210 tests
+    phase bench 130 quick
+    phase gpt 130 gpt 1000
+    MEMORY_MINUTES=1.2 phase memory 95 memory 10000
+    for f in tests/test-gpu.log gpt/gpt-gpugrad.log gpt/gpt-torch.log memory/gpt-memory.log bench/bench.log; do
+      echo "--- $f"; tail -n 12 "$work/$f" 2>/dev/null | cut -c1-200
+    done ;;
+  *) echo "usage: $0 tests | bench [GROUP ...] | quick [GROUP ...] | gpt [STEPS] | memory [STEPS [SIZE]] | all" >&2
      exit 2 ;;
 esac
