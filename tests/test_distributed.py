@@ -197,6 +197,11 @@ def test_nccl_world_of_one():
         assert dist.get_world_size() == 1 and dist.get_backend() == "nccl"
         t = gpugrad.arange(6, dtype=gpugrad.float32, device="cuda")
         dist.all_reduce(t)
+        work = dist.all_reduce(t, async_op=True)
+        assert isinstance(work.is_completed(), bool)
+        gpugrad.cuda.synchronize()
+        assert work.is_completed()  # asked of the collective's event: wait() has not run
+        work.wait()
         dist.broadcast(t, 0)
         parts = [gpugrad.zeros(6, device="cuda")]
         dist.all_gather(parts, t)

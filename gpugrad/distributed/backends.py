@@ -216,7 +216,8 @@ class NCCLBackend:
         self.stream.wait_event(current.record())
         enqueue(self.stream.ptr)
         done = self.stream.record()
-        return Work(lambda: cp.cuda.get_current_stream().wait_event(done), done.query)
+        # CuPy's Event says whether it has completed through its ``done`` property (it has no query())
+        return Work(lambda: cp.cuda.get_current_stream().wait_event(done), lambda: done.done)
 
     def all_reduce(self, array, op):
         kind = self._type(array)
