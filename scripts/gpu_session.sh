@@ -48,6 +48,19 @@ case "$mode" in
     steps=${1:-10000}
     train gpt-memory python3 examples/train_gpt.py --size "${2:-small}" --steps "$steps" --eval-interval 1000 \
       --eval-batches 2 --sample '' --max-minutes "${MEMORY_MINUTES:-7.5}" ;;
+  probe)      # scripts/gpu_probe.py plainly, the failing kernel tests one process, then under compute-sanitizer
+    python3 scripts/gpu_probe.py --repeats 3 2>&1 | tee "$out/probe.log"
+    timeout 90 python3 -m pytest -q -p no:cacheprovider -x --timeout 60 \
+      "tests/test_nn_functional.py::test_cross_entropy_at_extreme_logits" \
+      "tests/test_nn_functional.py::test_cross_entropy_second_derivatives" \
+      "tests/test_ops_fused.py::test_logsumexp_sum_backward_is_one_launch" \
+      tests/test_cuda_kernels.py -k "extreme or second or one_launch or (test_cross_entropy and 65536)" 2>&1 \
+      | tee "$out/probe-tests.log" | tail -15
+    for tool in racecheck initcheck; do
+      timeout 75 compute-sanitizer --tool "$tool" --print-limit 20 python3 scripts/gpu_probe.py --quick --repeats 1 \
+        > "$out/sanitizer-$tool.log" 2>&1
+      echo "--- $tool rc=$?"; grep -v "^=========     \|^ *$" "$out/sanitizer-$tool.log" | tail -25 | cut -c1-220
+    done ;;
   all)
     here=$0
     work=/tmp/gpugrad-all
@@ -74,6 +87,6 @@ case "$mode" in
     for f in tests/test-gpu.log gpt/gpt-gpugrad.log gpt/gpt-torch.log memory/gpt-memory.log bench/bench.log; do
       echo "--- $f"; tail -n 12 "$work/$f" 2>/dev/null | cut -c1-200
     done ;;
-  *) echo "usage: $0 tests | bench [GROUP ...] | quick [GROUP ...] | gpt [STEPS] | memory [STEPS [SIZE]] | all" >&2
+  *) echo "usage: $0 tests | bench [GROUP ...] | quick [GROUP ...] | gpt [STEPS] | memory [STEPS [SIZE]] | all | probe" >&2
      exit 2 ;;
 esac
