@@ -35,7 +35,7 @@ SIGNATURES = {
                           "loss_in_acc",
     "cross_entropy_rows_backward": "x layout target weight weight_sum ignore_index smoothing m ls grad grad_stride "
                                    "denominator",
-    "check_index_range": "index bound kind ignore_index",
+    "check_index_range": "index bound kind ignore_index low",
     "logsumexp_forward": "x",
     "logsumexp_backward": "x m ls grad",
     "softmax_forward": "x log",
@@ -131,6 +131,15 @@ def test_each_entry_point_on_the_gpu(rng, dtype, shape):
     fused.check_targets(cp.asarray(numpy.array([0, c, -100])), c, -100)
     cp.cuda.Device(0).synchronize()
     with pytest.raises(IndexError, match=f"Target {c} is out of bounds"):
+        errors.raise_recorded(0)
+
+    # positions of x[index] along a dim of size c: [-c, c)
+    fused.check_index_range(cp.asarray(numpy.array([-c, c - 1])), c, errors.POSITION, None, -c)
+    cp.cuda.Device(0).synchronize()
+    errors.raise_recorded(0)
+    fused.check_index_range(cp.asarray(numpy.array([0, -c - 1, 1])), c, errors.POSITION, None, -c)
+    cp.cuda.Device(0).synchronize()
+    with pytest.raises(IndexError, match=f"index {-c - 1} is out of bounds for a dimension of size {c}"):
         errors.raise_recorded(0)
 
 

@@ -217,10 +217,39 @@ def test_an_empty_advanced_index_result_checks_no_index_either_way(device):
     assert x.grad.tolist() == tx.grad.tolist() == numpy.zeros((3, 4)).tolist()
     (g,) = gpugrad.autograd.grad(x[gpugrad.tensor([-4, 1], device=device), None, 4:].sum(), x, create_graph=True)
     assert g.tolist() == numpy.zeros((3, 4)).tolist()
-    with pytest.raises(IndexError):
-        x[gpugrad.tensor([-4, 1], device=device), None, 2:]
+    with pytest.raises(IndexError):     # on CUDA at the next synchronising read (the error word: CuPy wraps it)
+        x[gpugrad.tensor([-4, 1], device=device), None, 2:].tolist()
     with pytest.raises(IndexError):
         tx[torch.tensor([-4, 1]), None, 2:]
+    assert x[gpugrad.tensor([-3, 2], device=device), None, 2:].tolist() == tx[torch.tensor([-3, 2]), None, 2:].tolist()
+
+
+def test_an_advanced_index_out_of_range_raises_on_either_device(device):
+    """CuPy takes an index array's values modulo the size unchecked: gpugrad checks them (on CUDA with the
+    error word, raised at the next synchronising read, as torch's device assert surfaces), reading, writing and
+    through index_select; an empty region checks none."""
+    values = numpy.arange(12.0).reshape(3, 4)
+    y, ty = gpugrad.tensor(values, device=device), torch.tensor(values)
+    for key in ((gpugrad.tensor([3, 0], device=device),), (slice(None), gpugrad.tensor([[1], [-5]], device=device)),
+                (Ellipsis, gpugrad.tensor([4], device=device))):
+        with pytest.raises(IndexError):
+            y[key].tolist()
+        with pytest.raises(IndexError):
+            y[key] = 1.0                # (on CUDA the write has landed where CuPy wrapped the index)
+            y.tolist()
+        y = gpugrad.tensor(values, device=device)
+    y[gpugrad.tensor([5, -7], device=device), 4:] = 1.0
+    ty[torch.tensor([5, -7]), 4:] = 1.0
+    y[gpugrad.tensor([-3, 2], device=device), gpugrad.tensor([-1, 0], device=device)] = 7.0
+    ty[torch.tensor([-3, 2]), torch.tensor([-1, 0])] = 7.0
+    assert y.tolist() == ty.tolist()
+    for index in ([1, 3], [-1]):       # index_select takes no negative index
+        with pytest.raises(IndexError):
+            gpugrad.index_select(y, 0, gpugrad.tensor(index, device=device)).tolist()
+        with pytest.raises(IndexError):
+            torch.index_select(ty, 0, torch.tensor(index))
+    assert gpugrad.index_select(y, 0, gpugrad.tensor([2, 0], device=device)).tolist() == \
+        torch.index_select(ty, 0, torch.tensor([2, 0])).tolist()
 
 # -- diagonals, as_strided, meshgrid ---------------------------------------------------------
 

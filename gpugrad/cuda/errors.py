@@ -1,7 +1,8 @@
 """The device-side error word: bad indices reported without a host sync.
 
 A kernel that indexes by class or by position (cross-entropy, nll_loss's
-target check, embedding and gather index checks) and meets an index out of
+target check, embedding's, and the index arrays of x[key], x[key] = v and
+index_select, which CuPy would take modulo the size) and meets an index out of
 range writes ``[kind, value, bound]`` into a small word instead of asserting
 (a device assert would leave the CUDA context unusable).  ``kind`` is 1 for a
 class index (outside ``[0, C)`` and not ``ignore_index``), 2 for a position,

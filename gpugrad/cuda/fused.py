@@ -28,7 +28,7 @@ dtype, in row order):
     cross_entropy_rows_backward(x, layout, target, weight, weight_sum, ignore_index, smoothing,
                                 m, ls, grad, grad_stride, denominator)
                                                     cross_entropy.backward_cuda
-    check_index_range(index, bound, kind, ignore_index=None)   indices.check_cuda
+    check_index_range(index, bound, kind, ignore_index=None, low=0)   indices.check_cuda
 
 (N, C) launchers, rows along dim 1, per-row results as (N,) vectors:
 

@@ -12,7 +12,9 @@ import numpy
 from gpugrad import backend, dtypes, validation
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.autograd.grad_mode import is_grad_enabled
+from gpugrad.cuda import errors as device_errors
 from gpugrad.dims import method_sizes, sequence_arg, wrap_dim, wrap_dim_of_tensor
+from gpugrad.ops.fused.indices import check_indices
 from gpugrad.tensor import Tensor
 
 # -- views ----------------------------------------------------------------------------
@@ -292,6 +294,32 @@ def split_key(key):
     return tuple(basic), tuple(rest)
 
 
+def check_index_arrays(array, key):
+    """CuPy takes an integer index array's values modulo the size without a check (torch's kernels and NumPy
+    raise): on CUDA, record one outside [-size, size) of the dim it indexes in the error word (IndexError at
+    the next synchronising read, gpugrad/cuda/errors.py; one launch per array, no host sync).  ``key`` is the
+    key left for ``array`` (indexed_region's), of a region that is not empty (torch checks no index of an
+    empty one)."""
+    if not backend.is_cupy_array(array):
+        return                          # NumPy raises IndexError itself
+    taken = [k.ndim if _is_index_array(k) and k.dtype.kind == "b" else 1 for k in key
+             if k is not None and k is not Ellipsis]
+    dim = 0
+    for k in key:
+        if k is None:
+            continue
+        if k is Ellipsis:
+            dim += array.ndim - sum(taken)
+        elif _is_index_array(k) and k.dtype.kind == "b":
+            dim += k.ndim
+        else:
+            if _is_index_array(k) and k.size:
+                size = array.shape[dim]
+                index = k if k.dtype.name in ("int32", "int64") else k.astype(dtypes.int64)
+                check_indices(index, size, device_errors.POSITION, low=-size)
+            dim += 1
+
+
 def indexed_region(array, key):
     """The view ``array[key]`` would write through, and the key left for it (torch's order, split_key)."""
     split = split_key(key)
@@ -358,6 +386,8 @@ def put_values(array, key, value, accumulate=False):
         raise IndexError(str(error).replace("axis", "dimension")) from None
     if getattr(value, "ndim", 0):
         _check_region(value, region)
+    if 0 not in region:
+        check_index_arrays(array, key)
     try:
         if accumulate:
             region = array[key].shape
@@ -459,9 +489,12 @@ def getitem(input, key):
     Ellipsis, bool masks and integer tensors; basic indexing gives a view."""
     key, advanced = convert_key(input, key)
     try:
-        return GetItem.apply(input, key, advanced)
+        out = GetItem.apply(input, key, advanced)
     except IndexError as error:
         raise IndexError(str(error).replace("axis", "dimension")) from None
+    if advanced and out.numel():        # (not in GetItem: gather_valid's keys and the backwards' are checked)
+        check_index_arrays(*indexed_region(input.array, key))
+    return out
 
 
 def index_put(input, key, value, accumulate=False):
@@ -564,6 +597,10 @@ def index_select(input, dim, index):
                                    f"{next(int(i) for i in index.array.reshape(-1) if not 0 <= i < input.shape[dim])}"
                                    f" axis_dim={input.shape[dim]}")
             raise IndexError("index out of range in self")
+    elif index.numel():                 # CuPy would take it modulo the size: a check in [0, size) without a sync
+        key, _ = convert_key(input, (slice(None),) * dim + (index.reshape(-1),))
+        check_indices(key[-1], input.shape[dim], device_errors.POSITION)
+        return GetItem.apply(input, key, True)
     return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
 
 

@@ -1,5 +1,6 @@
-"""check_indices: IndexError for an index outside [0, bound) (class indices
-of nll_loss, positions of embedding).  On the CPU it raises at once; on
+"""check_indices: IndexError for an index outside [low, bound) (class indices
+of nll_loss, positions of embedding; [-size, size) for an index array of
+x[key] and x[key] = v, which CuPy takes modulo the size without a check).  On the CPU it raises at once; on
 CUDA a kernel (kernels/cross_entropy.cu, check_indices) records the first bad
 value in the error word without a host sync, raised at the next
 synchronising read (gpugrad/cuda/errors.py)."""
@@ -11,19 +12,19 @@ from gpugrad.cuda import errors, launch
 from gpugrad.ops.fused import rows
 
 
-def check_numpy(index, bound, kind, ignore_index=None):
+def check_numpy(index, bound, kind, ignore_index=None, low=0):
     """Raise IndexError, worded by ``kind`` (errors.CLASS_INDEX or
-    errors.POSITION), for a value of ``index`` outside [0, bound) other than
+    errors.POSITION), for a value of ``index`` outside [low, bound) other than
     ``ignore_index``."""
     if index.size == 0:
         return
     if kind == errors.POSITION:
-        low, high = int(index.min()), int(index.max())
-        if low < 0 or high >= bound:
-            raise IndexError(f"index out of range in self (index {high if high >= bound else low}, "
+        smallest, high = int(index.min()), int(index.max())
+        if smallest < low or high >= bound:
+            raise IndexError(f"index out of range in self (index {high if high >= bound else smallest}, "
                              f"num_embeddings {bound})")
         return
-    bad = (index < 0) | (index >= bound)
+    bad = (index < low) | (index >= bound)
     if ignore_index is not None:
         bad &= index != ignore_index
     if bool(bad.any()):
@@ -31,7 +32,7 @@ def check_numpy(index, bound, kind, ignore_index=None):
                          f"or equal ignore_index ({ignore_index})")
 
 
-def check_cuda(index, bound, kind, ignore_index=None):
+def check_cuda(index, bound, kind, ignore_index=None, low=0):
     """Record such a value in the error word: one launch, no sync."""
     cp = backend.cupy_module()
     device_id = index.device.id
@@ -41,12 +42,12 @@ def check_cuda(index, bound, kind, ignore_index=None):
         blocks = max(1, min(-(-count // 256), 4096))
         shape = launch.LaunchShape((blocks, 1), (256, 1), 256, 1)
         launch.launch("cross_entropy.cu", f"check_indices<{launch.index_type(index.dtype)}>", device_id, shape,
-                      (index, launch.i64(count), launch.i64(0), launch.i64(bound),
+                      (index, launch.i64(count), launch.i64(low), launch.i64(bound),
                        launch.i64(0 if ignore_index is None else ignore_index), numpy.int32(ignore_index is not None),
                        launch.i64(kind), launch.i64(bound), errors.argument(device_id)))
     errors.launched(device_id)
 
 
-def check_indices(index, bound, kind, ignore_index=None):
+def check_indices(index, bound, kind, ignore_index=None, low=0):
     """IndexError for a bad index (on CUDA at the next synchronising read)."""
-    rows.pick(check_numpy, check_cuda, index, (0,))(index, bound, kind, ignore_index)
+    rows.pick(check_numpy, check_cuda, index, (0,))(index, bound, kind, ignore_index, low)
