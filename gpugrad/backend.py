@@ -21,6 +21,8 @@ import warnings
 import ml_dtypes
 import numpy
 
+from gpugrad import gemm
+
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"gpugrad(\.|$)")
 
 _cupy = None          # the cupy module once probed and usable, else False
@@ -384,7 +386,8 @@ def array_prod(x, axis=None, dtype=None, keepdims=False):
 # threads wait for a scheduler tick: 16 ms for a 37 us product, measured.  Below
 # the band OpenBLAS uses one thread anyway; above it, the default count.
 SMALL_MATMUL_FLOPS = (1 << 17, 1 << 26)
-_HALF_TYPES = (numpy.dtype(numpy.float16), numpy.dtype(ml_dtypes.bfloat16))
+_BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
+_HALF_TYPES = (numpy.dtype(numpy.float16), _BFLOAT16)
 
 
 @functools.lru_cache(maxsize=None)
@@ -401,8 +404,13 @@ def _blas_controller():
 def matmul(a, b):
     """``a @ b`` of NumPy or CuPy arrays of two or more dims; on the CPU, a
     product in the SMALL_MATMUL_FLOPS band runs on one BLAS thread (the
-    thread count is restored after)."""
+    thread count is restored after).  CuPy's bfloat16 products go to cuBLAS
+    (gpugrad/gemm.py): CuPy's matmul takes bfloat16 for an integer type."""
     if type(a) is not numpy.ndarray:
+        if a.dtype == _BFLOAT16 and b.dtype == _BFLOAT16:
+            out = gemm.matmul(_probe_cupy(), a, b)
+            if out is not None:         # None: a CuPy without cuBLAS (the emulator's stand-in)
+                return out
         out = a @ b
         # the operands' dtype, as torch: a bfloat16 product that some array library widens
         # to float32 (NumPy does, through ml_dtypes) would route float32 gradients into it
@@ -440,7 +448,9 @@ def keep_where(keep, values):
 
 def einsum(subscripts, *arrays):
     """``einsum`` of NumPy or CuPy arrays of one dtype; half types on the CPU
-    are summed in float32 and rounded once (NumPy has no fast half loops).
+    and bfloat16 on CuPy are summed in float32 and rounded once (NumPy has no
+    fast half loops; CuPy's einsum contracts through its matmul, which takes
+    bfloat16 for an integer type).
     An expanded operand (a zero stride over a dim of 2 or more) is copied
     first: NumPy's loop for a zero stride takes y * sum(g) for sum(g * y),
     +-inf where torch's product, term by term, gives nan (inf times a 0 or
@@ -453,4 +463,6 @@ def einsum(subscripts, *arrays):
             return numpy.einsum(subscripts, *[a.astype(numpy.float32) for a in arrays],
                                 optimize=len(arrays) > 2).astype(first.dtype)
         return numpy.einsum(subscripts, *arrays, optimize=len(arrays) > 2)
+    if first.dtype == _BFLOAT16:
+        return _probe_cupy().einsum(subscripts, *[a.astype(numpy.float32) for a in arrays]).astype(first.dtype)
     return _probe_cupy().einsum(subscripts, *arrays)
