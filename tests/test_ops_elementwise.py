@@ -266,6 +266,27 @@ def test_floor_divide_raises_in_backward_and_div_rounding_has_zero_gradient():
     assert x.grad.tolist() == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_floor_division_and_remainder_are_torchs_from_fmod_on_either_device(device, dtype):
+    """torch's div_floor_floating and remainder start from fmod(a, b): 1 // 0.1 is 9 (a / b rounds to 10),
+    inf // 2 is nan, and -floor(a / b), remainder's gradient to b, nan there too (CuPy's floor_divide is
+    floor(a / b): the H200's fuzz run, GPUGRAD_FUZZ_SEED=945203634, case remainder/method:3779466454, gave
+    inf for torch's nan)."""
+    inf, nan = float("inf"), float("nan")
+    a = [1.0, 1.0, -1.0, inf, -inf, nan, 7.5, -7.5, 0.0, -0.0, 5.0, -5.0, 0.0, 3.0, -3.0, 2.5]
+    b = [0.1, -0.1, 0.1, 2.0, 3.0, 1.0, -2.0, 2.0, -3.0, 3.0, 0.0, 0.0, 0.0, inf, inf, -inf]
+    x = gpugrad.tensor(a, dtype=getattr(gpugrad, dtype), device=device)
+    y = gpugrad.tensor(b, dtype=getattr(gpugrad, dtype), device=device, requires_grad=True)
+    tx, ty = torch.tensor(a, dtype=getattr(torch, dtype)), torch.tensor(b, dtype=getattr(torch, dtype),
+                                                                          requires_grad=True)
+    for op in (lambda lib, u, v: lib.floor_divide(u, v), lambda lib, u, v: lib.div(u, v, rounding_mode="floor"),
+               lambda lib, u, v: lib.remainder(u, v), lambda lib, u, v: u % v, lambda lib, u, v: u // 2.5):
+        assert_close(op(gpugrad, x, y.detach()), op(torch, tx, ty.detach()), 0)
+    gpugrad.remainder(x, y).sum().backward()
+    torch.remainder(tx, ty).sum().backward()
+    assert_close(y.grad, ty.grad, 0)
+
+
 def test_integer_division_by_zero_raises_only_for_a_result_with_elements_as_torch():
     """torch's ZeroDivisionError comes from its kernel's loop: an empty result raises none (fuzzer seed
     2526851664, case floor_divide/torch:2690654352: before, gpugrad raised)."""

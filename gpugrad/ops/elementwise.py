@@ -247,6 +247,43 @@ def _check_integer_division(a, b, dtype, kernel):
         raise RuntimeError("ZeroDivisionError")
 
 
+def _floating_operands(a, b):
+    """(a, b) for torch's floating formulas below (float16 and bfloat16 in float32, as torch's kernels
+    compute them; the caller rounds the result), or None when neither is floating point."""
+    if a.dtype.kind != "f" and b.dtype.kind != "f":
+        return None
+    return tuple(v.astype(numpy.float32) if v.dtype in (dtypes.float16, dtypes.bfloat16) else v for v in (a, b))
+
+
+def _floor_divide(xp, a, b):
+    """floor(a / b) as torch's div_floor_floating (c10/util/generic_math.h, NumPy's floor_divide alike):
+    from the exact (a - fmod(a, b)) / b, so 1 // 0.1 is 9 and inf // 2 nan.  CuPy's floating floor_divide
+    is floor(a / b) (10 and inf), and its remainder a - floor(a / b) * b."""
+    pair = _floating_operands(a, b)
+    if pair is None:
+        return xp.floor_divide(a, b)
+    a, b = pair
+    mod = xp.fmod(a, b)
+    div = (a - mod) / b
+    div = xp.where((mod != 0) & xp.not_equal(mod < 0, b < 0), div - 1, div)
+    floor = xp.floor(div)
+    floor = xp.where(div - floor > 0.5, floor + 1, floor)
+    floor = xp.where(div != 0, floor, xp.copysign(0, a / b))
+    if not isinstance(b, xp.ndarray):   # a number
+        return a / b if b == 0 else floor
+    return xp.where(b == 0, a / b, floor)
+
+
+def _remainder(xp, a, b):
+    """a - b * floor(a / b) as torch's remainder kernel: fmod(a, b), plus b where the signs differ."""
+    pair = _floating_operands(a, b)
+    if pair is None:
+        return xp.remainder(a, b)
+    a, b = pair
+    mod = xp.fmod(a, b)
+    return xp.where((mod != 0) & xp.not_equal(mod < 0, b < 0), mod + b, mod)
+
+
 def _trunc_divide(xp, x, y):
     if x.dtype.kind == "f" or getattr(y, "dtype", None) is not None and y.dtype.kind == "f":
         return xp.trunc(x / y)
@@ -264,7 +301,7 @@ class RoundedDiv(InternalFunction):
         xp = ctx.xp
         ctx.shapes = (getattr(a, "shape", ()), getattr(b, "shape", ()))
         if mode == "floor":
-            return xp.floor_divide(a, b)
+            return _floor_divide(xp, a, b)
         return _trunc_divide(xp, a, b)
 
     @staticmethod
@@ -347,7 +384,7 @@ class FloorDivide(InternalFunction):
 
     @staticmethod
     def forward(ctx, a, b):
-        return ctx.xp.floor_divide(a, b)
+        return _floor_divide(ctx.xp, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -372,7 +409,7 @@ class Remainder(InternalFunction):
         xp = ctx.xp
         if ctx.needs_input_grad[1]:
             ctx.save_for_backward(a, b)
-        return xp.remainder(a, b) if cls.rounding == "floor" else xp.fmod(a, b)
+        return _remainder(xp, a, b) if cls.rounding == "floor" else xp.fmod(a, b)
 
     @classmethod
     def backward(cls, ctx, grad):
