@@ -17,6 +17,8 @@ F = gpugrad.nn.functional
 
 
 def _pair(rng, shape, device, scale=1.0):
+    """A gpugrad leaf on ``device`` and torch's float64 leaf of the same values, on the CPU: this file's
+    torch references all live there (their results are read with .numpy())."""
     values = rng.standard_normal(shape) * scale
     return gpugrad.tensor(values, device=device, requires_grad=True), to_torch(
         gpugrad.tensor(values), requires_grad=True)
@@ -60,7 +62,7 @@ def test_layer_norm_non_contiguous_nan_and_only_some_gradients(rng, device):
     base, tbase = _pair(rng, (6, 4), device)
     x, tx = base.t(), tbase.t()                     # rows of 6 with stride 4
     w = gpugrad.tensor(rng.standard_normal(6), device=device)     # no gradient wanted for the weight
-    tw = to_torch(w)
+    tw = to_torch(w, "cpu")
     out = F.layer_norm(x, (6,), w)
     tout = torch.nn.functional.layer_norm(tx, (6,), tw)
     assert_close(out, tout, 1e-12)
@@ -159,7 +161,7 @@ def test_linear_gelu_bias_gradient_from_the_gelu_kernel(rng, device, approximate
     assert_close(out, tout, 1e-13, floor=1.0)
     g = gpugrad.tensor(rng.standard_normal(tuple(tout.shape)), device=device)
     _, launches, ops = _count(lambda: out.backward(g), device)
-    tout.backward(to_torch(g))
+    tout.backward(to_torch(g, "cpu"))
     for ours, theirs in ((x, tx), (w, tw), (b, tb)):
         assert ours.grad.shape == ours.shape
         assert_close(ours.grad, theirs.grad, 1e-12, floor=1.0)

@@ -7,7 +7,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import EMULATED, FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch
+from conftest import EMULATED, FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch, torch_device
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -857,7 +857,7 @@ def test_bilinear_of_an_expanded_input_with_inf_multiplies_every_term_as_torch(r
     bilinear/F:1971486153), and so did x2's gradient (sum over i of x1 * W g)."""
     for value in (numpy.inf, -numpy.inf):
         x1 = gpugrad.tensor(value, dtype=gpugrad.float64, device=device).expand(3, 3).requires_grad_()
-        tx1 = torch.tensor(value, dtype=torch.float64).expand(3, 3).requires_grad_()
+        tx1 = torch.tensor(value, dtype=torch.float64, device=torch_device(device)).expand(3, 3).requires_grad_()
         x2, tx2 = make_pair(rng, (3, 1), device=device, low=0.5, high=2.0)
         w, tw = make_pair(rng, (1, 3, 1), device=device)
         b, tb = make_pair(rng, (1,), device=device)
@@ -865,8 +865,8 @@ def test_bilinear_of_an_expanded_input_with_inf_multiplies_every_term_as_torch(r
         assert_close(out, tout, 1e-12)
         upstream = numpy.array([[1.0], [-1.0], [rng.standard_normal()]])        # terms of both signs
         out.backward(gpugrad.tensor(upstream, device=device))
-        tout.backward(torch.from_numpy(upstream))
-        assert numpy.isnan(tw.grad.numpy()).all()
+        tout.backward(to_torch(upstream, device))
+        assert numpy.isnan(tw.grad.cpu().numpy()).all()
         for ours, theirs in ((x1, tx1), (x2, tx2), (w, tw), (b, tb)):
             assert_close(ours.grad, theirs.grad, 1e-12)
 

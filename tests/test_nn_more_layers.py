@@ -148,15 +148,15 @@ def test_embedding_max_norm_renormalises_in_place(rng, device):
         ours = gpugrad.tensor(weight, device=device, requires_grad=True)
         theirs = to_torch(ours, requires_grad=True)
         out = F.embedding(gpugrad.tensor(index, device=device), ours, max_norm=1.5, norm_type=norm_type)
-        tout = TF.embedding(torch.tensor(index), theirs, max_norm=1.5, norm_type=norm_type)
+        tout = TF.embedding(to_torch(index, device), theirs, max_norm=1.5, norm_type=norm_type)
         assert_close(out, tout, 1e-12)
         assert_close(ours, theirs, 1e-12)          # rows 0, 1, 2, 5 rescaled in place, 3 and 4 left
         upstream = rng.standard_normal(out.shape)
         out.backward(gpugrad.tensor(upstream, device=device))
-        tout.backward(torch.tensor(upstream))
+        tout.backward(to_torch(upstream, device))
         assert_close(ours.grad, theirs.grad, 1e-12)
     module, tmodule = module_pair("Embedding", device, 6, 3, max_norm=0.5)
-    module(gpugrad.tensor([1, 3], device=device)), tmodule(torch.tensor([1, 3]))
+    module(gpugrad.tensor([1, 3], device=device)), tmodule(to_torch([1, 3], device))
     assert_close(module.weight, tmodule.weight, 1e-12)
     assert repr(module) == repr(tmodule)
 
@@ -167,19 +167,20 @@ def test_embedding_bag(rng, device, mode):
     weight = rng.standard_normal((7, 4))
     flat = rng.integers(0, 7, 9)
     offsets = numpy.array([0, 3, 3, 7])
-    g_flat, t_flat = gpugrad.tensor(flat, device=device), torch.tensor(flat)
-    g_off, t_off = gpugrad.tensor(offsets, device=device), torch.tensor(offsets)
+    g_flat, t_flat = gpugrad.tensor(flat, device=device), to_torch(flat, device)
+    g_off, t_off = gpugrad.tensor(offsets, device=device), to_torch(offsets, device)
     compare_with_torch(rng, lambda w: F.embedding_bag(g_flat, w, g_off, mode=mode),
                        lambda w: TF.embedding_bag(t_flat, w, t_off, mode=mode), [weight], device,
                        double=mode != "max")
     last = numpy.array([0, 2, 5, 9])
     compare_with_torch(rng, lambda w: F.embedding_bag(g_flat, w, gpugrad.tensor(last, device=device), mode=mode,
                                                       include_last_offset=True, padding_idx=flat[0]),
-                       lambda w: TF.embedding_bag(t_flat, w, torch.tensor(last), mode=mode, include_last_offset=True,
-                                                  padding_idx=int(flat[0])), [weight], device, double=mode != "max")
+                       lambda w: TF.embedding_bag(t_flat, w, to_torch(last, device), mode=mode,
+                                                  include_last_offset=True, padding_idx=int(flat[0])),
+                       [weight], device, double=mode != "max")
     batch = flat[:8].reshape(2, 4)
     compare_with_torch(rng, lambda w: F.embedding_bag(gpugrad.tensor(batch, device=device), w, mode=mode),
-                       lambda w: TF.embedding_bag(torch.tensor(batch), w, mode=mode), [weight], device,
+                       lambda w: TF.embedding_bag(to_torch(batch, device), w, mode=mode), [weight], device,
                        double=mode != "max")
     if mode == "sum":
         compare_with_torch(rng, lambda w, p: F.embedding_bag(g_flat, w, g_off, mode=mode, per_sample_weights=p),
@@ -205,7 +206,7 @@ def test_remaining_losses(rng, device, reduction):
                            lambda a, b, y: TF.margin_ranking_loss(a, b, y, margin, **r), [x1[:, 0], x2[:, 0], signs],
                            device)
     compare_with_torch(rng, lambda a, b: F.cosine_embedding_loss(a, b, gpugrad.tensor(-1, device=device), **r),
-                       lambda a, b: TF.cosine_embedding_loss(a, b, torch.tensor(-1), **r), [x1[0], x2[0]], device)
+                       lambda a, b: TF.cosine_embedding_loss(a, b, to_torch(-1, device), **r), [x1[0], x2[0]], device)
     for p, swap in ((2, False), (1, True), (3, False)):
         compare_with_torch(rng, lambda a, b, c: F.triplet_margin_loss(a, b, c, 0.5, p, swap=swap, **r),
                            lambda a, b, c: TF.triplet_margin_loss(a, b, c, 0.5, p, swap=swap, **r),

@@ -13,7 +13,7 @@ import numpy
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import FLOAT_TOLERANCE, assert_close, launch_counter, to_torch
+from conftest import FLOAT_TOLERANCE, assert_close, launch_counter, to_torch, torch_device
 
 import gpugrad
 import gpugrad.nn.functional as F
@@ -127,7 +127,7 @@ def _check_logsumexp(rng, device, dtype, x, tx, dim, keepdim=False):
             upstream = rng.standard_normal(tuple(tout.shape))
             upstream.reshape(-1)[::3] = 1.0            # some rows keep the forward's gradient
             out.backward(gpugrad.tensor(upstream, dtype=x.dtype, device=device))
-            tout.backward(torch.tensor(upstream))
+            tout.backward(to_torch(upstream, device))
         assert x.grad.dtype == x.dtype
         assert_close(x.grad, tx.grad, tol, floor=math.sqrt(out.numel()))
 
@@ -203,7 +203,7 @@ def test_short_rows_logsumexp_layouts(rng, device, case, monkeypatch):
 def test_short_rows_logsumexp_empty(device):
     for shape, dim in (((0, 10), 1), ((5, 0), 1), ((0, 10), 0)):
         x = gpugrad.zeros(*shape, device=device, requires_grad=True)
-        tx = torch.zeros(*shape, dtype=torch.float64, requires_grad=True)
+        tx = torch.zeros(*shape, dtype=torch.float64, device=torch_device(device), requires_grad=True)
         for keepdim in (False, True):
             out, tout = gpugrad.logsumexp(x, dim, keepdim=keepdim), torch.logsumexp(tx, dim, keepdim=keepdim)
             assert tuple(out.shape) == tuple(tout.shape)
@@ -246,13 +246,13 @@ def _check_cross_entropy(rng, device, dtype, values, reduction, options, layout,
         w = gpugrad.tensor(rng.uniform(0.5, 2.0, classes), dtype=x.dtype, device=device)
         kwargs["weight"], tkwargs["weight"] = w, to_torch(w.to(gpugrad.float64))
     loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction, **kwargs)
-    tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+    tloss = TF.cross_entropy(tx, to_torch(target, device), reduction=reduction, **tkwargs)
     tol = _tolerance(dtype)
     assert_close(loss, tloss, tol)
     if reduction == "none":
         upstream = rng.standard_normal(rows)
         loss.backward(gpugrad.tensor(upstream, dtype=x.dtype, device=device))
-        tloss.backward(torch.tensor(upstream))
+        tloss.backward(to_torch(upstream, device))
     else:
         loss.backward()
         tloss.backward()
@@ -310,7 +310,7 @@ def test_all_ignored_short_rows(rng, device, options):
             w = gpugrad.tensor(rng.uniform(0.5, 2.0, 10), dtype=x.dtype, device=device)
             kwargs["weight"], tkwargs["weight"] = w, to_torch(w.to(gpugrad.float64))
         loss = F.cross_entropy(x, gpugrad.tensor(target, device=device), reduction=reduction, **kwargs)
-        tloss = TF.cross_entropy(tx, torch.tensor(target), reduction=reduction, **tkwargs)
+        tloss = TF.cross_entropy(tx, to_torch(target, device), reduction=reduction, **tkwargs)
         assert math.isnan(loss.item()) == math.isnan(tloss.item()) == (reduction == "mean")
         loss.backward()
         tloss.backward()
@@ -343,7 +343,7 @@ def test_scaled_loss_over_short_rows(rng, device):
     for scale in (2.0, 2.0, 3.0):
         x, tx = _leaf(values, "float64", device, "offset")
         (scale * F.cross_entropy(x, gpugrad.tensor(target, device=device))).backward()
-        (scale * TF.cross_entropy(tx, torch.tensor(target))).backward()
+        (scale * TF.cross_entropy(tx, to_torch(target, device))).backward()
         assert_close(x.grad, tx.grad, 1e-12)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair
+from conftest import FLOAT_TOLERANCE, assert_close, assert_forward_backward, make_pair, to_torch, torch_device
 
 import gpugrad
 from gpugrad.autograd import gradcheck, gradgradcheck
@@ -113,9 +113,9 @@ def test_einsum_of_an_expanded_operand_multiplies_every_term_as_torch(rng, devic
     first in both libraries (sum(g) * y), and stays so."""
     x, tx = make_pair(rng, (4,), device=device)
     ys = [(gpugrad.tensor(value, dtype=gpugrad.float64, device=device).expand(5),
-           torch.tensor(value, dtype=torch.float64).expand(5)),
+           torch.tensor(value, dtype=torch.float64, device=torch_device(device)).expand(5)),
           (gpugrad.full((1,), value, dtype=gpugrad.float64, device=device),
-           torch.full((1,), value, dtype=torch.float64))]
+           torch.full((1,), value, dtype=torch.float64, device=torch_device(device)))]
     for y, ty in ys:
         upstream = rng.standard_normal((4, y.shape[0]))
         if y.shape[0] > 1:
@@ -124,10 +124,10 @@ def test_einsum_of_an_expanded_operand_multiplies_every_term_as_torch(rng, devic
         out, tout = gpugrad.einsum("i,j->ij", x, y), torch.einsum("i,j->ij", tx, ty)
         assert_close(out, tout, 1e-12)
         out.backward(gpugrad.tensor(upstream, device=device))
-        tout.backward(torch.from_numpy(upstream))
+        tout.backward(to_torch(upstream, device))
         assert_close(x.grad, tx.grad, 1e-12)
     g = rng.standard_normal((4, 5))
     g[:, :3] = (0.0, 1.0, -1.0)
     for y, ty in ys:        # nan for the expanded y, +-inf for the size-1 one (summed first)
         assert_close(gpugrad.einsum("ij,j->i", gpugrad.tensor(g, device=device), y),
-                     torch.einsum("ij,j->i", torch.from_numpy(g), ty), 1e-12)
+                     torch.einsum("ij,j->i", to_torch(g, device), ty), 1e-12)

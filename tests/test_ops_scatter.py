@@ -6,7 +6,7 @@ the in-place forms; torch's errors."""
 import numpy
 import pytest
 import torch
-from conftest import DEVICES, compare_with_torch
+from conftest import DEVICES, compare_with_torch, to_torch
 
 import gpugrad
 
@@ -28,12 +28,12 @@ def test_scatter_and_scatter_add(rng, device, dim):
     else:
         index = numpy.stack([rng.permutation(size)[:3] for _ in range(4)], axis=0)
     compare_with_torch(rng, lambda a, s: gpugrad.scatter(a, dim, gpugrad.tensor(index, device=device), s),
-                       lambda a, s: torch.scatter(a, dim, torch.tensor(index), s), [x, src], device)
+                       lambda a, s: torch.scatter(a, dim, to_torch(index, device), s), [x, src], device)
     repeated = _index(rng, index_shape, size)
     compare_with_torch(rng, lambda a, s: a.scatter_add(dim, gpugrad.tensor(repeated, device=device), s),
-                       lambda a, s: a.scatter_add(dim, torch.tensor(repeated), s), [x, src], device)
+                       lambda a, s: a.scatter_add(dim, to_torch(repeated, device), s), [x, src], device)
     compare_with_torch(rng, lambda a: gpugrad.scatter(a, dim, gpugrad.tensor(index, device=device), value=2.5),
-                       lambda a: torch.scatter(a, dim, torch.tensor(index), value=2.5), [x], device)
+                       lambda a: torch.scatter(a, dim, to_torch(index, device), value=2.5), [x], device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -52,7 +52,7 @@ def test_scatter_reduce(rng, device, reduce, include_self):
     compare_with_torch(
         rng, lambda a, s: a.scatter_reduce(0, gpugrad.tensor(index, device=device), s, reduce,
                                            include_self=include_self),
-        lambda a, s: a.scatter_reduce(0, torch.tensor(index), s, reduce, include_self=include_self),
+        lambda a, s: a.scatter_reduce(0, to_torch(index, device), s, reduce, include_self=include_self),
         [x, src], device, double=double)
 
 
@@ -63,12 +63,12 @@ def test_index_add_copy_fill(rng, device):
     index = numpy.array([4, 0, 4])
     g_index = gpugrad.tensor(index, device=device)
     compare_with_torch(rng, lambda a, s: gpugrad.index_add(a, 0, g_index, s, alpha=-1.5),
-                       lambda a, s: torch.index_add(a, 0, torch.tensor(index), s, alpha=-1.5), [x, source], device)
+                       lambda a, s: torch.index_add(a, 0, to_torch(index, device), s, alpha=-1.5), [x, source], device)
     distinct = numpy.array([3, 0, 1])
     compare_with_torch(rng, lambda a, s: a.index_copy(0, gpugrad.tensor(distinct, device=device), s),
-                       lambda a, s: a.index_copy(0, torch.tensor(distinct), s), [x, source], device)
+                       lambda a, s: a.index_copy(0, to_torch(distinct, device), s), [x, source], device)
     compare_with_torch(rng, lambda a: a.index_fill(1, gpugrad.tensor([2, 0], device=device), -3.0),
-                       lambda a: a.index_fill(1, torch.tensor([2, 0]), -3.0), [x], device)
+                       lambda a: a.index_fill(1, to_torch([2, 0], device), -3.0), [x], device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -77,7 +77,7 @@ def test_masked_scatter(rng, device):
     mask = rng.random((1, 4)) < 0.5
     source = rng.standard_normal((4, 4))
     compare_with_torch(rng, lambda a, s: a.masked_scatter(gpugrad.tensor(mask, device=device), s),
-                       lambda a, s: a.masked_scatter(torch.tensor(mask), s), [x, source], device)
+                       lambda a, s: a.masked_scatter(to_torch(mask, device), s), [x, source], device)
 
 
 def test_in_place_forms_write_through_views(rng):
