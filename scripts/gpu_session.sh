@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (python3 with torch CUDA, cupy, pytest, tokenizers; no network),
 # from the repository root; each mode fits one 10-minute call:
-#   scripts/gpu_session.sh tests              # the CUDA half of the test suite against torch CUDA
+#   scripts/gpu_session.sh tests              # the CUDA half of the test suite against torch CUDA: in
+#                                             # TEST_WORKERS (8) processes where pytest-xdist is installed
+#                                             # (112 s with 12 on the H200), each test stopped after
+#                                             # TEST_TIMEOUT (120) s where pytest-timeout is
 #   scripts/gpu_session.sh bench [GROUP ...]  # the benchmark suite, torch.compile included (all groups,
 #                                             # or these: losses linear_ce gpt softmax elementwise matmul
 #                                             # mlp overhead); the record is rewritten after every case
@@ -37,7 +40,11 @@ train() {   # name, command...: run, keep the log, the figures and the curves
 }
 
 case "$mode" in
-  tests) python3 -m pytest -q -m cuda -p no:cacheprovider 2>&1 | tee "$out/test-gpu.log" ;;
+  tests)
+    args=(-q -m cuda -p no:cacheprovider)
+    python3 -c "import xdist" 2>/dev/null && args+=(-n "${TEST_WORKERS:-8}")
+    python3 -c "import pytest_timeout" 2>/dev/null && args+=(--timeout "${TEST_TIMEOUT:-120}")
+    python3 -m pytest "${args[@]}" 2>&1 | tee "$out/test-gpu.log" ;;
   bench) python3 -m benchmarks --out "$out" "${only[@]}" 2>&1 | tee "$out/bench.log" ;;
   quick) python3 -m benchmarks --no-compile --out "$out" "${only[@]}" 2>&1 | tee "$out/bench.log" ;;
   gpt)
@@ -80,7 +87,7 @@ case "$mode" in
     python3 -c "import gpugrad, cupy; print('gpugrad cuda', gpugrad.cuda.is_available(), cupy.cuda.runtime.getDeviceCount())" \
       >> "$work/machine.txt" 2>&1
     tail -3 "$work/machine.txt"
-    PYTEST_ADDOPTS="-n 12 --timeout 120" phase tests 210 tests
+    TEST_WORKERS=12 phase tests 210 tests
     phase bench 130 quick
     phase gpt 130 gpt 1000
     MEMORY_MINUTES=1.2 phase memory 95 memory 10000

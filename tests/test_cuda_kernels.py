@@ -23,14 +23,22 @@ SHAPES = [(1, 2), (3, 7), (5, 1000), (64, 1024), (7, 1025), (33, 4099), (4, 3200
           (65536, 33), (8, 50257), (2, 128256), (1, 262144), (3, 262143)]
 
 
-def poison_pool():
+POISON_LIMIT = 1 << 30        # bytes: the GPU is shared by the test processes (pytest-xdist's workers)
+
+
+def poison_pool(nbytes):
+    """NaN in the memory a case's next allocations get, so that an element a kernel
+    forgot to write shows: CuPy's pool gives its cached free blocks back, then one
+    block of 8x the case's input bytes (1 MiB to POISON_LIMIT) is filled and freed,
+    and the case's arrays are cut from it.  (It took all the pool's free bytes: a
+    new block of that size whenever they were in pieces, so the pool could double
+    at each call; the GPU run asked for 72 GB, and the other workers ran out.)"""
     import cupy
     pool = cupy.get_default_memory_pool()
-    free = pool.total_bytes() - pool.used_bytes()
-    if free > 0:
-        junk = cupy.empty(free // 8, dtype=cupy.float64)
-        junk.fill(numpy.nan)
-        del junk
+    pool.free_all_blocks()
+    junk = cupy.empty(min(max(8 * nbytes, 1 << 20), POISON_LIMIT) // 8, dtype=cupy.float64)
+    junk.fill(numpy.nan)
+    del junk
 
 
 def inputs(rng, shape, dtype, low=-8.0, high=8.0):
@@ -68,14 +76,15 @@ def assert_matches(ours, exact, torch_same, dtype):
 
 def compare(ours_fn, theirs_fn, x, tx, dtype, rng):
     """``theirs_fn`` runs on torch's float64 leaf and, below float64, on a copy in the dtype."""
-    poison_pool()
+    nbytes = x.numel() * x.element_size()
+    poison_pool(nbytes)
     out = ours_fn(x)
     tout = theirs_fn(tx)
     th = tx.detach().to(getattr(torch, dtype)).requires_grad_(True) if dtype != "float64" else None
     thout = theirs_fn(th) if th is not None else None
     assert_matches(out, tout, thout, dtype)
     upstream = rng.standard_normal(tuple(out.shape)).astype(dtype)
-    poison_pool()
+    poison_pool(nbytes)
     out.backward(gpugrad.tensor(upstream, device="cuda"))
     tout.backward(torch.tensor(upstream.astype("float64"), device=TORCH_CUDA))
     if th is not None:
