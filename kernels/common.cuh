@@ -163,6 +163,18 @@ template <typename A> __device__ __forceinline__ MaxSum<A> warp_merge(MaxSum<A> 
     return v;
 }
 
+// __syncthreads() after code where the lanes of a warp may have parted (one thread's atomic or
+// volatile read, a loop whose trip count differs by lane).  bar.sync is an aligned barrier: every
+// lane of a warp must reach it together, and ptxas does not always reconverge a warp before it (on
+// an H200, cross_entropy_span_forward's warp 0 reached a barrier in two parts after thread 0 alone
+// read the arrival word; from then on each barrier of the block let the other warps go one barrier
+// early, and they stored a span before warp 0 had written its gradient).  __syncwarp() first makes
+// the warp whole.
+__device__ __forceinline__ void converged_sync() {
+    __syncwarp();
+    __syncthreads();
+}
+
 template <typename A> __device__ __forceinline__ A group_sum(A v, A* scratch) {
     v = warp_sum(v, blockDim.x);
     if (blockDim.x <= 32) return v;

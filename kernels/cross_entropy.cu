@@ -433,7 +433,7 @@ __device__ __noinline__ void take_over_slot(const SpanExchange ex, int slot, con
                                             long long ignore_index, A* scratch) {
     __shared__ bool stolen;
     if (threadIdx.x == 0) stolen = atomicExch(ex.claim(slot), ex.generation) != ex.generation;
-    __syncthreads();
+    converged_sync();
     if (stolen) {                             // (block-uniform)
         A count, weights;
         slot_targets(target, rows, cols, weight, ignore_index, slot, ex.slots, count, weights, scratch);
@@ -443,31 +443,31 @@ __device__ __noinline__ void take_over_slot(const SpanExchange ex, int slot, con
 
 // The mean's denominator, once every slot is in (every thread of the block calls): the used targets
 // counted, or their weights added in slot order.  Meanwhile, slots nobody claimed are claimed and
-// counted here.  `seen`: the arrival word as thread 0 read it last.
+// counted here.  Thread 0 reads the arrival word and hands it to the block through shared memory,
+// so that every thread leaves the loop at the same barrier.
 template <typename A, typename TI>
-__device__ __forceinline__ A span_denominator(const SpanExchange& ex, unsigned long long seen,
-                                              const TI* __restrict__ target, long long rows, int cols,
-                                              const A* __restrict__ weight, long long ignore_index, A* scratch) {
+__device__ __forceinline__ A span_denominator(const SpanExchange& ex, const TI* __restrict__ target,
+                                              long long rows, int cols, const A* __restrict__ weight,
+                                              long long ignore_index, A* scratch) {
     __shared__ unsigned long long arrived;
     __shared__ int unclaimed;
     const int tid = threadIdx.x, threads = blockDim.x;
     for (;;) {
-        if (tid == 0) arrived = seen;
-        __syncthreads();
+        if (tid == 0) arrived = *static_cast<const volatile unsigned long long*>(ex.arrival(ex.generation));
+        converged_sync();
         const unsigned long long word = arrived;
         if (static_cast<int>(word >> 32) == ex.slots) {      // (arrived is not written again this launch)
             if (weight == nullptr) return A(static_cast<unsigned int>(word));
             return slot_sum(ex, SLOT_DENOMINATOR_WEIGHT, scratch);
         }
         if (tid == 0) unclaimed = -1;
-        __syncthreads();
+        converged_sync();
         for (int k = tid; k < ex.slots; k += threads)
             if (*static_cast<const volatile unsigned int*>(ex.claim(k)) != ex.generation) unclaimed = k;
-        __syncthreads();
+        converged_sync();
         const int slot = unclaimed;
         if (slot >= 0) take_over_slot(ex, slot, target, rows, cols, weight, ignore_index, scratch);
-        if (tid == 0) seen = *static_cast<const volatile unsigned long long*>(ex.arrival(ex.generation));
-        __syncthreads();                      // the shared words are rewritten next
+        converged_sync();                     // the shared words are rewritten next
     }
 }
 
@@ -588,10 +588,7 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
             }
         }
         if (mean_here && first_span) {
-            // thread 0's first look at the arrival word, in flight with its ticket
-            const unsigned long long seen =
-                r == 0 ? *static_cast<const volatile unsigned long long*>(ex.arrival(generation)) : 0ull;
-            denominator = span_denominator(ex, seen, target, rows, cols, weight, ignore_index, scratch_block);
+            denominator = span_denominator(ex, target, rows, cols, weight, ignore_index, scratch_block);
             grad_scale *= A(1) / denominator;
         }
         if (dx != nullptr) {
