@@ -44,11 +44,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variants", action="store_true", help="only the barrier variants of the span forward")
     args = parser.parse_args()
-    if args.variants:
-        variants()
-        return 0
     rng = numpy.random.default_rng(int(numpy.random.SeedSequence().entropy % 2**32))
     x = rng.uniform(-1e4, 1e4, size=(6, 11))
     x[0] = 1e4
@@ -75,51 +71,6 @@ def main():
         print(f"logsumexp 64x1000 sum backward grad rel {rel(g.grad, tx.grad.cpu().numpy()):.2e}", flush=True)
     return 0
 
-
-
-def variants():
-    """The span forward with its barriers changed one at a time (the kernel source patched in memory):
-    which change makes the 'mean' gradient right on the GPU."""
-    from gpugrad.cuda import kernels
-    original = kernels.source
-    patches = {
-        "as is": [],
-        "no syncthreads_count": [("if (last_span && weight == nullptr) {", "if (false) {")],
-        "barrier after denominator": [("grad_scale *= A(1) / denominator;\n",
-                                       "grad_scale *= A(1) / denominator;\n            __syncthreads();\n")],
-        "barrier before dx": [("        if (dx != nullptr) {\n            if (active) {\n                T* x_row = span + shift",
-                               "        __syncthreads();\n        if (dx != nullptr) {\n            if (active) {\n"
-                               "                T* x_row = span + shift")],
-    }
-    rng = numpy.random.default_rng(1)
-    x = rng.standard_normal((2048, 33)).astype("float32") * 3
-    t = rng.integers(0, 33, 2048)
-    tx = torch.tensor(x.astype("float64"), device=TDEV, requires_grad=True)
-    TF.cross_entropy(tx, torch.tensor(t, device=TDEV)).backward()
-    ref = tx.grad.cpu().numpy()
-    for name, subs in patches.items():
-        def patched(filename, subs=subs):
-            text = original(filename)
-            for old, new in subs:
-                assert filename != "cross_entropy.cu" or old in text, (name, old)
-                text = text.replace(old, new)
-            return text
-        kernels.source = patched
-        kernels._module.cache_clear()
-        kernels._function.cache_clear()
-        g = gpugrad.tensor(x, device="cuda", requires_grad=True)
-        F.cross_entropy(g, gpugrad.tensor(t, device="cuda")).backward()
-        got = g.grad.to("cpu").numpy().astype(numpy.float64)
-        bad = numpy.flatnonzero(numpy.abs(got - ref) > 1e-3 * numpy.abs(ref).max())
-        stale = numpy.mean(got.reshape(-1)[bad] == x.reshape(-1)[bad]) if len(bad) else 0.0
-        per_span = 96 * 33
-        vec = numpy.unique((bad % per_span) // 4)
-        print(f"variant {name:28s}: bad {len(bad):6d} of {got.size}, equal to x {stale:.2f}, vectors in span "
-              f"{vec[:12].tolist()}{' ...' if len(vec) > 12 else ''} ({len(vec)}), spans "
-              f"{numpy.unique(bad // per_span)[:8].tolist()}", flush=True)
-    kernels.source = original
-    kernels._module.cache_clear()
-    kernels._function.cache_clear()
 
 
 if __name__ == "__main__":
