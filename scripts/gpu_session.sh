@@ -13,10 +13,13 @@
 #                                             # torch (python -m benchmarks.gpt_torch): wall time, final loss
 #   scripts/gpu_session.sh memory [STEPS [SIZE]]  # 10,000 training steps (small), GPU memory in use at
 #                                             # every 1000th; training stops at 7.5 minutes with what it has
-#   scripts/gpu_session.sh all                # a 15-minute lease: all four above in one 10-minute call, each
+#   scripts/gpu_session.sh all [PHASE:SECONDS ...]  # a 15-minute lease: all four above in one 10-minute call, each
 #                                             # cut short by its own time limit (tests in parallel with
 #                                             # pytest-xdist, the bench without torch.compile, 1000 GPT steps,
-#                                             # memory for 1.2 minutes); everything in $OUT/results.tar.gz
+#                                             # memory for 1.2 minutes); everything in $OUT/results.tar.gz.
+#                                             # PHASE: tests bench probe gpt memory (GPT_STEPS, MEMORY_MINUTES)
+#   scripts/gpu_session.sh probe              # scripts/gpu_probe.py, the kernel tests it covers, and
+#                                             # compute-sanitizer racecheck/initcheck on it (~90 s)
 # Logs and results go under $OUT (the device tool brings them back), else ./gpu-results.
 # A 30-minute session, one call each: tests; bench losses; bench softmax elementwise matmul mlp overhead
 # linear_ce gpt; gpt; memory (issue 8's points 1-5 in that order).
@@ -87,10 +90,19 @@ case "$mode" in
     python3 -c "import gpugrad, cupy; print('gpugrad cuda', gpugrad.cuda.is_available(), cupy.cuda.runtime.getDeviceCount())" \
       >> "$work/machine.txt" 2>&1
     tail -3 "$work/machine.txt"
-    TEST_WORKERS=12 phase tests 210 tests
-    phase bench 130 quick
-    phase gpt 130 gpt 1000
-    MEMORY_MINUTES=1.2 phase memory 95 memory 10000
+    # the phases and their limits in seconds: `all tests:115 gpt:70 ...` (default: all four, 10 minutes)
+    [ $# -gt 0 ] || set -- tests:210 bench:130 gpt:130 memory:95
+    for item in "$@"; do
+      case "${item%%:*}" in
+        tests) TEST_WORKERS=12 phase tests "${item#*:}" tests ;;
+        bench) phase bench "${item#*:}" quick ;;
+        probe) phase probe "${item#*:}" probe ;;
+        gpt) phase gpt "${item#*:}" gpt "${GPT_STEPS:-1000}" ;;
+        memory) MEMORY_MINUTES=${MEMORY_MINUTES:-1.2} phase memory "${item#*:}" memory 10000 ;;
+        *) echo "unknown phase $item" >&2 ;;
+      esac
+    done
+    grep -h "rel\|FAILED\|passed\|failed" "$work"/probe/probe.log "$work"/probe.out 2>/dev/null | tail -25 | cut -c1-160
     for f in tests/test-gpu.log gpt/gpt-gpugrad.log gpt/gpt-torch.log memory/gpt-memory.log bench/bench.log; do
       echo "--- $f"; tail -n 12 "$work/$f" 2>/dev/null | cut -c1-200
     done ;;
