@@ -739,6 +739,8 @@ def _compare_grad(ours, theirs, leaf, what, precision="float64", reference=None)
 
 def run_case(entry, form, seed, device="cpu"):
     """One case: None when gpugrad agrees with torch, else the mismatch's description."""
+    if not entry.in_torch(form):
+        return None
     rng = numpy.random.default_rng(seed)
     gen = Gen(rng)
     try:

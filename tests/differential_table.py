@@ -66,6 +66,22 @@ class Entry:
             return target(*a, **k)
         return function
 
+    def in_torch(self, form):
+        """Whether the installed torch has this form of the op (torch 2.11 has no F.linear_cross_entropy:
+        a case of it has nothing to be compared with, and is skipped, not counted a mismatch)."""
+        if form == "call" or self.program is not None:
+            return True
+        if form in ("method", "inplace"):
+            return hasattr(torch.Tensor, self.name + ("_" if form == "inplace" else ""))
+        if form == "F":
+            return hasattr(torch.nn.functional, self.name)
+        target = torch
+        for part in (self.torch_name or self.name).split("."):
+            if not hasattr(target, part):
+                return False
+            target = getattr(target, part)
+        return True
+
     def covered(self):
         names = set(self.extra_covers)
         for form in self.forms:
@@ -557,7 +573,10 @@ def _statistic_mean_check(ours, theirs, built_o, built_t):
     keepdim = built_t.kwargs.get("keepdim", False)
     with torch.no_grad():
         expected = x.mean(tuple(range(x.ndim)) if dim is None else dim, keepdim=keepdim)
-    compare_arrays(numpy.asarray(ours[1].detach().to("cpu").array), expected.numpy(), "float64", "out[1]")
+    # (at the mean's own dtype's tolerance: float64's held a float32 mean to 1e-7, and gpugrad's float32 sum
+    # 2 ulps from torch's failed, GPUGRAD_FUZZ_SEED=945203634, var_mean/torch:866809214)
+    compare_arrays(numpy.asarray(ours[1].detach().to("cpu").array), expected.numpy(), dtype_name(expected.dtype),
+                   "out[1]")
     if not isinstance(ours, tuple) or len(ours) != 2:
         raise Mismatch(f"{type(ours).__name__} where torch gives a pair")
 
