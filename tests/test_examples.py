@@ -54,8 +54,12 @@ def test_classics():
 @pytest.mark.cuda
 def test_train_digits_on_the_gpu(tmp_path):
     example = _load("train_digits")
-    accuracy, _ = example.main(["--device", "cuda", "--epochs", "15", "--quiet", "--plot", str(tmp_path / "c.png")])
-    assert accuracy >= 0.95
+    accuracy, history = example.main(["--device", "cuda", "--epochs", "15", "--quiet", "--plot",
+                                      str(tmp_path / "c.png")])
+    # the CPU over seeds 0-11: 95.8-97.6% and a last epoch's loss of 0.433-0.456 (label smoothing 0.05); the
+    # emulated GPU, seed 0: 96.22% and 0.4399 as the CPU.  The H200 before 1133b63 (the span forward's 'mean'
+    # gradient held raw logits in part of each span) gave 94.44% and 2.2823: a loss far off is the sign
+    assert accuracy >= 0.95 and history["loss"][-1] < 0.5
 
 
 def test_train_digits_with_mixed_precision_ends_where_float32_does(tmp_path):
