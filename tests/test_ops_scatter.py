@@ -3,6 +3,8 @@ second derivatives of scatter, scatter_add, scatter_reduce (every reduction,
 include_self both ways), index_add, index_copy, index_fill, masked_scatter;
 the in-place forms; torch's errors."""
 
+import math
+
 import numpy
 import pytest
 import torch
@@ -54,6 +56,25 @@ def test_scatter_reduce(rng, device, reduce, include_self):
                                            include_self=include_self),
         lambda a, s: a.scatter_reduce(0, to_torch(index, device), s, reduce, include_self=include_self),
         [x, src], device, double=double)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x, index, src, dim", [
+    ([2.0318780355589703], [0], [-0.04873681075260759], 0),
+    ([[-0.13985371531071739, -0.839723331433007]], [[0, 1]], [[-math.inf, -1.4294496002002404]], -1)])
+def test_scatter_reduce_amin_where_src_holds_the_minimum(device, x, index, src, dim):
+    """The two fuzz cases (GPUGRAD_FUZZ_SEED=945203634, scatter_reduce/method:3404584512 and
+    scatter_reduce/torch:465398791) whose gradient to self was nan on the H200 for torch's 0 and -0.0:
+    self is not the minimum, so its gradient is 0 * grad, signed as grad (torch's scatter_reduce_backward)."""
+    upstream = numpy.full(numpy.shape(x), -0.5)
+    grads = []
+    for lib, dev in ((gpugrad, device), (torch, "cpu")):
+        a = lib.tensor(x, dtype=lib.float64, device=dev, requires_grad=True)
+        s = lib.tensor(src, dtype=lib.float64, device=dev, requires_grad=True)
+        out = a.scatter_reduce(dim, lib.tensor(index, device=dev), s, "amin")
+        out.backward(lib.tensor(upstream, dtype=lib.float64, device=dev))
+        grads.append([out.tolist(), a.grad.tolist(), s.grad.tolist(), numpy.signbit(a.grad.tolist()).tolist()])
+    assert grads[0] == grads[1]
 
 
 @pytest.mark.parametrize("device", DEVICES)
