@@ -600,7 +600,10 @@ def index_select(input, dim, index):
     elif index.numel():                 # CuPy would take it modulo the size: a check in [0, size) without a sync
         key, _ = convert_key(input, (slice(None),) * dim + (index.reshape(-1),))
         check_indices(key[-1], input.shape[dim], device_errors.POSITION)
-        return GetItem.apply(input, key, True)
+        try:
+            return GetItem.apply(input, key, True)
+        except IndexError as error:     # (NumPy's words, as getitem's)
+            raise IndexError(str(error).replace("axis", "dimension")) from None
     return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
 
 
