@@ -17,7 +17,9 @@
 #                                             # cut short by its own time limit (tests in parallel with
 #                                             # pytest-xdist, the bench without torch.compile, 1000 GPT steps,
 #                                             # memory for 1.2 minutes); everything in $OUT/results.tar.gz.
-#                                             # PHASE: tests bench probe gpt memory (GPT_STEPS, MEMORY_MINUTES)
+#                                             # PHASE: tests bench probe kernels gpt memory (GPT_STEPS,
+#                                             # MEMORY_MINUTES)
+#   scripts/gpu_session.sh kernels            # the fused losses' kernels under ncu: time, DRAM bytes
 #   scripts/gpu_session.sh probe              # scripts/gpu_probe.py, the kernel tests it covers, and
 #                                             # compute-sanitizer racecheck/initcheck on it (~90 s)
 # Logs and results go under $OUT (the device tool brings them back), else ./gpu-results.
@@ -71,6 +73,11 @@ case "$mode" in
         > "$out/sanitizer-$tool.log" 2>&1
       echo "--- $tool rc=$?"; grep -v "^=========     \|^ *$" "$out/sanitizer-$tool.log" | tail -25 | cut -c1-220
     done ;;
+  kernels)    # each fused loss's kernels under Nsight Compute: time and DRAM bytes per case (gpu_kernels.py)
+    ncu --clock-control none --profile-from-start off --csv --page raw \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+      python3 scripts/gpu_kernels.py > "$out/ncu.csv" 2> "$out/ncu.log"
+    echo "ncu rc=$?"; tail -3 "$out/ncu.log"; wc -l "$out/ncu.csv" ;;
   all)
     here=$0
     work=/tmp/gpugrad-all
@@ -97,6 +104,7 @@ case "$mode" in
         tests) TEST_WORKERS=12 phase tests "${item#*:}" tests ;;
         bench) phase bench "${item#*:}" quick ;;
         probe) phase probe "${item#*:}" probe ;;
+        kernels) phase kernels "${item#*:}" kernels ;;
         gpt) phase gpt "${item#*:}" gpt "${GPT_STEPS:-1000}" ;;
         memory) MEMORY_MINUTES=${MEMORY_MINUTES:-1.2} phase memory "${item#*:}" memory 10000 ;;
         *) echo "unknown phase $item" >&2 ;;
