@@ -45,7 +45,15 @@ from gpugrad.ops.fused.indices import check_indices
 from gpugrad.ops.fused.softmax import log_softmax, safe_softmax, softmax
 from gpugrad.ops.linalg import einsum, linear
 from gpugrad.ops.sampling import interpolate
-from gpugrad.ops.shape import broadcast_tensors, cat, pad, pixel_shuffle, pixel_unshuffle, split_with_sizes
+from gpugrad.ops.shape import (
+    broadcast_tensors,
+    cat,
+    index_select_valid,
+    pad,
+    pixel_shuffle,
+    pixel_unshuffle,
+    split_with_sizes,
+)
 from gpugrad.tensor import Tensor
 
 __all__ = [
@@ -808,7 +816,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     check_indices(input.array, rows, device_errors.POSITION)
     if max_norm is not None:       # the rows looked up are renormalised in place first, as torch's
         embeddings.embedding_renorm_(weight, input, float(max_norm), float(norm_type))
-    out = weight.index_select(0, input.reshape(-1)).reshape(tuple(input.shape) + tuple(weight.shape[1:]))
+    out = index_select_valid(weight, 0, input.reshape(-1)).reshape(tuple(input.shape) + tuple(weight.shape[1:]))
     if padding_idx is not None:
         padding_idx = padding_idx % rows
         mask = Tensor._make((input.array == padding_idx)[..., None])
@@ -854,7 +862,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     check_indices(flat.array, weight.shape[0], device_errors.POSITION)
     if max_norm is not None:
         embeddings.embedding_renorm_(weight, flat, float(max_norm), float(norm_type))
-    rows = weight[flat]
+    rows = index_select_valid(weight, 0, flat)
     return embeddings.embedding_bag(input, weight, offsets, mode, per_sample_weights, include_last_offset,
                                     padding_idx, rows)
 

@@ -10,7 +10,7 @@ import numpy
 
 from gpugrad import backend
 from gpugrad.autograd.function import InternalFunction
-from gpugrad.ops.shape import index_select
+from gpugrad.ops.shape import index_select_valid
 from gpugrad.tensor import Tensor
 
 _MODES = {"nearest": None, "nearest-exact": None, "linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5,
@@ -154,13 +154,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                     out = _NearestSelect.apply(out, dim, backend.to_device(index, input.device),
                                                backend.to_device(shortcut, input.device))
                     continue
-            out = index_select(out, dim, Tensor._make(backend.to_device(index, input.device)))
+            out = index_select_valid(out, dim, Tensor._make(backend.to_device(index, input.device)))
             continue
         low, high, weight = _linear_weights(in_size, out_size, scale, bool(align_corners), input.dtype)
         shape = [1] * input.ndim
         shape[dim] = out_size
         weight = Tensor._make(xp.asarray(weight.reshape(shape)))
-        lower = index_select(out, dim, Tensor._make(backend.to_device(low, input.device)))
-        upper = index_select(out, dim, Tensor._make(backend.to_device(high, input.device)))
+        lower = index_select_valid(out, dim, Tensor._make(backend.to_device(low, input.device)))
+        upper = index_select_valid(out, dim, Tensor._make(backend.to_device(high, input.device)))
         out = lower * (1 - weight) + upper * weight
     return out

@@ -11,7 +11,7 @@ import numpy
 from gpugrad import backend, dtypes, validation
 from gpugrad.autograd.function import InternalFunction
 from gpugrad.dims import wrap_dim
-from gpugrad.ops.shape import broadcast_tensors, gather, getitem, index_select, reshape
+from gpugrad.ops.shape import broadcast_tensors, gather, getitem, index_select_valid, reshape
 from gpugrad.tensor import Tensor
 
 REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
@@ -324,7 +324,7 @@ class IndexAdd(InternalFunction):
     def backward(ctx, grad):
         grad_source = None
         if ctx.needs_input_grad[1]:
-            grad_source = index_select(grad, ctx.dim, Tensor._make(ctx.index))
+            grad_source = index_select_valid(grad, ctx.dim, Tensor._make(ctx.index))
             if ctx.alpha != 1:
                 grad_source = grad_source * ctx.alpha
         return grad, grad_source, None, None, None
@@ -361,7 +361,7 @@ class IndexCopy(InternalFunction):
     def backward(ctx, grad):
         index = Tensor._make(ctx.index)
         grad_x = index_fill(grad, ctx.dim, index, 0.0) if ctx.needs_input_grad[0] else None
-        grad_source = index_select(grad, ctx.dim, index) if ctx.needs_input_grad[1] else None
+        grad_source = index_select_valid(grad, ctx.dim, index) if ctx.needs_input_grad[1] else None
         return grad_x, grad_source, None, None
 
 
@@ -387,7 +387,7 @@ class IndexFill(InternalFunction):
     def backward(ctx, grad):
         index = Tensor._make(ctx.index)
         grad_x = index_fill(grad, ctx.dim, index, 0.0) if ctx.needs_input_grad[0] else None
-        grad_value = index_select(grad, ctx.dim, index).sum() if ctx.needs_input_grad[1] else None
+        grad_value = index_select_valid(grad, ctx.dim, index).sum() if ctx.needs_input_grad[1] else None
         return grad_x, grad_value, None, None
 
 

@@ -484,14 +484,19 @@ def convert_key(x, key):
     return tuple(converted), advanced
 
 
+def _get_item(input, key, advanced):
+    """GetItem with NumPy's IndexError in torch's words (dimension, not axis)."""
+    try:
+        return GetItem.apply(input, key, advanced)
+    except IndexError as error:
+        raise IndexError(str(error).replace("axis", "dimension")) from None
+
+
 def getitem(input, key):
     """input[key] with torch's (NumPy's) indexing rules: ints, slices, None,
     Ellipsis, bool masks and integer tensors; basic indexing gives a view."""
     key, advanced = convert_key(input, key)
-    try:
-        out = GetItem.apply(input, key, advanced)
-    except IndexError as error:
-        raise IndexError(str(error).replace("axis", "dimension")) from None
+    out = _get_item(input, key, advanced)
     if advanced and out.numel():        # (not in GetItem: gather_valid's keys and the backwards' are checked)
         check_index_arrays(*indexed_region(input.array, key))
     return out
@@ -600,11 +605,17 @@ def index_select(input, dim, index):
     elif index.numel():                 # CuPy would take it modulo the size: a check in [0, size) without a sync
         key, _ = convert_key(input, (slice(None),) * dim + (index.reshape(-1),))
         check_indices(key[-1], input.shape[dim], device_errors.POSITION)
-        try:
-            return GetItem.apply(input, key, True)
-        except IndexError as error:     # (NumPy's words, as getitem's)
-            raise IndexError(str(error).replace("axis", "dimension")) from None
+        return _get_item(input, key, True)
     return getitem(input, (slice(None),) * dim + (index.reshape(-1),))
+
+
+def index_select_valid(input, dim, index):
+    """index_select with indices known to be valid (computed here, or checked already: embedding's, a scatter's
+    backward): no check, no launch for one (gather_valid's twin)."""
+    if input.ndim == 0:
+        return reshape(index_select_valid(reshape(input, (1,)), 0, index), ())
+    key = (slice(None),) * dim + (backend.to_device(index.array, input.device).reshape(-1),)
+    return _get_item(input, key, True)
 
 
 def masked_select(input, mask):
@@ -941,7 +952,7 @@ def repeat_interleave(input, repeats, dim=None):
     else:
         counts = numpy.full(input.shape[dim], int(repeats))
     index = numpy.repeat(numpy.arange(input.shape[dim]), counts)
-    return index_select(input, dim, Tensor._make(backend.to_device(index, input.device)))
+    return index_select_valid(input, dim, Tensor._make(backend.to_device(index, input.device)))
 
 
 class Pad(InternalFunction):
@@ -1039,7 +1050,7 @@ def pad(input, pad, mode="constant", value=None):
             period = 2 * (n - 1)
             index = numpy.abs((positions + period) % period) if period else numpy.zeros_like(positions)
             index = numpy.where(index >= n, period - index, index)
-        out = index_select(out, d, Tensor._make(backend.to_device(index.astype(numpy.int64), input.device)))
+        out = index_select_valid(out, d, Tensor._make(backend.to_device(index.astype(numpy.int64), input.device)))
     return out
 
 
