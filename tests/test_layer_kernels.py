@@ -77,6 +77,24 @@ def test_layer_norm_non_contiguous_nan_and_only_some_gradients(rng, device):
     assert_close(got[0], want[0], 1e-12)
 
 
+def test_layer_norm_of_an_expanded_or_strided_weight_and_bias(rng, device):
+    """The kernels read weight[c] and bias[c]: an expanded (stride 0) or step-sliced weight and bias are
+    copied first (the emulated fuzz run, layer_norm/F:698071852: an expanded weight read past its one
+    element, NaN there)."""
+    x = rng.standard_normal((3, 4))
+    w_values, b_values = rng.standard_normal(1), rng.standard_normal(8)
+    ours, theirs = [], []
+    for lib, dev in ((gpugrad, device), (torch, "cpu")):
+        w = lib.tensor(w_values, device=dev, requires_grad=True)
+        b = lib.tensor(b_values, device=dev, requires_grad=True)
+        xt = lib.tensor(x, device=dev, requires_grad=True)
+        out = lib.nn.functional.layer_norm(xt, (4,), w.expand(4), b[::2])
+        out.backward(lib.tensor(x[::-1].copy(), device=dev))
+        (ours if lib is gpugrad else theirs).extend([out, xt.grad, w.grad, b.grad])
+    for got, want in zip(ours, theirs):
+        assert_close(got, want, 1e-12)
+
+
 def test_layer_norm_float32_and_double_backward(rng, device):
     x, tx = _pair(rng, (5, 33), device)
     w, tw = _pair(rng, (33,), device)

@@ -29,7 +29,9 @@ def _function(filename, name, device_id):
 
 
 def _pointer(array):
-    return numpy.uint64(0) if array is None else array
+    """An array argument (contiguous: the kernels read weight[c] and bias[c] at c, so an expanded or strided one
+    is copied) or a null pointer for None."""
+    return numpy.uint64(0) if array is None else _contiguous(array)
 
 
 def supports(*arrays):
