@@ -544,6 +544,17 @@ def attempt(function):
             return None, error
 
 
+def synced(function, device):
+    """``function`` and, on a cuda device, a sync after it: an index error a kernel recorded is raised at the
+    next synchronising call (DESIGN.md, Errors), which belongs to this case, not to the next one's first read."""
+    def run():
+        result = function()
+        if device != "cpu":
+            gpugrad.cuda.synchronize()
+        return result
+    return run
+
+
 def where_raised(error):
     frames = traceback.extract_tb(error.__traceback__)
     for frame in reversed(frames):
@@ -664,7 +675,7 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device, widened=No
             gt = [torch.ones_like(diff_t[0])]
             go = [gpugrad.ones_like(diff_o[0])]
         _, et = attempt(lambda: torch.autograd.backward(diff_t, gt))
-        _, eo = attempt(lambda: gpugrad.autograd.backward(diff_o, go))
+        _, eo = attempt(synced(lambda: gpugrad.autograd.backward(diff_o, go), device))
         if compare_errors(eo, et, "backward"):
             return
         dtypes = [o.dtype for o in diff_t]
@@ -676,8 +687,8 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device, widened=No
     go = _grad_outputs(gpugrad, upstream, diff_o, device)
     first_t, et = attempt(lambda: torch.autograd.grad(diff_t, theirs.leaves, gt, create_graph=True,
                                                       allow_unused=True))
-    first_o, eo = attempt(lambda: gpugrad.autograd.grad(diff_o, ours.leaves, go, create_graph=True,
-                                                        allow_unused=True))
+    first_o, eo = attempt(synced(lambda: gpugrad.autograd.grad(diff_o, ours.leaves, go, create_graph=True,
+                                                               allow_unused=True), device))
     if et is not None and eo is None and isinstance(et, NotImplementedError):
         return          # torch lacks this derivative
     if compare_errors(eo, et, "grad(create_graph=True)"):
@@ -689,7 +700,7 @@ def compare_gradients(rng, entry, ours, theirs, out_o, out_t, device, widened=No
     # second order: d/dx <grad, w>
     weights = [rng.standard_normal(tuple(leaf.shape)) for leaf in theirs.leaves]
     second_t, et = attempt(lambda: _second(torch, first_t, theirs.leaves, weights, device))
-    second_o, eo = attempt(lambda: _second(gpugrad, first_o, ours.leaves, weights, device))
+    second_o, eo = attempt(synced(lambda: _second(gpugrad, first_o, ours.leaves, weights, device), device))
     if et is not None and eo is None:
         return          # torch cannot differentiate its gradient here; gpugrad may
     if compare_errors(eo, et, "second derivative"):
@@ -755,7 +766,7 @@ def run_case(entry, form, seed, device="cpu"):
     theirs, ours = build_pair(args, kwargs, device)
     call = entry.call(form)
     out_t, et = attempt(lambda: call(torch, *theirs.args, **theirs.kwargs))
-    out_o, eo = attempt(lambda: call(gpugrad, *ours.args, **ours.kwargs))
+    out_o, eo = attempt(synced(lambda: call(gpugrad, *ours.args, **ours.kwargs), device))
     description = f"{entry.name}/{form}:{seed} args={args!r} kwargs={kwargs!r}"
     try:
         if compare_errors(eo, et, "forward"):
