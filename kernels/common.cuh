@@ -464,7 +464,7 @@ __device__ __forceinline__ void last_block_sum2(A a, A b, A* partials, unsigned 
         __threadfence();
         is_last = atomicAdd(counter, 1u) == static_cast<unsigned int>(blocks - 1);
     }
-    __syncthreads();
+    converged_sync();
     if (!is_last) return;
     __threadfence();
     const volatile A* seen = partials;
@@ -499,7 +499,7 @@ __device__ __forceinline__ bool merge_split_row(MaxSum<A>& st, A& extra, A* part
         __threadfence();
         last_chunk = atomicAdd(row_counters + row, 1u) == static_cast<unsigned int>(splits - 1);
     }
-    __syncthreads();
+    converged_sync();
     const bool merge_here = last_chunk;
     __syncthreads();                      // last_chunk is rewritten for the next row
     if (merge_here && threadIdx.x == 0) {

@@ -605,7 +605,7 @@ __global__ void __launch_bounds__(512, 1) cross_entropy_span_forward(
                     x_row[c] = Store<T>::of(used ? grad(c, to_acc(x_row[c])) : fill);
                 }
             }
-            __syncthreads();
+            converged_sync();                 // (after thread 0's ticket too, where there is no mean)
             store_span(dx + first * cols, count, span, shift);
         }
         __syncthreads();                      // the span (and last_block) are rewritten next

@@ -115,7 +115,7 @@ __device__ __forceinline__ void finish_column_sums(const Acc<T>* partials, unsig
     __shared__ bool is_last;
     __syncthreads();
     if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
-    __syncthreads();
+    converged_sync();
     if (!is_last) return;
     __threadfence();
     const volatile A* seen = partials;

@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(MAX_THREADS) layer_norm_backward(
     __shared__ bool is_last;
     __syncthreads();
     if (flat == 0) is_last = atomicAdd(counter, 1u) == static_cast<unsigned int>(blocks - 1);
-    __syncthreads();
+    converged_sync();
     if (!is_last) return;
     __threadfence();
     const volatile A* seen = partials;
