@@ -162,6 +162,69 @@ def test_gelu_half_precision(rng, device):
         assert_close(to_numpy(out), want, 1e-2)
 
 
+OUTPUT_SLOPE_CASES = [((3, 5, 7), False), ((300, 33), True), ((), False), ((0, 4), False)]
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("shape, transposed", OUTPUT_SLOPE_CASES)
+def test_sigmoid_and_tanh_are_one_launch_each_way(rng, device, name, shape, transposed):
+    """sigmoid's forward and the backward of sigmoid and tanh (grad * y (1 - y), grad * (1 - y^2), from
+    the forward's output) in one launch each on CUDA (kernels/elementwise.cu), with an upstream gradient
+    of its own or sum's broadcast one read in place; values and gradients as torch's in float64, and a
+    second derivative through them."""
+    base, tbase = _pair(rng, shape[::-1] if transposed else shape, device, 3.0)
+    x, tx = (base.t(), tbase.t()) if transposed else (base, tbase)
+    out, launches, ops = _count(lambda: getattr(x, name)(), device)
+    if launches is not None and x.numel():
+        assert (launches, ops) == ((0, 1) if name == "tanh" else (1, 0))     # (tanh's forward: CuPy's own)
+    tout = getattr(tx, name)()
+    assert_close(out, tout, 1e-15, floor=1.0)
+    g = rng.standard_normal(shape)
+    _, launches, ops = _count(lambda: out.backward(gpugrad.tensor(g, device=device), retain_graph=True), device)
+    if launches is not None and x.numel():
+        assert (launches, ops) == (1, int(transposed))     # (x = base.t(): the transpose's backward, a view)
+    tout.backward(to_torch(g), retain_graph=True)
+    assert_close(base.grad, tbase.grad, 1e-14, floor=1.0)
+    base.grad = tbase.grad = None
+    total = out.sum()
+    _, launches, _ = _count(lambda: total.backward(), device)              # one upstream value, broadcast
+    if launches is not None and x.numel():
+        assert launches == 1
+    tout.sum().backward()
+    assert_close(base.grad, tbase.grad, 1e-14, floor=1.0)
+    gx, = gpugrad.autograd.grad(getattr(x, name)().sum(), base, create_graph=True)
+    tgx, = torch.autograd.grad(getattr(tx, name)().sum(), tbase, create_graph=True)
+    assert_close(gx, tgx, 1e-14, floor=1.0)
+    h, = gpugrad.autograd.grad((gx * gx).sum(), base)
+    th, = torch.autograd.grad((tgx * tgx).sum(), tbase)
+    assert_close(h, th, 1e-13, floor=1.0)
+
+
+def test_sigmoid_and_tanh_edges_and_half_precision(rng, device):
+    values = numpy.array([math.nan, math.inf, -math.inf, 0.0, -0.0, 30.0, -30.0, 100.0, -100.0, 1e-300])
+    for name in ("sigmoid", "tanh"):
+        x = gpugrad.tensor(values, device=device, requires_grad=True)
+        tx = torch.tensor(values, requires_grad=True)
+        y, ty = getattr(x, name)(), getattr(tx, name)()
+        numpy.testing.assert_array_equal(to_numpy(y), ty.detach().numpy())
+        y.backward(gpugrad.tensor(numpy.full_like(values, 0.5), device=device))
+        ty.backward(torch.tensor(numpy.full_like(values, 0.5)))
+        numpy.testing.assert_array_equal(to_numpy(x.grad), tx.grad.numpy())
+    half = rng.standard_normal((8, 16)).astype(numpy.float32)
+    for dtype in (gpugrad.float16, gpugrad.bfloat16):
+        for name in ("sigmoid", "tanh"):
+            x = gpugrad.tensor(half, device=device).to(dtype).requires_grad_()
+            out = getattr(x, name)()
+            assert out.dtype == dtype
+            want = getattr(torch.tensor(half, dtype=torch.float64), name)().numpy()
+            assert_close(to_numpy(out), want, 1e-2)
+            out.sum().backward()
+            assert x.grad.dtype == dtype
+            t = torch.tensor(half, dtype=torch.float64, requires_grad=True)
+            getattr(t, name)().sum().backward()
+            assert_close(to_numpy(x.grad), t.grad.numpy(), 2e-2)
+
+
 LINEAR_GELU_CASES = [((4, 7, 12), 17), ((300, 12), 17), ((3, 12), 300), ((12,), 5), ((0, 12), 6)]
 
 

@@ -128,6 +128,24 @@ def gelu_backward(grad, x, tanh):
     return _elementwise(_gelu_name("backward", x.dtype, tanh), x, (grad, x))
 
 
+def sigmoid_forward(x):
+    x = _contiguous(x)
+    return _elementwise(f"sigmoid_forward<{launch.float_type(x.dtype)}>", x, (x,))
+
+
+def output_backward(kind, grad, y):
+    """grad * f'(x) from the forward's output y (kind "sigmoid": y (1 - y); "tanh": 1 - y^2) in one
+    launch; a grad of one value (sum's broadcast) is read in place, another is broadcast to y's shape."""
+    y = _contiguous(y)
+    if y.size and (grad.size == 1 or not any(grad.strides)):      # one value, perhaps broadcast
+        grad, step = grad[(0,) * grad.ndim].reshape(1), 0             # (a view of that element)
+    else:
+        if grad.shape != y.shape:
+            grad = backend.cupy_module().broadcast_to(grad, y.shape)
+        grad, step = _contiguous(grad), 1
+    return _elementwise(f"{kind}_backward<{launch.float_type(y.dtype)}>", y, (grad, y), launch.i64(step))
+
+
 def gelu_backward_bias(grad, x, tanh):
     """(dx, sums): gelu_backward's dx, and its sums over every dim but the last (of x's dtype,
     summed in the accumulation dtype) in the same launch: the gradient of the bias of the Linear

@@ -880,6 +880,8 @@ class TanhBackward(InternalFunction):
     @staticmethod
     def forward(ctx, grad, y):
         ctx.save_for_backward(grad, y)
+        if layers.supports(grad, y):     # CUDA: one kernel
+            return layers.output_backward("tanh", grad, y)
         return grad * (1 - y * y)
 
     @staticmethod
@@ -903,6 +905,8 @@ class Sigmoid(InternalFunction):
         xp = ctx.xp
         if xp is numpy:
             y = backend.keep_array(backend.expit(x))       # one pass (float32 / float64: half_in_float32)
+        elif layers.supports(x):                           # CUDA: one kernel, torch's formula in Acc
+            y = layers.sigmoid_forward(x)
         else:
             # torch's 1 / (1 + exp(-x)), in place after the first op: exp(-x) = inf gives 0 exactly
             y = xp.negative(x)
@@ -926,6 +930,8 @@ class SigmoidBackward(InternalFunction):
     @staticmethod
     def forward(ctx, grad, y):
         ctx.save_for_backward(grad, y)
+        if layers.supports(grad, y):     # CUDA: one kernel
+            return layers.output_backward("sigmoid", grad, y)
         return grad * (y * (1 - y))
 
     @staticmethod
