@@ -15,8 +15,8 @@
 //   column_sums<T>:          sums[c] = sum over r of x[r, c], in A, rounded to T once (a half-type
 //                            sum over the leading dims in one launch: no float32 result to cast)
 //   sigmoid_forward<T>:      y = 1 / (1 + exp(-x))            (torch's formula; exp(-x) = inf gives 0)
-//   sigmoid_backward<T>:     dx = g * (y * (1 - y))           (y the forward's output)
-//   tanh_backward<T>:        dx = g * (1 - y * y)             (y the forward's output)
+//   output_backward<T, SIGMOID>: sigmoid: dx = g * (y * (1 - y)); tanh: dx = g * (1 - y * y)
+//                            (y the forward's output)
 //                            g[i * g_step]: g_step 0 for one upstream value (sum's broadcast), else 1
 //   dropout_apply<T>:        y = x * (u >= p ? scale : 0), where u in [0, 1) comes from
 //                            Philox4x32-10 (a counter-based generator: the words of
@@ -95,25 +95,15 @@ __global__ void __launch_bounds__(MAX_THREADS) sigmoid_forward(const T* __restri
         out[i] = Store<T>::of(A(1) / (A(1) + exp(-to_acc(x[i]))));
 }
 
-template <typename T>
-__global__ void __launch_bounds__(MAX_THREADS) sigmoid_backward(const T* __restrict__ grad, const T* __restrict__ y,
-                                                                 T* __restrict__ out, long long n, long long g_step) {
+// SIGMOID: g * (y (1 - y)); else tanh's g * (1 - y^2); y the forward's output
+template <typename T, bool SIGMOID>
+__global__ void __launch_bounds__(MAX_THREADS) output_backward(const T* __restrict__ grad, const T* __restrict__ y,
+                                                                T* __restrict__ out, long long n, long long g_step) {
     using A = Acc<T>;
     for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
          i += static_cast<long long>(gridDim.x) * blockDim.x) {
         const A v = to_acc(y[i]);
-        out[i] = Store<T>::of(to_acc(grad[i * g_step]) * (v * (A(1) - v)));
-    }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(MAX_THREADS) tanh_backward(const T* __restrict__ grad, const T* __restrict__ y,
-                                                              T* __restrict__ out, long long n, long long g_step) {
-    using A = Acc<T>;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += static_cast<long long>(gridDim.x) * blockDim.x) {
-        const A v = to_acc(y[i]);
-        out[i] = Store<T>::of(to_acc(grad[i * g_step]) * (A(1) - v * v));
+        out[i] = Store<T>::of(to_acc(grad[i * g_step]) * (SIGMOID ? v * (A(1) - v) : A(1) - v * v));
     }
 }
 

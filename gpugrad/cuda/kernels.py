@@ -56,8 +56,8 @@ INSTANTIATIONS = {
                     + _expand("attention_softmax_backward<{t}>", t=_T),
     "elementwise.cu": _expand("{k}<{t}, {tanh}>", k=("gelu_forward", "gelu_backward", "gelu_backward_bias"), t=_T,
                               tanh=("false", "true"))
-                      + _expand("{k}<{t}>", k=("column_sums", "dropout_apply", "sigmoid_forward", "sigmoid_backward",
-                                               "tanh_backward"), t=_T),
+                      + _expand("output_backward<{t}, {sigmoid}>", t=_T, sigmoid=("false", "true"))
+                      + _expand("{k}<{t}>", k=("column_sums", "dropout_apply", "sigmoid_forward"), t=_T),
 }
 
 

@@ -143,7 +143,8 @@ def output_backward(kind, grad, y):
         if grad.shape != y.shape:
             grad = backend.cupy_module().broadcast_to(grad, y.shape)
         grad, step = _contiguous(grad), 1
-    return _elementwise(f"{kind}_backward<{launch.float_type(y.dtype)}>", y, (grad, y), launch.i64(step))
+    sigmoid = "true" if kind == "sigmoid" else "false"
+    return _elementwise(f"output_backward<{launch.float_type(y.dtype)}, {sigmoid}>", y, (grad, y), launch.i64(step))
 
 
 def gelu_backward_bias(grad, x, tanh):
